@@ -1,0 +1,1 @@
+"""Importers and in-memory data types: image sets, human judgments, matrices, features."""
