@@ -1,0 +1,550 @@
+"""The project file: one HDF5 file per study, owned by this module alone.
+
+Layout (schema 100)::
+
+    / attrs: format, schema_version, created_with, last_written_with, uuid, created
+    /current                attrs: slot -> run id (the active run of each slot)
+    /journal                (J,) JSON strings, one record per job start / end
+    /data/imagesets/<name>  paths, categories; attrs params
+    /data/judgments/<name>  triplets, participant[, votes]; attrs kind, image_set, params
+    /data/matrices/<name>   matrix (n,n) or (s,n,n); attrs kind, image_set, params
+    /<stage>/<run_id>/      one run of a pipeline stage: arrays + attrs params, inputs, summary
+
+A *slot* names what a run produces, e.g. ``features:stimuli:efficientnet_lite2`` or
+``transform``; ``/current`` maps slots to run ids and is written last in a transaction.
+
+Crash safety: every write is a *copy-on-write transaction* — the file is copied to a
+temporary sibling, the copy is changed, flushed and fsynced, then renamed over the project
+(``os.replace`` is atomic on POSIX and Windows). A process killed at any point therefore
+leaves either the old or the new file, never a half-written one (HDF5 has no journal of its
+own: a crash while a file is open for writing can corrupt it). The cost is one file copy per
+transaction, which is why callers batch their writes (a stage writes its run once, at the
+end). Runs are append-only; a job records its start in ``/journal`` in its own transaction,
+so a job that started and never ended is reported as interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from alignet_engine import __version__
+from alignet_engine.data.types import ImageSet, Judgments
+from alignet_engine.errors import ProjectError
+from alignet_engine.store.lock import ProjectLock
+
+log = logging.getLogger(__name__)
+
+FORMAT = "alignet-project"
+SCHEMA_VERSION = 100  # major * 100 + minor
+_STR = h5py.string_dtype()
+
+# Migrations from schema version v to the next one: (target_version, function(file)).
+# A migration runs inside a transaction after a backup copy of the old file was written.
+MIGRATIONS: dict[int, tuple[int, Callable[[h5py.File], None]]] = {}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported on every platform / filesystem
+        _fsync_path(path)
+
+
+def _write_array(group: h5py.Group, name: str, value: np.ndarray) -> None:
+    value = np.asarray(value)
+    if value.dtype.kind in "UO":
+        group.create_dataset(name, data=value.astype(object), dtype=_STR)
+        return
+    kwargs: dict[str, Any] = {}
+    if value.ndim >= 1 and value.nbytes > 1 << 20:
+        # Row chunks of ~1 MiB; lzf is fast and keeps feature matrices smaller on disk.
+        row_bytes = max(1, value.nbytes // max(1, value.shape[0]))
+        rows = int(max(1, min(value.shape[0], (1 << 20) // row_bytes)))
+        kwargs = {"chunks": (rows, *value.shape[1:]), "compression": "lzf"}
+    group.create_dataset(name, data=value, **kwargs)
+
+
+def _read_array(ds: h5py.Dataset) -> np.ndarray:
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        return np.array(ds.asstr()[()], dtype=object)
+    return ds[()]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a stage as stored: parameters, inputs (slot -> run id), summary, arrays."""
+
+    stage: str
+    run_id: str
+    slot: str
+    params: dict[str, Any]
+    inputs: dict[str, str]
+    summary: dict[str, Any]
+    created: float
+    arrays: dict[str, np.ndarray]
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus 6 random hex digits."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+class Project:
+    """An AligNet Studio project file (see the module docstring for the layout).
+
+    Open with :meth:`create` or :meth:`open`; use as a context manager so the write lock is
+    released. Reading methods open the file briefly read-only; writing goes through
+    :meth:`transaction`.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool) -> None:
+        self.path = Path(path).resolve()
+        self.readonly = readonly
+        self._lock = ProjectLock(self.path)
+
+    # ----------------------------------------------------------------- open / close
+    @classmethod
+    def create(cls, path: str | Path, *, overwrite: bool = False) -> Project:
+        """Create a new, empty project file at ``path`` and open it for writing."""
+        path = Path(path).resolve()
+        if path.exists() and not overwrite:
+            raise ProjectError(f"{path} already exists; choose another name or open it.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        project = cls(path, readonly=False)
+        project._lock.acquire()
+        try:
+            tmp = path.with_name(f".{path.name}.new-{uuid.uuid4().hex[:8]}")
+            with h5py.File(tmp, "w", locking=False) as f:
+                f.attrs["format"] = FORMAT
+                f.attrs["schema_version"] = SCHEMA_VERSION
+                f.attrs["created_with"] = __version__
+                f.attrs["last_written_with"] = __version__
+                f.attrs["uuid"] = uuid.uuid4().hex
+                f.attrs["created"] = time.time()
+                f.create_group("current")
+                f.create_dataset("journal", shape=(0,), maxshape=(None,), dtype=_STR)
+                f.create_group("data")
+            _fsync_path(tmp)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except BaseException:
+            project._lock.release()
+            raise
+        return project
+
+    @classmethod
+    def open(cls, path: str | Path, *, readonly: bool = False) -> Project:
+        """Open an existing project; takes the write lock unless ``readonly``.
+
+        Raises
+        ------
+        ProjectError
+            The file is missing, not a project, or written by a newer major schema.
+        ProjectLockedError
+            Another process holds the write lock.
+        """
+        path = Path(path).resolve()
+        if not path.is_file():
+            raise ProjectError(f"No project file at {path}.")
+        version = cls._check_header(path)
+        project = cls(path, readonly=readonly)
+        if version > SCHEMA_VERSION and not readonly:
+            log.warning("%s has a newer minor schema (%d); opening read-only", path, version)
+            project.readonly = True
+        if not project.readonly:
+            project._lock.acquire()
+            try:
+                project._sweep_temporaries()
+                if version < SCHEMA_VERSION:
+                    project._migrate(version)
+            except BaseException:
+                project._lock.release()
+                raise
+        return project
+
+    @staticmethod
+    def _check_header(path: Path) -> int:
+        try:
+            with h5py.File(path, "r", locking=False) as f:
+                fmt = f.attrs.get("format")
+                version = int(f.attrs.get("schema_version", -1))
+        except OSError as exc:
+            raise ProjectError(f"{path} is not a readable project file ({exc}).") from exc
+        if fmt != FORMAT:
+            raise ProjectError(f"{path} is an HDF5 file but not an AligNet Studio project.")
+        if version // 100 > SCHEMA_VERSION // 100:
+            raise ProjectError(
+                f"{path} was written by a newer AligNet Studio (schema {version}, this version "
+                f"reads up to {SCHEMA_VERSION}). Update AligNet Studio to open it."
+            )
+        return version
+
+    def close(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _sweep_temporaries(self) -> None:
+        """Delete transaction copies left behind by a killed writer (we hold the lock)."""
+        for stray in self.path.parent.glob(f".{self.path.name}.*-*"):
+            log.info("Removing leftover temporary file %s", stray)
+            stray.unlink(missing_ok=True)
+
+    def _migrate(self, version: int) -> None:
+        backup = self.path.with_name(f"{self.path.name}.schema{version}.bak")
+        shutil.copyfile(self.path, backup)
+        log.info("Backed up %s to %s before migrating from schema %d", self.path, backup, version)
+        with self.transaction() as f:
+            while version < SCHEMA_VERSION:
+                if version not in MIGRATIONS:
+                    raise ProjectError(f"No migration from schema {version}; backup at {backup}.")
+                version, step = MIGRATIONS[version]
+                step(f)
+                f.attrs["schema_version"] = version
+
+    # ----------------------------------------------------------------- transactions
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[h5py.File]:
+        """The project opened read-only for the duration of the ``with`` block."""
+        with h5py.File(self.path, "r", locking=False) as f:
+            yield f
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[h5py.File]:
+        """Copy-on-write transaction: changes become visible atomically on success only."""
+        if self.readonly:
+            raise ProjectError(f"{self.path} is open read-only.")
+        if not self._lock.held:
+            raise ProjectError(f"{self.path} is closed; open it again to write.")
+        tmp = self.path.with_name(f".{self.path.name}.tx-{uuid.uuid4().hex[:8]}")
+        shutil.copyfile(self.path, tmp)
+        try:
+            with h5py.File(tmp, "r+", locking=False) as f:
+                yield f
+                f.attrs["last_written_with"] = __version__
+                f.flush()
+            _fsync_path(tmp)
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    # ----------------------------------------------------------------- journal
+    @staticmethod
+    def _append_journal(f: h5py.File, record: dict[str, Any]) -> None:
+        ds = f["journal"]
+        ds.resize((ds.shape[0] + 1,))
+        ds[-1] = _json({"time": time.time(), **record})
+
+    def begin_job(self, stage: str, params: Mapping[str, Any]) -> str:
+        """Record that a job of ``stage`` starts; returns the run id it will write."""
+        run_id = new_run_id()
+        with self.transaction() as f:
+            self._append_journal(
+                f, {"event": "start", "stage": stage, "run": run_id, "params": dict(params)}
+            )
+        return run_id
+
+    def end_job(self, stage: str, run_id: str, status: str, message: str = "") -> None:
+        """Record that a job ended without writing a run (``status``: cancelled / failed)."""
+        with self.transaction() as f:
+            self._append_journal(
+                f,
+                {
+                    "event": "end",
+                    "stage": stage,
+                    "run": run_id,
+                    "status": status,
+                    "message": message,
+                },
+            )
+
+    def journal(self) -> list[dict[str, Any]]:
+        with self.reading() as f:
+            return [json.loads(s) for s in f["journal"].asstr()[()]]
+
+    def interrupted_jobs(self) -> list[dict[str, Any]]:
+        """Start records that have no end record: jobs killed while running."""
+        records = self.journal()
+        ended = {r["run"] for r in records if r["event"] == "end"}
+        return [r for r in records if r["event"] == "start" and r["run"] not in ended]
+
+    # ----------------------------------------------------------------- runs
+    def write_run(
+        self,
+        stage: str,
+        run_id: str,
+        *,
+        slot: str,
+        params: Mapping[str, Any],
+        arrays: Mapping[str, np.ndarray],
+        inputs: Mapping[str, str] | None = None,
+        summary: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Write run ``run_id`` of ``stage`` (append-only), end its job, then point ``slot`` at it.
+
+        ``run_id`` comes from :meth:`begin_job`. ``inputs`` maps the slots this run read to
+        the run ids it read, which is how staleness is derived.
+        """
+        with self.transaction() as f:
+            if f"{stage}/{run_id}" in f:
+                raise ProjectError(f"Run {stage}/{run_id} already exists (runs are append-only).")
+            g = f.require_group(stage).create_group(run_id)
+            for name, value in arrays.items():
+                _write_array(g, name, value)
+            g.attrs["slot"] = slot
+            g.attrs["params"] = _json(dict(params))
+            g.attrs["inputs"] = _json(dict(inputs or {}))
+            g.attrs["summary"] = _json(dict(summary or {}))
+            g.attrs["created"] = time.time()
+            self._append_journal(
+                f, {"event": "end", "stage": stage, "run": run_id, "status": "done"}
+            )
+            # The commit point: /current is changed last.
+            f["current"].attrs[slot] = f"{stage}/{run_id}"
+        return run_id
+
+    def current(self, slot: str) -> str | None:
+        """``"<stage>/<run_id>"`` of the active run in ``slot``, or None."""
+        with self.reading() as f:
+            value = f["current"].attrs.get(slot)
+        return None if value is None else str(value)
+
+    def slots(self) -> dict[str, str]:
+        with self.reading() as f:
+            return {k: str(v) for k, v in f["current"].attrs.items()}
+
+    def run(self, ref: str, *, arrays: bool = True) -> Run:
+        """Read a run by ``"<stage>/<run_id>"`` or by slot name (its current run)."""
+        with self.reading() as f:
+            if ref in f["current"].attrs:
+                key = str(f["current"].attrs[ref])
+            elif "/" in ref and not ref.startswith("data/") and ref in f:
+                key = ref
+            else:
+                raise ProjectError(
+                    f"No run '{ref}' in {self.path.name}; run that stage first "
+                    f"(slots present: {sorted(f['current'].attrs)})."
+                )
+            g = f[key]
+            stage, run_id = key.split("/", 1)
+            return Run(
+                stage=stage,
+                run_id=run_id,
+                slot=str(g.attrs["slot"]),
+                params=json.loads(g.attrs["params"]),
+                inputs=json.loads(g.attrs["inputs"]),
+                summary=json.loads(g.attrs["summary"]),
+                created=float(g.attrs["created"]),
+                arrays={k: _read_array(v) for k, v in g.items()} if arrays else {},
+            )
+
+    def runs(self, stage: str | None = None) -> list[Run]:
+        """Every run (of ``stage``), oldest first, without arrays."""
+        with self.reading() as f:
+            stages = [stage] if stage else [k for k in f if k not in ("current", "journal", "data")]
+            keys = [f"{s}/{r}" for s in stages if s in f for r in f[s]]
+        return sorted((self.run(k, arrays=False) for k in keys), key=lambda r: r.run_id)
+
+    def stale_reasons(self, ref: str) -> list[str]:
+        """Why a run is stale: each input slot whose current run is no longer the one it read."""
+        run = self.run(ref, arrays=False)
+        current = self.slots()
+        return [
+            f"{slot} changed ({used} → {current.get(slot, 'deleted')})"
+            for slot, used in run.inputs.items()
+            if current.get(slot) != used
+        ]
+
+    # ----------------------------------------------------------------- imported data
+    def _write_data(
+        self, kind: str, name: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
+    ) -> None:
+        if not name or "/" in name:
+            raise ProjectError(f"Invalid name {name!r}: use a non-empty name without '/'.")
+        with self.transaction() as f:
+            parent = f["data"].require_group(kind)
+            if name in parent:
+                del parent[name]  # re-importing under the same name replaces the data
+            g = parent.create_group(name)
+            for key, value in arrays.items():
+                _write_array(g, key, value)
+            for key, value in attrs.items():
+                g.attrs[key] = _json(value)
+            self._append_journal(f, {"event": "import", "kind": kind, "name": name})
+
+    def _read_data(self, kind: str, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        with self.reading() as f:
+            if name not in f["data"].get(kind, {}):
+                have = sorted(f["data"][kind]) if kind in f["data"] else []
+                raise ProjectError(f"No {kind} named '{name}' in {self.path.name} (have: {have}).")
+            g = f["data"][kind][name]
+            return (
+                {k: _read_array(v) for k, v in g.items()},
+                {k: json.loads(v) for k, v in g.attrs.items()},
+            )
+
+    def names(self, kind: str) -> list[str]:
+        """Names of imported ``kind`` ("imagesets", "judgments", "matrices")."""
+        with self.reading() as f:
+            return sorted(f["data"][kind]) if kind in f["data"] else []
+
+    def write_imageset(self, name: str, images: ImageSet, params: Mapping[str, Any]) -> None:
+        self._write_data(
+            "imagesets",
+            name,
+            {
+                "paths": np.array(images.paths, dtype=object),
+                "categories": np.array(images.categories, dtype=object),
+            },
+            {"params": dict(params), "n": len(images)},
+        )
+
+    def imageset(self, name: str) -> ImageSet:
+        arrays, _ = self._read_data("imagesets", name)
+        return ImageSet(tuple(arrays["paths"]), tuple(arrays["categories"]))
+
+    def write_judgments(
+        self, name: str, judgments: Judgments, *, image_set: str, params: Mapping[str, Any]
+    ) -> None:
+        n_items = len(self.imageset(image_set))
+        if len(judgments) and int(judgments.triplets.max()) >= n_items:
+            raise ProjectError(
+                f"Judgments '{name}' refer to item {int(judgments.triplets.max())} but image set "
+                f"'{image_set}' has {n_items} images."
+            )
+        arrays = {"triplets": judgments.triplets, "participant": judgments.participant}
+        if judgments.votes is not None:
+            arrays["votes"] = judgments.votes
+        self._write_data(
+            "judgments",
+            name,
+            arrays,
+            {
+                "kind": judgments.kind,
+                "image_set": image_set,
+                "simulated": judgments.simulated,
+                "meta": judgments.meta,
+                "params": dict(params),
+            },
+        )
+
+    def judgments(self, name: str) -> tuple[Judgments, str]:
+        """The judgments named ``name`` and the name of the image set they refer to."""
+        arrays, attrs = self._read_data("judgments", name)
+        j = Judgments(
+            kind=attrs["kind"],
+            triplets=arrays["triplets"].astype(np.int64),
+            participant=arrays["participant"].astype(np.int64),
+            votes=arrays["votes"].astype(np.int64) if "votes" in arrays else None,
+            simulated=bool(attrs["simulated"]),
+            meta=attrs.get("meta", {}),
+        )
+        return j, attrs["image_set"]
+
+    def write_matrix(
+        self,
+        name: str,
+        matrix: np.ndarray,
+        *,
+        image_set: str,
+        kind: str,
+        params: Mapping[str, Any],
+    ) -> None:
+        if kind not in ("similarity", "dissimilarity"):
+            raise ProjectError(f"matrix kind must be similarity or dissimilarity, not {kind!r}")
+        self._write_data(
+            "matrices",
+            name,
+            {"matrix": matrix},
+            {"kind": kind, "image_set": image_set, "params": dict(params)},
+        )
+
+    def matrix(self, name: str) -> tuple[np.ndarray, str, str]:
+        """(matrix, kind, image_set) of the matrix named ``name``."""
+        arrays, attrs = self._read_data("matrices", name)
+        return arrays["matrix"], attrs["kind"], attrs["image_set"]
+
+    # ----------------------------------------------------------------- whole file
+    def info(self) -> dict[str, Any]:
+        """A JSON-able overview: header, imported data, slots, runs, interrupted jobs."""
+        with self.reading() as f:
+            header = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        return {
+            "path": str(self.path),
+            "header": header,
+            "imagesets": {n: len(self.imageset(n)) for n in self.names("imagesets")},
+            "judgments": self.names("judgments"),
+            "matrices": self.names("matrices"),
+            "current": self.slots(),
+            "runs": [
+                {
+                    "run": f"{r.stage}/{r.run_id}",
+                    "slot": r.slot,
+                    "summary": r.summary,
+                    "stale": self.stale_reasons(f"{r.stage}/{r.run_id}"),
+                }
+                for r in self.runs()
+            ],
+            "interrupted": self.interrupted_jobs(),
+        }
+
+    def save_as(self, new_path: str | Path) -> Project:
+        """Copy the project to ``new_path`` (temp file, fsync, rename) and open the copy.
+
+        This project is closed (its lock released) once the copy is open for writing.
+        """
+        new_path = Path(new_path).resolve()
+        new = Project(new_path, readonly=False)
+        new._lock.acquire()
+        try:
+            tmp = new_path.with_name(f".{new_path.name}.saveas-{uuid.uuid4().hex[:8]}")
+            shutil.copyfile(self.path, tmp)
+            _fsync_path(tmp)
+            os.replace(tmp, new_path)
+            _fsync_dir(new_path.parent)
+        except BaseException:
+            new._lock.release()
+            raise
+        self.close()
+        return new
