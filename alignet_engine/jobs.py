@@ -72,7 +72,7 @@ Event = Progress | LossBatch | Message | StageDone
 Job = Generator[Event, None, T]
 
 
-class Cancelled(Exception):  # noqa: N818 - reads better at the call site than CancelledError
+class Cancelled(Exception):
     """Raised inside a job by :meth:`JobControl.check` after :meth:`JobControl.cancel`."""
 
 

@@ -73,7 +73,7 @@ def test_judgments_outside_the_image_set_are_refused(tmp_path: Path) -> None:
     with Project.create(tmp_path / "p.alignet") as p:
         p.write_imageset("s", _images(3), {})
         bad = Judgments("oddone", np.array([[0, 1, 5]]), np.array([-1]))
-        with pytest.raises(ProjectError, match="item 5.*3 images"):
+        with pytest.raises(ProjectError, match=r"item 5.*3 images"):
             p.write_judgments("j", bad, image_set="s", params={})
         assert p.names("judgments") == []
 
@@ -134,7 +134,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     Project.open(path).close()
     # A lock from another host is never assumed stale.
     lock.write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "time": time.time()}))
-    with pytest.raises(ProjectLockedError, match="elsewhere.example"):
+    with pytest.raises(ProjectLockedError, match=r"elsewhere\.example"):
         Project.open(path)
 
 
