@@ -1,0 +1,469 @@
+"""Importers of numeric arrays: AligNet triplet archives, similarity matrices; npy/npz helpers.
+
+Every reader validates the whole input before it returns and raises
+:class:`~alignet_engine.errors.InputError` naming the file, the row and the field (array
+rows are 1-based: row ``i + 1`` is index ``[i]``; CSV matrices use the editor line).
+Pickled Python objects are never loaded (``allow_pickle=False``, ``weights_only=True``):
+an imported file must not be able to run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignet_engine.data._io_common import (
+    PathLike,
+    array_row,
+    check_file,
+    check_n_items,
+    read_text,
+    summarize,
+    text_lines,
+)
+from alignet_engine.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+MATRIX_TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
+
+
+# --------------------------------------------------------------------------- npy / npz
+
+
+def _magic(p: Path, n: int = 8) -> bytes:
+    with p.open("rb") as fh:
+        return fh.read(n)
+
+
+def load_npy(p: Path) -> np.ndarray:
+    """Load a plain (non-pickled) ``.npy`` array; InputError for anything else."""
+    head = _magic(p)
+    if head.startswith(b"PK"):
+        raise InputError(
+            "is an .npz archive, not a single .npy array; use the .npz option", source=p
+        )
+    if not head.startswith(b"\x93NUMPY"):
+        raise InputError(
+            "is not a NumPy .npy file (wrong header); save it with numpy.save", source=p
+        )
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(_np_load_reason(exc), source=p) from None
+    except (OSError, EOFError) as exc:
+        raise InputError(
+            f"cannot be read as .npy ({exc}); the file may be truncated", source=p
+        ) from None
+    assert isinstance(arr, np.ndarray)
+    return arr
+
+
+def _np_load_reason(exc: Exception) -> str:
+    if "pickle" in str(exc):
+        return (
+            "holds Python objects (pickled), which are not loaded for safety; save a plain "
+            "numeric or fixed-width string array"
+        )
+    return f"cannot be read ({exc}); the file may be truncated or corrupt"
+
+
+def npz_get(npz: Any, key: str, p: Path) -> np.ndarray:
+    try:
+        arr = npz[key]
+    except ValueError as exc:
+        raise InputError(_np_load_reason(exc), source=p, field=key) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(
+            f"cannot be read ({exc}); the file may be truncated", source=p, field=key
+        ) from None
+    assert isinstance(arr, np.ndarray)
+    return arr
+
+
+def open_npz(p: Path) -> Any:
+    if not _magic(p).startswith(b"PK"):
+        raise InputError(
+            "is not an .npz archive (not a zip file); save it with numpy.savez", source=p
+        )
+    try:
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(
+            f"cannot be opened as .npz ({exc}); the file may be truncated", source=p
+        ) from None
+
+
+# --------------------------------------------------------------------------- AligNet npz
+
+
+@dataclass(frozen=True)
+class AlignetTriplets:
+    """Teacher-labelled triplets in the AligNet ``.npz`` layout (method.md §1.2).
+
+    filenames : (m, 3) str (numpy ``<U``), the three image file names of each triplet.
+    similarities : (m, 3) float32, ``[s01, s02, s12]`` (pairwise teacher similarities);
+        ``s12`` is the smallest, so image 2 is the teacher's odd one out.
+    indices : (m, 3) int64, image ids: the file's ``indices`` (positions in the ImageNet
+        train split), or the caller's ids when ``filenames_to_ids`` was given.
+    """
+
+    filenames: np.ndarray
+    similarities: np.ndarray
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+
+def read_alignet_npz(
+    path: PathLike,
+    n_items: int | None = None,
+    filenames_to_ids: Mapping[str, int] | None = None,
+) -> AlignetTriplets:
+    """Read an AligNet triplet archive (``train_cluster_border_500.npz`` and the like).
+
+    Keys: ``filenames`` (m, 3) str, ``similarities`` (m, 3) float ``[s01, s02, s12]``,
+    ``indices`` (m, 3) int. Other keys are ignored. Ordering rule (method.md §1.2): each row
+    is sorted so that ``s12 < s01`` and ``s12 < s02`` (strictly, on the stored values), i.e.
+    image 2 is the odd one out.
+
+    Parameters
+    ----------
+    path : the ``.npz`` file.
+    n_items : when given, every id must be in ``0 .. n_items - 1``.
+    filenames_to_ids : when given, the returned ``indices`` are looked up from the file
+        names (exact string match), so ``indices`` may be absent from the file; every file
+        name must be in the mapping.
+
+    Returns
+    -------
+    AlignetTriplets
+
+    Raises
+    ------
+    InputError
+        Not an npz / pickled arrays, a missing key, a shape other than (m, 3) or different
+        m per key, no rows, a wrong dtype (filenames not str/bytes, similarities not real,
+        indices not integer), an empty file name, non-finite similarities, rows that break
+        the ordering rule (all listed, up to a limit), negative or out-of-range ids, an id
+        repeated within a row, file names missing from ``filenames_to_ids``.
+    """
+    n = check_n_items(n_items, required=False)
+    p = check_file(path)
+    with open_npz(p) as npz:
+        keys = list(npz.files)
+        required = ["filenames", "similarities"] + ([] if filenames_to_ids else ["indices"])
+        for k in required:
+            if k not in keys:
+                raise InputError(
+                    f"has no array '{k}' (arrays present: {', '.join(keys) or 'none'}); an "
+                    "AligNet archive needs filenames, similarities and indices",
+                    source=p,
+                    field=k,
+                )
+        arrays = {
+            k: npz_get(npz, k, p) for k in ("filenames", "similarities", "indices") if k in keys
+        }
+    m: int | None = None
+    for k, a in arrays.items():
+        if a.ndim != 2 or a.shape[1] != 3:
+            raise InputError(f"has shape {a.shape}; expected (m, 3)", source=p, field=k)
+        if m is None:
+            m = a.shape[0]
+        elif a.shape[0] != m:
+            raise InputError(
+                f"has {a.shape[0]} rows but 'filenames' has {m}; all arrays need one row per "
+                "triplet",
+                source=p,
+                field=k,
+            )
+    assert m is not None
+    if m == 0:
+        raise InputError("holds no triplets (0 rows)", source=p, field="filenames")
+
+    filenames = _filenames(arrays["filenames"], p)
+    sims = _similarities(arrays["similarities"], p)
+    if "indices" in arrays:
+        # Checked even when filenames_to_ids replaces them: a broken array means a broken file.
+        idx = arrays["indices"]
+        if idx.dtype.kind not in "iu":
+            raise InputError(
+                f"has dtype {idx.dtype}; ids must be integers", source=p, field="indices"
+            )
+        if idx.dtype.kind == "u" and idx.max() > np.iinfo(np.int64).max:
+            raise InputError("holds an id too large for int64", source=p, field="indices")
+        indices = idx.astype(np.int64)
+        # n_items bounds the file's ids only when they are the ids returned.
+        _check_ids(indices, n if filenames_to_ids is None else None, p, "indices")
+    if filenames_to_ids is not None:
+        indices = _lookup(filenames, filenames_to_ids, p)
+        _check_ids(indices, n, p, "filenames")
+    logger.info("read %d AligNet triplets from %s", m, p)
+    return AlignetTriplets(filenames=filenames, similarities=sims, indices=indices)
+
+
+def _filenames(a: np.ndarray, p: Path) -> np.ndarray:
+    if a.dtype.kind == "S":
+        try:
+            a = np.char.decode(a, "utf-8")
+        except UnicodeDecodeError:
+            raise InputError(
+                "holds file names that are not UTF-8", source=p, field="filenames"
+            ) from None
+    elif a.dtype.kind != "U":
+        raise InputError(
+            f"has dtype {a.dtype}; expected strings (file names)", source=p, field="filenames"
+        )
+    empty = np.flatnonzero((a == "").any(axis=1))
+    if empty.size:
+        raise InputError(
+            f"has an empty file name; rows affected: {summarize([int(r) + 1 for r in empty])}",
+            source=p,
+            row=int(empty[0]) + 1,
+            field="filenames",
+        )
+    return np.ascontiguousarray(a)
+
+
+def _similarities(a: np.ndarray, p: Path) -> np.ndarray:
+    if a.dtype.kind not in "fiu":
+        raise InputError(
+            f"has dtype {a.dtype}; expected real numbers", source=p, field="similarities"
+        )
+    bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
+    if bad.size:
+        r = int(bad[0])
+        raise InputError(
+            f"{array_row(r)} holds {a[r].tolist()}; similarities must be finite (no NaN/inf). "
+            f"Rows affected: {summarize([int(x) + 1 for x in bad])}.",
+            source=p,
+            row=r + 1,
+            field="similarities",
+        )
+    # Checked on the stored values (not the float32 copy) so the rule is the file's own.
+    s01, s02, s12 = a[:, 0], a[:, 1], a[:, 2]
+    bad = np.flatnonzero(~((s12 < s01) & (s12 < s02)))
+    if bad.size:
+        r = int(bad[0])
+        raise InputError(
+            f"{array_row(r)} holds [s01, s02, s12] = {a[r].tolist()}, but s12 must be the "
+            "smallest (s12 < s01 and s12 < s02: image 2 is the odd one out); reorder each "
+            f"triplet so the odd one is last. Rows affected: "
+            f"{summarize([int(x) + 1 for x in bad])}.",
+            source=p,
+            row=r + 1,
+            field="similarities",
+        )
+    with np.errstate(over="ignore"):
+        out = a.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise InputError("holds values too large for float32", source=p, field="similarities")
+    return np.ascontiguousarray(out)
+
+
+def _lookup(filenames: np.ndarray, mapping: Mapping[str, int], p: Path) -> np.ndarray:
+    uniq, inverse = np.unique(filenames.ravel(), return_inverse=True)
+    ids_u = np.array([mapping.get(str(u), -1) for u in uniq], dtype=np.int64)
+    missing = uniq[ids_u < 0]
+    if missing.size:
+        first_row = int(np.flatnonzero(np.isin(filenames, missing[:1]).any(axis=1))[0])
+        hint = ""
+        base = os.path.basename(str(missing[0]))
+        if base != str(missing[0]) and base in mapping:
+            hint = " (the image set knows the base name: map base names, not paths)"
+        raise InputError(
+            f"{missing.size} file name(s) are not in the image set{hint}: "
+            f"{summarize([str(x) for x in missing])}",
+            source=p,
+            row=first_row + 1,
+            field="filenames",
+        )
+    return np.ascontiguousarray(ids_u[inverse].reshape(filenames.shape))
+
+
+def _check_ids(ids: np.ndarray, n: int | None, p: Path, field: str) -> None:
+    hi = np.inf if n is None else n - 1
+    bad = np.flatnonzero(((ids < 0) | (ids > hi)).any(axis=1))
+    if bad.size:
+        r = int(bad[0])
+        limit = f"0..{n - 1} (the image set has {n} images)" if n is not None else ">= 0"
+        raise InputError(
+            f"{array_row(r)} holds ids {ids[r].tolist()}; ids must be {limit}. "
+            f"Rows affected: {summarize([int(x) + 1 for x in bad])}.",
+            source=p,
+            row=r + 1,
+            field=field,
+        )
+    rep = np.flatnonzero(
+        (ids[:, 0] == ids[:, 1]) | (ids[:, 0] == ids[:, 2]) | (ids[:, 1] == ids[:, 2])
+    )
+    if rep.size:
+        r = int(rep[0])
+        raise InputError(
+            f"{array_row(r)} names the same image twice ({ids[r].tolist()}); a triplet needs "
+            f"three different images. Rows affected: {summarize([int(x) + 1 for x in rep])}.",
+            source=p,
+            row=r + 1,
+            field=field,
+        )
+
+
+# --------------------------------------------------------------------------- matrices
+
+
+def read_matrix(
+    path: PathLike, n_items: int, *, rtol: float = 1e-5, atol: float = 1e-8
+) -> np.ndarray:
+    """Read a pairwise similarity (or dissimilarity) matrix.
+
+    ``.npy``: shape (n, n) or (subjects, n, n), real dtype. ``.csv`` / ``.tsv`` / ``.txt``:
+    no header, one matrix row per line, separated by ``,`` (if the first line has one),
+    else tab, else whitespace. The matrix must be finite and symmetric:
+    ``|A[i, j] - A[j, i]| <= atol + rtol * |A[j, i]|`` (numpy ``isclose``).
+
+    Parameters
+    ----------
+    path : the file.
+    n_items : size of the image set; the matrix must be (n_items, n_items).
+    rtol, atol : symmetry tolerance.
+
+    Returns
+    -------
+    (n, n) or (subjects, n, n) float64, as stored (not symmetrised).
+
+    Raises
+    ------
+    InputError
+        Unreadable/empty file, a header line, a non-numeric or empty cell, a ragged row, a
+        non-square matrix or one whose size differs from n_items, a wrong ndim/dtype,
+        NaN/inf (first cell named), asymmetry (the worst cell named). Row = CSV line or
+        1-based matrix row; field = the column (and the subject for 3-D arrays).
+    """
+    n = check_n_items(n_items)
+    assert n is not None
+    p = check_file(path)
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        arr = load_npy(p)
+        line_of = np.arange(1, arr.shape[-2] + 1 if arr.ndim >= 2 else 2)
+        if arr.dtype.kind not in "fiu":
+            raise InputError(f"has dtype {arr.dtype}; expected real numbers", source=p)
+    elif suffix in MATRIX_TEXT_SUFFIXES:
+        arr, line_of = _read_text_matrix(p)
+    else:
+        raise InputError(
+            f"has an unsupported extension '{p.suffix}'; use .npy, "
+            f"{', '.join(MATRIX_TEXT_SUFFIXES)}",
+            source=p,
+        )
+    if arr.ndim not in (2, 3):
+        raise InputError(f"has shape {arr.shape}; expected (n, n) or (subjects, n, n)", source=p)
+    if arr.shape[-1] != arr.shape[-2]:
+        raise InputError(f"is not square: shape {arr.shape}", source=p)
+    if arr.shape[-1] != n:
+        raise InputError(
+            f"is {arr.shape[-1]}×{arr.shape[-1]} but the image set has {n} images; the matrix "
+            "needs one row and column per image, in image-set order",
+            source=p,
+        )
+    if arr.ndim == 3 and arr.shape[0] == 0:
+        raise InputError("holds no subjects (shape (0, n, n))", source=p)
+    mat = arr.astype(np.float64)
+    mats = mat if mat.ndim == 3 else mat[None]
+
+    def where(s: int, j: int) -> str:
+        subject = f"subject {s + 1}, " if mat.ndim == 3 else ""
+        return f"{subject}column {j + 1}"
+
+    nonfinite = np.argwhere(~np.isfinite(mats))
+    if nonfinite.size:
+        s, i, j = (int(x) for x in nonfinite[0])
+        raise InputError(
+            f"cell [{i}, {j}] is {float(mats[s, i, j])}; the matrix must be finite (no NaN/inf). "
+            f"{len(nonfinite)} cell(s) affected.",
+            source=p,
+            row=int(line_of[i]),
+            field=where(s, j),
+        )
+    diff = np.abs(mats - mats.transpose(0, 2, 1))
+    excess = diff - (atol + rtol * np.abs(mats.transpose(0, 2, 1)))
+    if (excess > 0).any():
+        s, i, j = (int(x) for x in np.unravel_index(np.argmax(excess), excess.shape))
+        over = excess > 0
+        count = int(np.triu(over | over.transpose(0, 2, 1), 1).sum())
+        raise InputError(
+            f"is not symmetric: the worst cell is [{i}, {j}] = {float(mats[s, i, j])!r} vs "
+            f"[{j}, {i}] = {float(mats[s, j, i])!r} (difference {diff[s, i, j]:.3g}; "
+            f"{count} pair(s) beyond rtol={rtol}, atol={atol}). Use a symmetric matrix, "
+            "e.g. (A + A.T) / 2.",
+            source=p,
+            row=int(line_of[i]),
+            field=where(s, j),
+        )
+    logger.info("read a %s similarity matrix from %s", "×".join(map(str, mat.shape)), p)
+    return np.ascontiguousarray(mat)
+
+
+def _read_text_matrix(p: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a header-less numeric text matrix; returns (rows, cols) float64 and line numbers."""
+    _, text = read_text(p)
+    lines = text_lines(text)
+    first = next(ln for ln in lines if ln.strip())
+    sep: str | None = "," if "," in first else "\t" if "\t" in first else None
+    tokens: list[str] = []
+    line_of: list[int] = []
+    ncols: int | None = None
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        cells = line.split(sep) if sep else line.split()
+        if ncols is None:
+            ncols = len(cells)
+            if not all(_is_float(c) for c in cells):
+                raise InputError(
+                    f"line {k + 1} is not numeric; a matrix file has no header row or labels: "
+                    "delete them",
+                    source=p,
+                    row=k + 1,
+                )
+        elif len(cells) != ncols:
+            raise InputError(
+                f"has {len(cells)} values but line {line_of[0]} has {ncols}; every row of the "
+                "matrix needs the same number of values",
+                source=p,
+                row=k + 1,
+            )
+        tokens.extend(cells)
+        line_of.append(k + 1)
+    assert ncols is not None
+    try:
+        arr = np.array(tokens, dtype=str).astype(np.float64)
+    except ValueError:
+        for t, tok in enumerate(tokens):
+            if not _is_float(tok):
+                r, c = divmod(t, ncols)
+                what = "is empty" if not tok.strip() else f"{tok.strip()!r} is not a number"
+                raise InputError(
+                    f"{what}; every cell must be a number",
+                    source=p,
+                    row=line_of[r],
+                    field=f"column {c + 1}",
+                ) from None
+        raise
+    return arr.reshape(len(line_of), ncols), np.asarray(line_of, dtype=np.int64)
+
+
+def _is_float(tok: str) -> bool:
+    try:
+        float(tok)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,230 @@
+"""Importers of stimulus image sets: a folder of images, or a CSV manifest.
+
+Item ids of everything else (judgments, features, matrices) are row indices into the
+returned :class:`~alignet_engine.data.types.ImageSet`, so its order must be deterministic
+and documented.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from alignet_engine.data._csv import read_csv_table
+from alignet_engine.data._io_common import LIST_LIMIT, PathLike, summarize
+from alignet_engine.data.types import ImageSet
+from alignet_engine.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MANIFEST_SCHEMA = "path[,category]"
+#: Missing files listed in one manifest error message.
+MISSING_LIST_LIMIT = 20
+
+
+def _norm_exts(extensions: Iterable[str]) -> frozenset[str]:
+    exts = frozenset(("." + e.lstrip(".")).lower() for e in extensions)
+    if not exts:
+        raise ValueError("extensions must not be empty")
+    return exts
+
+
+def _scan(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as it:
+            # Hidden entries (.DS_Store, ._x.jpg AppleDouble files, .thumbnails) are never stimuli.
+            return [e for e in it if not e.name.startswith(".")]
+    except PermissionError:
+        raise InputError("cannot be read: permission denied", source=folder) from None
+    except OSError as exc:
+        raise InputError(f"cannot be read ({exc.strerror or exc})", source=folder) from None
+
+
+def _is_image(entry: os.DirEntry[str], exts: frozenset[str]) -> bool:
+    return os.path.splitext(entry.name)[1].lower() in exts and entry.is_file()
+
+
+def _nested_image(folder: Path, exts: frozenset[str]) -> str | None:
+    """The first image found below ``folder``'s sub-folders (depth >= 2), else None."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if Path(root) == folder:
+            continue
+        for f in sorted(files):
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in exts:
+                return os.path.join(root, f)
+    return None
+
+
+def read_image_folder(
+    folder: PathLike, *, extensions: Iterable[str] = IMAGE_EXTENSIONS
+) -> ImageSet:
+    """List the images of a folder as an image set.
+
+    Layouts:
+
+    * **flat** — images directly in ``folder``; every category is ``""``; item ``i`` is the
+      ``i``-th file name in Python ``sorted()`` order (code-point order, the order the
+      material-similarity data uses: ``chrome-steel.jpg`` < ``chrome.jpg``).
+    * **one level of categories** — each sub-folder is a category holding its images;
+      order is sorted by (category, file name), the order of torchvision ``ImageFolder``.
+      (This differs from sorting the joined path string only when a category name is a
+      prefix of another followed by a character below ``/``, e.g. ``a`` vs ``a-b``.)
+
+    Extensions match case-insensitively; hidden files/folders (leading ``.``) and other files
+    are ignored; sub-folders without images are ignored (logged).
+
+    Parameters
+    ----------
+    folder : the image folder.
+    extensions : accepted file extensions.
+
+    Returns
+    -------
+    ImageSet with absolute paths (not symlink-resolved) and categories.
+
+    Raises
+    ------
+    InputError
+        Missing/unreadable folder, a file instead of a folder, no images, images both at
+        the top level and in sub-folders, images nested deeper than one sub-folder level,
+        zero-byte image files (listed).
+    """
+    exts = _norm_exts(extensions)
+    root = Path(os.path.abspath(os.fspath(folder)))
+    if not root.exists():
+        raise InputError("folder not found; check the path", source=root)
+    if not root.is_dir():
+        raise InputError(
+            "is a file, not a folder; choose the folder that holds the images", source=root
+        )
+    entries = _scan(root)
+    top = sorted(e.name for e in entries if _is_image(e, exts))
+    subdirs = sorted(e.name for e in entries if e.is_dir())
+    per_cat: dict[str, list[str]] = {}
+    for cat in subdirs:
+        names = sorted(e.name for e in _scan(root / cat) if _is_image(e, exts))
+        deeper = _nested_image(root / cat, exts)
+        if deeper is not None:
+            raise InputError(
+                f"has images more than one folder level deep (e.g. {deeper}); use a flat "
+                "folder or one sub-folder per category",
+                source=root,
+                field=cat,
+            )
+        if names:
+            per_cat[cat] = names
+        else:
+            logger.info("%s: sub-folder %r holds no images, ignored", root, cat)
+    if top and per_cat:
+        raise InputError(
+            f"has images both at its top level (e.g. {top[0]}) and in sub-folders (e.g. "
+            f"{next(iter(per_cat))}/); put every image in a category sub-folder, or all at the "
+            "top level",
+            source=root,
+        )
+    if top:
+        rel = [("", name) for name in top]
+    else:
+        rel = [(cat, name) for cat in sorted(per_cat) for name in per_cat[cat]]
+    if not rel:
+        raise InputError(
+            f"holds no images with extensions {', '.join(sorted(exts))} (at the top level or "
+            "in one level of sub-folders)",
+            source=root,
+        )
+    paths = [
+        os.path.join(root, cat, name) if cat else os.path.join(root, name) for cat, name in rel
+    ]
+    empty = [q for q in paths if os.path.getsize(q) == 0]
+    if empty:
+        raise InputError(
+            f"{len(empty)} image file(s) are empty (0 bytes): "
+            f"{summarize([os.path.relpath(q, root) for q in empty])}; replace or remove them",
+            source=root,
+        )
+    logger.info("image folder %s: %d images, %d categories", root, len(paths), len(per_cat))
+    return ImageSet(paths=tuple(paths), categories=tuple(cat for cat, _ in rel))
+
+
+def read_image_manifest(csv_path: PathLike) -> ImageSet:
+    """Read an image set from a CSV manifest.
+
+    Schema: a header row, then one image per row, in item-id order::
+
+        path[,category]
+
+    ``path`` is relative to the CSV's folder, or absolute (``~`` is expanded); ``category``
+    is optional (empty = ``""``). Extra columns are ignored with a warning; the delimiter
+    may be ``,``, tab or ``;``.
+
+    Parameters
+    ----------
+    csv_path : the manifest file.
+
+    Returns
+    -------
+    ImageSet with absolute paths, in the manifest's row order.
+
+    Raises
+    ------
+    InputError
+        Unreadable/empty file, no ``path`` column, a row with the wrong column count, an
+        empty path, files that do not exist or are folders (all listed, up to
+        MISSING_LIST_LIMIT, with their lines; row = the first), the same image twice. Rows
+        are line numbers (the header is line 1).
+    """
+    t = read_csv_table(csv_path, required=("path",), optional=("category",), schema=MANIFEST_SCHEMA)
+    base = Path(os.path.abspath(t.path)).parent
+    paths: list[str] = []
+    for r, raw in enumerate(t.columns["path"]):
+        value = raw.strip()
+        if not value:
+            raise InputError(
+                "is empty; every row needs an image path",
+                source=t.path,
+                row=int(t.lines[r]),
+                field="path",
+            )
+        paths.append(os.path.abspath(os.path.join(base, os.path.expanduser(value))))
+    missing = [(int(t.lines[r]), q) for r, q in enumerate(paths) if not os.path.isfile(q)]
+    if missing:
+        listed = "; ".join(
+            f"line {line}: {t.columns['path'][int(np.searchsorted(t.lines, line))].strip()}"
+            + (" (a folder)" if os.path.isdir(q) else "")
+            for line, q in missing[:MISSING_LIST_LIMIT]
+        )
+        more = f"; … ({len(missing)} in all)" if len(missing) > MISSING_LIST_LIMIT else ""
+        raise InputError(
+            f"{len(missing)} listed image file(s) do not exist: {listed}{more}. Paths are "
+            f"relative to the manifest's folder ({base}) unless absolute.",
+            source=t.path,
+            row=missing[0][0],
+            field="path",
+        )
+    first_line: dict[str, int] = {}
+    dups: list[tuple[int, int]] = []  # (line, line it repeats)
+    for r, q in enumerate(paths):
+        key = os.path.normcase(q)
+        if key in first_line:
+            dups.append((int(t.lines[r]), first_line[key]))
+        else:
+            first_line[key] = int(t.lines[r])
+    if dups:
+        listed = summarize([f"line {a} repeats line {b}" for a, b in dups], limit=LIST_LIMIT)
+        raise InputError(
+            f"lists the same image more than once ({listed}); each image must appear once, "
+            "since its row is its item id",
+            source=t.path,
+            row=dups[0][0],
+            field="path",
+        )
+    cats = t.columns.get("category")
+    categories = tuple(c.strip() for c in cats) if cats is not None else ("",) * len(paths)
+    logger.info("image manifest %s: %d images", t.path, len(paths))
+    return ImageSet(paths=tuple(paths), categories=categories)
