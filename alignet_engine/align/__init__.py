@@ -1,0 +1,60 @@
+"""Human-alignment numerics: affine transforms, metrics, clustering and triplet sampling.
+
+Submodules
+----------
+transform        :class:`AffineTransform` (gLocal hard / uncertainty-distillation soft objective)
+soft_targets     per-unique-triplet human choice distributions (soft targets)
+metrics          triplet accuracies, bootstrap CIs, noise ceilings, RSA
+clustering       k-means of embeddings
+triplet_sampling AligNet cluster-boundary triplets, teacher odd-one-out labels, npz layout
+"""
+
+from __future__ import annotations
+
+from alignet_engine.align.clustering import kmeans
+from alignet_engine.align.metrics import (
+    accuracy_summary,
+    bootstrap_ci,
+    noise_ceiling_oddone,
+    noise_ceiling_twoafc,
+    oddone_correct,
+    pair_similarities,
+    rsa,
+    twoafc_correct,
+)
+from alignet_engine.align.soft_targets import choice_distributions
+from alignet_engine.align.triplet_sampling import (
+    load_alignet_npz,
+    sample_cluster_boundary,
+    save_alignet_npz,
+    teacher_odd_one_out,
+)
+
+__all__ = [
+    "AffineTransform",
+    "FitEpoch",
+    "accuracy_summary",
+    "bootstrap_ci",
+    "choice_distributions",
+    "kmeans",
+    "load_alignet_npz",
+    "noise_ceiling_oddone",
+    "noise_ceiling_twoafc",
+    "oddone_correct",
+    "pair_similarities",
+    "rsa",
+    "sample_cluster_boundary",
+    "save_alignet_npz",
+    "teacher_odd_one_out",
+    "twoafc_correct",
+]
+
+
+def __getattr__(name: str) -> object:
+    # transform imports torch (~1 s); load it only when the transform is actually used, so
+    # metrics and sampling stay cheap to import.
+    if name in ("AffineTransform", "FitEpoch"):
+        from alignet_engine.align import transform
+
+        return getattr(transform, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

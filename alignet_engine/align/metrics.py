@@ -1,0 +1,508 @@
+"""Alignment metrics: triplet accuracy, bootstrap CIs, human noise ceilings and RSA.
+
+Every function is pure (no state, no I/O) and validates its input: NaN/inf, item ids out of
+range, an item repeated inside a triplet or a shape mismatch raise
+:class:`~alignet_engine.errors.InputError` (a ``ValueError``) with a message that says which.
+
+Conventions (method.md §1, §6)
+------------------------------
+* Pair similarities of a triplet row ``(i, j, k)`` are always returned in the order
+  ``[s01, s02, s12] = [sim(i, j), sim(i, k), sim(j, k)]``. This is also the logit order of the
+  triplet softmax of :class:`~alignet_engine.align.transform.AffineTransform`.
+* Odd-one-out rows carry the human odd one LAST, so the human's most-similar pair is ``(0, 1)``
+  and a model is correct iff ``s01`` is strictly the largest of the three.
+* Two-alternative rows are ``(anchor, chosen, other)``; a model is correct iff
+  ``sim(anchor, chosen) > sim(anchor, other)`` strictly.
+* Any tie that leaves the model's answer undetermined counts as WRONG (method.md §6: "if all
+  three distances are equal the trial counts as wrong"; we extend it to any tie for the top).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import numpy as np
+
+from alignet_engine.data.types import Judgments
+from alignet_engine.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+SimilarityMetric = Literal["cosine", "dot", "euclidean"]
+_METRICS = ("cosine", "dot", "euclidean")
+
+# Rows of F[triplets] gathered per chunk in pair_similarities: bounds the temporary (chunk, 3, d)
+# float64 array to about 64 MiB, so 10 M teacher triplets of 1152-d features stay in memory.
+_CHUNK_BYTES = 64 * 2**20
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers (public: the transform and sampling modules use the same checks)
+# --------------------------------------------------------------------------------------------
+def check_features(features: np.ndarray, *, name: str = "features") -> np.ndarray:
+    """Return ``features`` as a finite 2-D float array, or raise :class:`InputError`.
+
+    Parameters
+    ----------
+    features : (n, d) array-like of real numbers.
+    name : what to call the array in the error message.
+
+    Returns
+    -------
+    (n, d) float32 or float64 ndarray (float32 input keeps its dtype, everything else becomes
+    float64).
+    """
+    arr = np.asarray(features)
+    if arr.ndim != 2:
+        raise InputError(f"must be a 2-D (n, d) array, got shape {arr.shape}", field=name)
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"is empty (shape {arr.shape})", field=name)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise InputError(f"must be numeric, got dtype {arr.dtype}", field=name)
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float64, copy=False)
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise InputError(
+            f"contains NaN or inf (first at row {bad[0]}, column {bad[1]}, 0-based)", field=name
+        )
+    return arr
+
+
+def check_triplets(
+    triplets: np.ndarray, n_items: int | None = None, *, name: str = "triplets"
+) -> np.ndarray:
+    """Return ``triplets`` as a (t, 3) int64 array of valid, distinct item ids.
+
+    Parameters
+    ----------
+    triplets : (t, 3) integer array-like (floats holding whole numbers are accepted).
+    n_items : ids must lie in ``[0, n_items)``; ``None`` only checks they are >= 0.
+    name : what to call the array in the error message.
+
+    Raises
+    ------
+    InputError
+        wrong shape, non-integer values, an id out of range, or an item repeated in a row.
+    """
+    arr = np.asarray(triplets)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise InputError(f"must be a (t, 3) array, got shape {arr.shape}", field=name)
+    if arr.shape[0] == 0:
+        raise InputError("contains no triplets", field=name)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
+            raise InputError(f"must hold integer item ids, got dtype {arr.dtype}", field=name)
+        if not np.all(arr == np.round(arr)):
+            raise InputError("must hold integer item ids, found fractional values", field=name)
+    arr = arr.astype(np.int64, copy=False)
+    lo = arr.min()
+    if lo < 0:
+        row = int(np.argwhere(arr < 0)[0, 0])
+        raise InputError(f"item id {lo} is negative (0-based row {row})", field=name)
+    if n_items is not None:
+        hi = arr.max()
+        if hi >= n_items:
+            row = int(np.argwhere(arr >= n_items)[0, 0])
+            raise InputError(
+                f"item id {hi} is out of range for {n_items} items (0-based row {row}); "
+                "ids are 0-based row indices into the feature matrix",
+                field=name,
+            )
+    dup = (arr[:, 0] == arr[:, 1]) | (arr[:, 0] == arr[:, 2]) | (arr[:, 1] == arr[:, 2])
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        raise InputError(
+            f"{int(dup.sum())} row(s) repeat an item inside a triplet, first 0-based row {row}: "
+            f"{arr[row].tolist()}",
+            field=name,
+        )
+    return arr
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in _METRICS:
+        raise InputError(f"unknown similarity metric {metric!r}; use one of {_METRICS}")
+
+
+# --------------------------------------------------------------------------------------------
+# triplet similarities and accuracies
+# --------------------------------------------------------------------------------------------
+def pair_similarities(
+    features: np.ndarray, triplets: np.ndarray, metric: SimilarityMetric = "cosine"
+) -> np.ndarray:
+    """Pairwise similarities inside each triplet.
+
+    Parameters
+    ----------
+    features : (n, d) float, one row per item.
+    triplets : (t, 3) int, 0-based item ids, three distinct items per row.
+    metric : ``"cosine"`` (rows L2-normalised first; an all-zero row has similarity 0 to
+        everything), ``"dot"`` (plain dot product) or ``"euclidean"`` (similarity = minus the
+        Euclidean distance).
+
+    Returns
+    -------
+    (t, 3) float64 — ``[s01, s02, s12]`` = ``[sim(i, j), sim(i, k), sim(j, k)]`` per row.
+    Computed in float64 so that a tie is a real tie, not float32 round-off.
+    """
+    _check_metric(metric)
+    feats = check_features(features)
+    trip = check_triplets(triplets, feats.shape[0])
+    feats = feats.astype(np.float64, copy=False)
+    if metric == "cosine":
+        norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        # A zero vector has no direction; dividing by 1 instead of 0 makes its similarity 0.
+        feats = feats / np.where(norms > 0, norms, 1.0)
+    out = np.empty((trip.shape[0], 3), dtype=np.float64)
+    chunk = max(1, _CHUNK_BYTES // (3 * 8 * feats.shape[1]))
+    for start in range(0, trip.shape[0], chunk):
+        g = feats[trip[start : start + chunk]]  # (c, 3, d)
+        a, b, c = g[:, 0], g[:, 1], g[:, 2]
+        if metric == "euclidean":
+            out[start : start + chunk, 0] = -np.linalg.norm(a - b, axis=1)
+            out[start : start + chunk, 1] = -np.linalg.norm(a - c, axis=1)
+            out[start : start + chunk, 2] = -np.linalg.norm(b - c, axis=1)
+        else:
+            out[start : start + chunk, 0] = np.einsum("td,td->t", a, b)
+            out[start : start + chunk, 1] = np.einsum("td,td->t", a, c)
+            out[start : start + chunk, 2] = np.einsum("td,td->t", b, c)
+    return out
+
+
+def oddone_correct(
+    features: np.ndarray, triplets: np.ndarray, metric: SimilarityMetric = "cosine"
+) -> np.ndarray:
+    """Per-triplet correctness of a model's odd-one-out choice.
+
+    The model's odd one out is the item outside its most similar pair. Rows carry the human odd
+    one LAST, so the model is correct iff ``s01 > s02`` and ``s01 > s12`` strictly; any tie for
+    the maximum counts as wrong (method.md §6).
+
+    Parameters
+    ----------
+    features : (n, d) float.
+    triplets : (t, 3) int, rows ``(i, j, odd)``.
+    metric : see :func:`pair_similarities`.
+
+    Returns
+    -------
+    (t,) bool.
+    """
+    s = pair_similarities(features, triplets, metric)
+    return (s[:, 0] > s[:, 1]) & (s[:, 0] > s[:, 2])
+
+
+def twoafc_correct(
+    features: np.ndarray, triplets: np.ndarray, metric: SimilarityMetric = "cosine"
+) -> np.ndarray:
+    """Per-row correctness of two-alternative choices: ``sim(a, c) > sim(a, o)`` strictly.
+
+    Parameters
+    ----------
+    features : (n, d) float.
+    triplets : (t, 3) int, rows ``(anchor, chosen, other)``.
+    metric : see :func:`pair_similarities`.
+
+    Returns
+    -------
+    (t,) bool; a tie counts as wrong.
+    """
+    s = pair_similarities(features, triplets, metric)
+    return s[:, 0] > s[:, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# bootstrap
+# --------------------------------------------------------------------------------------------
+def bootstrap_ci(
+    values: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    random_state: int | np.random.Generator | None = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean.
+
+    Parameters
+    ----------
+    values : (t,) float or bool, one value per trial (e.g. per-triplet correctness).
+    n_boot : number of bootstrap resamples.
+    level : coverage of the interval, in (0, 1).
+    random_state : seed or Generator; the default 0 makes reports reproducible.
+
+    Returns
+    -------
+    (lo, hi) floats with ``lo <= mean <= hi`` up to resampling noise.
+
+    Notes
+    -----
+    For boolean input the mean of a resample is exactly ``Binomial(t, mean) / t``, so we draw
+    that directly (O(n_boot) instead of O(n_boot * t)). Float input is resampled with index
+    matrices in chunks of bounded size.
+    """
+    vals = np.asarray(values)
+    if vals.ndim != 1 or vals.size == 0:
+        raise InputError(f"must be a non-empty 1-D array, got shape {vals.shape}", field="values")
+    if not (0.0 < level < 1.0):
+        raise InputError(f"level must lie in (0, 1), got {level}")
+    if int(n_boot) < 1:
+        raise InputError(f"n_boot must be >= 1, got {n_boot}")
+    n_boot = int(n_boot)
+    rng = np.random.default_rng(random_state)
+    t = vals.size
+    if vals.dtype == bool:
+        means = rng.binomial(t, vals.mean(), size=n_boot) / t
+    else:
+        vals = vals.astype(np.float64)
+        if not np.isfinite(vals).all():
+            raise InputError("contains NaN or inf", field="values")
+        means = np.empty(n_boot, dtype=np.float64)
+        chunk = max(1, 4_000_000 // t)
+        for start in range(0, n_boot, chunk):
+            stop = min(n_boot, start + chunk)
+            idx = rng.integers(0, t, size=(stop - start, t))
+            means[start:stop] = vals[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def accuracy_summary(
+    correct: np.ndarray,
+    random_state: int | np.random.Generator | None = 0,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> dict[str, float | int]:
+    """Accuracy with a percentile-bootstrap CI.
+
+    Parameters
+    ----------
+    correct : (t,) bool (or 0/1 float) per-trial correctness.
+    random_state : seed of the bootstrap.
+    n_boot, level : see :func:`bootstrap_ci`.
+
+    Returns
+    -------
+    ``{"accuracy": float, "ci_low": float, "ci_high": float, "n": int}``.
+    """
+    arr = np.asarray(correct)
+    lo, hi = bootstrap_ci(arr, n_boot=n_boot, level=level, random_state=random_state)
+    return {
+        "accuracy": float(arr.astype(np.float64).mean()),
+        "ci_low": lo,
+        "ci_high": hi,
+        "n": int(arr.size),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# noise ceilings
+# --------------------------------------------------------------------------------------------
+def _ceiling_from_counts(counts: np.ndarray) -> dict[str, float | int]:
+    """Majority agreement and leave-one-out ceiling from per-triplet choice counts.
+
+    counts : (u, k) int, responses per option for each unique triplet (k = 3 or 2).
+    Only triplets with at least two responses count (a single response agrees with itself).
+    """
+    totals = counts.sum(axis=1)
+    keep = totals >= 2
+    n_trip = int(keep.sum())
+    if n_trip == 0:
+        return {
+            "majority_agreement": float("nan"),
+            "leave_one_out": float("nan"),
+            "n_triplets": 0,
+            "n_responses": 0,
+        }
+    c = counts[keep].astype(np.float64)
+    tot = totals[keep].astype(np.float64)
+    majority = float(np.mean(c.max(axis=1) / tot))
+    # Leave-one-out: a response for option p is predicted by the majority of the others, whose
+    # counts are c - e_p. Score 1/|tied majority set| if p is in it, else 0. Every response for
+    # the same option of a triplet gets the same score, so weight the score by c_p.
+    k = c.shape[1]
+    loo_sum = 0.0
+    for p in range(k):
+        others = c.copy()
+        others[:, p] -= 1.0
+        top = others.max(axis=1, keepdims=True)
+        is_top = others == top
+        score = is_top[:, p] / is_top.sum(axis=1)
+        loo_sum += float(np.sum(c[:, p] * score))
+    return {
+        "majority_agreement": majority,
+        "leave_one_out": loo_sum / float(tot.sum()),
+        "n_triplets": n_trip,
+        "n_responses": int(tot.sum()),
+    }
+
+
+def oddone_choice_counts(judgments: Judgments) -> tuple[np.ndarray, np.ndarray]:
+    """Group odd-one-out responses by UNORDERED triplet.
+
+    Returns
+    -------
+    keys : (u, 3) int64, each unique triplet with its ids sorted ascending.
+    counts : (u, 3) int64, ``counts[g, p]`` = responses that chose ``keys[g, p]`` as the odd one.
+    """
+    if judgments.kind != "oddone":
+        raise InputError(f"needs odd-one-out judgments, got kind {judgments.kind!r}")
+    if judgments.votes is not None:
+        raise InputError(
+            "odd-one-out judgments must not carry votes (every row is one response)",
+            field="votes",
+        )
+    trip = check_triplets(judgments.triplets)
+    keys_all = np.sort(trip, axis=1)
+    keys, inv = np.unique(keys_all, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    # position of the chosen odd item (column 2 of the row) inside the sorted key
+    pos = np.argmax(keys_all == trip[:, 2:3], axis=1)
+    counts = np.bincount(inv * 3 + pos, minlength=3 * keys.shape[0]).reshape(-1, 3)
+    return keys, counts.astype(np.int64)
+
+
+def twoafc_choice_counts(judgments: Judgments) -> tuple[np.ndarray, np.ndarray]:
+    """Group two-alternative responses by (anchor, unordered pair of candidates).
+
+    Returns
+    -------
+    keys : (u, 3) int64, ``(anchor, smaller candidate id, larger candidate id)``.
+    counts : (u, 2) int64, responses for ``keys[:, 1]`` and for ``keys[:, 2]``. With
+        ``judgments.votes`` each row adds its ``[votes chosen, votes other]``; without, each row
+        is one response for its chosen item.
+    """
+    if judgments.kind != "twoafc":
+        raise InputError(f"needs two-alternative judgments, got kind {judgments.kind!r}")
+    trip = check_triplets(judgments.triplets)
+    if judgments.votes is None:
+        votes = np.zeros((trip.shape[0], 2), dtype=np.int64)
+        votes[:, 0] = 1
+    else:
+        votes = np.asarray(judgments.votes)
+        if votes.shape != (trip.shape[0], 2):
+            raise InputError(
+                f"must have shape ({trip.shape[0]}, 2) to match the triplets, got {votes.shape}",
+                field="votes",
+            )
+        if not np.isfinite(votes).all() or (votes < 0).any():
+            raise InputError("must be finite and non-negative", field="votes")
+        votes = votes.astype(np.int64)
+    swap = trip[:, 1] > trip[:, 2]
+    keys_all = trip.copy()
+    keys_all[swap, 1], keys_all[swap, 2] = trip[swap, 2], trip[swap, 1]
+    v = votes.copy()
+    v[swap] = votes[swap][:, ::-1]
+    keys, inv = np.unique(keys_all, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    counts = np.zeros((keys.shape[0], 2), dtype=np.int64)
+    np.add.at(counts, inv, v)
+    return keys, counts
+
+
+def noise_ceiling_oddone(judgments: Judgments) -> dict[str, float | int]:
+    """Human noise ceiling of odd-one-out data from repeated triplets.
+
+    Responses are grouped by unordered triplet (presentation order does not matter); only
+    triplets answered at least twice count.
+
+    Returns
+    -------
+    dict with
+      * ``"majority_agreement"`` — mean over triplets of (responses for the majority choice /
+        responses). This is the published THINGS ceiling (0.6722 on triplets_noiseceiling).
+      * ``"leave_one_out"`` — mean over responses of [response equals the majority of the OTHER
+        responses to the same triplet]; a tied majority among the others scores
+        1 / (number of tied options) if the response is among them.
+      * ``"n_triplets"``, ``"n_responses"`` — repeated triplets and their responses.
+    Both ceilings are NaN (and the counts 0) when no triplet is repeated.
+    """
+    _, counts = oddone_choice_counts(judgments)
+    return _ceiling_from_counts(counts)
+
+
+def noise_ceiling_twoafc(judgments: Judgments) -> dict[str, float | int]:
+    """Human noise ceiling of two-alternative data (votes or repeated rows).
+
+    Same definitions as :func:`noise_ceiling_oddone` with two options per triplet; rows are
+    grouped by (anchor, unordered candidate pair) and a row's ``votes`` count as that many
+    responses.
+    """
+    _, counts = twoafc_choice_counts(judgments)
+    return _ceiling_from_counts(counts)
+
+
+# --------------------------------------------------------------------------------------------
+# RSA
+# --------------------------------------------------------------------------------------------
+def model_rsm(features: np.ndarray, metric: Literal["cosine", "pearson"] = "cosine") -> np.ndarray:
+    """Representational similarity matrix of ``features``.
+
+    Parameters
+    ----------
+    features : (n, d) float.
+    metric : ``"cosine"`` (cosine similarity) or ``"pearson"`` (correlation across dimensions,
+        i.e. cosine of row-centred features).
+
+    Returns
+    -------
+    (n, n) float64.
+    """
+    if metric not in ("cosine", "pearson"):
+        raise InputError(f"unknown RSA metric {metric!r}; use 'cosine' or 'pearson'")
+    f = check_features(features).astype(np.float64)
+    if metric == "pearson":
+        f = f - f.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(f, axis=1, keepdims=True)
+    f = f / np.where(norms > 0, norms, 1.0)
+    return f @ f.T
+
+
+def rsa(
+    features: np.ndarray,
+    matrix: np.ndarray,
+    *,
+    metric: Literal["cosine", "pearson"] = "cosine",
+    kind: Literal["similarity", "dissimilarity"] = "similarity",
+) -> float:
+    """Spearman ρ between a model RSM and a human (dis)similarity matrix.
+
+    Parameters
+    ----------
+    features : (n, d) float, rows in the same item order as ``matrix``.
+    matrix : (n, n) float human similarity (``kind="similarity"``) or dissimilarity/distance
+        (``kind="dissimilarity"``, negated before the comparison so a positive ρ always means
+        agreement). Only the strict upper triangle is read.
+    metric : model similarity, see :func:`model_rsm`.
+
+    Returns
+    -------
+    float Spearman ρ of the strict upper triangles (NaN if either side is constant).
+    """
+    if kind not in ("similarity", "dissimilarity"):
+        raise InputError(f"kind must be 'similarity' or 'dissimilarity', got {kind!r}")
+    feats = check_features(features)
+    mat = np.asarray(matrix, dtype=np.float64)
+    n = feats.shape[0]
+    if mat.shape != (n, n):
+        raise InputError(
+            f"must be ({n}, {n}) to match the {n} feature rows, got {mat.shape}", field="matrix"
+        )
+    if n < 3:
+        raise InputError(f"RSA needs at least 3 items, got {n}")
+    iu = np.triu_indices(n, k=1)
+    human = mat[iu]
+    if not np.isfinite(human).all():
+        raise InputError("upper triangle contains NaN or inf", field="matrix")
+    if kind == "dissimilarity":
+        human = -human
+    model = model_rsm(feats, metric)[iu]
+    if np.ptp(human) == 0 or np.ptp(model) == 0:
+        logger.warning("RSA undefined: a similarity matrix is constant")
+        return float("nan")
+    from scipy.stats import spearmanr  # deferred: scipy.stats is slow to import
+
+    return float(spearmanr(model, human).statistic)
