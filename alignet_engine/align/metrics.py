@@ -506,3 +506,81 @@ def rsa(
     from scipy.stats import spearmanr  # deferred: scipy.stats is slow to import
 
     return float(spearmanr(model, human).statistic)
+
+
+def _upper_spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman ρ of the strict upper triangles of two (n, n) matrices."""
+    from scipy.stats import spearmanr
+
+    iu = np.triu_indices(a.shape[0], k=1)
+    return float(spearmanr(a[iu], b[iu]).statistic)
+
+
+def rsa_bootstrap_ci(
+    features: np.ndarray,
+    matrix: np.ndarray,
+    *,
+    metric: Literal["cosine", "pearson"] = "cosine",
+    kind: Literal["similarity", "dissimilarity"] = "similarity",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    random_state: int | None = 0,
+) -> tuple[float, float]:
+    """Percentile CI of the RSA Spearman ρ, resampling *items* (stimuli) with replacement.
+
+    Pairs of a resampled item with its own copy are dropped (they would compare an item with
+    itself). Items, not pairs, are the independent unit: every pair shares items with others.
+
+    Returns
+    -------
+    (lo, hi) floats.
+    """
+    from scipy.stats import rankdata
+
+    model = model_rsm(check_features(features), metric)
+    human = np.asarray(matrix, dtype=np.float64)
+    if kind == "dissimilarity":
+        human = -human
+    n = model.shape[0]
+    rng = np.random.default_rng(random_state)
+    iu = np.triu_indices(n, k=1)
+    rhos = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, size=n)
+        keep = idx[iu[0]] != idx[iu[1]]
+        m = model[idx[iu[0]], idx[iu[1]]][keep]
+        h = human[idx[iu[0]], idx[iu[1]]][keep]
+        rm, rh = rankdata(m), rankdata(h)
+        rhos[b] = np.corrcoef(rm, rh)[0, 1]
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(rhos, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def noise_ceiling_matrix(
+    matrices: np.ndarray, *, kind: Literal["similarity", "dissimilarity"] = "similarity"
+) -> dict[str, float | int]:
+    """Leave-one-subject-out noise ceiling of RSA from per-subject matrices.
+
+    Parameters
+    ----------
+    matrices : (s, n, n) float, one matrix per subject (s ≥ 2).
+
+    Returns
+    -------
+    ``{"upper", "lower", "n_subjects"}``: mean Spearman ρ of each subject with the mean of
+    all subjects (upper bound, includes the subject itself) and with the mean of the others
+    (lower bound), as in Nili et al. (2014). NaN bounds when ``s < 2``.
+    """
+    m = np.asarray(matrices, dtype=np.float64)
+    if m.ndim != 3 or m.shape[1] != m.shape[2]:
+        raise InputError(f"must be (subjects, n, n), got {m.shape}", field="matrix")
+    if kind == "dissimilarity":
+        m = -m
+    s = m.shape[0]
+    if s < 2:
+        return {"upper": float("nan"), "lower": float("nan"), "n_subjects": s}
+    total = m.sum(axis=0)
+    upper = [_upper_spearman(m[i], total / s) for i in range(s)]
+    lower = [_upper_spearman(m[i], (total - m[i]) / (s - 1)) for i in range(s)]
+    return {"upper": float(np.mean(upper)), "lower": float(np.mean(lower)), "n_subjects": s}

@@ -26,6 +26,7 @@ so a job that started and never ended is reported as interrupted.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -384,7 +385,7 @@ class Project:
         with self.reading() as f:
             stages = [stage] if stage else [k for k in f if k not in ("current", "journal", "data")]
             keys = [f"{s}/{r}" for s in stages if s in f for r in f[s]]
-        return sorted((self.run(k, arrays=False) for k in keys), key=lambda r: r.run_id)
+        return sorted((self.run(k, arrays=False) for k in keys), key=lambda r: r.created)
 
     def stale_reasons(self, ref: str) -> list[str]:
         """Why a run is stale: each input slot whose current run is no longer the one it read."""
@@ -504,6 +505,32 @@ class Project:
         """(matrix, kind, image_set) of the matrix named ``name``."""
         arrays, attrs = self._read_data("matrices", name)
         return arrays["matrix"], attrs["kind"], attrs["image_set"]
+
+    # ----------------------------------------------------------------- side files
+    def side_path(self, name: str) -> Path:
+        """Where a large side file (a model checkpoint) of this project lives.
+
+        Side files sit in ``<project>.files/`` next to the project and are referenced from
+        a run together with their sha256, so a moved or damaged file is detected.
+        """
+        folder = self.path.with_name(self.path.name + ".files")
+        folder.mkdir(exist_ok=True)
+        return folder / name
+
+    def check_side_file(self, path: str | Path, sha256: str) -> Path:
+        """Return ``path`` if it exists and has checksum ``sha256``; raise ProjectError if not."""
+        path = Path(path)
+        if not path.is_absolute():
+            path = self.path.with_name(self.path.name + ".files") / path
+        if not path.is_file():
+            raise ProjectError(f"Side file {path} of {self.path.name} is missing.")
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != sha256:
+            raise ProjectError(f"Side file {path} is damaged or was replaced (checksum differs).")
+        return path
 
     # ----------------------------------------------------------------- whole file
     def info(self) -> dict[str, Any]:

@@ -1,0 +1,163 @@
+"""One frozen, validated configuration dataclass per pipeline stage, with a JSON round trip.
+
+Every field has a default a researcher can start from; ``validate()`` runs in
+``__post_init__`` so an invalid configuration can never reach a job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+C = TypeVar("C", bound="StageConfig")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Base: JSON round trip and validation hooks."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:  # overridden by stages with constraints
+        """Raise ValueError naming the field when a value is out of range."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+        return cls(**data)
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"{type(obj).__name__}.{name} must be > 0, got {value}")
+
+
+def features_slot(image_set: str, model_label: str) -> str:
+    """The slot name under which features of ``image_set`` by ``model_label`` live."""
+    return f"features:{image_set}:{model_label}"
+
+
+@dataclass(frozen=True)
+class ExtractConfig(StageConfig):
+    """Extract penultimate-layer features of every image of ``image_set``.
+
+    ``checkpoint`` names a distill run (``distill/<id>`` or the slot ``distill``) whose
+    student weights replace the pretrained ones; the features are then stored under the
+    label ``<model>+distilled``.
+    """
+
+    image_set: str
+    model: str = "efficientnet_lite0"
+    batch_size: int = 32
+    image_size: int | None = None  # None: the model's own input size
+    device: str = "auto"
+    checkpoint: str | None = None
+
+    def validate(self) -> None:
+        _positive(self, "batch_size", "image_size")
+
+    @property
+    def label(self) -> str:
+        return self.model if self.checkpoint is None else f"{self.model}+distilled"
+
+
+@dataclass(frozen=True)
+class TransformConfig(StageConfig):
+    """Fit the affine alignment transform of ``model``'s features on human judgments."""
+
+    image_set: str
+    judgments: tuple[str, ...]
+    model: str = "efficientnet_lite2"
+    objective: Literal["hard", "soft"] = "soft"
+    lam: float = 1e-2
+    alpha: float = 0.0
+    tau: float = 0.1
+    lr: float = 1e-3
+    max_epochs: int = 100
+    batch_size: int = 256
+    patience: int = 15
+    val_fraction: float = 0.1
+    random_state: int = 0
+    name: str = "teacher"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "judgments", tuple(self.judgments))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        if self.objective not in ("hard", "soft"):
+            raise ValueError(
+                f"TransformConfig.objective must be hard or soft, not {self.objective}"
+            )
+        if not self.judgments:
+            raise ValueError("TransformConfig.judgments: name at least one set of judgments")
+        _positive(self, "lr", "max_epochs", "batch_size", "tau")
+        if self.lam < 0 or not 0 <= self.alpha < 1:
+            raise ValueError("TransformConfig: lam must be >= 0 and alpha in [0, 1)")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError("TransformConfig.val_fraction must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class ClusterConfig(StageConfig):
+    """k-means on the (aligned) teacher representations of the pool."""
+
+    image_set: str
+    model: str = "efficientnet_lite2"
+    transform: str | None = "teacher"  # None: cluster the raw features
+    k: int = 12
+    random_state: int = 0
+
+    def validate(self) -> None:
+        if self.k < 2:
+            raise ValueError(f"ClusterConfig.k must be >= 2, got {self.k}")
+
+
+@dataclass(frozen=True)
+class SampleConfig(StageConfig):
+    """Sample pool triplets and label them with the teacher's odd-one-out and similarities."""
+
+    n_triplets: int = 20_000
+    n_val: int = 500
+    strategy: Literal["cluster_boundary"] = "cluster_boundary"
+    random_state: int = 0
+
+    def validate(self) -> None:
+        _positive(self, "n_triplets")
+        if self.n_val < 0:
+            raise ValueError("SampleConfig.n_val must be >= 0")
+        if self.strategy != "cluster_boundary":
+            raise ValueError(f"SampleConfig.strategy {self.strategy!r} is not available yet")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(StageConfig):
+    """Score features (optionally through a fitted transform) against judgments or a matrix."""
+
+    image_set: str
+    model: str
+    judgments: str | None = None
+    matrix: str | None = None
+    transform: str | None = None
+    # None: dot product through a transform (what it was fitted for), cosine otherwise;
+    # "pearson" applies to matrices only (RSA on correlation-based similarity).
+    metric: Literal["cosine", "dot", "euclidean", "pearson"] | None = None
+    n_boot: int = 1000
+    random_state: int = 0
+
+    def validate(self) -> None:
+        if (self.judgments is None) == (self.matrix is None):
+            raise ValueError("EvaluateConfig: give exactly one of judgments or matrix")
+        _positive(self, "n_boot")
+        if self.metric == "pearson" and self.matrix is None:
+            raise ValueError("EvaluateConfig.metric 'pearson' applies to matrices (RSA) only")

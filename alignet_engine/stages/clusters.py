@@ -1,0 +1,60 @@
+"""Stage 3 — clusters: k-means on the teacher's aligned representations of the pool."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from alignet_engine.align import kmeans
+from alignet_engine.config import ClusterConfig, features_slot
+from alignet_engine.jobs import Job, JobControl, Message, StageDone
+from alignet_engine.stages._tracking import tracked
+from alignet_engine.stages.features import stored_features
+from alignet_engine.stages.transform import stored_transform, transform_slot
+from alignet_engine.store import Project
+
+STAGE = "clusters"
+SLOT = "clusters"
+
+
+def teacher_representation(
+    project: Project, image_set: str, model: str, transform: str | None
+) -> tuple[np.ndarray, dict[str, str]]:
+    """The teacher's representation of ``image_set``: features, through the transform if named.
+
+    Returns ``(Z (n, d) float32, inputs)`` where ``inputs`` maps the slots read to run refs.
+    """
+    X, feat_ref = stored_features(project, image_set, model)
+    inputs = {features_slot(image_set, model): feat_ref}
+    if transform is None:
+        return X, inputs
+    est, t_ref = stored_transform(project, transform)
+    inputs[transform_slot(transform)] = t_ref
+    return est.transform(X), inputs
+
+
+def cluster(project: Project, config: ClusterConfig, control: JobControl | None = None) -> Job[str]:
+    """Cluster the pool and store labels and centroids in slot ``clusters``."""
+    control = control or JobControl()
+
+    def body(run_id: str) -> Job[str]:
+        Z, inputs = teacher_representation(
+            project, config.image_set, config.model, config.transform
+        )
+        yield Message(STAGE, f"k-means, k={config.k}, on {Z.shape[0]} pool items")
+        control.check()
+        labels, centroids, inertia = kmeans(Z, config.k, random_state=config.random_state)
+        sizes = np.bincount(labels, minlength=config.k)
+        summary = {"k": config.k, "inertia": float(inertia), "sizes": sizes.tolist()}
+        project.write_run(
+            STAGE,
+            run_id,
+            slot=SLOT,
+            params=config.to_dict(),
+            arrays={"labels": labels, "centroids": centroids},
+            inputs=inputs,
+            summary=summary,
+        )
+        yield StageDone(STAGE, run_id, summary)
+        return run_id
+
+    return (yield from tracked(project, STAGE, config.to_dict(), body))

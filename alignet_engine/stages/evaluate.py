@@ -1,0 +1,125 @@
+"""Stage 6 — evaluate: agreement of a representation with human judgments or matrices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alignet_engine.align.metrics import (
+    accuracy_summary,
+    noise_ceiling_matrix,
+    noise_ceiling_oddone,
+    noise_ceiling_twoafc,
+    oddone_correct,
+    rsa,
+    rsa_bootstrap_ci,
+    twoafc_correct,
+)
+from alignet_engine.config import EvaluateConfig
+from alignet_engine.errors import InputError
+from alignet_engine.jobs import Job, JobControl, StageDone
+from alignet_engine.stages._tracking import tracked
+from alignet_engine.stages.clusters import teacher_representation
+from alignet_engine.store import Project
+
+STAGE = "evaluate"
+
+
+def evaluation_slot(config: EvaluateConfig) -> str:
+    target = f"judgments={config.judgments}" if config.judgments else f"matrix={config.matrix}"
+    rep = config.model + (f"+T({config.transform})" if config.transform else "")
+    return f"evaluate:{config.image_set}:{rep}:{target}"
+
+
+def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, str]]:
+    """The evaluation's result dict and the runs it read (no write)."""
+    F, inputs = teacher_representation(project, config.image_set, config.model, config.transform)
+    metric = config.metric or ("dot" if config.transform else "cosine")
+    result: dict[str, Any] = {
+        "representation": config.model,
+        "transform": config.transform,
+        "metric": metric,
+    }
+    if config.judgments is not None:
+        j, image_set = project.judgments(config.judgments)
+        if image_set != config.image_set:
+            raise InputError(
+                f"judgments '{config.judgments}' refer to image set '{image_set}', "
+                f"not '{config.image_set}'",
+                field="judgments",
+            )
+        if j.kind == "oddone":
+            correct = oddone_correct(F, j.triplets, metric=metric)
+            ceiling = noise_ceiling_oddone(j)
+        else:
+            # With vote counts, a tied triplet has no majority answer to agree with: score the
+            # strict-majority triplets (as Lagunas et al. do) and report how many were tied.
+            triplets = j.triplets
+            if j.votes is not None:
+                strict = j.votes[:, 0] > j.votes[:, 1]
+                result["n_tied_excluded"] = int((~strict).sum())
+                triplets = triplets[strict]
+            correct = twoafc_correct(F, triplets, metric=metric)
+            ceiling = noise_ceiling_twoafc(j)
+        result.update(
+            accuracy_summary(correct, n_boot=config.n_boot, random_state=config.random_state)
+        )
+        result.update(
+            {
+                "task": j.kind,
+                "judgments": config.judgments,
+                "simulated": j.simulated,
+                "noise_ceiling": ceiling,
+            }
+        )
+    else:
+        assert config.matrix is not None
+        matrix, kind, image_set = project.matrix(config.matrix)
+        if image_set != config.image_set:
+            raise InputError(
+                f"matrix '{config.matrix}' refers to image set '{image_set}', "
+                f"not '{config.image_set}'",
+                field="matrix",
+            )
+        ceiling = noise_ceiling_matrix(matrix, kind=kind) if matrix.ndim == 3 else None
+        if matrix.ndim == 3:
+            matrix = matrix.mean(axis=0)
+        rsm_metric = "pearson" if metric == "pearson" else "cosine"
+        lo, hi = rsa_bootstrap_ci(F, matrix, metric=rsm_metric, kind=kind, n_boot=config.n_boot,
+                                  random_state=config.random_state)
+        result.update(
+            {
+                "task": "rsa",
+                "matrix": config.matrix,
+                "metric": rsm_metric,
+                "spearman": float(rsa(F, matrix, kind=kind, metric=rsm_metric)),
+                "ci_low": lo,
+                "ci_high": hi,
+                "n": int(matrix.shape[0]),
+                "noise_ceiling": ceiling,
+            }
+        )
+    return result, inputs
+
+
+def evaluate(
+    project: Project, config: EvaluateConfig, control: JobControl | None = None
+) -> Job[dict[str, Any]]:
+    """Evaluate and store the result as a run; returns the result dict."""
+    control = control or JobControl()
+
+    def body(run_id: str) -> Job[dict[str, Any]]:
+        control.check()
+        result, inputs = compute(project, config)
+        project.write_run(
+            STAGE,
+            run_id,
+            slot=evaluation_slot(config),
+            params=config.to_dict(),
+            arrays={},
+            inputs=inputs,
+            summary=result,
+        )
+        yield StageDone(STAGE, run_id, result)
+        return result
+
+    return (yield from tracked(project, STAGE, config.to_dict(), body))

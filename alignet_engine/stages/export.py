@@ -1,0 +1,109 @@
+"""Stage 7 — export: the aligned student (safetensors + JSON config), transform, triplets.
+
+Every file is written to a temporary name in the target folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignet_engine import __version__
+from alignet_engine.align import save_alignet_npz
+from alignet_engine.stages.distill import SLOT as DISTILL_SLOT
+from alignet_engine.stages.transform import stored_transform
+from alignet_engine.stages.triplets import SLOT as TRIPLET_SLOT
+from alignet_engine.store import Project
+
+EXPORTABLE = ("student", "transform", "triplets")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def export_student(project: Project, out_dir: Path) -> dict[str, str]:
+    """``student.safetensors`` + ``student.json`` (architecture, layer, preprocessing, metrics)."""
+    run = project.run(DISTILL_SLOT, arrays=False)
+    src = project.check_side_file(run.summary["checkpoint"], run.summary["checkpoint_sha256"])
+    weights = out_dir / "student.safetensors"
+    tmp = weights.with_name(f".{weights.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, weights)
+    config = {
+        "format": "alignet-student",
+        "alignet_studio": __version__,
+        "architecture": run.params["student"],
+        "layer": "pre_logits",
+        "image_size": run.params["image_size"],
+        "distill": run.params,
+        "summary": run.summary,
+        "run": f"{run.stage}/{run.run_id}",
+        "weights": weights.name,
+        "weights_sha256": run.summary["checkpoint_sha256"],
+    }
+    cfg = out_dir / "student.json"
+    _atomic_write_text(cfg, json.dumps(config, indent=2, sort_keys=True))
+    return {"weights": str(weights), "config": str(cfg)}
+
+
+def export_transform(project: Project, out_dir: Path, name: str = "teacher") -> dict[str, str]:
+    """``transform.npz`` in the gLocal / thingsvision layout (weights, bias, mean, std)."""
+    est, _ = stored_transform(project, name)
+    path = out_dir / "transform.npz"
+    est.save_npz(path)
+    return {"transform": str(path)}
+
+
+def export_triplets(project: Project, out_dir: Path) -> dict[str, str]:
+    """The sampled triplets as AligNet npz files (``train_…`` and ``val_…``)."""
+    run = project.run(TRIPLET_SLOT)
+    paths = np.array(project.imageset(run.summary["image_set"]).paths, dtype=object)
+    out: dict[str, str] = {}
+    for split, mask in (("train", ~run.arrays["is_val"]), ("val", run.arrays["is_val"])):
+        if not mask.any():
+            continue
+        t = run.arrays["triplets"][mask]
+        path = out_dir / f"{split}_cluster_border.npz"
+        save_alignet_npz(path, t, run.arrays["sims"][mask], paths[t].astype(str))
+        out[f"triplets_{split}"] = str(path)
+    return out
+
+
+def export(
+    project: Project, out_dir: str | Path, what: tuple[str, ...] = EXPORTABLE
+) -> dict[str, Any]:
+    """Export ``what`` into ``out_dir``; returns ``{kind: path}`` and records an export run."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unknown = set(what) - set(EXPORTABLE)
+    if unknown:
+        raise ValueError(f"cannot export {sorted(unknown)}; choose from {EXPORTABLE}")
+    files: dict[str, str] = {}
+    if "student" in what:
+        files.update(export_student(project, out_dir))
+    if "transform" in what:
+        files.update(export_transform(project, out_dir))
+    if "triplets" in what:
+        files.update(export_triplets(project, out_dir))
+    run_id = project.begin_job("export", {"out_dir": str(out_dir), "what": list(what)})
+    project.write_run(
+        "export",
+        run_id,
+        slot="export",
+        params={"out_dir": str(out_dir)},
+        arrays={},
+        summary={"files": files},
+    )
+    return files

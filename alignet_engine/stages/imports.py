@@ -1,0 +1,139 @@
+"""Importing data into a project: each importer validates everything before anything is written.
+
+These are quick, so they are plain functions rather than jobs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from alignet_engine.config import features_slot
+from alignet_engine.data import importers
+from alignet_engine.data.types import ImageSet, Judgments
+from alignet_engine.errors import InputError
+from alignet_engine.store import Project
+
+JudgmentFormat = Literal[
+    "things-tsv", "oddone-npy", "oddone-csv", "materials-json", "twoafc-csv", "alignet-npz"
+]
+JUDGMENT_FORMATS: tuple[str, ...] = JudgmentFormat.__args__  # type: ignore[attr-defined]
+
+
+def import_images(project: Project, name: str, source: str | Path) -> ImageSet:
+    """Import a folder (sub-folders = categories, or flat) or a manifest CSV as set ``name``."""
+    source = Path(source)
+    if source.is_dir():
+        images = importers.read_image_folder(source)
+    elif source.suffix.lower() == ".csv":
+        images = importers.read_image_manifest(source)
+    else:
+        raise InputError("expected a folder of images or a manifest .csv", source=source)
+    project.write_imageset(name, images, {"source": str(source.resolve())})
+    return images
+
+
+def read_judgments(path: str | Path, fmt: str, images: ImageSet) -> Judgments:
+    """Read judgments of format ``fmt`` about ``images`` (validated against its size)."""
+    n = len(images)
+    if fmt == "things-tsv":
+        return importers.read_things_tsv(path, n)
+    if fmt == "oddone-npy":
+        return importers.read_oddone_npy(path, n)
+    if fmt == "oddone-csv":
+        return importers.read_oddone_csv(path, n)
+    if fmt == "materials-json":
+        return importers.read_materials_json(path, n)
+    if fmt == "twoafc-csv":
+        return importers.read_twoafc_csv(path, n)
+    if fmt == "alignet-npz":
+        # Published AligNet files index ImageNet's train split; map file names onto this image
+        # set when they match (by file name), otherwise trust the stored indices.
+        by_name = {Path(p).name: i for i, p in enumerate(images.paths)}
+        t = importers.read_alignet_npz(path, n_items=None)
+        names = np.vectorize(lambda s: Path(str(s)).name)(t.filenames) if len(t.filenames) else []
+        if len(names) and all(x in by_name for x in np.ravel(names)):
+            ids = np.vectorize(by_name.__getitem__)(names).astype(np.int64)
+        else:
+            ids = t.indices.astype(np.int64)
+            if len(ids) and (ids.max() >= n or ids.min() < 0):
+                raise InputError(
+                    f"indices reach {int(ids.max())} but the image set has {n} "
+                    "images and the file names do not match it",
+                    source=path,
+                    field="indices",
+                )
+        return Judgments(
+            "oddone",
+            ids,
+            np.full(len(ids), -1, dtype=np.int64),
+            meta={"source": "alignet-npz (teacher choices, not human)"},
+        )
+    raise InputError(f"unknown judgment format {fmt!r}; choose one of {JUDGMENT_FORMATS}")
+
+
+def import_judgments(
+    project: Project, name: str, path: str | Path, fmt: str, *, image_set: str
+) -> Judgments:
+    """Import judgments about image set ``image_set`` under ``name``."""
+    j = read_judgments(path, fmt, project.imageset(image_set))
+    project.write_judgments(
+        name, j, image_set=image_set, params={"source": str(Path(path).resolve()), "format": fmt}
+    )
+    return j
+
+
+def import_matrix(
+    project: Project,
+    name: str,
+    path: str | Path,
+    *,
+    image_set: str,
+    kind: Literal["similarity", "dissimilarity"] = "similarity",
+) -> np.ndarray:
+    """Import an ``(n, n)`` or ``(subjects, n, n)`` matrix about ``image_set``."""
+    matrix = importers.read_matrix(path, len(project.imageset(image_set)))
+    project.write_matrix(
+        name, matrix, image_set=image_set, kind=kind, params={"source": str(Path(path).resolve())}
+    )
+    return matrix
+
+
+def import_features(
+    project: Project, path: str | Path, *, image_set: str, label: str, key: str | None = None
+) -> str:
+    """Import precomputed ``(n, d)`` features (stimulus order) as features of ``label``.
+
+    When no image set ``image_set`` exists yet, one of ``n`` items *without image files* is
+    created, so features of concepts whose images cannot be shared (THINGS) can still be
+    evaluated against judgments that refer to the same item order.
+    """
+    if image_set in project.names("imagesets"):
+        X = importers.read_features(path, len(project.imageset(image_set)), key=key)
+    else:
+        X = importers.read_features(path, None, key=key)
+        n = int(X.shape[0])
+        project.write_imageset(
+            image_set,
+            ImageSet(("",) * n, ("",) * n),
+            {"source": f"{n} items without images, from {Path(path).name}"},
+        )
+    params = {
+        "image_set": image_set,
+        "model": label,
+        "source": str(Path(path).resolve()),
+        "key": key,
+        "imported": True,
+    }
+    run_id = project.begin_job("features", params)
+    project.write_run(
+        "features",
+        run_id,
+        slot=features_slot(image_set, label),
+        params=params,
+        arrays={"X": X},
+        summary={"n": int(X.shape[0]), "dim": int(X.shape[1])},
+    )
+    return run_id
