@@ -1,0 +1,1 @@
+"""AligNet Studio desktop GUI (PySide6). Holds no numerics: every computation is an engine job."""

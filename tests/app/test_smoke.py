@@ -1,0 +1,57 @@
+"""The installed ``alignet`` entry point starts on a project and quits by itself."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alignet_engine.data.types import ImageSet
+from alignet_engine.store import Project
+
+
+@pytest.fixture
+def small_project(tmp_path: Path) -> Path:
+    path = tmp_path / "p.alignet"
+    with Project.create(path) as p:
+        p.write_imageset("s", ImageSet(("/a.png", "/b.png"), ("x", "y")), {})
+        rid = p.begin_job("features", {})
+        p.write_run(
+            "features",
+            rid,
+            slot="features:s:m",
+            params={},
+            arrays={"X": np.eye(2)},
+            summary={"n": 2},
+        )
+    return path
+
+
+def test_main_window_lists_runs(qtbot, small_project: Path) -> None:
+    from alignet_app.main_window import MainWindow
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.open_project(str(small_project))
+    runs = window.tree.topLevelItem(1)
+    assert runs.childCount() == 1 and runs.child(0).text(1) == "current"
+    assert window.tree.topLevelItem(0).child(0).text(0) == "image set: s"
+
+
+def test_entry_point_starts_and_quits(small_project: Path) -> None:
+    exe = shutil.which("alignet", path=str(Path(sys.executable).parent))
+    assert exe is not None, "the alignet entry point is not installed (pip install -e .)"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    out = subprocess.run(
+        [exe, str(small_project), "--quit-after", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
