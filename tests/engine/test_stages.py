@@ -1,0 +1,94 @@
+"""Stage jobs over the project: cancel leaves a journal record and no run; two-alternative
+judgments with votes go through the soft transform stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignet_engine.config import ExtractConfig, TransformConfig
+from alignet_engine.data.types import ImageSet, Judgments
+from alignet_engine.jobs import Cancelled, JobControl, Progress
+from alignet_engine.stages.features import extract
+from alignet_engine.stages.imports import import_features
+from alignet_engine.stages.transform import fit_transform, stored_transform
+from alignet_engine.store import Project
+
+
+def test_cancelled_extraction_is_journaled_and_writes_no_run(tmp_path: Path) -> None:
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"{i}.png"
+        Image.new("RGB", (40, 40), (40 * i, 100, 200 - 30 * i)).save(p)
+        paths.append(str(p))
+    with Project.create(tmp_path / "p.alignet") as project:
+        project.write_imageset("s", ImageSet(tuple(paths), ("",) * 6), {})
+        control = JobControl()
+        job = extract(project, ExtractConfig(image_set="s", batch_size=2, image_size=32), control)
+        events = []
+        with pytest.raises(Cancelled):
+            for event in job:
+                events.append(event)
+                if isinstance(event, Progress):
+                    control.cancel()
+        assert [e.done for e in events if isinstance(e, Progress)] == [2]
+        assert project.slots() == {}
+        last = project.journal()[-1]
+        assert last["event"] == "end" and last["status"] == "cancelled"
+        assert project.interrupted_jobs() == []
+
+
+def test_soft_transform_stage_on_two_alternative_votes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n, d = 40, 6
+    truth = rng.normal(size=(n, d))
+    # Features that weight the observers' dimensions very unequally: a transform can fix that.
+    X = truth * np.array([4.0, 2.0, 1.0, 0.3, 0.2, 0.1]) + 0.1 * rng.normal(size=(n, d))
+    np.save(tmp_path / "X.npy", X.astype(np.float32))
+    rows, votes = [], []
+    for _ in range(600):
+        a, b, c = rng.choice(n, 3, replace=False)
+        s_b, s_c = truth[a] @ truth[b], truth[a] @ truth[c]
+        p_b = 1 / (1 + np.exp(-(s_b - s_c)))
+        k = rng.binomial(5, p_b)
+        if k == 5 - k:
+            continue
+        rows.append((a, b, c) if k > 5 - k else (a, c, b))
+        votes.append((max(k, 5 - k), min(k, 5 - k)))
+    j = Judgments("twoafc", np.array(rows), np.full(len(rows), -1), votes=np.array(votes))
+    with Project.create(tmp_path / "p.alignet") as project:
+        import_features(project, tmp_path / "X.npy", image_set="s", label="m")
+        project.write_judgments("votes", j, image_set="s", params={})
+        from alignet_engine.jobs import run_job
+
+        run_job(
+            fit_transform(
+                project,
+                TransformConfig(
+                    image_set="s",
+                    judgments=("votes",),
+                    model="m",
+                    objective="soft",
+                    lam=0.0,
+                    lr=1e-2,
+                    max_epochs=60,
+                ),
+            )
+        )
+        run = project.run("transform:teacher", arrays=False)
+        assert run.summary["kind"] == "twoafc" and run.summary["n_triplets"] == len(
+            {(a, frozenset((b, c))) for a, b, c in rows}
+        )  # soft targets: one row per distinct (anchor, pair)
+        est, _ = stored_transform(project, "teacher")
+        Z = est.transform(X)
+        t = np.array(rows)
+
+        def acc(F: np.ndarray) -> float:
+            return float(
+                np.mean(np.sum(F[t[:, 0]] * F[t[:, 1]], 1) > np.sum(F[t[:, 0]] * F[t[:, 2]], 1))
+            )
+
+        assert acc(Z) > acc(X) + 0.05
