@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 _ODD_LAST = np.array([[1, 2, 0], [0, 2, 1], [0, 1, 2]], dtype=np.int64)
 
 THINGS_COLUMNS = ("obj_1", "obj_2", "obj_3", "choice", "participant")
-ODDONE_CSV_SCHEMA = "item_1,item_2,item_3,odd_position[,participant]"
+ODDONE_CSV_SCHEMA = "item_1,item_2,item_3,odd_position[,participant][,type]"
 TWOAFC_CSV_SCHEMA = "anchor,chosen,other[,votes_chosen,votes_other][,participant]"
 
 MaterialsSubset = Literal["all", "strict_majority", "ties"]
@@ -246,13 +246,34 @@ def read_oddone_csv(path: PathLike, n_items: int, *, id_base: int = 0) -> Judgme
     _check_position(pos, source=t.path, rows=t.lines, field="odd_position", what="odd_position")
     ids = check_item_ids(raw, n_items=n, source=t.path, rows=t.lines, fields=fields, id_base=base)
     participant = _participant_column(t)
+    types = None
+    if "type" in t.ignored:
+        types = _text_column(t.path, "type", len(t))
+        t.ignored.remove("type")
     logger.info("read %d odd-one-out triplets from %s", len(t), t.path)
     return Judgments(
         kind="oddone",
         triplets=_odd_last(ids, pos - 1),
         participant=participant,
         meta=_csv_meta("oddone_csv", t.path, t.ignored),
+        types=types,
     )
+
+
+def _text_column(path: Path, name: str, n_rows: int) -> np.ndarray:
+    """Column ``name`` of a header-row CSV as (n_rows,) str (the triplet-type labels)."""
+    import csv
+
+    text = path.read_text(encoding="utf-8")
+    first = next(line for line in text.splitlines() if line.strip())
+    delim = "," if "," in first else "\t" if "\t" in first else ";" if ";" in first else ","
+    reader = csv.reader((line for line in text.splitlines() if line.strip()), delimiter=delim)
+    header = [h.strip().lower() for h in next(reader)]
+    col = header.index(name)
+    values = [row[col].strip() if col < len(row) else "" for row in reader]
+    if len(values) != n_rows:
+        raise InputError(f"found {len(values)} values for {n_rows} rows", source=path, field=name)
+    return np.asarray(values, dtype=str)
 
 
 def read_twoafc_csv(path: PathLike, n_items: int, *, id_base: int = 0) -> Judgments:

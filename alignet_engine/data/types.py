@@ -45,6 +45,9 @@ class Judgments:
         responses for ``chosen`` and for ``other`` (e.g. ``[4, 1]``); a row may aggregate
         several responses. For odd-one-out data every row is one response.
     simulated : True when the judgments came from simulated observers (the demo).
+    meta : free-form provenance strings (format, source file...).
+    types : (t,) str or None — a triplet type per row when the data carry one (e.g. Levels'
+        global / local / class-boundary); evaluation reports a breakdown by type.
     """
 
     kind: JudgmentKind
@@ -53,6 +56,7 @@ class Judgments:
     votes: np.ndarray | None = None
     simulated: bool = False
     meta: dict[str, str] = field(default_factory=dict)
+    types: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.triplets.shape[0])

@@ -14,6 +14,7 @@ Stages, all through the project file exactly as a user would run them:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,8 @@ from alignet_engine.config import (
     TransformConfig,
 )
 from alignet_engine.data.types import ImageSet, Judgments
-from alignet_engine.demo.observers import make_demo_judgments
-from alignet_engine.demo.world import generate_world_job
+from alignet_engine.demo.observers import TRIPLET_TYPES, classify_triplets, make_demo_judgments
+from alignet_engine.demo.world import DemoWorld, generate_world_job
 from alignet_engine.distill import DistillConfig
 from alignet_engine.jobs import Job, JobControl, Message
 from alignet_engine.stages.clusters import cluster
@@ -68,13 +69,15 @@ class DemoSettings:
         return 500 if self.quick else 20_000
 
 
-def _remap(j: Judgments, ids: np.ndarray) -> Judgments:
-    """Re-index judgments from world ids to positions in ``ids`` (the stimulus image set)."""
+def _remap(j: Judgments, ids: np.ndarray, world: DemoWorld) -> Judgments:
+    """Re-index judgments from world ids to positions in ``ids`` (the stimulus image set),
+    labelling each row with its triplet type under the ground-truth hierarchy."""
     lookup = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
     lookup[ids] = np.arange(len(ids))
     triplets = lookup[j.triplets]
     assert (triplets >= 0).all(), "judgments refer to items outside the stimulus set"
-    return Judgments(j.kind, triplets, j.participant, j.votes, j.simulated, dict(j.meta))
+    types = np.asarray(TRIPLET_TYPES)[classify_triplets(world.family, world.category, j.triplets)]
+    return dataclasses.replace(j, triplets=triplets, types=types)
 
 
 def run_demo(
@@ -116,7 +119,7 @@ def run_demo(
         for split in ("fit", "test"):
             project.write_judgments(
                 f"{split} (simulated)",
-                _remap(judgments[split], stimulus_ids),
+                _remap(judgments[split], stimulus_ids, world),
                 image_set="stimuli",
                 params={"source": "simulated observers (Luce choice)"},
             )
@@ -224,5 +227,16 @@ def format_table(result: dict[str, Any]) -> str:
         f"{'noise ceiling (majority agreement)':<40} {ceiling['majority_agreement']:>9.3f}"
     )
     lines.append(f"{'chance':<40} {1 / 3:>9.3f}")
+    if all("by_type" in row for row in result["rows"]):
+        lines += [
+            "",
+            "by triplet type (accuracy; ceiling = majority agreement)",
+            f"{'type':<22}"
+            + "".join(f"{r['model'].split(' (')[0]:>19}" for r in result["rows"])
+            + f"{'ceiling':>9}",
+        ]
+        for name, first in result["rows"][0]["by_type"].items():
+            accs = "".join(f"{r['by_type'][name]['accuracy']:>19.3f}" for r in result["rows"])
+            lines.append(f"{name:<22}{accs}{first['noise_ceiling']['majority_agreement']:>9.3f}")
     lines.append(f"project: {result['project']}   wall time: {result['wall_seconds']} s")
     return "\n".join(lines)

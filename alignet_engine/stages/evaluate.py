@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+
+import numpy as np
 
 from alignet_engine.align.metrics import (
     accuracy_summary,
@@ -15,6 +18,7 @@ from alignet_engine.align.metrics import (
     twoafc_correct,
 )
 from alignet_engine.config import EvaluateConfig
+from alignet_engine.data.types import Judgments
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, StageDone
 from alignet_engine.stages._tracking import tracked
@@ -63,6 +67,8 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
         result.update(
             accuracy_summary(correct, n_boot=config.n_boot, random_state=config.random_state)
         )
+        if j.types is not None and j.kind == "oddone":
+            result["by_type"] = _by_type(j, correct, config)
         result.update(
             {
                 "task": j.kind,
@@ -84,8 +90,14 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
         if matrix.ndim == 3:
             matrix = matrix.mean(axis=0)
         rsm_metric = "pearson" if metric == "pearson" else "cosine"
-        lo, hi = rsa_bootstrap_ci(F, matrix, metric=rsm_metric, kind=kind, n_boot=config.n_boot,
-                                  random_state=config.random_state)
+        lo, hi = rsa_bootstrap_ci(
+            F,
+            matrix,
+            metric=rsm_metric,
+            kind=kind,
+            n_boot=config.n_boot,
+            random_state=config.random_state,
+        )
         result.update(
             {
                 "task": "rsa",
@@ -99,6 +111,24 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
             }
         )
     return result, inputs
+
+
+def _by_type(j: Judgments, correct: np.ndarray, config: EvaluateConfig) -> dict[str, Any]:
+    """Accuracy, CI and noise ceiling per triplet type (odd-one-out rows carrying a type)."""
+    assert j.types is not None
+    out: dict[str, Any] = {}
+    for name in sorted(set(j.types.tolist())):
+        rows = j.types == name
+        subset = dataclasses.replace(
+            j, triplets=j.triplets[rows], participant=j.participant[rows], types=j.types[rows]
+        )
+        out[name] = {
+            **accuracy_summary(
+                correct[rows], n_boot=config.n_boot, random_state=config.random_state
+            ),
+            "noise_ceiling": noise_ceiling_oddone(subset),
+        }
+    return out
 
 
 def evaluate(

@@ -457,6 +457,8 @@ class Project:
         arrays = {"triplets": judgments.triplets, "participant": judgments.participant}
         if judgments.votes is not None:
             arrays["votes"] = judgments.votes
+        if judgments.types is not None:
+            arrays["types"] = np.asarray(judgments.types, dtype=object)
         self._write_data(
             "judgments",
             name,
@@ -480,6 +482,7 @@ class Project:
             votes=arrays["votes"].astype(np.int64) if "votes" in arrays else None,
             simulated=bool(attrs["simulated"]),
             meta=attrs.get("meta", {}),
+            types=arrays["types"].astype(str) if "types" in arrays else None,
         )
         return j, attrs["image_set"]
 

@@ -40,6 +40,10 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert row["simulated"] is True
     ceiling = result["noise_ceiling"]["majority_agreement"]
     assert 0.7 < ceiling < 0.9
+    # The simulated judgments carry their triplet type: a breakdown that adds up.
+    by_type = rows["aligned teacher"]["by_type"]
+    assert len(by_type) >= 4
+    assert sum(v["n"] for v in by_type.values()) == rows["aligned teacher"]["n"]
     # The aligned teacher learned something real from the fit judgments, on held-out objects.
     assert rows["aligned teacher"]["accuracy"] > rows["base teacher"]["accuracy"] + 0.03
 
