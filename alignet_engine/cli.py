@@ -53,6 +53,15 @@ def _run(job: Job[Any], args: argparse.Namespace) -> Any:
     return run_job(job, _Reporter(quiet=args.quiet))
 
 
+def _run_stage(
+    args: argparse.Namespace, stage: str, start: Callable[[Any], Job[str]]
+) -> dict[str, Any]:
+    """Run the stage job ``start(project)`` and return its new run's ref and summary."""
+    with _project(args) as p:
+        run_id = _run(start(p), args)
+        return {"run": f"{stage}/{run_id}", **p.run(f"{stage}/{run_id}", arrays=False).summary}
+
+
 def _project(args: argparse.Namespace, readonly: bool = False):
     from alignet_engine.store import Project
 
@@ -123,9 +132,7 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
         device=args.device,
         checkpoint=args.checkpoint,
     )
-    with _project(args) as p:
-        run_id = _run(extract(p, cfg), args)
-        return {"run": f"features/{run_id}", **p.run(f"features/{run_id}", arrays=False).summary}
+    return _run_stage(args, "features", lambda p: extract(p, cfg))
 
 
 def cmd_fit_transform(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,9 +151,7 @@ def cmd_fit_transform(args: argparse.Namespace) -> dict[str, Any]:
         random_state=args.seed,
         name=args.name,
     )
-    with _project(args) as p:
-        run_id = _run(fit_transform(p, cfg), args)
-        return {"run": f"transform/{run_id}", **p.run(f"transform/{run_id}", arrays=False).summary}
+    return _run_stage(args, "transform", lambda p: fit_transform(p, cfg))
 
 
 def cmd_cluster(args: argparse.Namespace) -> dict[str, Any]:
@@ -157,9 +162,7 @@ def cmd_cluster(args: argparse.Namespace) -> dict[str, Any]:
     cfg = ClusterConfig(
         image_set=args.set, model=args.model, transform=transform, k=args.k, random_state=args.seed
     )
-    with _project(args) as p:
-        run_id = _run(cluster(p, cfg), args)
-        return {"run": f"clusters/{run_id}", **p.run(f"clusters/{run_id}", arrays=False).summary}
+    return _run_stage(args, "clusters", lambda p: cluster(p, cfg))
 
 
 def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
@@ -167,9 +170,7 @@ def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.triplets import sample
 
     cfg = SampleConfig(n_triplets=args.n, n_val=args.n_val, random_state=args.seed)
-    with _project(args) as p:
-        run_id = _run(sample(p, cfg), args)
-        return {"run": f"triplets/{run_id}", **p.run(f"triplets/{run_id}", arrays=False).summary}
+    return _run_stage(args, "triplets", lambda p: sample(p, cfg))
 
 
 def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
@@ -187,9 +188,7 @@ def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     cfg = DistillStageConfig(
         student=args.student, image_size=args.image_size, device=args.device, training=training
     )
-    with _project(args) as p:
-        run_id = _run(run_distill(p, cfg), args)
-        return {"run": f"distill/{run_id}", **p.run(f"distill/{run_id}", arrays=False).summary}
+    return _run_stage(args, "distill", lambda p: run_distill(p, cfg))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -347,8 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--judgments")
     target.add_argument("--matrix")
     p.add_argument("--transform", help="score through this fitted transform (e.g. teacher)")
-    p.add_argument("--metric", choices=("cosine", "dot", "euclidean", "pearson"),
-                   help="default: dot through a transform, cosine otherwise; pearson: RSA only")
+    p.add_argument(
+        "--metric",
+        choices=("cosine", "dot", "euclidean", "pearson"),
+        help="default: dot through a transform, cosine otherwise; pearson: RSA only",
+    )
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
 

@@ -19,3 +19,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``alignet-cli ARGS --json --quiet`` in-process; return its JSON object (exit 0)."""
+    import json
+
+    from alignet_engine.cli import main
+
+    def run(*args: str) -> dict:
+        code = main([*args, "--json", "--quiet"])
+        out = capsys.readouterr().out.strip().splitlines()
+        assert code == 0, out
+        return json.loads(out[-1])
+
+    return run

@@ -86,6 +86,13 @@ def _fsync_dir(path: Path) -> None:
         _fsync_path(path)
 
 
+def _commit_file(tmp: Path, target: Path) -> None:
+    """Make the finished temporary file ``tmp`` durable, then atomically put it at ``target``."""
+    _fsync_path(tmp)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
 def _write_array(group: h5py.Group, name: str, value: np.ndarray) -> None:
     value = np.asarray(value)
     if value.dtype.kind in "UO":
@@ -160,9 +167,7 @@ class Project:
                 f.create_group("current")
                 f.create_dataset("journal", shape=(0,), maxshape=(None,), dtype=_STR)
                 f.create_group("data")
-            _fsync_path(tmp)
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            _commit_file(tmp, path)
         except BaseException:
             project._lock.release()
             raise
@@ -263,9 +268,7 @@ class Project:
                 yield f
                 f.attrs["last_written_with"] = __version__
                 f.flush()
-            _fsync_path(tmp)
-            os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            _commit_file(tmp, self.path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -570,9 +573,7 @@ class Project:
         try:
             tmp = new_path.with_name(f".{new_path.name}.saveas-{uuid.uuid4().hex[:8]}")
             shutil.copyfile(self.path, tmp)
-            _fsync_path(tmp)
-            os.replace(tmp, new_path)
-            _fsync_dir(new_path.parent)
+            _commit_file(tmp, new_path)
         except BaseException:
             new._lock.release()
             raise

@@ -13,13 +13,6 @@ from alignet_engine.cli import main
 from alignet_engine.store import Project
 
 
-def _cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
-    code = main([*args, "--json", "--quiet"])
-    out = capsys.readouterr().out.strip().splitlines()
-    assert code == 0, out
-    return json.loads(out[-1])
-
-
 def _cosine_oddone_accuracy(X: np.ndarray, triplets: np.ndarray) -> float:
     """Independent re-computation: the odd one (last column) is right iff pair (0,1) is the
     strictly most similar pair by cosine similarity."""
@@ -31,8 +24,8 @@ def _cosine_oddone_accuracy(X: np.ndarray, triplets: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-def test_quick_demo_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    result = _cli_json(capsys, "demo", "--out", str(tmp_path), "--quick")
+def test_quick_demo_runs_every_stage(tmp_path: Path, cli) -> None:
+    result = cli("demo", "--out", str(tmp_path), "--quick")
     rows = {r["model"].split(" (")[0]: r for r in result["rows"]}
     assert set(rows) == {"base teacher", "aligned teacher", "base student", "distilled student"}
     for row in rows.values():
@@ -55,7 +48,7 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert rows["base teacher"]["accuracy"] == pytest.approx(_cosine_oddone_accuracy(feats, test))
 
     # Every stage left a current, non-stale run and no interrupted job.
-    info = _cli_json(capsys, "info", str(project))
+    info = cli("info", str(project))
     stages = {r["run"].split("/")[0] for r in info["runs"]}
     assert {
         "features",
@@ -83,8 +76,7 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert npz["filenames"].shape == npz["indices"].shape
 
     # Re-fitting the transform makes everything downstream of it stale.
-    _cli_json(
-        capsys,
+    cli(
         "fit-transform",
         str(project),
         "--set",
@@ -102,7 +94,7 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_bad_import_names_file_and_row_and_leaves_project_unchanged(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli, capsys: pytest.CaptureFixture[str]
 ) -> None:
     project = tmp_path / "p.alignet"
     images = tmp_path / "imgs"
@@ -111,8 +103,8 @@ def test_bad_import_names_file_and_row_and_leaves_project_unchanged(
 
     for i in range(4):
         Image.new("RGB", (8, 8), (i * 60, 0, 0)).save(images / f"{i}.png")
-    _cli_json(capsys, "new", str(project))
-    _cli_json(capsys, "import-images", str(project), str(images), "--name", "s")
+    cli("new", str(project))
+    cli("import-images", str(project), str(images), "--name", "s")
     before = project.read_bytes()
     bad = tmp_path / "bad.csv"
     bad.write_text("item_1,item_2,item_3,odd_position\n0,1,2,3\n0,1,9,3\n")
@@ -166,9 +158,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert "--json" in capsys.readouterr().out
 
 
-def test_rsa_against_a_per_subject_matrix(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_rsa_against_a_per_subject_matrix(tmp_path: Path, cli) -> None:
     from scipy.stats import spearmanr
 
     rng = np.random.default_rng(0)
@@ -182,9 +172,8 @@ def test_rsa_against_a_per_subject_matrix(
     np.save(tmp_path / "ratings.npy", subjects)
 
     project = str(tmp_path / "p.alignet")
-    _cli_json(capsys, "new", project)
-    _cli_json(
-        capsys,
+    cli("new", project)
+    cli(
         "import-features",
         project,
         str(tmp_path / "features.npy"),
@@ -193,8 +182,7 @@ def test_rsa_against_a_per_subject_matrix(
         "--name",
         "model",
     )
-    _cli_json(
-        capsys,
+    cli(
         "import-matrix",
         project,
         str(tmp_path / "ratings.npy"),
@@ -203,8 +191,7 @@ def test_rsa_against_a_per_subject_matrix(
         "--name",
         "ratings",
     )
-    result = _cli_json(
-        capsys,
+    result = cli(
         "evaluate",
         project,
         "--set",

@@ -14,16 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alignet_engine.cli import main
-
 pytestmark = pytest.mark.realdata
-
-
-def _cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
-    code = main([*args, "--json", "--quiet"])
-    out = capsys.readouterr().out.strip().splitlines()
-    assert code == 0, out
-    return json.loads(out[-1])
 
 
 def _independent_lite0_features(paths: list[Path]) -> np.ndarray:
@@ -53,17 +44,12 @@ def _independent_lite0_features(paths: list[Path]) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_materials_lite0_zero_shot_accuracy(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_materials_lite0_zero_shot_accuracy(shared_data: Path, tmp_path: Path, cli) -> None:
     root = shared_data / "material_similarity"
     project = str(tmp_path / "materials.alignet")
-    _cli_json(capsys, "new", project)
-    _cli_json(
-        capsys, "import-images", project, str(root / "havran1_ennis_298x298_LDR"), "--name", "ennis"
-    )
-    imported = _cli_json(
-        capsys,
+    cli("new", project)
+    cli("import-images", project, str(root / "havran1_ennis_298x298_LDR"), "--name", "ennis")
+    imported = cli(
         "import-judgments",
         project,
         str(root / "answers_processed_test.json"),
@@ -75,9 +61,8 @@ def test_materials_lite0_zero_shot_accuracy(
         "test",
     )
     assert imported["n_triplets"] == 3000 and imported["n_responses"] == 11800
-    _cli_json(capsys, "extract", project, "--set", "ennis", "--model", "efficientnet_lite0")
-    result = _cli_json(
-        capsys,
+    cli("extract", project, "--set", "ennis", "--model", "efficientnet_lite0")
+    result = cli(
         "evaluate",
         project,
         "--set",
@@ -102,15 +87,12 @@ def test_materials_lite0_zero_shot_accuracy(
     assert result["noise_ceiling"]["majority_agreement"] == pytest.approx(0.8397, abs=1e-3)
 
 
-def test_things_noise_ceiling_and_vice_accuracy(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_things_noise_ceiling_and_vice_accuracy(shared_data: Path, tmp_path: Path, cli) -> None:
     things = shared_data / "things"
     project = str(tmp_path / "things.alignet")
-    _cli_json(capsys, "new", project)
+    cli("new", project)
     # No THINGS images can be shared: importing the VICE embedding creates 1,854 items.
-    _cli_json(
-        capsys,
+    cli(
         "import-features",
         project,
         str(things / "vice_embedding_things.npy"),
@@ -119,8 +101,7 @@ def test_things_noise_ceiling_and_vice_accuracy(
         "--name",
         "vice",
     )
-    _cli_json(
-        capsys,
+    cli(
         "import-judgments",
         project,
         str(things / "triplets_noiseceiling.tsv"),
@@ -131,8 +112,7 @@ def test_things_noise_ceiling_and_vice_accuracy(
         "--name",
         "noiseceiling",
     )
-    result = _cli_json(
-        capsys,
+    result = cli(
         "evaluate",
         project,
         "--set",
