@@ -1,25 +1,224 @@
-"""AligNet triplet generation: cluster-boundary sampling, teacher odd-one-out labels, npz files.
+"""AligNet triplet generation: sampling strategies, teacher odd-one-out labels, npz files.
 
-method.md §4: two items from one k-means cluster and one from another (``cluster_border_500``);
-the teacher's three pair similarities decide the odd one out; rows are stored so that the
-teacher's most similar pair is ``(0, 1)`` and the odd one is last. Everything here is vectorised
-numpy (no Python loop per triplet) because the official set has 10 M triplets.
+method.md §4: the official set (``cluster_border_500``) takes two items from one k-means
+cluster and one from another; the evaluation splits use ImageNet classes instead
+(``class_border``, ``within_class``, ``between_class``). The teacher's three pair similarities
+decide the odd one out; rows are stored so that the teacher's most similar pair is ``(0, 1)``
+and the odd one is last. Everything here is vectorised numpy (no Python loop per triplet)
+because the official set has 10 M triplets: sampling draws whole blocks of rows at once, and
+the teacher similarities gather feature rows in small chunks so memory stays bounded.
+
+Strategies (:func:`sample_triplets` dispatches on the name)
+-----------------------------------------------------------
+``cluster_boundary`` / ``class_boundary``
+    a, b from one group, o from another group (:func:`sample_cluster_boundary`).
+``within_cluster`` / ``within_class``
+    three items of one group (:func:`sample_within_cluster`).
+``between_clusters`` / ``between_classes``
+    one item from each of three different groups (:func:`sample_between_clusters`).
+``random``
+    three distinct items of the pool (:func:`sample_random`).
+
+In every strategy the group(s) are drawn uniformly among the groups that can supply them
+(not in proportion to their size), then items uniformly inside a group; rows are independent
+(the same triplet can occur twice) and no row holds an item twice.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 import tempfile
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from alignet_engine.align.metrics import SimilarityMetric, check_triplets, pair_similarities
+from alignet_engine.align.clustering import fits_on_device, resolve_device
+from alignet_engine.align.metrics import (
+    SimilarityMetric,
+    _check_metric,
+    check_features,
+    check_triplets,
+)
 from alignet_engine.errors import InputError
 
 logger = logging.getLogger(__name__)
+
+STRATEGIES = (
+    "cluster_boundary",
+    "within_cluster",
+    "between_clusters",
+    "random",
+    "class_boundary",
+    "within_class",
+    "between_classes",
+)
+
+# Rows drawn per block by the samplers: bounds the (block,) int64 temporaries to a few MB each
+# instead of ~80 MB per temporary at 10 M rows.
+_SAMPLE_BLOCK = 1 << 20
+# Rows ordered per block by teacher_odd_one_out (argsort / take_along_axis temporaries).
+_ORDER_BLOCK = 1 << 20
+# Gathered feature bytes per chunk of triplets. On the CPU a chunk that stays in cache is
+# fastest (measured: 64 rows of 1280-d float32 beat 16 k rows by ~2x); a GPU wants big chunks.
+_CPU_CHUNK_BYTES = 1 << 20
+_GPU_CHUNK_BYTES = 1 << 28
+# Rows of filenames written per block by save_alignet_npz.
+_WRITE_BLOCK = 1 << 18
+
+
+# --------------------------------------------------------------------------------------------
+# sampling
+# --------------------------------------------------------------------------------------------
+class _Groups(NamedTuple):
+    """Items grouped by label: ``members[offsets[g] : offsets[g] + sizes[g]]`` are group g."""
+
+    sizes: np.ndarray  # (g,) int64
+    members: np.ndarray  # (n,) int64 item ids
+    offsets: np.ndarray  # (g,) int64
+
+
+def _groups(labels: np.ndarray, field: str, *, allow_strings: bool) -> _Groups:
+    lab = np.asarray(labels)
+    if lab.ndim != 1 or lab.size == 0:
+        raise InputError(f"must be a non-empty 1-D array, got shape {lab.shape}", field=field)
+    if allow_strings and lab.dtype.kind == "O":
+        lab = lab.astype(str)  # category names as Python strings
+    ok = "iub" + ("US" if allow_strings else "")
+    if lab.dtype.kind not in ok:
+        what = "integer ids or names" if allow_strings else "integer cluster ids"
+        raise InputError(f"must hold {what}, got dtype {lab.dtype}", field=field)
+    _, inv, sizes = np.unique(lab, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    members = np.argsort(inv, kind="stable").astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return _Groups(sizes.astype(np.int64), members, offsets)
+
+
+def _check_count(n_triplets: object) -> int:
+    if isinstance(n_triplets, bool):
+        raise InputError(f"n_triplets must be an integer >= 1, got {n_triplets!r}")
+    try:
+        m = int(n_triplets)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise InputError(f"n_triplets must be an integer >= 1, got {n_triplets!r}") from None
+    if m < 1 or m != n_triplets:
+        raise InputError(f"n_triplets must be an integer >= 1, got {n_triplets!r}")
+    return m
+
+
+def _blocks(
+    m: int,
+    random_state: int | np.random.Generator | None,
+    fill: Callable[[np.random.Generator, np.ndarray], None],
+) -> np.ndarray:
+    """(m, 3) int64 filled block by block by ``fill(rng, out_block)``."""
+    rng = np.random.default_rng(random_state)
+    out = np.empty((m, 3), dtype=np.int64)
+    for start in range(0, m, _SAMPLE_BLOCK):
+        fill(rng, out[start : start + _SAMPLE_BLOCK])
+    return out
+
+
+def _skip1(draw: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """Map ``draw`` uniform on [0, s − 1) to uniform on [0, s) minus ``taken`` (in place)."""
+    draw += draw >= taken
+    return draw
+
+
+def _skip2(draw: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Map ``draw`` uniform on [0, s − 2) to uniform on [0, s) minus {a, b}, a != b (in place).
+
+    Stepping over the smaller excluded value first, then the larger, is a bijection onto the
+    allowed values, so the result stays uniform.
+    """
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    draw += draw >= lo
+    draw += draw >= hi
+    return draw
+
+
+def _plural(what: str) -> str:
+    return what + ("es" if what.endswith("s") else "s")
+
+
+def _boundary(groups: _Groups, m: int, random_state, what: str) -> np.ndarray:
+    sizes, members, offsets = groups
+    n_groups = sizes.size
+    if n_groups < 2:
+        raise InputError(f"needs at least two {_plural(what)} to sample {what}-boundary triplets")
+    eligible = np.flatnonzero(sizes >= 2)
+    if eligible.size == 0:
+        raise InputError(f"no {what} has two items, so no triplet can take a pair from one")
+    if eligible.size < n_groups:
+        logger.info(
+            "%d singleton %s(s) can only supply the third item", n_groups - eligible.size, what
+        )
+
+    def fill(rng: np.random.Generator, out: np.ndarray) -> None:
+        k = out.shape[0]
+        c1 = eligible[rng.integers(0, eligible.size, size=k)]
+        # c2 uniform over the other n_groups − 1 groups: draw from a range one shorter and
+        # step over c1.
+        c2 = _skip1(rng.integers(0, n_groups - 1, size=k), c1)
+        s1 = sizes[c1]
+        i = rng.integers(0, s1)
+        j = _skip1(rng.integers(0, s1 - 1), i)  # distinct from i, uniform over the rest
+        o = rng.integers(0, sizes[c2])
+        base = offsets[c1]
+        out[:, 0] = members[base + i]
+        out[:, 1] = members[base + j]
+        out[:, 2] = members[offsets[c2] + o]
+
+    return _blocks(m, random_state, fill)
+
+
+def _within(groups: _Groups, m: int, random_state, what: str) -> np.ndarray:
+    sizes, members, offsets = groups
+    eligible = np.flatnonzero(sizes >= 3)
+    if eligible.size == 0:
+        raise InputError(f"no {what} has three items, so no triplet can come from one {what}")
+    if eligible.size < sizes.size:
+        logger.info(
+            "%d %s(s) with fewer than 3 items are never used", sizes.size - eligible.size, what
+        )
+
+    def fill(rng: np.random.Generator, out: np.ndarray) -> None:
+        k = out.shape[0]
+        g = eligible[rng.integers(0, eligible.size, size=k)]
+        s = sizes[g]
+        i = rng.integers(0, s)
+        j = _skip1(rng.integers(0, s - 1), i)
+        t = _skip2(rng.integers(0, s - 2), i, j)
+        base = offsets[g]
+        out[:, 0] = members[base + i]
+        out[:, 1] = members[base + j]
+        out[:, 2] = members[base + t]
+
+    return _blocks(m, random_state, fill)
+
+
+def _between(groups: _Groups, m: int, random_state, what: str) -> np.ndarray:
+    sizes, members, offsets = groups
+    n_groups = sizes.size
+    if n_groups < 3:
+        raise InputError(
+            f"needs at least three {_plural(what)} to take each item from a different one"
+        )
+
+    def fill(rng: np.random.Generator, out: np.ndarray) -> None:
+        k = out.shape[0]
+        g0 = rng.integers(0, n_groups, size=k)
+        g1 = _skip1(rng.integers(0, n_groups - 1, size=k), g0)
+        g2 = _skip2(rng.integers(0, n_groups - 2, size=k), g0, g1)
+        for col, g in enumerate((g0, g1, g2)):  # 3 columns, not a loop over triplets
+            out[:, col] = members[offsets[g] + rng.integers(0, sizes[g])]
+
+    return _blocks(m, random_state, fill)
 
 
 def sample_cluster_boundary(
@@ -41,56 +240,391 @@ def sample_cluster_boundary(
     (m, 3) int64 item ids. Per row: the first cluster c1 is drawn uniformly among the clusters
     with at least two items, ``a != b`` are drawn uniformly from c1 without replacement, the
     second cluster c2 is drawn uniformly among ALL other clusters (a singleton may be c2) and
-    ``o`` uniformly from c2. Rows are independent, so the same triplet can occur twice (at
-    10 M draws over 1.28 M images repeats are rare). Column 2 is the cluster outsider, NOT yet
-    the teacher's odd one: pass the rows through :func:`teacher_odd_one_out`.
+    ``o`` uniformly from c2. Fallback: a cluster with fewer than two items is never the pair's
+    cluster (it can only supply ``o``); this is logged. Rows are independent, so the same
+    triplet can occur twice (at 10 M draws over 1.28 M images repeats are rare). Column 2 is
+    the cluster outsider, NOT yet the teacher's odd one: pass the rows through
+    :func:`teacher_odd_one_out`.
 
     Raises
     ------
     InputError
         fewer than two clusters, or no cluster with two items (no valid first cluster).
     """
-    lab = np.asarray(labels)
-    if lab.ndim != 1 or lab.size == 0:
-        raise InputError(f"must be a non-empty 1-D array, got shape {lab.shape}", field="labels")
-    if not np.issubdtype(lab.dtype, np.integer):
-        raise InputError(f"must hold integer cluster ids, got dtype {lab.dtype}", field="labels")
-    m = int(n_triplets)
-    if m < 1:
-        raise InputError(f"n_triplets must be >= 1, got {n_triplets}")
-    clusters, inv, sizes = np.unique(lab, return_inverse=True, return_counts=True)
-    inv = inv.reshape(-1)
-    n_clusters = clusters.size
-    if n_clusters < 2:
-        raise InputError("needs at least two clusters to sample cluster-boundary triplets")
-    eligible = np.flatnonzero(sizes >= 2)
-    if eligible.size == 0:
-        raise InputError("no cluster has two items, so no triplet can take a pair from one")
-    if eligible.size < n_clusters:
-        logger.info(
-            "%d singleton cluster(s) can only supply the third item",
-            n_clusters - eligible.size,
-        )
-    # Items grouped by cluster: members[offsets[c] : offsets[c] + sizes[c]] are cluster c.
-    members = np.argsort(inv, kind="stable").astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    m = _check_count(n_triplets)
+    return _boundary(_groups(labels, "labels", allow_strings=False), m, random_state, "cluster")
 
-    rng = np.random.default_rng(random_state)
-    c1 = eligible[rng.integers(0, eligible.size, size=m)]
-    # c2 uniform over the other n_clusters − 1 clusters: draw from a range one shorter and
-    # step over c1.
-    c2 = rng.integers(0, n_clusters - 1, size=m)
-    c2 += c2 >= c1
-    s1 = sizes[c1]
-    i = rng.integers(0, s1)
-    j = rng.integers(0, s1 - 1)
-    j += j >= i  # distinct from i, uniform over the rest
-    o = rng.integers(0, sizes[c2])
-    out = np.empty((m, 3), dtype=np.int64)
-    out[:, 0] = members[offsets[c1] + i]
-    out[:, 1] = members[offsets[c1] + j]
-    out[:, 2] = members[offsets[c2] + o]
+
+def sample_within_cluster(
+    labels: np.ndarray,
+    n_triplets: int,
+    *,
+    random_state: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """Sample triplets of three distinct items from one cluster.
+
+    Parameters
+    ----------
+    labels : (n,) int cluster label per item.
+    n_triplets : number of rows m to draw (>= 1).
+    random_state : seed or Generator.
+
+    Returns
+    -------
+    (m, 3) int64 item ids. The cluster is drawn uniformly among the clusters with at least
+    three items (smaller clusters are never used; logged), then three distinct members
+    uniformly without replacement.
+
+    Raises
+    ------
+    InputError
+        no cluster has three items.
+    """
+    m = _check_count(n_triplets)
+    return _within(_groups(labels, "labels", allow_strings=False), m, random_state, "cluster")
+
+
+def sample_between_clusters(
+    labels: np.ndarray,
+    n_triplets: int,
+    *,
+    random_state: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """Sample triplets whose three items come from three different clusters.
+
+    Parameters
+    ----------
+    labels : (n,) int cluster label per item.
+    n_triplets : number of rows m to draw (>= 1).
+    random_state : seed or Generator.
+
+    Returns
+    -------
+    (m, 3) int64 item ids. Three distinct clusters are drawn uniformly (an ordered triple
+    without replacement), then one member uniformly from each.
+
+    Raises
+    ------
+    InputError
+        fewer than three clusters.
+    """
+    m = _check_count(n_triplets)
+    return _between(_groups(labels, "labels", allow_strings=False), m, random_state, "cluster")
+
+
+def sample_class_boundary(
+    classes: np.ndarray,
+    n_triplets: int,
+    *,
+    random_state: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """:func:`sample_cluster_boundary` over given categories (AligNet ``class_border``).
+
+    Parameters
+    ----------
+    classes : (n,) category per item: integer ids or names (str), e.g. ImageNet classes or an
+        image set's categories.
+    n_triplets, random_state : as :func:`sample_cluster_boundary`.
+
+    Returns
+    -------
+    (m, 3) int64 item ids: items 0, 1 share a class, item 2 has another class.
+    """
+    m = _check_count(n_triplets)
+    return _boundary(_groups(classes, "classes", allow_strings=True), m, random_state, "class")
+
+
+def sample_within_class(
+    classes: np.ndarray,
+    n_triplets: int,
+    *,
+    random_state: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """:func:`sample_within_cluster` over given categories (AligNet ``within_class``).
+
+    Parameters
+    ----------
+    classes : (n,) category per item: integer ids or names (str).
+    n_triplets, random_state : as :func:`sample_within_cluster`.
+
+    Returns
+    -------
+    (m, 3) int64 item ids, all three of one class (a class with >= 3 items).
+    """
+    m = _check_count(n_triplets)
+    return _within(_groups(classes, "classes", allow_strings=True), m, random_state, "class")
+
+
+def sample_between_classes(
+    classes: np.ndarray,
+    n_triplets: int,
+    *,
+    random_state: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """:func:`sample_between_clusters` over given categories (AligNet ``between_class``).
+
+    Parameters
+    ----------
+    classes : (n,) category per item: integer ids or names (str).
+    n_triplets, random_state : as :func:`sample_between_clusters`.
+
+    Returns
+    -------
+    (m, 3) int64 item ids from three different classes.
+    """
+    m = _check_count(n_triplets)
+    return _between(_groups(classes, "classes", allow_strings=True), m, random_state, "class")
+
+
+def sample_random(
+    n_items: int,
+    n_triplets: int,
+    *,
+    random_state: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """Sample triplets of three distinct items uniformly from ``range(n_items)``.
+
+    Parameters
+    ----------
+    n_items : pool size (>= 3).
+    n_triplets : number of rows m to draw (>= 1).
+    random_state : seed or Generator.
+
+    Returns
+    -------
+    (m, 3) int64 item ids in [0, n_items), distinct within each row.
+    """
+    if isinstance(n_items, bool) or not isinstance(n_items, int | np.integer):
+        raise InputError(f"n_items must be an integer, got {n_items!r}", field="n_items")
+    n = int(n_items)
+    if n < 3:
+        raise InputError(f"needs at least 3 items to form a triplet, got {n}", field="n_items")
+    m = _check_count(n_triplets)
+
+    def fill(rng: np.random.Generator, out: np.ndarray) -> None:
+        k = out.shape[0]
+        i = rng.integers(0, n, size=k)
+        j = _skip1(rng.integers(0, n - 1, size=k), i)
+        out[:, 0] = i
+        out[:, 1] = j
+        out[:, 2] = _skip2(rng.integers(0, n - 2, size=k), i, j)
+
+    return _blocks(m, random_state, fill)
+
+
+def sample_triplets(
+    strategy: str,
+    n_triplets: int,
+    *,
+    labels: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
+    n_items: int | None = None,
+    random_state: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """Sample triplets with a named strategy (one of :data:`STRATEGIES`).
+
+    Parameters
+    ----------
+    strategy : ``"cluster_boundary"``, ``"within_cluster"``, ``"between_clusters"`` (need
+        ``labels``), ``"class_boundary"``, ``"within_class"``, ``"between_classes"`` (need
+        ``classes``) or ``"random"`` (needs ``n_items``, or takes the length of ``labels`` /
+        ``classes``).
+    n_triplets : number of rows m to draw (>= 1).
+    labels : (n,) int cluster id per item (e.g. from :func:`kmeans`).
+    classes : (n,) category per item (integer ids or names).
+    n_items : pool size for ``"random"``.
+    random_state : seed or Generator.
+
+    Returns
+    -------
+    (m, 3) int64 item ids, three distinct items per row; see the per-strategy functions.
+
+    Raises
+    ------
+    InputError
+        unknown strategy, or the labels the strategy needs are missing.
+    """
+    if strategy not in STRATEGIES:
+        raise InputError(
+            f"unknown sampling strategy {strategy!r}; use one of {', '.join(STRATEGIES)}",
+            field="strategy",
+        )
+    if strategy == "random":
+        if n_items is None:
+            given = labels if labels is not None else classes
+            if given is None:
+                raise InputError(
+                    "strategy 'random' needs n_items= (the pool size), or labels= / classes= "
+                    "to take it from",
+                    field="n_items",
+                )
+            n_items = int(np.asarray(given).shape[0])
+        return sample_random(n_items, n_triplets, random_state=random_state)
+    if strategy in _BY_LABELS:
+        if labels is None:
+            raise InputError(
+                f"strategy {strategy!r} needs labels= (a cluster id per item, e.g. from "
+                "kmeans()); for given categories use the class_* strategies with classes=",
+                field="labels",
+            )
+        return _BY_LABELS[strategy](labels, n_triplets, random_state=random_state)
+    if classes is None:
+        raise InputError(
+            f"strategy {strategy!r} needs classes= (a category per item, e.g. ImageNet "
+            "classes); for k-means clusters use the cluster strategies with labels=",
+            field="classes",
+        )
+    return _BY_CLASSES[strategy](classes, n_triplets, random_state=random_state)
+
+
+_BY_LABELS = {
+    "cluster_boundary": sample_cluster_boundary,
+    "within_cluster": sample_within_cluster,
+    "between_clusters": sample_between_clusters,
+}
+_BY_CLASSES = {
+    "class_boundary": sample_class_boundary,
+    "within_class": sample_within_class,
+    "between_classes": sample_between_classes,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# teacher similarities and odd-one-out labels
+# --------------------------------------------------------------------------------------------
+def _check_chunk(chunk_size: object) -> int | None:
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer):
+        raise InputError(f"must be an integer >= 1 or None, got {chunk_size!r}", field="chunk_size")
+    if chunk_size < 1:
+        raise InputError(f"must be >= 1, got {chunk_size}", field="chunk_size")
+    return int(chunk_size)
+
+
+def _auto_chunk(d: int, itemsize: int, budget: int) -> int:
+    """Triplet rows whose three gathered feature rows take about ``budget`` bytes."""
+    return int(max(16, min(1 << 16, budget // (3 * d * itemsize))))
+
+
+def triplet_similarities(
+    Z: np.ndarray,
+    triplets: np.ndarray,
+    *,
+    similarity: SimilarityMetric = "dot",
+    chunk_size: int | None = None,
+    device: str = "auto",
+) -> np.ndarray:
+    """Pair similarities ``[s01, s02, s12]`` of every triplet, in chunks of rows.
+
+    Parameters
+    ----------
+    Z : (n, d) float features, one row per item.
+    triplets : (m, 3) int item ids, three distinct items per row.
+    similarity : ``"dot"`` (AligNet), ``"cosine"`` (an all-zero row has similarity 0 to
+        everything) or ``"euclidean"`` (minus the Euclidean distance).
+    chunk_size : triplet rows whose features are gathered at once; the temporary memory is
+        about ``3 * chunk_size * d * Z.itemsize`` bytes. ``None``: about 1 MiB of features on
+        the CPU (cache-sized chunks are fastest there) and 256 MiB on a GPU. The result does
+        not depend on it.
+    device : ``"auto"`` (CUDA when available and ``Z`` fits in its free memory, else numpy on
+        the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Returns
+    -------
+    (m, 3) float32 if ``Z`` is float32 (the sums are accumulated in float32, which halves the
+    memory traffic, the bottleneck here), else float64. Besides the result, memory use is
+    ``Z`` plus one chunk, whatever m is.
+    """
+    _check_metric(similarity)
+    chunk = _check_chunk(chunk_size)
+    feats = check_features(Z, name="Z")
+    trip = check_triplets(triplets, feats.shape[0])
+    d, itemsize = feats.shape[1], feats.dtype.itemsize
+    dev = resolve_device(device)
+    if dev is not None:
+        c = chunk or _auto_chunk(d, itemsize, _GPU_CHUNK_BYTES)
+        if fits_on_device(feats.nbytes + 6 * c * d * itemsize, dev):
+            return _sims_torch(feats, trip, similarity, c, dev)
+        logger.warning("Z (%d × %d) does not fit on %s; computing on the CPU", *feats.shape, dev)
+    return _sims_numpy(feats, trip, similarity, chunk or _auto_chunk(d, itemsize, _CPU_CHUNK_BYTES))
+
+
+def _sims_numpy(feats: np.ndarray, trip: np.ndarray, metric: str, chunk: int) -> np.ndarray:
+    m = trip.shape[0]
+    out = np.empty((m, 3), dtype=feats.dtype)
+    inv_norm = None
+    if metric == "cosine":
+        # einsum, not np.linalg.norm: no (n, d) temporary. A zero row has no direction;
+        # dividing by 1 instead of 0 makes its similarity 0.
+        norms = np.sqrt(np.einsum("ij,ij->i", feats, feats))
+        inv_norm = (1.0 / np.where(norms > 0, norms, 1.0)).astype(feats.dtype)
+    for start in range(0, m, chunk):
+        t = trip[start : start + chunk]
+        o = out[start : start + chunk]
+        a, b, c = feats[t[:, 0]], feats[t[:, 1]], feats[t[:, 2]]
+        if metric == "euclidean":
+            o[:, 0] = np.linalg.norm(a - b, axis=1)
+            o[:, 1] = np.linalg.norm(a - c, axis=1)
+            o[:, 2] = np.linalg.norm(b - c, axis=1)
+            np.negative(o, out=o)
+        else:
+            o[:, 0] = np.einsum("td,td->t", a, b)
+            o[:, 1] = np.einsum("td,td->t", a, c)
+            o[:, 2] = np.einsum("td,td->t", b, c)
+            if inv_norm is not None:
+                ia, ib, ic = inv_norm[t[:, 0]], inv_norm[t[:, 1]], inv_norm[t[:, 2]]
+                o[:, 0] *= ia * ib
+                o[:, 1] *= ia * ic
+                o[:, 2] *= ib * ic
     return out
+
+
+def _sims_torch(feats: np.ndarray, trip: np.ndarray, metric: str, chunk: int, device) -> np.ndarray:
+    """Same as :func:`_sims_numpy` with torch on ``device`` (any torch device; tested on CPU)."""
+    import torch
+
+    m = trip.shape[0]
+    out = np.empty((m, 3), dtype=feats.dtype)
+    with torch.inference_mode():
+        X = torch.from_numpy(feats).to(device)
+        inv_norm = None
+        if metric == "cosine":
+            norms = torch.linalg.vector_norm(X, dim=1)
+            inv_norm = 1.0 / torch.where(norms > 0, norms, torch.ones_like(norms))
+        T = torch.from_numpy(trip)
+        for start in range(0, m, chunk):
+            t = T[start : start + chunk].to(device)
+            a, b, c = X[t[:, 0]], X[t[:, 1]], X[t[:, 2]]
+            if metric == "euclidean":
+                r = -torch.stack(
+                    [
+                        torch.linalg.vector_norm(a - b, dim=1),
+                        torch.linalg.vector_norm(a - c, dim=1),
+                        torch.linalg.vector_norm(b - c, dim=1),
+                    ],
+                    dim=1,
+                )
+            else:
+                r = torch.stack([(a * b).sum(1), (a * c).sum(1), (b * c).sum(1)], dim=1)
+                if inv_norm is not None:
+                    ia, ib, ic = inv_norm[t[:, 0]], inv_norm[t[:, 1]], inv_norm[t[:, 2]]
+                    r *= torch.stack([ia * ib, ia * ic, ib * ic], dim=1)
+            out[start : start + chunk] = r.cpu().numpy()
+    return out
+
+
+def _order_rows(trip: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Permute rows so the similarities come out sorted descending (see teacher_odd_one_out)."""
+    order = np.argsort(-s, axis=1, kind="stable")  # pair indices, most similar first
+    top, bottom = order[:, 0], order[:, 2]
+    # Pair p in [s01, s02, s12] leaves out column 2 − p. The odd one is outside the top pair;
+    # item 1 is the odd one's partner in the bottom pair (pair members sum to 3 − (2 − p)).
+    odd = 2 - top
+    second = 1 + bottom - odd
+    first = 3 - odd - second
+    cols = np.column_stack([first, second, odd])
+    return np.take_along_axis(trip, cols, axis=1), np.take_along_axis(s, order, axis=1)
 
 
 def teacher_odd_one_out(
@@ -98,6 +632,8 @@ def teacher_odd_one_out(
     triplets: np.ndarray,
     *,
     similarity: SimilarityMetric = "dot",
+    chunk_size: int | None = None,
+    device: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Label triplets with the teacher's odd one out, in the published AligNet order.
 
@@ -106,6 +642,9 @@ def teacher_odd_one_out(
     Z : (n, d) float teacher embeddings (e.g. the aligned transform's output).
     triplets : (m, 3) int rows in any order.
     similarity : ``"dot"`` (AligNet), ``"cosine"`` or ``"euclidean"`` (minus distance).
+    chunk_size, device : see :func:`triplet_similarities` (memory stays bounded for any m:
+        10 M triplets over a 100 k × 1280 float32 pool need ~0.7 GB besides ``Z``, for
+        the input and output arrays).
 
     Returns
     -------
@@ -115,22 +654,60 @@ def teacher_odd_one_out(
         §4 "most similar pair first, odd one last" and §1.2 "s12 < s01 and s12 < s02".
     sims : (m, 3) float32 ``[s01, s02, s12]`` of the sorted rows, so ``s01 >= s02 >= s12``.
         Exact ties keep the input order (stable sort), so an all-equal row is left as is.
+        Computed (and ordered) in float32 for a float32 ``Z``, in float64 otherwise, so
+        near-ties of a float32 teacher may order differently than an exact computation would,
+        and a GPU may order them differently than the CPU.
     """
-    s = pair_similarities(Z, triplets, metric=similarity)  # validates Z and triplets
-    trip = np.asarray(triplets, dtype=np.int64)
-    order = np.argsort(-s, axis=1, kind="stable")  # pair indices, most similar first
-    top, bottom = order[:, 0], order[:, 2]
-    # Pair p in [s01, s02, s12] leaves out column 2 − p. The odd one is outside the top pair;
-    # item 1 is the odd one's partner in the bottom pair (pair members sum to 3 − (2 − p)).
-    odd = 2 - top
-    second = 1 + bottom - odd
-    first = 3 - odd - second
-    cols = np.column_stack([first, second, odd])
-    sorted_trip = np.take_along_axis(trip, cols, axis=1)
-    sims = np.take_along_axis(s, order, axis=1).astype(np.float32)
+    s = triplet_similarities(
+        Z, triplets, similarity=similarity, chunk_size=chunk_size, device=device
+    )  # validates Z and triplets
+    trip = np.asarray(triplets).astype(np.int64, copy=False)
+    m = trip.shape[0]
+    sorted_trip = np.empty((m, 3), dtype=np.int64)
+    sims = np.empty((m, 3), dtype=np.float32)
+    # in blocks: the argsort / take_along_axis temporaries are several (m, 3) int64 arrays
+    for start in range(0, m, _ORDER_BLOCK):
+        stop = start + _ORDER_BLOCK
+        sorted_trip[start:stop], sims[start:stop] = _order_rows(trip[start:stop], s[start:stop])
     return sorted_trip, sims
 
 
+def teacher_probabilities(sims: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """The teacher's choice distribution over the three pairs: ``softmax(sims / temperature)``.
+
+    Parameters
+    ----------
+    sims : (m, 3) float pair similarities ``[s01, s02, s12]`` (e.g. from
+        :func:`teacher_odd_one_out`, or an AligNet file's ``similarities``).
+    temperature : > 0; smaller is more confident. AligNet stores similarities that are already
+        temperature-scaled logits, so use 1 for its files.
+
+    Returns
+    -------
+    (m, 3) float32 for float32 input, else float64; rows sum to 1. ``p[:, 0]`` is the
+    probability that the pair (0, 1) is the most similar, i.e. that item 2 is the odd one.
+    """
+    s = np.asarray(sims)
+    if s.ndim != 2 or s.shape[1] != 3:
+        raise InputError(f"must be an (m, 3) array, got shape {s.shape}", field="sims")
+    if not np.issubdtype(s.dtype, np.floating) and not np.issubdtype(s.dtype, np.integer):
+        raise InputError(f"must be numeric, got dtype {s.dtype}", field="sims")
+    if not np.isfinite(s).all():
+        raise InputError("contains NaN or inf", field="sims")
+    t = float(temperature)
+    if not (t > 0 and np.isfinite(t)):
+        raise InputError(f"must be a finite number > 0, got {temperature!r}", field="temperature")
+    dtype = np.float32 if s.dtype == np.float32 else np.float64
+    z = s.astype(dtype) / dtype(t)  # the one (m, 3) array; all steps below are in place
+    z -= z.max(axis=1, keepdims=True)  # exp of a non-positive number cannot overflow
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+# --------------------------------------------------------------------------------------------
+# AligNet npz files
+# --------------------------------------------------------------------------------------------
 def _check_alignet_arrays(triplets: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     trip = check_triplets(triplets)
     s = np.asarray(sims)
@@ -139,7 +716,7 @@ def _check_alignet_arrays(triplets: np.ndarray, sims: np.ndarray) -> tuple[np.nd
             f"must have shape {trip.shape} to match the triplets, got {s.shape}",
             field="similarities",
         )
-    s = s.astype(np.float32)
+    s = s.astype(np.float32, copy=False)
     if not np.isfinite(s).all():
         raise InputError("contains NaN or inf", field="similarities")
     bad = ~((s[:, 2] <= s[:, 0]) & (s[:, 2] <= s[:, 1]) & (s[:, 0] >= s[:, 1]))
@@ -151,6 +728,35 @@ def _check_alignet_arrays(triplets: np.ndarray, sims: np.ndarray) -> tuple[np.nd
             field="similarities",
         )
     return trip, s
+
+
+def _unicode(names: np.ndarray) -> np.ndarray:
+    """``names`` as a fixed-width unicode array (no copy if it already is one)."""
+    if names.dtype.kind == "U":
+        return names
+    if names.dtype.kind == "S":
+        try:
+            return names.astype(str)  # C-speed ASCII decoding
+        except UnicodeDecodeError:
+            return np.char.decode(names, "utf-8")
+    # object arrays of str (and anything else): one Python-level conversion
+    return names.astype(str)
+
+
+def _write_npy_member(
+    zf: zipfile.ZipFile, name: str, shape: tuple[int, ...], dtype: np.dtype, blocks: Iterator
+) -> None:
+    """Write one ``name.npy`` into ``zf`` from C-ordered ``blocks`` (no full array in memory)."""
+    header = {
+        "descr": np.lib.format.dtype_to_descr(dtype),
+        "fortran_order": False,
+        "shape": shape,
+    }
+    with zf.open(name + ".npy", "w", force_zip64=True) as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        for block in blocks:
+            arr = np.ascontiguousarray(block, dtype=dtype)
+            fh.write(arr.reshape(-1).view(np.uint8))
 
 
 def save_alignet_npz(
@@ -167,22 +773,33 @@ def save_alignet_npz(
     triplets : (m, 3) int item ids, as returned by :func:`teacher_odd_one_out`.
     sims : (m, 3) float ``[s01, s02, s12]``, sorted so ``s01 >= s02 >= s12`` (checked).
     filenames : (n,) str, one file name per item id (indexed with ``triplets`` here), or
-        (m, 3) str, the names of each row's items already (``names[triplets]``).
+        (m, 3) str, the names of each row's items already (``names[triplets]``). Prefer the
+        (n,) form for large m: the (m, 3) names are then built and written block by block,
+        whereas an (m, 3) object array costs a Python string conversion per entry (10 M rows of
+        ImageNet paths: ~3.6 GB as fixed-width unicode).
 
-    The file holds ``filenames`` (m, 3) unicode str (no pickled objects), ``similarities``
-    (m, 3) float32 and ``indices`` (m, 3) int64 (= ``triplets``).
+    The file is an uncompressed zip (``np.savez`` layout; :func:`numpy.load` and
+    :func:`load_alignet_npz` read it) holding ``filenames`` (m, 3) fixed-width unicode str
+    (no pickled objects), ``similarities`` (m, 3) float32 and ``indices`` (m, 3) int64
+    (= ``triplets``).
     """
     trip, s = _check_alignet_arrays(triplets, sims)
+    m = trip.shape[0]
     # unicode, never object dtype: the file must load with allow_pickle=False
-    names = np.asarray(filenames).astype(str)
+    names = _unicode(np.asarray(filenames))
     if names.ndim == 1:
         if int(trip.max()) >= names.size:
             raise InputError(
                 f"item id {int(trip.max())} has no file name ({names.size} names given)",
                 field="filenames",
             )
-        names = names[trip]
-    elif names.shape != trip.shape:
+        # fancy-index the per-item names block by block: never all (m, 3) names at once
+        name_blocks: Iterator = (
+            names[trip[i : i + _WRITE_BLOCK]] for i in range(0, m, _WRITE_BLOCK)
+        )
+    elif names.shape == trip.shape:
+        name_blocks = (names[i : i + _WRITE_BLOCK] for i in range(0, m, _WRITE_BLOCK))
+    else:
         raise InputError(
             f"must be (n,) names per item or {trip.shape} names per row, got {names.shape}",
             field="filenames",
@@ -190,17 +807,63 @@ def save_alignet_npz(
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, filenames=names, similarities=s, indices=trip)
+        with (
+            os.fdopen(fd, "wb") as fh,
+            zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
+        ):
+            _write_npy_member(zf, "filenames", (m, 3), names.dtype, name_blocks)
+            _write_npy_member(zf, "similarities", (m, 3), np.dtype(np.float32), [s])
+            _write_npy_member(zf, "indices", (m, 3), np.dtype(np.int64), [trip])
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    logger.info("wrote %d AligNet triplets to %s", trip.shape[0], path)
+    logger.info("wrote %d AligNet triplets to %s", m, path)
 
 
-def load_alignet_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _memmap_member(path: Path, zf: zipfile.ZipFile, key: str) -> np.ndarray | None:
+    """Memory-map ``key.npy`` of an npz in place; ``None`` if it is compressed or unusual."""
+    names = set(zf.namelist())
+    member = key + ".npy" if key + ".npy" in names else key  # np.load accepts both
+    if member not in names:
+        return None
+    info = zf.getinfo(member)
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)  # zip local file header: fixed part
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            return None
+        offset = fh.tell()
+    if dtype.hasobject:
+        return None
+    return np.memmap(
+        path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
+    )
+
+
+def load_alignet_npz(
+    path: str | Path, *, mmap: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read an AligNet triplet file (ours or the published ``*_cluster_border_500.npz``).
+
+    Parameters
+    ----------
+    path : the ``.npz`` file.
+    mmap : memory-map the arrays (read-only) instead of reading them, when the file is an
+        uncompressed zip (as :func:`save_alignet_npz` and ``np.savez`` write it) and the
+        arrays already have the returned dtypes. For 10 M rows the filenames alone are
+        gigabytes; mapped, only the pages touched are read. Falls back to reading otherwise.
 
     Returns
     -------
@@ -208,22 +871,31 @@ def load_alignet_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
     similarities : (m, 3) float32 ``[s01, s02, s12]``.
     indices : (m, 3) int64.
     """
+    arrays: dict[str, np.ndarray] = {}
+    keys = ("filenames", "similarities", "indices")
     try:
         with np.load(path, allow_pickle=False) as data:
-            missing = {"filenames", "similarities", "indices"} - set(data.files)
+            missing = set(keys) - set(data.files)
             if missing:
                 raise InputError(f"missing key(s) {sorted(missing)}", source=path)
-            names = data["filenames"]
-            sims = data["similarities"].astype(np.float32)
-            idx = data["indices"].astype(np.int64)
-    except (OSError, ValueError) as exc:
+            if mmap:
+                with zipfile.ZipFile(path) as zf:
+                    for key in keys:
+                        arr = _memmap_member(Path(path), zf, key)
+                        if arr is not None:
+                            arrays[key] = arr
+            for key in keys:
+                if key not in arrays:
+                    arrays[key] = data[key]
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         if isinstance(exc, InputError):
             raise
         raise InputError(f"not a readable AligNet .npz file ({exc})", source=path) from exc
-    if names.dtype.kind == "S":
-        names = np.char.decode(names, "utf-8")
-    m = idx.shape[0]
+    names = _unicode(arrays["filenames"])
+    sims = arrays["similarities"].astype(np.float32, copy=False)
+    idx = arrays["indices"].astype(np.int64, copy=False)
+    m = idx.shape[0] if idx.ndim else 0
     for key, arr in (("filenames", names), ("similarities", sims), ("indices", idx)):
         if arr.shape != (m, 3):
             raise InputError(f"must have shape ({m}, 3), got {arr.shape}", source=path, field=key)
-    return names.astype(str), sims, idx
+    return names, sims, idx

@@ -1,20 +1,34 @@
-"""k-means, cluster-boundary triplet sampling, teacher labels and the AligNet npz layout."""
+"""Triplet sampling strategies, teacher labels and probabilities, the AligNet npz layout."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
+from alignet_engine.align import triplet_sampling
 from alignet_engine.align.clustering import kmeans
 from alignet_engine.align.metrics import pair_similarities
 from alignet_engine.align.triplet_sampling import (
+    STRATEGIES,
+    _sims_numpy,
+    _sims_torch,
     load_alignet_npz,
+    sample_between_classes,
+    sample_between_clusters,
+    sample_class_boundary,
     sample_cluster_boundary,
+    sample_random,
+    sample_triplets,
+    sample_within_class,
+    sample_within_cluster,
     save_alignet_npz,
     teacher_odd_one_out,
+    teacher_probabilities,
+    triplet_similarities,
 )
 from alignet_engine.errors import InputError
 
@@ -184,3 +198,331 @@ def test_alignet_npz_rejects_unsorted_and_missing(tmp_path: Path) -> None:
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="not a readable"):
         load_alignet_npz(tmp_path / "junk.npz")
+
+
+# ------------------------------------------------------------------ all strategies
+def _pool_labels(seed: int = 0) -> np.ndarray:
+    """Sparse, negative label values; 20 big groups, plus groups of sizes 1, 1, 2 and 2."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 20, size=600) * 7 - 3
+    labels[:6] = [1000, 2000, 3000, 3000, 4000, 4000]
+    return labels
+
+
+def _check_rule(strategy: str, trip: np.ndarray, groups: np.ndarray) -> None:
+    """Membership rule of ``strategy`` on (m, 3) rows, given each item's group."""
+    g = groups[trip]
+    size = dict(zip(*np.unique(groups, return_counts=True)))
+    sizes = np.vectorize(size.__getitem__)(g[:, 0]) if g.dtype.kind in "US" else None
+    kind = strategy.split("_")[0]
+    if strategy.endswith("boundary"):
+        assert (g[:, 0] == g[:, 1]).all() and (g[:, 2] != g[:, 0]).all()
+        if sizes is None:
+            sizes = np.array([size[v] for v in np.unique(g[:, 0])])
+        assert (sizes >= 2).all()
+    elif kind == "within":
+        assert (g[:, 0] == g[:, 1]).all() and (g[:, 0] == g[:, 2]).all()
+        assert all(size[v] >= 3 for v in np.unique(g[:, 0]))
+    elif kind == "between":
+        assert (g[:, 0] != g[:, 1]).all() and (g[:, 0] != g[:, 2]).all()
+        assert (g[:, 1] != g[:, 2]).all()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategy_properties(strategy: str) -> None:
+    labels = _pool_labels()
+    classes = np.char.add("class_", labels.astype(str))  # category NAMES for class_*
+    kw = {"labels": labels, "classes": classes}
+    trip = sample_triplets(strategy, 30_000, random_state=1, **kw)
+    assert trip.shape == (30_000, 3) and trip.dtype == np.int64
+    assert ((trip >= 0) & (trip < 600)).all()
+    # never an item twice in a row
+    assert (trip[:, 0] != trip[:, 1]).all() and (trip[:, 0] != trip[:, 2]).all()
+    assert (trip[:, 1] != trip[:, 2]).all()
+    _check_rule(strategy, trip, classes if "class" in strategy else labels)
+    # deterministic with a seed (int or Generator), different for another seed
+    np.testing.assert_array_equal(trip, sample_triplets(strategy, 30_000, random_state=1, **kw))
+    gen = sample_triplets(strategy, 30_000, random_state=np.random.default_rng(1), **kw)
+    np.testing.assert_array_equal(trip, gen)
+    assert not np.array_equal(trip, sample_triplets(strategy, 30_000, random_state=2, **kw))
+    # every item can be drawn, except where the strategy excludes it
+    used = np.unique(trip)
+    if strategy in ("random", "between_clusters", "between_classes"):
+        assert used.size == 600
+    elif strategy.startswith("within"):
+        assert not np.isin([0, 1, 2, 3, 4, 5], used).any()  # groups of 1 and 2 never used
+        assert used.size == 594
+    else:  # singletons only as the outsider, in column 2
+        assert not np.isin([0, 1], trip[:, :2]).any() and np.isin([0, 1], trip[:, 2]).all()
+
+
+@pytest.mark.parametrize(
+    ("func", "other"),
+    [
+        (sample_cluster_boundary, sample_class_boundary),
+        (sample_within_cluster, sample_within_class),
+        (sample_between_clusters, sample_between_classes),
+    ],
+)
+def test_class_versions_match_cluster_versions(func, other) -> None:
+    # the class samplers are the cluster samplers over given categories: with the same
+    # grouping (ints vs names in the same sort order) they draw the same rows
+    labels = _pool_labels() + 10  # all positive: same order as zero-padded names
+    names = np.char.zfill(labels.astype(str), 5)
+    np.testing.assert_array_equal(
+        func(labels, 1000, random_state=3), other(names, 1000, random_state=3)
+    )
+    np.testing.assert_array_equal(
+        func(labels, 1000, random_state=3), other(labels.tolist(), 1000, random_state=3)
+    )
+
+
+def test_dispatcher_matches_functions() -> None:
+    labels = _pool_labels()
+    direct = {
+        "cluster_boundary": sample_cluster_boundary(labels, 500, random_state=4),
+        "within_cluster": sample_within_cluster(labels, 500, random_state=4),
+        "between_clusters": sample_between_clusters(labels, 500, random_state=4),
+        "class_boundary": sample_class_boundary(labels, 500, random_state=4),
+        "within_class": sample_within_class(labels, 500, random_state=4),
+        "between_classes": sample_between_classes(labels, 500, random_state=4),
+        "random": sample_random(600, 500, random_state=4),
+    }
+    assert set(direct) == set(STRATEGIES)
+    for name, expected in direct.items():
+        got = sample_triplets(name, 500, labels=labels, classes=labels, random_state=4)
+        np.testing.assert_array_equal(got, expected)
+    # random takes the pool size from n_items, or from the labels
+    np.testing.assert_array_equal(
+        sample_triplets("random", 500, n_items=600, random_state=4), direct["random"]
+    )
+
+
+def test_within_and_random_are_uniform() -> None:
+    # one group of 4 (and one of 2, never used): each of the 4 members equally likely in
+    # every column, so each ordered triple of distinct members appears ~ m / 24 times
+    labels = np.array([5, 5, 5, 5, 9, 9])
+    trip = sample_within_cluster(labels, 48_000, random_state=0)
+    assert set(np.unique(trip).tolist()) == {0, 1, 2, 3}
+    keys, counts = np.unique(trip, axis=0, return_counts=True)
+    assert len(keys) == 24 and counts.min() > 1600 and counts.max() < 2400
+    trip = sample_random(3, 30_000, random_state=0)
+    keys, counts = np.unique(trip, axis=0, return_counts=True)
+    assert len(keys) == 6 and counts.min() > 4500 and counts.max() < 5500
+
+
+def test_sampling_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are drawn block by block; the rules hold across block edges and the seed decides."""
+    monkeypatch.setattr(triplet_sampling, "_SAMPLE_BLOCK", 1000)
+    labels = _pool_labels()
+    for strategy in STRATEGIES:
+        trip = sample_triplets(strategy, 4_321, labels=labels, classes=labels, random_state=5)
+        assert trip.shape == (4_321, 3)
+        assert (trip[:, 0] != trip[:, 1]).all() and (trip[:, 1] != trip[:, 2]).all()
+        assert (trip[:, 0] != trip[:, 2]).all()
+        _check_rule(strategy, trip, labels)
+        again = sample_triplets(strategy, 4_321, labels=labels, classes=labels, random_state=5)
+        np.testing.assert_array_equal(trip, again)
+    # the first block is what an unblocked draw of the same size gives
+    np.testing.assert_array_equal(
+        sample_cluster_boundary(labels, 4_321, random_state=5)[:1000],
+        sample_cluster_boundary(labels, 1000, random_state=5),
+    )
+
+
+def test_boundary_fallback_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="alignet_engine.align.triplet_sampling"):
+        sample_cluster_boundary(np.array([0, 0, 1, 2]), 10, random_state=0)
+    assert "2 singleton cluster(s) can only supply the third item" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("call", "msg"),
+    [
+        (lambda: sample_within_cluster(np.array([0, 0, 1, 1, 2]), 5), "no cluster has three"),
+        (lambda: sample_within_class(np.array(["a", "a", "b"]), 5), "no class has three"),
+        (lambda: sample_between_clusters(np.array([0, 0, 1, 1]), 5), "at least three clusters"),
+        (lambda: sample_between_classes(np.array(["a", "b"]), 5), "at least three classes"),
+        (lambda: sample_class_boundary(np.array(["a", "a"]), 5), "at least two classes"),
+        (lambda: sample_class_boundary(np.array([1.5, 2.5, 1.5]), 5), "names"),
+        (lambda: sample_within_cluster(np.array(["a", "a", "a"]), 5), "integer cluster ids"),
+        (lambda: sample_within_cluster(np.zeros((3, 2), dtype=int), 5), "1-D"),
+        (lambda: sample_random(2, 5), "at least 3 items"),
+        (lambda: sample_random(3.0, 5), "integer"),
+        (lambda: sample_random(10, 0), "n_triplets"),
+        (lambda: sample_random(10, 2.5), "n_triplets"),
+        (lambda: sample_random(10, True), "n_triplets"),
+        (lambda: sample_cluster_boundary(np.arange(4) % 2, None), "n_triplets"),
+    ],
+)
+def test_sampling_errors(call, msg: str) -> None:
+    with pytest.raises(InputError, match=msg):
+        call()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "kwargs", "msg"),
+    [
+        ("cluster_border", {"labels": np.arange(9) % 3}, "unknown sampling strategy"),
+        ("within_cluster", {"classes": np.arange(9) % 3}, "needs labels="),
+        ("class_boundary", {"labels": np.arange(9) % 3}, "needs classes="),
+        ("random", {}, "needs n_items="),
+    ],
+)
+def test_dispatcher_errors(strategy: str, kwargs: dict, msg: str) -> None:
+    with pytest.raises(InputError, match=msg):
+        sample_triplets(strategy, 5, random_state=0, **kwargs)
+
+
+# ------------------------------------------------------------------ teacher similarities
+@pytest.mark.parametrize("metric", ["dot", "cosine", "euclidean"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunked_similarities_equal_unchunked(metric: str, dtype: type) -> None:
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(300, 16)).astype(dtype)
+    Z[7] = 0.0  # a zero row: cosine similarity 0
+    trip = sample_random(300, 2_000, random_state=0)
+    trip[0] = [7, 1, 2]
+    whole = triplet_similarities(Z, trip, similarity=metric, chunk_size=10**6, device="cpu")
+    assert whole.dtype == dtype and whole.shape == (2_000, 3)
+    for chunk in (1, 7, 64, None):
+        got = triplet_similarities(Z, trip, similarity=metric, chunk_size=chunk, device="cpu")
+        np.testing.assert_array_equal(got, whole)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(whole, pair_similarities(Z, trip, metric), rtol=tol, atol=tol)
+    if metric == "cosine":
+        assert whole[0, 0] == 0 and whole[0, 1] == 0
+    # the torch path (used on a GPU) gives the same numbers, here on the CPU
+    pytest.importorskip("torch")
+    np.testing.assert_allclose(
+        _sims_torch(Z, trip, metric, 100, "cpu"), whole, rtol=tol * 10, atol=tol * 10
+    )
+
+
+def test_teacher_chunking_and_blocks_do_not_change_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1)
+    Z = rng.normal(size=(500, 12)).astype(np.float32)
+    raw = sample_cluster_boundary(rng.integers(0, 9, size=500), 5_000, random_state=0)
+    trip, sims = teacher_odd_one_out(Z, raw, device="cpu")
+    assert sims.dtype == np.float32 and trip.dtype == np.int64
+    monkeypatch.setattr(triplet_sampling, "_ORDER_BLOCK", 333)
+    for chunk in (1, 50, 10_000):
+        t2, s2 = teacher_odd_one_out(Z, raw, chunk_size=chunk, device="cpu")
+        np.testing.assert_array_equal(t2, trip)
+        np.testing.assert_array_equal(s2, sims)
+    np.testing.assert_array_equal(sims, _sims_numpy(Z, trip, "dot", 64))
+
+
+def test_teacher_uses_torch_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    Z = rng.normal(size=(100, 8))
+    raw = sample_random(100, 1_000, random_state=0)
+    expected = teacher_odd_one_out(Z, raw, device="cpu")
+    calls: list[int] = []
+    real = triplet_sampling._sims_torch
+
+    def spy(feats, trip, metric, chunk, device):
+        calls.append(chunk)
+        return real(feats, trip, metric, chunk, device)
+
+    monkeypatch.setattr(triplet_sampling, "resolve_device", lambda d: torch.device("cpu"))
+    monkeypatch.setattr(triplet_sampling, "fits_on_device", lambda nbytes, d: True)
+    monkeypatch.setattr(triplet_sampling, "_sims_torch", spy)
+    got = teacher_odd_one_out(Z, raw, chunk_size=128)
+    assert calls == [128]
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "msg"),
+    [
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"chunk_size": 2.5}, "chunk_size"),
+        ({"device": "tpu"}, "device"),
+        ({"similarity": "manhattan"}, "manhattan"),
+    ],
+)
+def test_teacher_bad_arguments(kwargs: dict, msg: str) -> None:
+    with pytest.raises(InputError, match=msg):
+        teacher_odd_one_out(np.eye(4), np.array([[0, 1, 2]]), **kwargs)
+
+
+def test_teacher_probabilities() -> None:
+    from scipy.special import softmax
+
+    rng = np.random.default_rng(0)
+    sims = rng.normal(scale=3.0, size=(1000, 3))
+    p = teacher_probabilities(sims, 0.5)
+    assert p.shape == (1000, 3) and p.dtype == np.float64
+    np.testing.assert_allclose(p, softmax(sims / 0.5, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    assert teacher_probabilities(sims.astype(np.float32)).dtype == np.float32
+    # the order [s01 >= s02 >= s12] makes column 0 the most likely
+    _, sorted_sims = teacher_odd_one_out(rng.normal(size=(50, 4)), sample_random(50, 100))
+    q = teacher_probabilities(sorted_sims)
+    assert (q[:, 0] >= q[:, 1]).all() and (q[:, 1] >= q[:, 2]).all()
+    # temperature: hot -> uniform, cold -> one-hot; huge logits do not overflow
+    np.testing.assert_allclose(teacher_probabilities(sims, 1e6), 1 / 3, atol=1e-5)
+    cold = teacher_probabilities(np.array([[3.0, 1.0, 0.0]]), 1e-3)
+    np.testing.assert_allclose(cold, [[1.0, 0.0, 0.0]], atol=1e-12)
+    np.testing.assert_allclose(teacher_probabilities(np.array([[1e4, 1e4, 0.0]])), [[0.5, 0.5, 0]])
+
+
+@pytest.mark.parametrize(
+    ("sims", "temperature", "msg"),
+    [
+        (np.ones((2, 3)), 0.0, "temperature"),
+        (np.ones((2, 3)), -1.0, "temperature"),
+        (np.ones((2, 3)), np.inf, "temperature"),
+        (np.ones((2, 2)), 1.0, r"\(m, 3\)"),
+        (np.array([[1.0, np.nan, 0.0]]), 1.0, "NaN"),
+    ],
+)
+def test_teacher_probabilities_errors(sims: np.ndarray, temperature: float, msg: str) -> None:
+    with pytest.raises(InputError, match=msg):
+        teacher_probabilities(sims, temperature)
+
+
+# ------------------------------------------------------------------ npz, large-file paths
+def test_alignet_npz_streamed_write_and_mmap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(triplet_sampling, "_WRITE_BLOCK", 37)  # several blocks, a ragged end
+    rng = np.random.default_rng(0)
+    names = np.array([f"n{i:08d}/img_{i}.JPEG" for i in range(40)])
+    trip, sims = teacher_odd_one_out(rng.normal(size=(40, 5)), sample_random(40, 500))
+    path = tmp_path / "t.npz"
+    save_alignet_npz(path, trip, sims, names)
+    with np.load(path, allow_pickle=False) as data:  # a plain np.savez-style archive
+        np.testing.assert_array_equal(data["filenames"], names[trip])
+        np.testing.assert_array_equal(data["indices"], trip)
+        assert data["filenames"].dtype == names.dtype
+    full = load_alignet_npz(path)
+    mapped = load_alignet_npz(path, mmap=True)
+    assert isinstance(mapped[0], np.memmap) and isinstance(mapped[2], np.memmap)
+    for a, b in zip(full, mapped):
+        np.testing.assert_array_equal(a, b)
+    # per-row names, already a unicode array: written as given
+    save_alignet_npz(path, trip, sims, names[trip])
+    np.testing.assert_array_equal(load_alignet_npz(path)[0], names[trip])
+
+
+def test_load_alignet_npz_bytes_and_compressed(tmp_path: Path) -> None:
+    trip = np.array([[0, 1, 2], [2, 1, 0]])
+    sims = np.array([[0.9, 0.5, 0.1], [0.8, 0.3, 0.3]], dtype=np.float64)
+    names = np.array([["a.jpg", "b.jpg", "c.jpg"], ["c.jpg", "b.jpg", "é.jpg"]])
+    path = tmp_path / "published.npz"
+    # published-style: bytes names, float64 sims, int32 ids, compressed (mmap falls back)
+    np.savez_compressed(
+        path,
+        filenames=np.char.encode(names, "utf-8"),
+        similarities=sims,
+        indices=trip.astype(np.int32),
+    )
+    for mmap in (False, True):
+        f, s, i = load_alignet_npz(path, mmap=mmap)
+        assert f.tolist() == names.tolist()
+        assert s.dtype == np.float32 and i.dtype == np.int64
+        np.testing.assert_array_equal(i, trip)
