@@ -160,7 +160,14 @@ def cmd_cluster(args: argparse.Namespace) -> dict[str, Any]:
 
     transform = None if args.transform in ("none", "") else args.transform
     cfg = ClusterConfig(
-        image_set=args.set, model=args.model, transform=transform, k=args.k, random_state=args.seed
+        image_set=args.set,
+        model=args.model,
+        transform=transform,
+        k=args.k,
+        diagnose_ks=tuple(args.diagnose),
+        n_nearest=args.n_nearest,
+        device=args.device,
+        random_state=args.seed,
     )
     return _run_stage(args, "clusters", lambda p: cluster(p, cfg))
 
@@ -169,7 +176,13 @@ def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.config import SampleConfig
     from alignet_engine.stages.triplets import sample
 
-    cfg = SampleConfig(n_triplets=args.n, n_val=args.n_val, random_state=args.seed)
+    cfg = SampleConfig(
+        n_triplets=args.n,
+        n_val=args.n_val,
+        strategy=args.strategy,
+        teacher_temperature=args.teacher_temperature,
+        random_state=args.seed,
+    )
     return _run_stage(args, "triplets", lambda p: sample(p, cfg))
 
 
@@ -228,6 +241,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
+    from alignet_engine.align.triplet_sampling import STRATEGIES
     from alignet_engine.stages.imports import JUDGMENT_FORMATS
 
     parser = argparse.ArgumentParser(
@@ -317,11 +331,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="efficientnet_lite2")
     p.add_argument("--transform", default="teacher", help="transform name, or 'none'")
     p.add_argument("--k", type=int, default=12)
+    p.add_argument(
+        "--diagnose",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="K",
+        help="also record inertia and silhouette for these k (to choose k)",
+    )
+    p.add_argument(
+        "--n-nearest",
+        type=int,
+        default=8,
+        help="items nearest each centroid kept as the cluster's summary",
+    )
+    p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
 
-    p = command("sample", cmd_sample, "sample cluster-boundary triplets labelled by the teacher")
+    p = command("sample", cmd_sample, "sample pool triplets; the teacher picks the odd one out")
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--n-val", type=int, default=500)
+    p.add_argument(
+        "--strategy",
+        default="cluster_boundary",
+        choices=STRATEGIES,
+        help="cluster_boundary (AligNet's default): 2 from one cluster + 1 from "
+        "another; class_* strategies use the pool's categories",
+    )
+    p.add_argument(
+        "--teacher-temperature",
+        type=float,
+        default=1.0,
+        help="divides the teacher's logits (> 1: softer choice distributions)",
+    )
     p.add_argument("--seed", type=int, default=0)
 
     p = command("distill", cmd_distill, "distil the teacher's triplets into the student")

@@ -110,17 +110,31 @@ class TransformConfig(StageConfig):
 
 @dataclass(frozen=True)
 class ClusterConfig(StageConfig):
-    """k-means on the (aligned) teacher representations of the pool."""
+    """k-means on the (aligned) teacher representations of the pool.
+
+    ``diagnose_ks`` (optional) also records inertia and silhouette for each of these k, for
+    choosing k; ``n_nearest`` items nearest each centroid are stored as cluster summaries.
+    """
 
     image_set: str
     model: str = "efficientnet_lite2"
     transform: str | None = "teacher"  # None: cluster the raw features
     k: int = 12
+    diagnose_ks: tuple[int, ...] = ()
+    n_nearest: int = 8
+    device: str = "auto"
     random_state: int = 0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "diagnose_ks", tuple(self.diagnose_ks))
+        super().__post_init__()
+
     def validate(self) -> None:
-        if self.k < 2:
-            raise ValueError(f"ClusterConfig.k must be >= 2, got {self.k}")
+        if self.k < 2 or any(k < 2 for k in self.diagnose_ks):
+            raise ValueError(
+                f"ClusterConfig: every k must be >= 2, got {self.k}, {self.diagnose_ks}"
+            )
+        _positive(self, "n_nearest")
 
 
 @dataclass(frozen=True)
@@ -129,15 +143,21 @@ class SampleConfig(StageConfig):
 
     n_triplets: int = 20_000
     n_val: int = 500
-    strategy: Literal["cluster_boundary"] = "cluster_boundary"
+    strategy: str = "cluster_boundary"
+    # Divides the teacher's logits: > 1 makes its choice distributions softer.
+    teacher_temperature: float = 1.0
     random_state: int = 0
 
     def validate(self) -> None:
-        _positive(self, "n_triplets")
+        from alignet_engine.align.triplet_sampling import STRATEGIES
+
+        _positive(self, "n_triplets", "teacher_temperature")
         if self.n_val < 0:
             raise ValueError("SampleConfig.n_val must be >= 0")
-        if self.strategy != "cluster_boundary":
-            raise ValueError(f"SampleConfig.strategy {self.strategy!r} is not available yet")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"SampleConfig.strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}"
+            )
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from alignet_engine.align import kmeans
+from alignet_engine.align.clustering import cluster_summaries, kmeans, kmeans_diagnostics
 from alignet_engine.config import ClusterConfig, features_slot
 from alignet_engine.jobs import Job, JobControl, Message, StageDone
 from alignet_engine.stages._tracking import tracked
@@ -42,9 +44,22 @@ def cluster(project: Project, config: ClusterConfig, control: JobControl | None 
         )
         yield Message(STAGE, f"k-means, k={config.k}, on {Z.shape[0]} pool items")
         control.check()
-        labels, centroids, inertia = kmeans(Z, config.k, random_state=config.random_state)
+        labels, centroids, inertia = kmeans(
+            Z, config.k, random_state=config.random_state, device=config.device
+        )
         sizes = np.bincount(labels, minlength=config.k)
-        summary = {"k": config.k, "inertia": float(inertia), "sizes": sizes.tolist()}
+        summary: dict[str, Any] = {
+            "k": config.k,
+            "inertia": float(inertia),
+            "sizes": sizes.tolist(),
+            "clusters": cluster_summaries(Z, labels, centroids, n_nearest=config.n_nearest),
+        }
+        if config.diagnose_ks:
+            yield Message(STAGE, f"diagnostics for k in {list(config.diagnose_ks)}")
+            control.check()
+            summary["diagnostics"] = kmeans_diagnostics(
+                Z, config.diagnose_ks, random_state=config.random_state, device=config.device
+            )
         project.write_run(
             STAGE,
             run_id,

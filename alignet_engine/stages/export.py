@@ -75,8 +75,8 @@ def export_triplets(project: Project, out_dir: Path) -> dict[str, str]:
         if not mask.any():
             continue
         t = run.arrays["triplets"][mask]
-        path = out_dir / f"{split}_cluster_border.npz"
-        save_alignet_npz(path, t, run.arrays["sims"][mask], paths[t].astype(str))
+        path = out_dir / f"{split}_{run.params['strategy']}.npz"
+        save_alignet_npz(path, t, run.arrays["sims"][mask], paths.astype(str))
         out[f"triplets_{split}"] = str(path)
     return out
 

@@ -1,5 +1,9 @@
 """Stage 4 — triplets: sample pool triplets; the teacher picks the odd one out.
 
+Strategies (``SampleConfig.strategy``): cluster_boundary (AligNet's default), within /
+between clusters, random, and class_boundary / within_class / between_classes over the pool's
+categories when it has them.
+
 Stored per triplet: item ids ``(m, 3)`` ordered so the teacher's odd one is last, and the
 teacher's similarities ``[s01, s02, s12]`` as *logits*: dot products of the aligned
 representation times the transform's learned temperature, so ``softmax(sims)`` is the
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from alignet_engine.align import sample_cluster_boundary, teacher_odd_one_out
+from alignet_engine.align.triplet_sampling import sample_triplets, teacher_odd_one_out
 from alignet_engine.config import ClusterConfig, SampleConfig
 from alignet_engine.jobs import Job, JobControl, Message, StageDone
 from alignet_engine.stages._tracking import tracked
@@ -36,13 +40,19 @@ def sample(project: Project, config: SampleConfig, control: JobControl | None = 
         if cc.transform is not None:
             temperature = float(stored_transform(project, cc.transform)[0].temperature_)
         n = config.n_triplets + config.n_val
-        yield Message(STAGE, f"sampling {n} cluster-boundary triplets from {Z.shape[0]} items")
+        yield Message(STAGE, f"sampling {n} {config.strategy} triplets from {Z.shape[0]} items")
         control.check()
-        raw = sample_cluster_boundary(
-            clusters.arrays["labels"], n, random_state=config.random_state
+        categories = np.asarray(project.imageset(cc.image_set).categories)
+        raw = sample_triplets(
+            config.strategy,
+            n,
+            labels=clusters.arrays["labels"],
+            classes=categories if (categories != "").all() else None,
+            n_items=len(categories),
+            random_state=config.random_state,
         )
         triplets, sims = teacher_odd_one_out(Z, raw, similarity="dot")
-        sims = (sims * temperature).astype(np.float32)
+        sims = (sims * (temperature / config.teacher_temperature)).astype(np.float32)
         is_val = np.zeros(n, dtype=bool)
         is_val[config.n_triplets :] = True
         summary = {

@@ -92,3 +92,44 @@ def test_soft_transform_stage_on_two_alternative_votes(tmp_path: Path) -> None:
             )
 
         assert acc(Z) > acc(X) + 0.05
+
+
+def test_cluster_diagnostics_and_class_boundary_sampling_through_the_stages(
+    tmp_path: Path,
+) -> None:
+    from alignet_engine.config import ClusterConfig, SampleConfig
+    from alignet_engine.jobs import run_job
+    from alignet_engine.stages.clusters import cluster
+    from alignet_engine.stages.triplets import sample
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(scale=5.0, size=(4, 8))
+    cats = np.repeat(np.arange(4), 15)
+    X = centres[cats] + rng.normal(size=(60, 8))
+    np.save(tmp_path / "pool.npy", X.astype(np.float32))
+    with Project.create(tmp_path / "p.alignet") as project:
+        names = tuple(f"c{c}" for c in cats)
+        project.write_imageset("pool", ImageSet(tuple(f"/x/{i}.png" for i in range(60)), names), {})
+        import_features(project, tmp_path / "pool.npy", image_set="pool", label="m")
+        run_job(
+            cluster(
+                project,
+                ClusterConfig(
+                    image_set="pool",
+                    model="m",
+                    transform=None,
+                    k=4,
+                    diagnose_ks=(2, 4, 6),
+                    n_nearest=3,
+                ),
+            )
+        )
+        summary = project.run("clusters", arrays=False).summary
+        assert summary["diagnostics"]["best_k"] == 4
+        assert [len(c["nearest"]) for c in summary["clusters"]] == [3, 3, 3, 3]
+        run_job(sample(project, SampleConfig(n_triplets=200, n_val=0, strategy="class_boundary")))
+        t = project.run("triplets").arrays["triplets"]
+    # Class boundary: two items of one category and one of another; the teacher (here the
+    # raw features, clustered by category) keeps the same-category pair and puts the other
+    # item last.
+    assert np.all(cats[t[:, 0]] == cats[t[:, 1]]) and np.all(cats[t[:, 2]] != cats[t[:, 0]])
