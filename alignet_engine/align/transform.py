@@ -2,9 +2,11 @@
 
 Model (method.md §2, §3)::
 
-    x̃ = (x − μ) / σ            scalar μ, σ over the whole feature matrix (gLocal), or none
+    x̃ = (x − μ) / σ            ``standardize``: scalar μ, σ over the whole matrix (gLocal),
+                                per-dimension μ, σ vectors ("perdim"), or none
     z = x̃ W + b                row-vector convention, W (d, d), b (d,)
-    S_ab = z_a · z_b           similarity = dot product of transformed features
+    S_ab = z_a · z_b           ``similarity="dot"`` (gLocal), or
+    S_ab = cos(z_a, z_b)       ``similarity="cosine"``
     logits = T · [S_ij, S_ik, S_jk]   odd-one-out row (i, j, k)  — pair NOT containing k first
     logits = T · [S_ac, S_ao]         two-alternative row (a, c, o)
     q = softmax(logits)
@@ -20,6 +22,28 @@ Model (method.md §2, §3)::
 * Local term (gLocal §2.4, when ``alpha > 0``): on a random batch of ``pool`` features, teacher
   p_a = softmax_b(cos(x_a, x_b)/τ), student q_a = softmax_b(cos(z_a, z_b)/τ), diagonal dropped;
   L_loc = mean_a CE(p_a, q_a). Total L = (1−α)·L_glob + α·L_loc + λ·R.
+
+Standardisation
+---------------
+``"scalar"`` (gLocal) stores ``mean_``/``std_`` as floats; ``"perdim"`` stores (d,) float64
+vectors. Both are written to ``transform.npz`` under ``mean``/``std`` and applied elementwise,
+``(x − mean) / std`` — exactly what thingsvision's ``gLocal.apply_transform`` does, so a
+per-dimension file is still a valid thingsvision transform. A dimension that is constant over
+the items (std 0, e.g. a dead ReLU unit) gets ``std = 1`` in "perdim" (as sklearn's
+``StandardScaler``): it centres to 0 and carries no information, and dividing by 0 would make
+every later input non-finite. Features that are identical for every item (nothing to learn),
+a constant matrix under "scalar", and NaN/inf raise :class:`~alignet_engine.errors.InputError`.
+
+Cosine similarity
+-----------------
+With ``similarity="cosine"`` the logits are ``temperature_ · cos(z_a, z_b)``: they are bounded
+by ±T, so the learned temperature is what sets how peaked the choice probabilities are, and the
+overall scale of (W, b) no longer changes any prediction. Because that scale is free, the
+regulariser is applied to W rescaled to the Frobenius norm of the identity,
+R = ‖Ŵ − mean(diag Ŵ)·I‖²_F with Ŵ = √d·W/‖W‖_F (otherwise shrinking W and b together would
+drive R to 0 without changing the fit), and it is NOT multiplied by T (T is not redundant with
+the scale here). The geometry consumers should use is then the cosine of ``transform()``
+outputs; the choice is saved with the transform (``to_arrays()["similarity"]``).
 
 Temperature
 -----------
@@ -41,6 +65,22 @@ W = I, b = 0 and T set by a 1-D search that minimises the training loss of the u
 initial state is the first early-stopping checkpoint, a fit never ends with a worse validation
 loss than zero-shot. (gLocal initialises W = b = 1e-3 with T = 1, which starts from near-uniform
 predictions and must first learn the scale.)
+
+Speed
+-----
+A training step transforms whichever is fewer (the results agree up to float round-off):
+
+* the 3·B feature rows of the batch (B <= n/3, gLocal's way): 3·B·d² multiply-adds;
+* all n items once, Z = X̃W + b (B > n/3): n·d², after which the batch's pair similarities are
+  read off the Gram matrix ZZᵀ (many pairs, n <= 4096) or gathered, and the gradient flows
+  back through a sparse (n, n) matrix of the pairs' loss gradients (:class:`_PairSims`).
+
+So large batches (``batch_size`` in the thousands, with a larger ``lr``) cost nearly the same per
+step as small ones; with the calibrated start they reach the held-out accuracy of gLocal's
+256-row batches in a fraction of the time (``benchmarks/bench_transform.py``).
+
+Validation losses follow the same rule for their t rows: Z of all items then k·d per row when
+3·t > n, else only the rows' features (chunked, so huge item sets stay cheap).
 """
 
 from __future__ import annotations
@@ -69,10 +109,25 @@ logger = logging.getLogger(__name__)
 
 TripletKind = Literal["oddone", "twoafc"]
 
-# Rows per forward pass when evaluating (no gradient): bounds the (chunk, 3, d) temporary.
+# Rows per chunk when evaluating (no gradient): bounds the (chunk, 3) index and logit arrays.
 _EVAL_CHUNK = 65_536
+# Floats of the (chunk, 3, d) features when evaluating few rows of many items (64 MiB).
+_EVAL_FLOATS = 2**24
 # Rows used to calibrate the initial temperature (a 1-D search; more rows add nothing).
-_INIT_ROWS = 200_000
+_INIT_ROWS = 50_000
+# Largest item count for computing batch logits from the full Gram matrix ZZᵀ: it is a transient
+# (n, n) float32 array, 64 MiB at 4096 items; beyond that the logits are gathered row by row.
+_GRAM_MAX_ITEMS = 4096
+# Forward of the all-items step: the Gram matrix costs n²·d multiply-adds at BLAS speed, the
+# gather 3·B·d memory-bound reads. Measured on CPU (1 thread), a gathered element costs about
+# _GATHER_COST·√d Gram multiply-adds (≈30 at d = 64, ≈60 at d = 512). Only decides which of two
+# exact computations runs.
+_GATHER_COST = 3.0
+# Pairs gathered per chunk: keeps the (chunk, d) temporaries in cache (measured fastest).
+_GATHER_CHUNK = 1024
+# Backward of the all-items step: below this width, scattering gathered rows with index_add_
+# is faster than the sparse (n, n) product; above it, the sparse product (measured on CPU).
+_SPARSE_MIN_DIM = 128
 
 
 @contextmanager
@@ -87,6 +142,95 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def _use_gram(n: int, d: int, n_pairs: int) -> bool:
+    """Whether ``n_pairs`` similarities of ``n`` items are cheaper to read off the Gram matrix."""
+    return n <= _GRAM_MAX_ITEMS and n_pairs * _GATHER_COST * math.sqrt(d) > n * n
+
+
+def _gather_dots(Z: torch.Tensor, ia: torch.Tensor, ib: torch.Tensor) -> torch.Tensor:
+    """(m,) dot products ``Z[ia_m] · Z[ib_m]``, gathered in cache-sized chunks (no autograd)."""
+    out = torch.empty(ia.shape[0], dtype=Z.dtype)
+    for s in range(0, ia.shape[0], _GATHER_CHUNK):
+        e = s + _GATHER_CHUNK
+        # index_select + in-place multiply: about 2x faster than advanced indexing
+        rows = Z.index_select(0, ia[s:e]).mul_(Z.index_select(0, ib[s:e]))
+        torch.sum(rows, dim=1, out=out[s:e])
+    return out
+
+
+def _pair_index(tr: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Item ids of the k pairs of triplet rows ``tr`` (B, 3), pair-major: (k·B,) each.
+
+    Pair c of row r is at ``c·B + r``; the pairs are (0, 1), (0, 2), (1, 2) (the logit order).
+    """
+    i, j, o = tr.unbind(1)
+    return torch.cat([i, i, j][:k]), torch.cat([j, o, o][:k])
+
+
+class _PairSims(torch.autograd.Function):
+    """``s_m = z[ia_m] · z[ib_m]`` for index pairs into the rows of Z (n, d), with a cheap backward.
+
+    Forward: read off the Gram matrix ZZᵀ (``gram=True``; n²·d at BLAS speed) or gathered rows
+    (chunked; ∝ m·d memory-bound reads), see :func:`_use_gram`. Backward:
+    ∂L/∂Z = (S + Sᵀ) Z with S the sparse (n, n) matrix holding ∂L/∂s_m at (ia_m, ib_m) — 2·m·d
+    multiply-adds (for narrow Z: the same sum by scattering gathered rows). Autograd would form
+    a dense (n, n) gradient and two n²·d matmuls (Gram) or go through its slow indexing
+    backward (gather), both several times slower.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        Z: torch.Tensor,
+        ia: torch.Tensor,
+        ib: torch.Tensor,
+        gram: bool,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(Z, ia, ib)
+        n = Z.shape[0]
+        if gram:
+            return (Z @ Z.T).reshape(-1)[ia * n + ib]
+        return _gather_dots(Z, ia, ib)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor
+    ) -> tuple[torch.Tensor, None, None, None]:
+        Z, ia, ib = ctx.saved_tensors  # type: ignore[attr-defined]
+        n, d = Z.shape
+        if d < _SPARSE_MIN_DIM:
+            # narrow rows: scattering the gathered rows directly beats building S
+            dZ = torch.zeros_like(Z)
+            for s in range(0, ia.shape[0], _GATHER_CHUNK):
+                a, b, gs = (
+                    ia[s : s + _GATHER_CHUNK],
+                    ib[s : s + _GATHER_CHUNK],
+                    g[s : s + _GATHER_CHUNK, None],
+                )
+                dZ.index_add_(0, a, Z.index_select(0, b).mul_(gs))
+                dZ.index_add_(0, b, Z.index_select(0, a).mul_(gs))
+            return dZ, None, None, None
+        # S + Sᵀ as one coalesced COO matrix: sort the flat keys (stable, so the sums of
+        # repeated pairs are deterministic) and add up duplicates.
+        keys = torch.cat([ia * n + ib, ib * n + ia])
+        if n * n < 2**31:
+            keys = keys.to(torch.int32)  # sorts faster
+        keys, order = torch.sort(keys, stable=True)
+        uniq, inv = torch.unique_consecutive(keys, return_inverse=True)
+        uniq = uniq.to(torch.int64)
+        vals = torch.zeros(uniq.shape[0], dtype=g.dtype).index_add_(
+            0, inv, torch.cat([g, g])[order]
+        )
+        S = torch.sparse_coo_tensor(
+            torch.stack([uniq // n, uniq % n]),
+            vals,
+            (n, n),
+            check_invariants=False,
+            is_coalesced=True,
+        )
+        return torch.sparse.mm(S, Z), None, None, None
 
 
 @dataclass(frozen=True)
@@ -134,7 +278,11 @@ class AffineTransform(BaseEstimator):
         hold out a random set of objects sized so that about ``val_fraction`` of the rows touch
         one of them; those rows validate, the rest (which never contain a held-out object)
         train. No row is discarded either way.
-    standardize : ``"scalar"`` (one μ, σ over the whole matrix, as gLocal) or ``"none"``.
+    standardize : ``"scalar"`` (one μ, σ over the whole matrix, as gLocal), ``"perdim"`` (a
+        μ, σ per feature dimension; constant dimensions get σ = 1) or ``"none"``.
+    similarity : ``"dot"`` (dot product of transformed features, gLocal) or ``"cosine"``
+        (cosine of transformed features); the logits are ``temperature_`` times it. See the
+        module docstring, "Cosine similarity".
     n_threads : torch intra-op threads while fitting (restored between epochs), or ``None`` to
         keep torch's setting. The default 1 is deliberate: each step works on a small batch, and
         splitting such ops across threads costs more in synchronisation than it gains (measured
@@ -146,8 +294,9 @@ class AffineTransform(BaseEstimator):
     ----------
     W_ : (d, d) float32 weights (z = x̃ W_ + b_), temperature NOT included.
     b_ : (d,) float32 bias, temperature NOT included.
-    mean_, std_ : float, the scalar standardisation (0 and 1 for ``standardize="none"``).
-    temperature_ : float, the learned T > 0: logits = temperature_ · (z_a · z_b).
+    mean_, std_ : float (``standardize="scalar"``; 0 and 1 for ``"none"``) or (d,) float64
+        (``"perdim"``), the standardisation ``(x − mean_) / std_``.
+    temperature_ : float, the learned T > 0: logits = temperature_ · S(z_a, z_b).
     n_features_in_ : int, d.
     history_ : dict of per-epoch lists ``"train_loss"``, ``"val_loss"``, ``"local_loss"``,
         ``"penalty"``.
@@ -172,7 +321,8 @@ class AffineTransform(BaseEstimator):
         tol: float = 1e-4,
         val_fraction: float = 0.1,
         validation: Literal["triplets", "objects"] = "triplets",
-        standardize: Literal["scalar", "none"] = "scalar",
+        standardize: Literal["scalar", "perdim", "none"] = "scalar",
+        similarity: Literal["dot", "cosine"] = "dot",
         n_threads: int | None = 1,
         random_state: int | None = None,
     ) -> None:
@@ -189,6 +339,7 @@ class AffineTransform(BaseEstimator):
         self.val_fraction = val_fraction
         self.validation = validation
         self.standardize = standardize
+        self.similarity = similarity
         self.n_threads = n_threads
         self.random_state = random_state
 
@@ -198,8 +349,12 @@ class AffineTransform(BaseEstimator):
     def _check_params(self) -> None:
         if self.objective not in ("hard", "soft"):
             raise InputError(f"objective must be 'hard' or 'soft', got {self.objective!r}")
-        if self.standardize not in ("scalar", "none"):
-            raise InputError(f"standardize must be 'scalar' or 'none', got {self.standardize!r}")
+        if self.standardize not in ("scalar", "perdim", "none"):
+            raise InputError(
+                f"standardize must be 'scalar', 'perdim' or 'none', got {self.standardize!r}"
+            )
+        if self.similarity not in ("dot", "cosine"):
+            raise InputError(f"similarity must be 'dot' or 'cosine', got {self.similarity!r}")
         if self.validation not in ("triplets", "objects"):
             raise InputError(f"validation must be 'triplets' or 'objects', got {self.validation!r}")
         checks = [
@@ -346,12 +501,7 @@ class AffineTransform(BaseEstimator):
         elif pool is not None:
             logger.info("pool features ignored: alpha == 0 switches the local term off")
 
-        if self.standardize == "scalar":
-            mu, sd = float(X.mean(dtype=np.float64)), float(X.std(dtype=np.float64))
-            if not sd > 0:
-                raise InputError("all feature values are equal; cannot standardise", field="X")
-        else:
-            mu, sd = 0.0, 1.0
+        mu, sd = self._standardisation(X)
         Xs = ((X - mu) / sd).astype(np.float32)
 
         rng = np.random.default_rng(self.random_state)
@@ -360,17 +510,32 @@ class AffineTransform(BaseEstimator):
         val_rows = np.flatnonzero(val_mask)
         gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
 
-        log_t0 = self._init_log_temperature(Xs, trip[train_rows], kind, tg, train_rows)
-
+        cosine = self.similarity == "cosine"
         Xt = torch.from_numpy(Xs)
         trip_t = torch.from_numpy(trip)
-        tg_t = torch.from_numpy(tg.astype(np.float32)) if tg is not None else None
+        with _torch_threads(self.n_threads):
+            Z0 = F.normalize(Xt, dim=1) if cosine else Xt
+            log_t0 = self._init_log_temperature(Z0, trip_t, k, tg, train_rows)
+
+        # targets stored (k, t): the losses work on (k, B) logits, see loss_of
+        tg_t = (
+            torch.from_numpy(np.ascontiguousarray(tg.T, dtype=np.float32))
+            if tg is not None
+            else None
+        )
+        # Σ_c p log p of each row: the constant part of KL(p ‖ q), computed once, not per step.
+        neg_ent_t = (
+            torch.from_numpy((tg * np.log(np.where(tg > 0, tg, 1.0))).sum(1).astype(np.float32))
+            if tg is not None
+            else None
+        )
         W = torch.eye(d, dtype=torch.float32, requires_grad=True)
         b = torch.zeros(d, dtype=torch.float32, requires_grad=True)
         log_t = torch.tensor(log_t0, dtype=torch.float32, requires_grad=True)
         params = [W, b, log_t]
         opt = torch.optim.Adam(params, lr=float(self.lr))
         eye = torch.eye(d, dtype=torch.float32)
+        bs = int(self.batch_size)
 
         if use_local:
             pool_std = torch.from_numpy(((pool_arr - mu) / sd).astype(np.float32))
@@ -378,19 +543,49 @@ class AffineTransform(BaseEstimator):
             # shift μ, and the local term is meant to preserve the original geometry).
             pool_unit = F.normalize(torch.from_numpy(pool_arr.astype(np.float32)), dim=1)
 
-        def data_loss(rows: torch.Tensor) -> torch.Tensor:
-            z = Xt[trip_t[rows]] @ W + b  # (B, 3, d)
-            s01 = (z[:, 0] * z[:, 1]).sum(-1)
-            s02 = (z[:, 0] * z[:, 2]).sum(-1)
-            cols = [s01, s02] if k == 2 else [s01, s02, (z[:, 1] * z[:, 2]).sum(-1)]
-            logq = F.log_softmax(torch.stack(cols, dim=1) * log_t.exp(), dim=1)
-            if tg_t is None:
-                return -logq[:, 0].mean()
-            p = tg_t[rows]
-            return (torch.xlogy(p, p) - p * logq).sum(1).mean()
+        def pair_dots(z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+            """(k, B) similarities [S01, S02(, S12)] of (B, d) rows (already normalised)."""
+            cols = [(z0 * z1).sum(-1), (z0 * z2).sum(-1)]
+            if k == 3:
+                cols.append((z1 * z2).sum(-1))
+            return torch.stack(cols, dim=0)
+
+        def all_items() -> torch.Tensor:
+            """(n, d) transformed (and, for cosine, unit-length) features of every item."""
+            Z = torch.addmm(b, Xt, W)
+            return F.normalize(Z, dim=1) if cosine else Z
+
+        def batch_sims(tr: torch.Tensor) -> torch.Tensor:
+            """(k, B) similarities of triplet rows ``tr`` (B, 3), differentiable.
+
+            Transforms whichever is fewer: the 3·B rows of the batch (gLocal) or all n items
+            (module docstring, "Speed").
+            """
+            B = tr.shape[0]
+            if n < 3 * B:
+                ia, ib = _pair_index(tr, k)
+                sims = _PairSims.apply(all_items(), ia, ib, _use_gram(n, d, k * B))
+                return sims.view(k, B)
+            z = Xt[tr] @ W + b  # (B, 3, d): only the batch's items are transformed
+            if cosine:
+                z = F.normalize(z, dim=-1)
+            return pair_dots(z[:, 0], z[:, 1], z[:, 2])
+
+        def loss_of(sims: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            """Mean loss of (k, B) similarities of triplet rows ``rows``.
+
+            Logits are pair-major (k, B), not (B, k): a softmax over the short first axis runs
+            vectorised along B, about 6x faster than over a last axis of length 3.
+            """
+            logq = F.log_softmax(sims * log_t.exp(), dim=0)
+            if tg_t is None or neg_ent_t is None:
+                return -logq[0].mean()
+            return (neg_ent_t[rows] - (tg_t[:, rows] * logq).sum(0)).mean()
 
         def penalty() -> torch.Tensor:
-            return ((W - W.diagonal().mean() * eye) ** 2).sum()
+            # cosine: the scale of W is free, so measure the shape of W at the identity's norm
+            Wn = W * (math.sqrt(d) / W.norm()) if cosine else W
+            return ((Wn - Wn.diagonal().mean() * eye) ** 2).sum()
 
         def local_loss() -> torch.Tensor:
             m = pool_std.shape[0]
@@ -408,9 +603,21 @@ class AffineTransform(BaseEstimator):
         def eval_loss(rows: np.ndarray) -> float:
             total = 0.0
             with torch.no_grad():
-                for s in range(0, rows.size, _EVAL_CHUNK):
-                    r = torch.from_numpy(rows[s : s + _EVAL_CHUNK])
-                    total += float(data_loss(r)) * r.numel()
+                if n < 3 * rows.size:  # transform all items once (n·d²), then k·d per row
+                    Z = all_items()
+                    for s in range(0, rows.size, _EVAL_CHUNK):
+                        r = torch.from_numpy(rows[s : s + _EVAL_CHUNK])
+                        sims = _gather_dots(Z, *_pair_index(trip_t[r], k)).view(k, -1)
+                        total += float(loss_of(sims, r)) * r.numel()
+                    return total / rows.size
+                # few rows of many items: transform only theirs, (chunk, 3, d) at a time
+                chunk = max(1, _EVAL_FLOATS // (3 * d))
+                for s in range(0, rows.size, chunk):
+                    r = torch.from_numpy(rows[s : s + chunk])
+                    z = Xt[trip_t[r]] @ W + b
+                    if cosine:
+                        z = F.normalize(z, dim=-1)
+                    total += float(loss_of(pair_dots(z[:, 0], z[:, 1], z[:, 2]), r)) * r.numel()
             return total / rows.size
 
         monitor_val = val_rows.size > 0
@@ -426,7 +633,8 @@ class AffineTransform(BaseEstimator):
             "penalty": [],
         }
         train_t = torch.from_numpy(train_rows)
-        bs = int(self.batch_size)
+        # dot: λ·T·R (R on the effective map √T·W); cosine: λ·R (T is not a scale of W there)
+        pen_scale = (lambda: 1.0) if cosine else log_t.exp
         epoch = 0
         for epoch in range(1, int(self.max_epochs) + 1):
             with _torch_threads(self.n_threads):
@@ -434,14 +642,14 @@ class AffineTransform(BaseEstimator):
                 tr_sum, loc_sum, n_steps = 0.0, 0.0, 0
                 for s in range(0, order.numel(), bs):
                     rows = order[s : s + bs]
-                    glob = data_loss(rows)
+                    glob = loss_of(batch_sims(trip_t[rows]), rows)
                     loss = glob
                     if use_local:
                         loc = local_loss()
                         loss = (1 - self.alpha) * glob + self.alpha * loc
                         loc_sum += float(loc.detach())
                     if self.lam > 0:
-                        loss = loss + self.lam * log_t.exp() * penalty()
+                        loss = loss + self.lam * pen_scale() * penalty()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -490,10 +698,11 @@ class AffineTransform(BaseEstimator):
         self.best_epoch_ = best_epoch
         self.val_mask_ = val_mask
         logger.info(
-            "affine transform (%s, %s): %d epochs, best epoch %d, monitored loss %.4f -> %.4f, "
-            "T = %.4g",
+            "affine transform (%s, %s, %s): %d epochs, best epoch %d, monitored loss %.4f -> "
+            "%.4f, T = %.4g",
             self.objective,
             kind,
+            self.similarity,
             epoch,
             best_epoch,
             init_loss,
@@ -502,22 +711,60 @@ class AffineTransform(BaseEstimator):
         )
         return self
 
+    def _standardisation(self, X: np.ndarray) -> tuple[float | np.ndarray, float | np.ndarray]:
+        """μ, σ of ``standardize`` for the (n, d) finite features ``X``.
+
+        Returns floats (``"scalar"``, ``"none"``) or (d,) float64 vectors (``"perdim"``, with
+        σ = 1 for constant dimensions). Raises :class:`InputError` when every item has the same
+        features (no triplet could be predicted) or, for ``"scalar"``, when all values are equal.
+        """
+        if X.shape[0] < 2 or not (X[0] != X).any():
+            raise InputError(
+                "every item has identical features, so no triplet can be told apart "
+                "(constant or degenerate features?)",
+                field="X",
+            )
+        if self.standardize == "scalar":
+            mu, sd = float(X.mean(dtype=np.float64)), float(X.std(dtype=np.float64))
+            if not sd > 0:
+                raise InputError("all feature values are equal; cannot standardise", field="X")
+            return mu, sd
+        if self.standardize == "perdim":
+            mu_v = X.mean(axis=0, dtype=np.float64)
+            sd_v = X.std(axis=0, dtype=np.float64)
+            # exactly constant columns (dead units); a tiny float std of such a column would
+            # otherwise turn round-off into unit-variance noise
+            const = np.ptp(X, axis=0) == 0
+            if const.any():
+                logger.warning(
+                    "%d of %d feature dimensions are constant over the items; they get std 1 "
+                    "(centred to 0, no information)",
+                    int(const.sum()),
+                    X.shape[1],
+                )
+                sd_v = np.where(const, 1.0, sd_v)
+            return mu_v, sd_v
+        return 0.0, 1.0
+
+    @staticmethod
     def _init_log_temperature(
-        self,
-        Xs: np.ndarray,
-        trip: np.ndarray,
-        kind: str,
+        Z: torch.Tensor,
+        trip_t: torch.Tensor,
+        k: int,
         tg: np.ndarray | None,
         train_rows: np.ndarray,
     ) -> float:
-        """log T minimising the training loss of the untransformed standardised features."""
-        rows = np.arange(trip.shape[0])
-        if rows.size > _INIT_ROWS:
-            rows = np.random.default_rng(0).choice(rows.size, size=_INIT_ROWS, replace=False)
-        s = pair_similarities(Xs, trip[rows], metric="dot")
-        if kind == "twoafc":
-            s = s[:, :2]
-        p = tg[train_rows[rows]] if tg is not None else None
+        """log T minimising the training loss of the untransformed features.
+
+        Z : (n, d) float32 standardised features (unit rows for cosine); trip_t : (t, 3) int64;
+        k : logits per row; tg : (t, k) soft targets or None; train_rows : rows to use.
+        """
+        rows = train_rows
+        if rows.size > _INIT_ROWS:  # a 1-D search: a subsample is as good and much cheaper
+            rows = np.random.default_rng(0).choice(rows, size=_INIT_ROWS, replace=False)
+        r = torch.from_numpy(rows)
+        s = _gather_dots(Z, *_pair_index(trip_t[r], k)).view(k, -1).T.double().numpy()
+        p = tg[rows] if tg is not None else None
         scale = float(np.std(s))
         if not scale > 0:
             return 0.0
@@ -530,9 +777,15 @@ class AffineTransform(BaseEstimator):
                 return float(-logq[:, 0].mean())
             return float(-(p * logq).sum(axis=1).mean())
 
-        # Search a wide bracket around the scale that gives unit-variance logits.
+        # Search a wide bracket around the scale that gives unit-variance logits; 1e-3 in log T
+        # is far finer than the optimiser's first steps move it.
         centre = -math.log(scale)
-        res = minimize_scalar(loss, bounds=(centre - 12.0, centre + 6.0), method="bounded")
+        res = minimize_scalar(
+            loss,
+            bounds=(centre - 12.0, centre + 6.0),
+            method="bounded",
+            options={"xatol": 1e-3},
+        )
         return float(res.x)
 
     # ----------------------------------------------------------------------------------------
@@ -547,8 +800,9 @@ class AffineTransform(BaseEstimator):
 
         Returns
         -------
-        (n, d) float32 ``((X − mean_) / std_) @ W_ + b_``; ``temperature_`` times the dot
-        product of two rows is the model's triplet logit for that pair.
+        (n, d) float32 ``((X − mean_) / std_) @ W_ + b_`` (``mean_``/``std_`` scalars or (d,)
+        vectors, elementwise); ``temperature_`` times the dot product (``similarity="dot"``) or
+        the cosine (``"cosine"``) of two rows is the model's triplet logit for that pair.
         """
         check_is_fitted(self, "W_")
         X = check_features(X, name="X")
@@ -557,37 +811,59 @@ class AffineTransform(BaseEstimator):
                 f"has {X.shape[1]} features, the transform was fitted on {self.n_features_in_}",
                 field="X",
             )
-        Xs = (X.astype(np.float32) - np.float32(self.mean_)) / np.float32(self.std_)
+        mean = np.asarray(self.mean_, dtype=np.float32)
+        std = np.asarray(self.std_, dtype=np.float32)
+        Xs = (X.astype(np.float32) - mean) / std
         return (Xs @ self.W_ + self.b_).astype(np.float32, copy=False)
+
+    def predict_log_proba(
+        self, X: np.ndarray, triplets: np.ndarray, *, kind: TripletKind = "oddone"
+    ) -> np.ndarray:
+        """Log of :meth:`predict_proba`, computed stably (log-softmax of the logits).
+
+        Returns
+        -------
+        (t, 3) or (t, 2) float64, columns as in :meth:`predict_proba`.
+        """
+        if kind not in ("oddone", "twoafc"):
+            raise InputError(f"kind must be 'oddone' or 'twoafc', got {kind!r}")
+        s = pair_similarities(self.transform(X), triplets, metric=self.similarity)
+        if kind == "twoafc":
+            s = s[:, :2]
+        s = s * self.temperature_
+        s = s - s.max(axis=1, keepdims=True)
+        return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
 
     def predict_proba(
         self, X: np.ndarray, triplets: np.ndarray, *, kind: TripletKind = "oddone"
     ) -> np.ndarray:
-        """Model choice probabilities per row: softmax of ``temperature_ ·`` pair dot products.
+        """Model choice probabilities per row: softmax of ``temperature_ ·`` pair similarities.
+
+        The similarity is the estimator's ``similarity`` (dot product or cosine of
+        :meth:`transform` outputs), exactly the logits the fit optimised.
+
+        Parameters
+        ----------
+        X : (n, d) float features.
+        triplets : (t, 3) int rows, as in :meth:`iter_fit`.
+        kind : ``"oddone"`` or ``"twoafc"``.
 
         Returns
         -------
         (t, 3) float64 for ``kind="oddone"`` (``[p(odd = col 2), p(odd = col 1), p(odd = col 0)]``)
         or (t, 2) for ``"twoafc"`` (``[p(col 1 chosen), p(col 2 chosen)]``).
         """
-        if kind not in ("oddone", "twoafc"):
-            raise InputError(f"kind must be 'oddone' or 'twoafc', got {kind!r}")
-        s = pair_similarities(self.transform(X), triplets, metric="dot")
-        if kind == "twoafc":
-            s = s[:, :2]
-        s = s * self.temperature_
-        s = s - s.max(axis=1, keepdims=True)
-        e = np.exp(s)
-        return e / e.sum(axis=1, keepdims=True)
+        return np.exp(self.predict_log_proba(X, triplets, kind=kind))
 
     def score(self, X: np.ndarray, triplets: np.ndarray, *, kind: TripletKind = "oddone") -> float:
-        """Accuracy of the transformed features (dot product) on ``triplets``; ties are wrong."""
+        """Accuracy of the transformed features on ``triplets`` under ``similarity``; ties are
+        wrong (a positive temperature does not change the argmax)."""
         from alignet_engine.align.metrics import oddone_correct, twoafc_correct
 
         if kind not in ("oddone", "twoafc"):
             raise InputError(f"kind must be 'oddone' or 'twoafc', got {kind!r}")
         fn = oddone_correct if kind == "oddone" else twoafc_correct
-        return float(fn(self.transform(X), triplets, "dot").mean())
+        return float(fn(self.transform(X), triplets, self.similarity).mean())
 
     # ----------------------------------------------------------------------------------------
     # storage
@@ -597,9 +873,12 @@ class AffineTransform(BaseEstimator):
 
         Returns
         -------
-        ``{"weights": (d, d) float32, "bias": (d,) float32, "mean": () float64,
-        "std": () float64, "temperature": () float64}``. ``temperature`` is an extra key that
-        thingsvision ignores (it only scales the logits, not the geometry).
+        ``{"weights": (d, d) float32, "bias": (d,) float32, "mean": () or (d,) float64,
+        "std": () or (d,) float64, "temperature": () float64, "similarity": () str}``.
+        ``mean``/``std`` are 0-d for ``standardize="scalar"``/``"none"`` and (d,) for
+        ``"perdim"``; thingsvision applies ``(x − mean) / std`` elementwise, so both load
+        there. ``temperature`` and ``similarity`` (``"dot"`` or ``"cosine"``) are extra keys
+        thingsvision ignores: they only define the logits, not the map.
         """
         check_is_fitted(self, "W_")
         return {
@@ -608,14 +887,18 @@ class AffineTransform(BaseEstimator):
             "mean": np.asarray(self.mean_, dtype=np.float64),
             "std": np.asarray(self.std_, dtype=np.float64),
             "temperature": np.asarray(self.temperature_, dtype=np.float64),
+            "similarity": np.asarray(self.similarity),
         }
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], **params: object) -> AffineTransform:
         """A fitted transform from :meth:`to_arrays` output or a released gLocal transform.
 
-        ``bias`` (zeros) and ``temperature`` (1.0) are optional, as in gLocal's released files;
-        ``params`` are passed to the constructor. ``history_`` is empty.
+        ``bias`` (zeros), ``temperature`` (1.0) and ``similarity`` (``"dot"``) are optional, as
+        in gLocal's released files. ``mean``/``std`` may be scalars or (d,) vectors; a vector
+        sets ``standardize="perdim"``. ``params`` are passed to the constructor; a
+        ``similarity`` or ``standardize`` that contradicts the arrays raises
+        :class:`InputError`. ``history_`` is empty.
         """
         for key in ("weights", "mean", "std"):
             if key not in arrays:
@@ -628,19 +911,53 @@ class AffineTransform(BaseEstimator):
         if b.shape != (d,):
             raise InputError(f"must have shape ({d},), got {b.shape}", field="bias")
 
-        def scalar(key: str, default: float) -> float:
-            if key not in arrays:
-                return default
+        def stat(key: str) -> float | np.ndarray:
             a = np.asarray(arrays[key], dtype=np.float64)
-            if a.size != 1:
-                raise InputError(f"must be a scalar, got shape {a.shape}", field=key)
-            return float(a.reshape(-1)[0])
+            if a.size == 1:
+                return float(a.reshape(-1)[0])
+            if a.shape != (d,):
+                raise InputError(
+                    f"must be a scalar or a ({d},) vector to match the weights, got shape "
+                    f"{a.shape}",
+                    field=key,
+                )
+            return a
 
-        mean, std, temp = scalar("mean", 0.0), scalar("std", 1.0), scalar("temperature", 1.0)
-        if not (np.isfinite(W).all() and np.isfinite(b).all() and np.isfinite([mean, std]).all()):
+        mean, std = stat("mean"), stat("std")
+        temp_arr = np.asarray(arrays.get("temperature", 1.0), dtype=np.float64)
+        if temp_arr.size != 1:
+            raise InputError(f"must be a scalar, got shape {temp_arr.shape}", field="temperature")
+        temp = float(temp_arr.reshape(-1)[0])
+        finite = np.isfinite(W).all() and np.isfinite(b).all()
+        if not (finite and np.isfinite(mean).all() and np.isfinite(std).all()):
             raise InputError("transform arrays contain NaN or inf")
-        if std <= 0:
-            raise InputError(f"must be > 0, got {std}", field="std")
+        if not np.all(np.asarray(std) > 0):
+            raise InputError(f"must be > 0, got min {np.min(std)}", field="std")
+        if not (np.isfinite(temp) and temp > 0):
+            raise InputError(f"must be a finite number > 0, got {temp}", field="temperature")
+
+        stored_sim = "dot"
+        if "similarity" in arrays:
+            stored_sim = str(np.asarray(arrays["similarity"]).reshape(-1)[0])
+            if stored_sim not in ("dot", "cosine"):
+                raise InputError(
+                    f"must be 'dot' or 'cosine', got {stored_sim!r}", field="similarity"
+                )
+        if params.setdefault("similarity", stored_sim) != stored_sim:
+            raise InputError(
+                f"the transform was fitted with similarity={stored_sim!r}, not "
+                f"{params['similarity']!r}",
+                field="similarity",
+            )
+        vector = isinstance(mean, np.ndarray) or isinstance(std, np.ndarray)
+        if vector:
+            mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (d,)).copy()
+            std = np.broadcast_to(np.asarray(std, dtype=np.float64), (d,)).copy()
+            if params.setdefault("standardize", "perdim") != "perdim":
+                raise InputError(
+                    f"per-dimension mean/std cannot be standardize={params['standardize']!r}",
+                    field="standardize",
+                )
         est = cls(**params)  # type: ignore[arg-type]
         est.W_ = W
         est.b_ = b.astype(np.float32)

@@ -261,3 +261,154 @@ def test_fit_rejects_bad_arrays(synth: Synthetic, hard_fit: AffineTransform) -> 
         AffineTransform().fit(synth.X[:100], synth.hard)
     with pytest.raises(InputError, match="features"):
         hard_fit.transform(np.zeros((2, DIM + 1)))
+
+
+# --------------------------------------------------------------------------------------------
+# standardisation, cosine similarity, degenerate features
+# --------------------------------------------------------------------------------------------
+def test_perdim_standardisation(tmp_path: Path, synth: Synthetic) -> None:
+    rng = np.random.default_rng(4)
+    X = synth.X * rng.uniform(0.1, 10.0, size=DIM) + rng.normal(size=DIM) * 5
+    X[:, 3] = 7.0  # a dead unit: constant over the items
+    m = AffineTransform(standardize="perdim", lam=0.0, random_state=0, **FAST)
+    m.fit(X, synth.hard)
+    assert m.mean_.shape == (DIM,) and m.std_.shape == (DIM,)
+    np.testing.assert_allclose(m.mean_, X.mean(axis=0))
+    assert m.std_[3] == 1.0  # constant dimension: std 1, not 0
+    np.testing.assert_allclose(np.delete(m.std_, 3), np.delete(X.std(axis=0), 3))
+    expected = ((X - m.mean_) / m.std_) @ m.W_ + m.b_
+    np.testing.assert_allclose(m.transform(X), expected, rtol=1e-4, atol=1e-4)
+    assert np.isfinite(m.transform(X)).all()
+    # per-dimension scaling undoes the feature scales: as good as on the raw synthetic features
+    assert m.score(X, synth.test) > 0.8
+    # vector mean/std survive the npz round trip (thingsvision applies them elementwise)
+    path = tmp_path / "perdim.npz"
+    m.save_npz(path)
+    with np.load(path, allow_pickle=False) as data:
+        assert data["mean"].shape == (DIM,) and data["std"].shape == (DIM,)
+    loaded = AffineTransform.load_npz(path)
+    assert loaded.standardize == "perdim"
+    np.testing.assert_array_equal(loaded.transform(X), m.transform(X))
+    with pytest.raises(InputError, match="per-dimension"):
+        AffineTransform.from_arrays(m.to_arrays(), standardize="scalar")
+    with pytest.raises(InputError, match="vector"):
+        AffineTransform.from_arrays({**m.to_arrays(), "std": np.ones(DIM + 1)})
+    with pytest.raises(InputError, match="> 0"):
+        AffineTransform.from_arrays({**m.to_arrays(), "std": np.zeros(DIM)})
+
+
+def test_cosine_similarity(tmp_path: Path, synth: Synthetic) -> None:
+    from alignet_engine.align.metrics import oddone_correct as correct
+
+    m = AffineTransform(similarity="cosine", lam=0.0, random_state=0, **FAST)
+    m.fit(synth.X, synth.hard)
+    zero_shot = correct(synth.X, synth.test, "cosine").mean()
+    assert m.score(synth.X, synth.test) > zero_shot + 0.1
+    # probabilities = softmax(T * cosine of the transformed features), and score() uses cosine
+    z = m.transform(synth.X)
+    cos = pair_similarities(z, synth.test, "cosine")
+    np.testing.assert_allclose(
+        m.predict_proba(synth.X, synth.test), _softmax(m.temperature_ * cos), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        m.predict_log_proba(synth.X, synth.test),
+        np.log(m.predict_proba(synth.X, synth.test)),
+        atol=1e-9,
+    )
+    assert m.score(synth.X, synth.test) == pytest.approx(correct(z, synth.test, "cosine").mean())
+    assert m.temperature_ > 1.0  # cosines are bounded by 1: the temperature sets the scale
+    # the choice is saved with the transform and restored
+    m.save_npz(tmp_path / "cos.npz")
+    loaded = AffineTransform.load_npz(tmp_path / "cos.npz")
+    assert loaded.similarity == "cosine"
+    np.testing.assert_allclose(
+        loaded.predict_proba(synth.X, synth.test), m.predict_proba(synth.X, synth.test)
+    )
+    with pytest.raises(InputError, match="similarity"):
+        AffineTransform.from_arrays(m.to_arrays(), similarity="dot")
+    # older files without the key are dot-product transforms
+    arrays = {k: v for k, v in m.to_arrays().items() if k != "similarity"}
+    assert AffineTransform.from_arrays(arrays).similarity == "dot"
+
+
+def test_cosine_regulariser_is_scale_free(synth: Synthetic) -> None:
+    """With cosine, shrinking W cannot dodge λ: a large λ still yields a scaled identity."""
+    kw = {**FAST, "max_epochs": 15, "patience": 100}
+    tied = AffineTransform(similarity="cosine", lam=100.0, random_state=0, **kw)
+    tied.fit(synth.X, synth.hard)
+    W = tied.W_
+    off = np.linalg.norm(W - np.mean(np.diag(W)) * np.eye(DIM)) / np.linalg.norm(W)
+    assert off < 0.05
+    assert np.linalg.norm(W) > 0.5 * np.sqrt(DIM)  # not collapsed toward 0
+
+
+@pytest.mark.parametrize("standardize", ["scalar", "perdim", "none"])
+def test_degenerate_features(synth: Synthetic, standardize: str) -> None:
+    same_rows = np.tile(np.arange(DIM, dtype=float), (N_ITEMS, 1))  # every item identical
+    with pytest.raises(InputError, match="identical features"):
+        AffineTransform(standardize=standardize).fit(same_rows, synth.hard)
+    nan = synth.X.copy()
+    nan[5, 1] = np.nan
+    with pytest.raises(InputError, match="NaN or inf"):
+        AffineTransform(standardize=standardize).fit(nan, synth.hard)
+
+
+def test_bad_standardize_and_similarity(synth: Synthetic) -> None:
+    with pytest.raises(InputError, match="standardize"):
+        AffineTransform(standardize="robust").fit(synth.X, synth.hard)
+    with pytest.raises(InputError, match="similarity"):
+        AffineTransform(similarity="euclidean").fit(synth.X, synth.hard)
+
+
+# --------------------------------------------------------------------------------------------
+# the all-items training step (large batches)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("n", "d"), [(30, 6), (25, 140)])  # index_add / sparse backward
+@pytest.mark.parametrize("gram", [False, True])
+def test_pair_sims_gradient(n: int, d: int, gram: bool) -> None:
+    """The custom forward/backward equals autograd through plain indexing."""
+    import torch
+
+    from alignet_engine.align.transform import _PairSims
+
+    gen = torch.Generator().manual_seed(0)
+    Z = torch.randn(n, d, dtype=torch.float64, generator=gen, requires_grad=True)
+    ia = torch.randint(0, n, (3000,), generator=gen)
+    ib = (ia + torch.randint(1, n, (3000,), generator=gen)) % n  # ib != ia, many repeats
+    w = torch.randn(3000, dtype=torch.float64, generator=gen)
+    out = _PairSims.apply(Z, ia, ib, gram)
+    ref = (Z[ia] * Z[ib]).sum(-1)
+    torch.testing.assert_close(out, ref)
+    (g,) = torch.autograd.grad((out * w).sum(), Z)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), Z)
+    torch.testing.assert_close(g, g_ref)
+
+
+def test_large_batch_fit(synth: Synthetic) -> None:
+    """Full-batch steps (Gram-matrix logits) with a larger lr learn as well as small batches."""
+    big = AffineTransform(lam=0.0, lr=0.05, batch_size=4000, max_epochs=60, patience=10)
+    big.fit(synth.X, synth.hard)
+    assert big.score(synth.X, synth.test) > 0.85
+    soft = AffineTransform("soft", lam=0.0, lr=0.05, batch_size=4000, max_epochs=60, patience=10)
+    soft.fit(synth.X, synth.raw, targets=synth.probs)
+    assert soft.score(synth.X, synth.test) > 0.85
+
+
+@pytest.mark.parametrize("extra_items", [0, 3000])  # all-items / per-row validation loss
+@pytest.mark.parametrize("objective", ["hard", "soft"])
+def test_validation_loss_matches_predictions(
+    synth: Synthetic, extra_items: int, objective: str
+) -> None:
+    """The monitored loss of the kept epoch is the loss of the final model's probabilities."""
+    X = np.concatenate([synth.X, np.random.default_rng(2).normal(size=(extra_items, DIM))])
+    rows, targets = (synth.hard, None) if objective == "hard" else (synth.raw, synth.probs)
+    m = AffineTransform(objective, lam=0.0, random_state=0, **{**FAST, "max_epochs": 5})
+    m.fit(X, rows, targets=targets)
+    logq = m.predict_log_proba(X, rows[m.val_mask_])
+    if targets is None:
+        expected = -logq[:, 0].mean()
+    else:
+        p = targets[m.val_mask_]
+        expected = (p * (np.log(p) - logq)).sum(axis=1).mean()
+    kept = m.init_loss_ if m.best_epoch_ == 0 else m.history_["val_loss"][m.best_epoch_ - 1]
+    assert kept == pytest.approx(expected, rel=1e-4)
