@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alignet_engine import __version__
-from alignet_engine.errors import AlignetError
+from alignet_engine.errors import AlignetError, InputError
 from alignet_engine.jobs import Event, Job, LossBatch, Message, Progress, run_job
 
 log = logging.getLogger("alignet_engine.cli")
@@ -148,10 +148,31 @@ def cmd_fit_transform(args: argparse.Namespace) -> dict[str, Any]:
         alpha=args.alpha,
         lr=args.lr,
         max_epochs=args.max_epochs,
+        standardize=args.standardize,
+        similarity=args.similarity,
+        targets=args.targets,
+        n_model_triplets=args.n_model_triplets,
+        vice_max_epochs=args.vice_max_epochs,
+        search=_parse_grid(args.search) if args.search else None,
+        n_splits=args.folds,
         random_state=args.seed,
         name=args.name,
     )
     return _run_stage(args, "transform", lambda p: fit_transform(p, cfg))
+
+
+def _parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """``["lam=0.01,0.1", "lr=1e-3"]`` → ``{"lam": [0.01, 0.1], "lr": [0.001]}``."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        name, _, values = item.partition("=")
+        if not name or not values:
+            raise InputError(f"--search {item!r}: write NAME=V1,V2,…", field="search")
+        grid[name.strip()] = [
+            json.loads(v) if v.strip()[:1].isdigit() or v.strip()[:1] in "-." else v.strip()
+            for v in values.split(",")
+        ]
+    return grid
 
 
 def cmd_cluster(args: argparse.Namespace) -> dict[str, Any]:
@@ -316,13 +337,45 @@ def build_parser() -> argparse.ArgumentParser:
         "fit the affine alignment transform (the surrogate teacher)",
     )
     p.add_argument("--set", required=True)
-    p.add_argument("--judgments", nargs="+", required=True)
+    p.add_argument(
+        "--judgments",
+        nargs="+",
+        default=[],
+        help="judgments to fit on (not needed with --targets embedding:LABEL)",
+    )
     p.add_argument("--model", default="efficientnet_lite2")
     p.add_argument("--objective", choices=("hard", "soft"), default="soft")
     p.add_argument("--lam", type=float, default=1e-2, help="pull of W toward a scaled identity")
     p.add_argument("--alpha", type=float, default=0.0, help="weight of gLocal's local term")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-epochs", type=int, default=100)
+    p.add_argument(
+        "--standardize",
+        choices=("scalar", "perdim", "none"),
+        default="scalar",
+        help="scalar mean/std over the whole matrix (gLocal) or per dimension",
+    )
+    p.add_argument("--similarity", choices=("dot", "cosine"), default="dot")
+    p.add_argument(
+        "--targets",
+        default="judgments",
+        help="judgments | vice (fit VICE on the judgments) | embedding:LABEL "
+        "(imported human embedding stored as features of the same set)",
+    )
+    p.add_argument(
+        "--n-model-triplets",
+        type=int,
+        default=50_000,
+        help="random triplets labelled by the human model (vice / embedding)",
+    )
+    p.add_argument("--vice-max-epochs", type=int, default=1000)
+    p.add_argument(
+        "--search",
+        nargs="+",
+        metavar="NAME=V1,V2",
+        help="grid search by object-disjoint CV, e.g. --search lam=0.01,0.1 lr=1e-3",
+    )
+    p.add_argument("--folds", type=int, default=3, help="folds of the grid search")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="teacher")
 

@@ -73,10 +73,25 @@ class ExtractConfig(StageConfig):
 
 @dataclass(frozen=True)
 class TransformConfig(StageConfig):
-    """Fit the affine alignment transform of ``model``'s features on human judgments."""
+    """Fit the affine alignment transform of ``model``'s features on human judgments.
+
+    ``targets`` says where the (soft) training targets come from:
+
+    - ``"judgments"``: the judgments themselves (choice distributions of repeated triplets
+      or vote counts for ``objective="soft"``, each response for ``"hard"``);
+    - ``"vice"``: a VICE embedding fitted on the judgments; its posterior predictive labels
+      ``n_model_triplets`` random triplets over all items (triplets nobody answered);
+    - ``"embedding:<label>"``: an imported human embedding stored as features of the same
+      image set (e.g. the THINGS VICE embedding) labels ``n_model_triplets`` random triplets;
+      no judgments are needed then.
+
+    ``search`` (optional) is a grid over AffineTransform parameters, e.g.
+    ``{"lam": [0.01, 0.1, 1.0], "lr": [1e-3, 1e-2]}``, chosen by object-disjoint
+    ``n_splits``-fold cross-validation; the whole grid is stored in the run.
+    """
 
     image_set: str
-    judgments: tuple[str, ...]
+    judgments: tuple[str, ...] = ()
     model: str = "efficientnet_lite2"
     objective: Literal["hard", "soft"] = "soft"
     lam: float = 1e-2
@@ -87,6 +102,13 @@ class TransformConfig(StageConfig):
     batch_size: int = 256
     patience: int = 15
     val_fraction: float = 0.1
+    standardize: Literal["scalar", "perdim", "none"] = "scalar"
+    similarity: Literal["dot", "cosine"] = "dot"
+    targets: str = "judgments"
+    n_model_triplets: int = 50_000
+    vice_max_epochs: int = 1000
+    search: dict[str, list[Any]] | None = None
+    n_splits: int = 3
     random_state: int = 0
     name: str = "teacher"
 
@@ -99,8 +121,18 @@ class TransformConfig(StageConfig):
             raise ValueError(
                 f"TransformConfig.objective must be hard or soft, not {self.objective}"
             )
-        if not self.judgments:
+        if not self.judgments and not self.targets.startswith("embedding:"):
             raise ValueError("TransformConfig.judgments: name at least one set of judgments")
+        if self.targets not in ("judgments", "vice") and not (
+            self.targets.startswith("embedding:") and len(self.targets) > len("embedding:")
+        ):
+            raise ValueError(
+                f"TransformConfig.targets {self.targets!r}: use judgments, vice or "
+                "embedding:<features label>"
+            )
+        _positive(self, "n_model_triplets", "vice_max_epochs", "n_splits")
+        if self.search is not None and not self.search:
+            raise ValueError("TransformConfig.search: give at least one parameter to search")
         _positive(self, "lr", "max_epochs", "batch_size", "tau")
         if self.lam < 0 or not 0 <= self.alpha < 1:
             raise ValueError("TransformConfig: lam must be >= 0 and alpha in [0, 1)")

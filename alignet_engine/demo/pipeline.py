@@ -227,6 +227,14 @@ def format_table(result: dict[str, Any]) -> str:
         f"{'noise ceiling (majority agreement)':<40} {ceiling['majority_agreement']:>9.3f}"
     )
     lines.append(f"{'chance':<40} {1 / 3:>9.3f}")
+    for row in result["rows"]:
+        cal = row.get("calibration")
+        if cal:
+            lines.append(
+                f"calibration of the {row['model'].split(' (')[0]}: ECE {cal['ece']:.3f}, "
+                f"entropy vs human entropy Spearman {cal['spearman']:.2f} "
+                f"({cal['n_triplets']} repeated triplets)"
+            )
     if all("by_type" in row for row in result["rows"]):
         lines += [
             "",

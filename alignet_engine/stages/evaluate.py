@@ -23,6 +23,8 @@ from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, StageDone
 from alignet_engine.stages._tracking import tracked
 from alignet_engine.stages.clusters import teacher_representation
+from alignet_engine.stages.features import stored_features
+from alignet_engine.stages.transform import stored_transform, transform_similarity
 from alignet_engine.store import Project
 
 STAGE = "evaluate"
@@ -37,7 +39,7 @@ def evaluation_slot(config: EvaluateConfig) -> str:
 def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, str]]:
     """The evaluation's result dict and the runs it read (no write)."""
     F, inputs = teacher_representation(project, config.image_set, config.model, config.transform)
-    metric = config.metric or ("dot" if config.transform else "cosine")
+    metric = config.metric or transform_similarity(project, config.transform)
     result: dict[str, Any] = {
         "representation": config.model,
         "transform": config.transform,
@@ -69,6 +71,8 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
         )
         if j.types is not None and j.kind == "oddone":
             result["by_type"] = _by_type(j, correct, config)
+        if config.transform is not None:
+            result["calibration"] = _calibration(project, config, j)
         result.update(
             {
                 "task": j.kind,
@@ -129,6 +133,43 @@ def _by_type(j: Judgments, correct: np.ndarray, config: EvaluateConfig) -> dict[
             "noise_ceiling": noise_ceiling_oddone(subset),
         }
     return out
+
+
+def _calibration(project: Project, config: EvaluateConfig, j: Judgments) -> dict[str, Any] | None:
+    """The transform's triplet probabilities against the human choice distributions.
+
+    Only triplets answered at least twice carry a distribution; raw features have no
+    temperature, so calibration is reported for fitted transforms only.
+    """
+    from alignet_engine.align.calibration import (
+        entropy_correlation,
+        expected_calibration_error,
+        kl_to_humans,
+    )
+    from alignet_engine.align.metrics import oddone_choice_counts, twoafc_choice_counts
+
+    assert config.transform is not None
+    est, _ = stored_transform(project, config.transform)
+    X, _ = stored_features(project, config.image_set, config.model)
+    if j.kind == "oddone":
+        keys, counts = oddone_choice_counts(j)
+        counts = counts[:, ::-1]  # keys (a, b, c) → model order [p(c odd), p(b odd), p(a odd)]
+    else:
+        keys, counts = twoafc_choice_counts(j)  # [votes b, votes c] ↔ model [p(b), p(c)]
+    n = counts.sum(axis=1)
+    repeated = n >= 2
+    if not repeated.any():
+        return None
+    human = counts[repeated] / n[repeated, None]
+    model = est.predict_proba(X, keys[repeated], kind=j.kind)
+    ece = expected_calibration_error(model, human)
+    return {
+        "ece": ece["ece"],
+        "reliability": ece,
+        **entropy_correlation(model, human),
+        "kl_human_model": kl_to_humans(model, human),
+        "n_triplets": int(repeated.sum()),
+    }
 
 
 def evaluate(

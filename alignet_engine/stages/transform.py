@@ -5,10 +5,13 @@ The fitted model is the human-aligned *surrogate teacher* (method.md §2–3).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 
 from alignet_engine.align import AffineTransform, choice_distributions
-from alignet_engine.align.metrics import accuracy_summary, oddone_correct, twoafc_correct
+from alignet_engine.align.model_selection import TransformSearch
 from alignet_engine.config import TransformConfig, features_slot
 from alignet_engine.data.types import Judgments
 from alignet_engine.errors import InputError
@@ -49,73 +52,172 @@ def _merged_judgments(project: Project, config: TransformConfig) -> Judgments:
     )
 
 
-def fit_transform(
-    project: Project, config: TransformConfig, control: JobControl | None = None
-) -> Job[str]:
-    """Fit the transform on ``config.judgments`` and store it in slot ``transform:<name>``."""
-    control = control or JobControl()
+@dataclass
+class _TrainingRows:
+    """What the transform is fitted on, wherever the targets came from."""
 
-    def body(run_id: str) -> Job[str]:
-        X, feat_ref = stored_features(project, config.image_set, config.model)
-        judgments = _merged_judgments(project, config)
+    kind: str
+    triplets: np.ndarray
+    targets: np.ndarray | None
+    info: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+
+
+def _training_rows(
+    project: Project, config: TransformConfig, n_items: int, control: JobControl
+) -> Job[_TrainingRows]:
+    """Triplets and (soft) targets from the judgments, a VICE fit, or an imported embedding."""
+    from alignet_engine.align.human_models import (
+        VICE,
+        EmbeddingHumanModel,
+        sample_random_triplets,
+        soft_targets_from_model,
+    )
+
+    judgments = _merged_judgments(project, config) if config.judgments else None
+    if config.targets == "judgments":
+        assert judgments is not None
         if config.objective == "soft":
             triplets, targets = choice_distributions(judgments)
         else:
             triplets, targets = judgments.triplets, None
-        yield Message(
-            STAGE,
-            f"fitting a {config.objective} transform on {len(triplets)} "
-            f"{judgments.kind} triplets, features {X.shape}",
-        )
-        est = AffineTransform(
-            objective=config.objective,
-            lam=config.lam,
-            alpha=config.alpha,
-            tau=config.tau,
-            lr=config.lr,
-            max_epochs=config.max_epochs,
-            batch_size=config.batch_size,
-            patience=config.patience,
-            val_fraction=config.val_fraction,
+        return _TrainingRows(judgments.kind, triplets, targets, {"targets": "judgments"})
+
+    rows = _TrainingRows("oddone", np.empty((0, 3), np.int64), None)
+    if config.targets == "vice":
+        assert judgments is not None
+        if judgments.kind != "oddone":
+            raise InputError("a VICE human model needs odd-one-out judgments", field="targets")
+        epochs = config.vice_max_epochs
+        vice = VICE(
+            max_epochs=epochs,
+            burnin=epochs // 4,
+            ws=max(5, min(200, epochs // 5)),
             random_state=config.random_state,
         )
-        fitting = est.iter_fit(X, triplets, kind=judgments.kind, targets=targets)
-        throttle = Throttle(0.2)
-        for epoch in fitting:  # the estimator is fitted when the generator is exhausted
+        fitting = vice.iter_fit(judgments.triplets, n_items=n_items)
+        throttle = Throttle(0.5)
+        for epoch in fitting:
             control.check()
             if throttle():
                 yield Progress(
                     STAGE,
                     epoch.epoch,
-                    config.max_epochs,
-                    f"epoch {epoch.epoch}: val loss {epoch.val_loss:.4f}",
+                    epochs,
+                    f"VICE epoch {epoch.epoch}: {epoch.n_dims} dimensions",
                 )
-                yield LossBatch(
-                    STAGE,
-                    np.array([epoch.epoch]),
-                    {
-                        "train_loss": np.array([epoch.train_loss]),
-                        "val_loss": np.array([epoch.val_loss]),
-                    },
-                )
-        Z = est.transform(X)
-        correct = (oddone_correct if judgments.kind == "oddone" else twoafc_correct)(
-            Z, judgments.triplets, metric="dot"
+        model: Any = vice
+        rows.arrays = {f"vice_{k}": np.asarray(v) for k, v in vice.to_arrays().items()}
+        rows.info = {
+            "targets": "vice",
+            "vice_dims": int(vice.n_dims_),
+            "vice_epochs": int(vice.n_epochs_),
+        }
+        yield Message(STAGE, f"VICE kept {vice.n_dims_} dimensions after {vice.n_epochs_} epochs")
+    else:
+        label = config.targets.removeprefix("embedding:")
+        E, ref = stored_features(project, config.image_set, label)
+        model = EmbeddingHumanModel(E)
+        rows.inputs = {features_slot(config.image_set, label): ref}
+        rows.info = {"targets": config.targets}
+    sampled = sample_random_triplets(
+        n_items, config.n_model_triplets, random_state=config.random_state
+    )
+    rows.triplets, probs = soft_targets_from_model(model, sampled)
+    rows.targets = probs if config.objective == "soft" else None
+    rows.info["n_model_triplets"] = config.n_model_triplets
+    return rows
+
+
+def fit_transform(
+    project: Project, config: TransformConfig, control: JobControl | None = None
+) -> Job[str]:
+    """Fit the transform and store it in slot ``transform:<name>``."""
+    control = control or JobControl()
+
+    def body(run_id: str) -> Job[str]:
+        X, feat_ref = stored_features(project, config.image_set, config.model)
+        rows = yield from _training_rows(project, config, len(X), control)
+        yield Message(
+            STAGE,
+            f"fitting a {config.objective} transform on {len(rows.triplets)} "
+            f"{rows.kind} triplets ({rows.info['targets']}), features {X.shape}",
         )
-        fit_acc = accuracy_summary(correct, random_state=config.random_state)
+        params = {
+            "objective": config.objective,
+            "lam": config.lam,
+            "alpha": config.alpha,
+            "tau": config.tau,
+            "lr": config.lr,
+            "max_epochs": config.max_epochs,
+            "batch_size": config.batch_size,
+            "patience": config.patience,
+            "val_fraction": config.val_fraction,
+            "standardize": config.standardize,
+            "similarity": config.similarity,
+        }
+        throttle = Throttle(0.2)
+        summary: dict[str, Any] = {}
+        if config.search:
+            search = TransformSearch(
+                config.search,
+                n_splits=config.n_splits,
+                base_params=params,
+                random_state=config.random_state,
+            )
+            for step in search.iter_fit(X, rows.triplets, kind=rows.kind, targets=rows.targets):
+                control.check()
+                if throttle():
+                    what = "refit" if step.refit else f"setting {step.setting}/{step.n_settings}"
+                    yield Progress(
+                        STAGE,
+                        step.done_fits,
+                        step.n_fits,
+                        f"{what}, fold {step.fold}/{step.n_splits}",
+                    )
+            est = search.best_estimator_
+            summary["search"] = {
+                "best_params": search.best_params_,
+                "cv_results": search.cv_results_,
+            }
+        else:
+            est = AffineTransform(random_state=config.random_state, **params)
+            for epoch in est.iter_fit(X, rows.triplets, kind=rows.kind, targets=rows.targets):
+                control.check()
+                if throttle():
+                    yield Progress(
+                        STAGE,
+                        epoch.epoch,
+                        config.max_epochs,
+                        f"epoch {epoch.epoch}: val loss {epoch.val_loss:.4f}",
+                    )
+                    yield LossBatch(
+                        STAGE,
+                        np.array([epoch.epoch]),
+                        {
+                            "train_loss": np.array([epoch.train_loss]),
+                            "val_loss": np.array([epoch.val_loss]),
+                        },
+                    )
         arrays = {k: np.asarray(v) for k, v in est.to_arrays().items()}
         for key, values in est.history_.items():
             arrays[f"history_{key}"] = np.asarray(values, dtype=np.float64)
-        summary = {
-            "fit_accuracy": fit_acc["accuracy"],
-            "n_triplets": len(triplets),
-            "epochs": int(est.n_epochs_),
-            "best_epoch": int(est.best_epoch_),
-            "temperature": float(est.temperature_),
-            "kind": judgments.kind,
-        }
+        arrays.update(rows.arrays)
+        fit_acc = est.score(X, rows.triplets, kind=rows.kind)
+        summary.update(
+            {
+                **rows.info,
+                "fit_accuracy": float(fit_acc),
+                "n_triplets": len(rows.triplets),
+                "epochs": int(est.n_epochs_),
+                "best_epoch": int(est.best_epoch_),
+                "temperature": float(est.temperature_),
+                "kind": rows.kind,
+            }
+        )
         slot = transform_slot(config.name)
-        inputs = {features_slot(config.image_set, config.model): feat_ref}
+        inputs = {features_slot(config.image_set, config.model): feat_ref, **rows.inputs}
         project.write_run(
             STAGE,
             run_id,
@@ -135,5 +237,21 @@ def fit_transform(
 def stored_transform(project: Project, name: str) -> tuple[AffineTransform, str]:
     """The fitted transform in slot ``transform:<name>`` and its run ref."""
     run = project.run(transform_slot(name))
-    arrays = {k: v for k, v in run.arrays.items() if not k.startswith("history_")}
-    return AffineTransform.from_arrays(arrays), f"{run.stage}/{run.run_id}"
+    arrays = {k: v for k, v in run.arrays.items() if not k.startswith(("history_", "vice_"))}
+    # Older runs have no similarity / standardize parameter: they were dot / scalar.
+    params = {
+        "similarity": run.params.get("similarity", "dot"),
+        "standardize": run.params.get("standardize", "scalar"),
+    }
+    return AffineTransform.from_arrays(arrays, **params), f"{run.stage}/{run.run_id}"
+
+
+def transform_similarity(project: Project, name: str | None) -> str:
+    """How the transform named ``name`` compares items ("dot" or "cosine"); "cosine" if None.
+
+    Raw features are compared by cosine (the zero-shot convention, method.md §6); a fitted
+    transform by the similarity it was fitted with.
+    """
+    if name is None:
+        return "cosine"
+    return str(project.run(transform_slot(name), arrays=False).params.get("similarity", "dot"))

@@ -20,7 +20,7 @@ from alignet_engine.jobs import Job, JobControl, Message, StageDone
 from alignet_engine.stages._tracking import tracked
 from alignet_engine.stages.clusters import SLOT as CLUSTER_SLOT
 from alignet_engine.stages.clusters import teacher_representation
-from alignet_engine.stages.transform import stored_transform
+from alignet_engine.stages.transform import stored_transform, transform_similarity
 from alignet_engine.store import Project
 
 STAGE = "triplets"
@@ -51,7 +51,9 @@ def sample(project: Project, config: SampleConfig, control: JobControl | None = 
             n_items=len(categories),
             random_state=config.random_state,
         )
-        triplets, sims = teacher_odd_one_out(Z, raw, similarity="dot")
+        # Raw (untransformed) teachers keep dot products, as AligNet's "untransformed" control.
+        similarity = transform_similarity(project, cc.transform) if cc.transform else "dot"
+        triplets, sims = teacher_odd_one_out(Z, raw, similarity=similarity)
         sims = (sims * (temperature / config.teacher_temperature)).astype(np.float32)
         is_val = np.zeros(n, dtype=bool)
         is_val[config.n_triplets :] = True

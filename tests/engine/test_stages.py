@@ -133,3 +133,80 @@ def test_cluster_diagnostics_and_class_boundary_sampling_through_the_stages(
     # raw features, clustered by category) keeps the same-category pair and puts the other
     # item last.
     assert np.all(cats[t[:, 0]] == cats[t[:, 1]]) and np.all(cats[t[:, 2]] != cats[t[:, 0]])
+
+
+def _planted(tmp_path: Path, n: int = 80, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A planted human embedding E (n, 4) and distorted model features X of the same items."""
+    rng = np.random.default_rng(seed)
+    E = np.maximum(rng.normal(size=(n, 4)), 0) * 2.0
+    X = E * np.array([3.0, 1.0, 0.3, 0.1]) + 0.2 * rng.normal(size=(n, 4))
+    X = np.concatenate([X, rng.normal(size=(n, 4))], axis=1)  # plus nuisance dimensions
+    np.save(tmp_path / "X.npy", X.astype(np.float32))
+    np.save(tmp_path / "E.npy", E.astype(np.float32))
+    return X, E
+
+
+def test_transform_from_an_imported_human_embedding_with_a_grid_search(tmp_path: Path) -> None:
+    from alignet_engine.align.human_models import EmbeddingHumanModel, sample_random_triplets
+    from alignet_engine.align.metrics import oddone_correct
+    from alignet_engine.jobs import run_job
+
+    X, E = _planted(tmp_path)
+    held = sample_random_triplets(len(E), 3000, random_state=5)
+    p = EmbeddingHumanModel(E).predict_proba(held)
+    held = held[p[:, 0] > 0.6]  # clear human majority: the odd one is already last
+    with Project.create(tmp_path / "p.alignet") as project:
+        import_features(project, tmp_path / "X.npy", image_set="s", label="model")
+        import_features(project, tmp_path / "E.npy", image_set="s", label="human")
+        cfg = TransformConfig(
+            image_set="s",
+            model="model",
+            targets="embedding:human",
+            n_model_triplets=6000,
+            objective="soft",
+            lr=1e-2,
+            max_epochs=40,
+            search={"lam": [0.0, 10.0]},
+            n_splits=2,
+        )
+        run_job(fit_transform(project, cfg))
+        run = project.run("transform:teacher", arrays=False)
+        est, _ = stored_transform(project, "teacher")
+    assert run.summary["targets"] == "embedding:human"
+    assert "features:s:human" in run.inputs  # re-importing the embedding makes it stale
+    grid = run.summary["search"]["cv_results"]
+    assert len(grid["params"]) == 2 and run.summary["search"]["best_params"] in grid["params"]
+    zero_shot = oddone_correct(X, held, metric="cosine").mean()
+    aligned = oddone_correct(est.transform(X), held, metric="dot").mean()
+    assert aligned > zero_shot + 0.05
+
+
+def test_transform_with_vice_targets_from_judgments(tmp_path: Path) -> None:
+    from alignet_engine.align.human_models import EmbeddingHumanModel, sample_random_triplets
+    from alignet_engine.jobs import run_job
+
+    _, E = _planted(tmp_path, n=40)
+    rng = np.random.default_rng(2)
+    t = sample_random_triplets(len(E), 4000, random_state=3)
+    p = EmbeddingHumanModel(E).predict_proba(t)  # column 0: p(last item is odd)
+    choice = np.array([rng.choice(3, p=row) for row in p])
+    order = np.array([[0, 1, 2], [0, 2, 1], [1, 2, 0]])[choice]  # chosen odd one last
+    rows = np.take_along_axis(t, order, axis=1)
+    j = Judgments("oddone", rows, np.full(len(rows), -1))
+    with Project.create(tmp_path / "p.alignet") as project:
+        import_features(project, tmp_path / "X.npy", image_set="s", label="model")
+        project.write_judgments("human", j, image_set="s", params={})
+        cfg = TransformConfig(
+            image_set="s",
+            model="model",
+            judgments=("human",),
+            targets="vice",
+            vice_max_epochs=40,
+            n_model_triplets=3000,
+            max_epochs=5,
+        )
+        run_job(fit_transform(project, cfg))
+        run = project.run("transform:teacher")
+    assert run.summary["targets"] == "vice" and run.summary["vice_dims"] >= 1
+    assert run.summary["n_triplets"] == 3000
+    assert run.arrays["vice_loc"].shape[0] == 40
