@@ -120,6 +120,16 @@ def cmd_import_features(args: argparse.Namespace) -> dict[str, Any]:
     return {"run": f"features/{run_id}", "set": args.set, "label": args.name}
 
 
+def cmd_import_transform(args: argparse.Namespace) -> dict[str, Any]:
+    from alignet_engine.stages.imports import import_transform
+
+    with _project(args) as p:
+        run_id = import_transform(
+            p, args.file, image_set=args.set, model=args.model, name=args.name
+        )
+    return {"run": f"transform/{run_id}", "name": args.name}
+
+
 def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.config import ExtractConfig
     from alignet_engine.stages.features import extract
@@ -155,6 +165,7 @@ def cmd_fit_transform(args: argparse.Namespace) -> dict[str, Any]:
         vice_max_epochs=args.vice_max_epochs,
         search=_parse_grid(args.search) if args.search else None,
         n_splits=args.folds,
+        pool=args.pool,
         random_state=args.seed,
         name=args.name,
     )
@@ -323,6 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="label of the representation, e.g. clip-vit-b")
     p.add_argument("--key", help="array / dataset name inside npz, h5 or pt files")
 
+    p = command(
+        "import-transform",
+        cmd_import_transform,
+        "import a gLocal / thingsvision transform.npz (weights, bias, mean, std)",
+    )
+    p.add_argument("file")
+    p.add_argument("--set", required=True, help="image set whose features it applies to")
+    p.add_argument("--model", required=True, help="features label it applies to")
+    p.add_argument("--name", default="teacher")
+
     p = command("extract", cmd_extract, "extract penultimate-layer features of an image set")
     p.add_argument("--set", required=True)
     p.add_argument("--model", default="efficientnet_lite0")
@@ -376,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="grid search by object-disjoint CV, e.g. --search lam=0.01,0.1 lr=1e-3",
     )
     p.add_argument("--folds", type=int, default=3, help="folds of the grid search")
+    p.add_argument("--pool", help="image set for gLocal's local term (needs --alpha > 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="teacher")
 

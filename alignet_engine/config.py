@@ -109,6 +109,8 @@ class TransformConfig(StageConfig):
     vice_max_epochs: int = 1000
     search: dict[str, list[Any]] | None = None
     n_splits: int = 3
+    # Image set whose features (same model) feed gLocal's local-structure term (alpha > 0).
+    pool: str | None = None
     random_state: int = 0
     name: str = "teacher"
 
@@ -131,6 +133,8 @@ class TransformConfig(StageConfig):
                 "embedding:<features label>"
             )
         _positive(self, "n_model_triplets", "vice_max_epochs", "n_splits")
+        if self.alpha > 0 and self.pool is None:
+            raise ValueError("TransformConfig: alpha > 0 needs a pool image set for the local term")
         if self.search is not None and not self.search:
             raise ValueError("TransformConfig.search: give at least one parameter to search")
         _positive(self, "lr", "max_epochs", "batch_size", "tau")

@@ -137,3 +137,46 @@ def import_features(
         summary={"n": int(X.shape[0]), "dim": int(X.shape[1])},
     )
     return run_id
+
+
+def import_transform(
+    project: Project, path: str | Path, *, image_set: str, model: str, name: str = "teacher"
+) -> str:
+    """Import a gLocal / thingsvision ``transform.npz`` (weights, bias, mean, std) as the
+    transform ``name`` of ``model``'s features of ``image_set``; returns the run id."""
+    from alignet_engine.align import AffineTransform
+    from alignet_engine.stages.transform import STAGE, transform_slot
+
+    est = AffineTransform.load_npz(path)
+    X = project.run(features_slot(image_set, model), arrays=False)
+    if est.W_.shape[0] != X.summary["dim"]:
+        raise InputError(
+            f"the transform is {est.W_.shape[0]}-dimensional but the features of {model} on "
+            f"'{image_set}' have {X.summary['dim']} dimensions",
+            source=path,
+            field="weights",
+        )
+    params = {
+        "image_set": image_set,
+        "model": model,
+        "name": name,
+        "imported": True,
+        "source": str(Path(path).resolve()),
+        "similarity": est.similarity,
+        "standardize": est.standardize,
+    }
+    run_id = project.begin_job(STAGE, params)
+    project.write_run(
+        STAGE,
+        run_id,
+        slot=transform_slot(name),
+        params=params,
+        arrays={k: np.asarray(v) for k, v in est.to_arrays().items()},
+        inputs={features_slot(image_set, model): f"{X.stage}/{X.run_id}"},
+        summary={
+            "imported": True,
+            "temperature": float(est.temperature_),
+            "dim": int(est.W_.shape[0]),
+        },
+    )
+    return run_id

@@ -138,6 +138,10 @@ def fit_transform(
 
     def body(run_id: str) -> Job[str]:
         X, feat_ref = stored_features(project, config.image_set, config.model)
+        pool, pool_inputs = None, {}
+        if config.pool is not None:
+            pool, pool_ref = stored_features(project, config.pool, config.model)
+            pool_inputs = {features_slot(config.pool, config.model): pool_ref}
         rows = yield from _training_rows(project, config, len(X), control)
         yield Message(
             STAGE,
@@ -166,7 +170,10 @@ def fit_transform(
                 base_params=params,
                 random_state=config.random_state,
             )
-            for step in search.iter_fit(X, rows.triplets, kind=rows.kind, targets=rows.targets):
+            steps = search.iter_fit(
+                X, rows.triplets, kind=rows.kind, targets=rows.targets, pool=pool
+            )
+            for step in steps:
                 control.check()
                 if throttle():
                     what = "refit" if step.refit else f"setting {step.setting}/{step.n_settings}"
@@ -183,7 +190,8 @@ def fit_transform(
             }
         else:
             est = AffineTransform(random_state=config.random_state, **params)
-            for epoch in est.iter_fit(X, rows.triplets, kind=rows.kind, targets=rows.targets):
+            epochs = est.iter_fit(X, rows.triplets, kind=rows.kind, targets=rows.targets, pool=pool)
+            for epoch in epochs:
                 control.check()
                 if throttle():
                     yield Progress(
@@ -217,7 +225,11 @@ def fit_transform(
             }
         )
         slot = transform_slot(config.name)
-        inputs = {features_slot(config.image_set, config.model): feat_ref, **rows.inputs}
+        inputs = {
+            features_slot(config.image_set, config.model): feat_ref,
+            **pool_inputs,
+            **rows.inputs,
+        }
         project.write_run(
             STAGE,
             run_id,

@@ -210,3 +210,82 @@ def test_transform_with_vice_targets_from_judgments(tmp_path: Path) -> None:
     assert run.summary["targets"] == "vice" and run.summary["vice_dims"] >= 1
     assert run.summary["n_triplets"] == 3000
     assert run.arrays["vice_loc"].shape[0] == 40
+
+
+def test_transform_npz_round_trip_and_local_term_with_a_pool(tmp_path: Path, cli) -> None:
+    from alignet_engine.align.human_models import EmbeddingHumanModel, sample_random_triplets
+
+    _, E = _planted(tmp_path)
+    t = sample_random_triplets(len(E), 2000, random_state=1)
+    p = EmbeddingHumanModel(E).predict_proba(t)
+    rows = t[p[:, 0] > 0.5]
+    np.save(tmp_path / "j.npy", rows)
+    project = str(tmp_path / "p.alignet")
+    cli("new", project)
+    cli("import-features", project, str(tmp_path / "X.npy"), "--set", "s", "--name", "m")
+    cli("import-features", project, str(tmp_path / "X.npy"), "--set", "pool", "--name", "m")
+    cli(
+        "import-judgments",
+        project,
+        str(tmp_path / "j.npy"),
+        "--format",
+        "oddone-npy",
+        "--set",
+        "s",
+        "--name",
+        "j",
+    )
+    fitted = cli(
+        "fit-transform",
+        project,
+        "--set",
+        "s",
+        "--model",
+        "m",
+        "--judgments",
+        "j",
+        "--objective",
+        "hard",
+        "--alpha",
+        "0.1",
+        "--pool",
+        "pool",
+        "--max-epochs",
+        "5",
+    )
+    assert fitted["kind"] == "oddone"
+    with Project.open(project, readonly=True) as proj:
+        assert "features:pool:m" in proj.run("transform:teacher", arrays=False).inputs
+    cli("export", project, "--out", str(tmp_path / "out"), "--what", "transform")
+    cli(
+        "import-transform",
+        project,
+        str(tmp_path / "out" / "transform.npz"),
+        "--set",
+        "s",
+        "--model",
+        "m",
+        "--name",
+        "copy",
+    )
+    a = cli(
+        "evaluate",
+        project,
+        "--set",
+        "s",
+        "--model",
+        "m",
+        "--judgments",
+        "j",
+        "--transform",
+        "teacher",
+    )
+    b = cli(
+        "evaluate", project, "--set", "s", "--model", "m", "--judgments", "j", "--transform", "copy"
+    )
+    assert a["accuracy"] == pytest.approx(b["accuracy"])
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, weights=np.eye(3), bias=np.zeros(3), mean=0.0, std=1.0)
+    from alignet_engine.cli import main
+
+    assert main(["import-transform", project, str(bad), "--set", "s", "--model", "m"]) == 2
