@@ -336,10 +336,26 @@ def _kmeans_torch(
         labels, mind = assign(C)
         inertia = float(mind.double().sum())
         logger.debug("torch k-means run %d: %d iterations, inertia %.6g", run, n_iter, inertia)
-        if best is None or inertia < best[2]:
+        # On CUDA, index_add_ sums in a non-deterministic order, so two restarts that find the
+        # same partition differ in the last bits of their inertia; only a clear improvement may
+        # replace the earlier run, or the same seed could return differently numbered labels.
+        if best is None or inertia < best[2] * (1.0 - 1e-6):
             best = (labels, C, inertia)
     assert best is not None
     labels, C, inertia = best
+    # Number clusters by their first member, so equal partitions get equal labels.
+    _, first = np.unique(labels.cpu().numpy(), return_index=True)
+    order = torch.as_tensor(np.argsort(np.argsort(first)), device=dev)
+    present = torch.as_tensor(np.unique(labels.cpu().numpy()), device=dev)
+    relabel = torch.arange(k, device=dev)
+    relabel[present] = order
+    unused = sorted(set(range(k)) - set(present.tolist()))
+    relabel[torch.as_tensor(unused, dtype=torch.int64, device=dev)] = torch.arange(
+        len(present), k, device=dev
+    )
+    inverse = torch.empty_like(relabel)
+    inverse[relabel] = torch.arange(k, device=dev)
+    labels, C = relabel[labels], C[inverse]
     return (
         labels.cpu().numpy().astype(np.int64),
         C.cpu().numpy().astype(np.float32),
