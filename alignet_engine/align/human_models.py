@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Generator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -41,6 +40,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from alignet_engine.align.metrics import check_features, check_triplets
 from alignet_engine.errors import AlignetError, InputError
+from alignet_engine.models.devices import torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -100,22 +100,6 @@ def _bh_rejections(p: np.ndarray, alpha: float) -> np.ndarray:
     ranks = np.arange(1, n + 1, dtype=np.float64)[:, None]
     below = ps <= alpha * ranks / n
     return np.where(below, ranks, 0.0).max(axis=0).astype(np.int64)
-
-
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (None: leave the setting alone)."""
-    import torch
-
-    old = torch.get_num_threads()
-    if n is None or n == old:
-        yield
-        return
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,7 +360,7 @@ class VICE(BaseEstimator):
         for epoch in range(1, int(self.max_epochs) + 1):
             loss_sum = nll_sum = comp_sum = 0.0
             correct = 0
-            with _torch_threads(self.n_threads):
+            with torch_threads(self.n_threads):
                 order = torch.randperm(t, generator=gen)
                 for s in range(0, t, bs):
                     rows = trip_t[order[s : s + bs]]

@@ -89,8 +89,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Generator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -104,6 +103,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from alignet_engine.align.metrics import check_features, check_triplets, pair_similarities
 from alignet_engine.errors import InputError
+from alignet_engine.models.devices import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -128,20 +128,6 @@ _GATHER_CHUNK = 1024
 # Backward of the all-items step: below this width, scattering gathered rows with index_add_
 # is faster than the sparse (n, n) product; above it, the sparse product (measured on CPU).
 _SPARSE_MIN_DIM = 128
-
-
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (None: leave the setting alone)."""
-    old = torch.get_num_threads()
-    if n is None or n == old:
-        yield
-        return
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _use_gram(n: int, d: int, n_pairs: int) -> bool:
@@ -513,7 +499,7 @@ class AffineTransform(BaseEstimator):
         cosine = self.similarity == "cosine"
         Xt = torch.from_numpy(Xs)
         trip_t = torch.from_numpy(trip)
-        with _torch_threads(self.n_threads):
+        with torch_threads(self.n_threads):
             Z0 = F.normalize(Xt, dim=1) if cosine else Xt
             log_t0 = self._init_log_temperature(Z0, trip_t, k, tg, train_rows)
 
@@ -621,7 +607,7 @@ class AffineTransform(BaseEstimator):
             return total / rows.size
 
         monitor_val = val_rows.size > 0
-        with _torch_threads(self.n_threads):
+        with torch_threads(self.n_threads):
             best = eval_loss(val_rows if monitor_val else train_rows)
         init_loss = best
         best_state = [p.detach().clone() for p in params]
@@ -637,7 +623,7 @@ class AffineTransform(BaseEstimator):
         pen_scale = (lambda: 1.0) if cosine else log_t.exp
         epoch = 0
         for epoch in range(1, int(self.max_epochs) + 1):
-            with _torch_threads(self.n_threads):
+            with torch_threads(self.n_threads):
                 order = train_t[torch.randperm(train_t.numel(), generator=gen)]
                 tr_sum, loc_sum, n_steps = 0.0, 0.0, 0
                 for s in range(0, order.numel(), bs):

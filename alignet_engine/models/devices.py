@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -114,3 +116,21 @@ def set_cpu_threads(n: int | None) -> int:
         torch.set_num_threads(n)
         logger.info("PyTorch CPU threads set to %d", n)
     return torch.get_num_threads()
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the old setting.
+
+    ``None`` leaves the setting alone. Small fits run faster on one thread when other work
+    shares the cores, and a GUI keeps a core for its event loop.
+    """
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
