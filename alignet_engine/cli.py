@@ -174,15 +174,21 @@ def cmd_fit_transform(args: argparse.Namespace) -> dict[str, Any]:
 
 def _parse_grid(items: list[str]) -> dict[str, list[Any]]:
     """``["lam=0.01,0.1", "lr=1e-3"]`` → ``{"lam": [0.01, 0.1], "lr": [0.001]}``."""
+
+    def value(text: str) -> Any:
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
     grid: dict[str, list[Any]] = {}
     for item in items:
         name, _, values = item.partition("=")
-        if not name or not values:
+        if not name.strip() or not values.strip():
             raise InputError(f"--search {item!r}: write NAME=V1,V2,…", field="search")
-        grid[name.strip()] = [
-            json.loads(v) if v.strip()[:1].isdigit() or v.strip()[:1] in "-." else v.strip()
-            for v in values.split(",")
-        ]
+        grid[name.strip()] = [value(v.strip()) for v in values.split(",")]
     return grid
 
 

@@ -213,3 +213,13 @@ def test_rsa_against_a_per_subject_matrix(tmp_path: Path, cli) -> None:
     assert ceiling["n_subjects"] == 4 and ceiling["lower"] < ceiling["upper"] <= 1.0
     # The features are a noisy copy of what the subjects rated: below the ceiling, above 0.
     assert 0.1 < result["spearman"] < ceiling["upper"]
+
+
+def test_search_grid_argument_is_parsed_into_numbers_and_names() -> None:
+    from alignet_engine.cli import _parse_grid
+    from alignet_engine.errors import InputError
+
+    grid = _parse_grid(["lam=.5,1,1e-3", "standardize=scalar,perdim"])
+    assert grid == {"lam": [0.5, 1, 0.001], "standardize": ["scalar", "perdim"]}
+    with pytest.raises(InputError, match="NAME=V1,V2"):
+        _parse_grid(["lam"])
