@@ -280,6 +280,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     from alignet_engine.align.triplet_sampling import STRATEGIES
+    from alignet_engine.stages.export import EXPORTABLE
     from alignet_engine.stages.imports import JUDGMENT_FORMATS
 
     parser = argparse.ArgumentParser(
@@ -483,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--what",
         nargs="+",
         default=["student", "transform", "triplets"],
-        choices=("student", "transform", "triplets"),
+        choices=EXPORTABLE,
+        help="student: safetensors + JSON + model card; torchscript, onnx: also those "
+        "(checked against torch); transform: transform.npz; triplets: AligNet npz",
     )
 
     p = command(

@@ -16,12 +16,18 @@ import numpy as np
 
 from alignet_engine import __version__
 from alignet_engine.align import save_alignet_npz
+from alignet_engine.export_model import (
+    export_onnx,
+    export_torchscript,
+    load_aligned_model,
+    write_model_card,
+)
 from alignet_engine.stages.distill import SLOT as DISTILL_SLOT
 from alignet_engine.stages.transform import stored_transform
 from alignet_engine.stages.triplets import SLOT as TRIPLET_SLOT
 from alignet_engine.store import Project
 
-EXPORTABLE = ("student", "transform", "triplets")
+EXPORTABLE = ("student", "torchscript", "onnx", "transform", "triplets")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -55,7 +61,31 @@ def export_student(project: Project, out_dir: Path) -> dict[str, str]:
     }
     cfg = out_dir / "student.json"
     _atomic_write_text(cfg, json.dumps(config, indent=2, sort_keys=True))
-    return {"weights": str(weights), "config": str(cfg)}
+    metrics = {
+        f"{r.params['model']} on {r.params.get('judgments') or r.params.get('matrix')}": {
+            k: r.summary[k]
+            for k in ("accuracy", "ci_low", "ci_high", "spearman", "n")
+            if k in r.summary
+        }
+        for r in project.runs("evaluate")
+        if r.params.get("model", "").endswith("+distilled")
+    }
+    card = write_model_card(out_dir, config, metrics or None)
+    return {"weights": str(weights), "config": str(cfg), "model_card": str(card)}
+
+
+def export_compiled(project: Project, out_dir: Path, formats: tuple[str, ...]) -> dict[str, str]:
+    """TorchScript and / or ONNX (opset 17) files of the exported student, each checked
+    against the eager model (export_model raises if they disagree)."""
+    model = load_aligned_model(out_dir)
+    files: dict[str, str] = {}
+    if "torchscript" in formats:
+        files["torchscript"] = str(export_torchscript(model, out_dir / "student.torchscript.pt"))
+    if "onnx" in formats:
+        onnx = export_onnx(model, out_dir / "student.onnx")
+        files["onnx"] = str(onnx["path"])
+        files["onnx_max_abs_diff"] = f"{onnx['max_abs_diff']:.3g}"
+    return files
 
 
 def export_transform(project: Project, out_dir: Path, name: str = "teacher") -> dict[str, str]:
@@ -91,8 +121,9 @@ def export(
     if unknown:
         raise ValueError(f"cannot export {sorted(unknown)}; choose from {EXPORTABLE}")
     files: dict[str, str] = {}
-    if "student" in what:
+    if {"student", "torchscript", "onnx"} & set(what):
         files.update(export_student(project, out_dir))
+        files.update(export_compiled(project, out_dir, what))
     if "transform" in what:
         files.update(export_transform(project, out_dir))
     if "triplets" in what:

@@ -75,6 +75,23 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, cli) -> None:
         assert np.all(sims[:, 2] <= sims[:, 0]) and np.all(sims[:, 2] <= sims[:, 1])
         assert npz["filenames"].shape == npz["indices"].shape
 
+    assert "architecture" in Path(files["model_card"]).read_text()
+
+    # The exported student, loaded as a user would, reproduces the distilled features the
+    # pipeline stored; TorchScript and ONNX exports are checked against it.
+    from alignet_engine.export_model import load_aligned_model
+
+    with h5py.File(project, "r") as f:
+        distilled = f[f["current"].attrs["features:stimuli:efficientnet_lite0+distilled"]]["X"][()]
+        paths = f["data/imagesets/stimuli/paths"].asstr()[:5]
+    student = load_aligned_model(Path(files["weights"]).parent)
+    np.testing.assert_allclose(student.embed(list(paths)), distilled[:5], atol=1e-4)
+    compiled = cli(
+        "export", str(project), "--out", str(tmp_path / "compiled"), "--what", "torchscript", "onnx"
+    )["files"]
+    assert Path(compiled["torchscript"]).is_file() and Path(compiled["onnx"]).is_file()
+    assert float(compiled["onnx_max_abs_diff"]) < 1e-3
+
     # Re-fitting the transform makes everything downstream of it stale.
     cli(
         "fit-transform",
