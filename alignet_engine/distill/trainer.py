@@ -51,8 +51,23 @@ import torch
 from torch import nn
 
 from alignet_engine.errors import AlignetError, InputError
-from alignet_engine.jobs import Job, JobControl, LossBatch, Message, Progress, Throttle
+from alignet_engine.jobs import (
+    Cancelled,
+    Job,
+    JobControl,
+    LossBatch,
+    Message,
+    Progress,
+    Throttle,
+)
 
+from .checkpoint import (
+    CheckpointWriteError,
+    TrainingCheckpoint,
+    data_digest,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .losses import (
     contrastive_triplet_loss,
     jsd_triplet_loss,
@@ -118,6 +133,9 @@ class DistillConfig:
     channels_last : True trains in the channels-last memory layout (4-D weights and image
         batches). Same numbers up to float rounding; on this project's 2-core CPU it made an
         EfficientNet-Lite0 step about 1.6× faster. The module keeps that layout afterwards.
+    checkpoint_every : write a training checkpoint every this many steps when
+        :func:`distill` is given a ``checkpoint_path``; 0 = no periodic checkpoints (the
+        end-of-run and on-cancel checkpoints are still written).
     """
 
     steps: int = 300
@@ -138,6 +156,7 @@ class DistillConfig:
     train_bn: bool = False
     augment: bool = False
     channels_last: bool = True
+    checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -166,6 +185,7 @@ class DistillConfig:
             ("seed", 0),
             ("val_every", 0),
             ("eval_batch_size", 1),
+            ("checkpoint_every", 0),
         ):
             value = getattr(self, name)
             if not is_int(value) or value < low:
@@ -334,14 +354,28 @@ def _check_triplets(
     return triplets.astype(np.int64, copy=False), sims.astype(np.float32, copy=False)
 
 
-def _batches(m: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Endless stream of ``batch_size`` triplet rows: epochs of fresh permutations."""
-    buffer = np.empty(0, dtype=np.int64)
-    while True:
-        while buffer.size < batch_size:
-            buffer = np.concatenate([buffer, rng.permutation(m)])
-        yield buffer[:batch_size]
-        buffer = buffer[batch_size:]
+class _TripletSampler:
+    """Endless stream of ``batch_size`` triplet rows: epochs of fresh permutations.
+
+    A class rather than a generator so that its whole state — the numpy generator *and* the
+    rest of the current permutation — can be saved in a checkpoint and restored exactly.
+    """
+
+    def __init__(self, m: int, batch_size: int, rng: np.random.Generator) -> None:
+        self.m = m
+        self.batch_size = batch_size
+        self.rng = rng
+        self.buffer = np.empty(0, dtype=np.int64)
+
+    def __next__(self) -> np.ndarray:
+        while self.buffer.size < self.batch_size:
+            self.buffer = np.concatenate([self.buffer, self.rng.permutation(self.m)])
+        rows = self.buffer[: self.batch_size]
+        self.buffer = self.buffer[self.batch_size :]
+        return rows
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self
 
 
 def _set_mode(module: nn.Module, *, train: bool, train_bn: bool) -> None:
@@ -398,6 +432,13 @@ def _triplet_loss(
 # the job
 
 
+#: settings a resumed run may change because they do not touch the training trajectory
+#: (``steps`` is checked apart: it may grow, to extend a finished or interrupted run)
+_RESUME_FREE = frozenset(
+    {"steps", "checkpoint_every", "log_every_s", "val_every", "eval_batch_size"}
+)
+
+
 def distill(
     feature_fn: nn.Module,
     images: ImageSource,
@@ -408,10 +449,13 @@ def distill(
     device: torch.device | str | None = None,
     control: JobControl | None = None,
     val: tuple[np.ndarray, np.ndarray] | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    resume_from: str | os.PathLike[str] | None = None,
 ) -> Job[DistillResult]:
     """Fine-tune ``feature_fn`` in place so its triplet similarities match the teacher's.
 
-    Arguments are checked when ``distill`` is called; the returned generator does the work.
+    Arguments are checked when ``distill`` is called (a ``resume_from`` checkpoint is read and
+    checked then too); the returned generator does the work.
 
     Parameters
     ----------
@@ -431,6 +475,21 @@ def distill(
     val : optional held-out ``(triplets (v, 3) int, sims (v, 3) float)``; its agreement with
         the teacher's odd one out (and loss) is measured before training, every
         ``config.val_every`` steps and after the last step.
+    checkpoint_path : file holding the run's training checkpoint (see
+        :mod:`alignet_engine.distill.checkpoint`; its folder must exist), replaced atomically
+        every ``config.checkpoint_every`` steps, after the last step, and when the job is
+        cancelled at a step boundary. None = no checkpoints.
+    resume_from : a checkpoint of an earlier run (often the same file as
+        ``checkpoint_path``). Its weights are loaded into ``feature_fn`` (same architecture;
+        its own weights are ignored), and θ₀, the Adam state, the sampler and torch RNG
+        states and the history are restored; training continues at step ``steps_done + 1``.
+        With the same ``config``, device and thread count the loss curve and weights are
+        bitwise those of an uninterrupted run. ``config`` must equal the checkpoint's except
+        for ``log_every_s``, ``val_every``, ``eval_batch_size`` and ``checkpoint_every``, and
+        ``steps``, which may be *increased* to extend training: the cosine schedule then
+        follows the new ``steps`` from the resumed step on, which is **not** the curve of a
+        run planned with the new ``steps`` from the start (its decay would have been slower
+        from the first step). The images are not checked; pass the same pool.
 
     Yields
     ------
@@ -443,20 +502,29 @@ def distill(
         ``stage="distill"``; training points (values ``loss``, ``triplet``, ``agreement``,
         ``lr``, ``grad_norm``, ``drift``; every step is in exactly one batch) at most every
         ``config.log_every_s`` s plus a final flush; validation points in their own batches
-        (values ``val_agreement``, ``val_loss``). All arrays are numpy copies.
+        (values ``val_agreement``, ``val_loss``). All arrays are numpy copies. A resumed run
+        first yields the restored points (one training and one validation batch), so a
+        fresh plot shows the whole curve.
 
     Returns
     -------
     DistillResult
+        A resumed run's history holds the whole run, restored steps included.
 
     Raises
     ------
     InputError
-        Malformed triplets, similarities, images or features.
+        Malformed triplets, similarities, images or features; an unreadable ``resume_from``
+        checkpoint, or one whose settings (the differing fields are named), triplets or
+        parameters do not match.
     jobs.Cancelled
-        ``control.cancel()`` was called; raised at the next step boundary.
+        ``control.cancel()`` was called; raised at the next step boundary (after saving a
+        checkpoint when ``checkpoint_path`` is given).
     DistillDivergedError
         The loss became non-finite.
+    CheckpointWriteError
+        A checkpoint could not be written (e.g. the disk is full); training stops, and the
+        previous checkpoint at ``checkpoint_path`` is kept.
     """
     if not isinstance(config, DistillConfig):
         raise TypeError(f"config must be a DistillConfig; got {type(config).__name__}")
@@ -477,6 +545,24 @@ def distill(
     val_data = None
     if val is not None:
         val_data = _check_triplets(val[0], val[1], source.count, "validation triplets")
+    digest = ""
+    if checkpoint_path is not None or resume_from is not None:
+        digest = data_digest(triplets, teacher_sims)
+    if checkpoint_path is not None:
+        checkpoint_path = Path(checkpoint_path)
+        if not checkpoint_path.parent.is_dir():
+            raise InputError(
+                "the checkpoint's folder does not exist", source=checkpoint_path.parent
+            )
+    resume = None
+    if resume_from is not None:
+        resume = load_checkpoint(resume_from)
+        _check_resume(resume, Path(resume_from), feature_fn, config, digest)
+    # the checkpoint being resumed is the "last good" one only if later ones replace it
+    last_saved = None
+    if resume is not None and resume_from is not None and checkpoint_path is not None:
+        same = Path(resume_from).resolve() == checkpoint_path.resolve()
+        last_saved = resume.steps_done if same else None
     return _distill_job(
         feature_fn,
         source,
@@ -486,7 +572,77 @@ def distill(
         device,
         control or JobControl(),
         val_data,
+        _Checkpointing(checkpoint_path, resume, last_saved, digest),
     )
+
+
+@dataclass
+class _Checkpointing:
+    """Where the job saves checkpoints, what it resumes from and the last step saved."""
+
+    path: Path | None
+    resume: TrainingCheckpoint | None
+    last_saved: int | None
+    data_sha256: str
+
+
+def _check_resume(
+    resume: TrainingCheckpoint,
+    path: Path,
+    feature_fn: nn.Module,
+    config: DistillConfig,
+    digest: str,
+) -> None:
+    """Raise :class:`InputError` unless ``resume`` can continue with these arguments."""
+    try:
+        saved = DistillConfig.from_dict(resume.config)
+    except InputError as exc:
+        raise InputError(f"the checkpoint's settings are unreadable ({exc})", source=path) from exc
+    if resume.steps_done > config.steps:
+        raise InputError(
+            f"the checkpoint has already made {resume.steps_done} steps, more than the "
+            f"{config.steps} asked for; steps may only be kept or increased on resume",
+            source=path,
+            field="steps",
+        )
+    differences = [
+        (f.name, getattr(saved, f.name), getattr(config, f.name))
+        for f in dataclasses.fields(DistillConfig)
+        if f.name not in _RESUME_FREE and getattr(saved, f.name) != getattr(config, f.name)
+    ]
+    if config.steps < saved.steps:
+        differences.insert(0, ("steps", saved.steps, config.steps))
+    if differences:
+        listed = "; ".join(
+            f"{name} {old!r} in the checkpoint, {new!r} now" for name, old, new in differences
+        )
+        raise InputError(
+            f"cannot resume: the checkpoint was trained with other settings ({listed}). Resume "
+            "with the checkpoint's settings (steps may be increased) or start a new run",
+            source=path,
+            field=", ".join(name for name, _, _ in differences),
+        )
+    if resume.data_sha256 != digest:
+        raise InputError(
+            "cannot resume: the triplets or teacher similarities differ from those the "
+            "checkpoint was trained on",
+            source=path,
+            field="triplets",
+        )
+    trainable = [n for n, p in feature_fn.named_parameters() if p.requires_grad]
+    expected = {k: tuple(v.shape) for k, v in feature_fn.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in resume.model.items()}
+    if set(trainable) != set(resume.init) or expected != found:
+        missing = sorted(set(expected) - set(found))[:3]
+        unexpected = sorted(set(found) - set(expected))[:3]
+        reshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])[:3]
+        raise InputError(
+            "cannot resume: the checkpoint's weights do not fit feature_fn (a different "
+            f"architecture?); missing {missing}, unexpected {unexpected}, other shapes "
+            f"{reshaped}, or other trainable parameters",
+            source=path,
+            field="feature_fn",
+        )
 
 
 def _distill_job(
@@ -498,14 +654,25 @@ def _distill_job(
     device: torch.device,
     control: JobControl,
     val: tuple[np.ndarray, np.ndarray] | None,
+    ckpt: _Checkpointing | None = None,
 ) -> Job[DistillResult]:
     start = time.monotonic()
+    ckpt = ckpt or _Checkpointing(None, None, None, "")
+    resume = ckpt.resume
     modes = {module: module.training for module in feature_fn.modules()}
     feature_fn.to(device)
     if config.channels_last:
         feature_fn.to(memory_format=torch.channels_last)
-    params = [p for p in feature_fn.parameters() if p.requires_grad]
-    inits = [p.detach().clone() for p in params]
+    named = [(n, p) for n, p in feature_fn.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    if resume is None:
+        inits = [p.detach().clone() for p in params]
+    else:
+        with torch.no_grad():
+            feature_fn.load_state_dict(resume.model)
+        # empty_like keeps each parameter's memory layout (channels-last): a resumed run then
+        # does its elementwise arithmetic on the same layouts as the uninterrupted one
+        inits = [torch.empty_like(p).copy_(resume.init[n]) for n, p in named]
     init_norm = _global_norm(inits) or 1.0
 
     rng = np.random.default_rng(config.seed)
@@ -515,7 +682,7 @@ def _distill_job(
     # a copy (torch.tensor, not from_numpy): the caller's arrays may be read-only
     teacher_sims = torch.tensor(teacher_sims_np, device=device)
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
-    batches = _batches(len(triplets), config.batch_size, rng)
+    batches = _TripletSampler(len(triplets), config.batch_size, rng)
     throttle = Throttle(config.log_every_s)
 
     names = ("loss", "triplet", "agreement", "lr", "grad_norm", "drift")
@@ -524,6 +691,27 @@ def _distill_job(
     pending = 0  # history points not yet yielded in a LossBatch
     step = 0
     progress_done = -1  # the last step reported in a Progress event
+
+    if resume is not None:
+        rng.bit_generator.state = resume.sampler_state
+        batches.buffer = np.array(resume.sampler_buffer, dtype=np.int64)
+        torch.set_rng_state(resume.torch_rng)
+        flip_gen.set_state(resume.flip_rng)
+        if device.type == "cuda" and resume.cuda_rng is not None:
+            torch.cuda.set_rng_state(resume.cuda_rng, device)
+        for name, param in named:
+            saved = resume.optimizer.get(name)
+            if saved:  # absent for a parameter that never had a gradient
+                # "step" stays a CPU scalar as Adam keeps it; moments take the param's layout
+                optimizer.state[param] = {
+                    key: value.clone() if key == "step" else torch.empty_like(param).copy_(value)
+                    for key, value in saved.items()
+                }
+        for store in (history, val_history):
+            for name in store:
+                if name in resume.history:
+                    store[name] = resume.history[name].tolist()
+        step = resume.steps_done
 
     def flush() -> LossBatch:
         nonlocal pending
@@ -552,22 +740,85 @@ def _distill_job(
             {"val_agreement": np.asarray([agreement]), "val_loss": np.asarray([loss])},
         )
 
-    try:
-        text = (
-            f"distilling {len(triplets)} triplets: {config.steps} steps of {config.batch_size} "
-            f"triplets, {config.loss} loss, lr {config.lr:g}, λ {config.weight_decay_to_init:g}, "
-            f"on {device}"
+    def save(done: int) -> None:
+        """Checkpoint the state after step ``done`` (the caller guarantees it is complete)."""
+        assert ckpt.path is not None
+        state = TrainingCheckpoint(
+            steps_done=done,
+            config=config.to_dict(),
+            model=feature_fn.state_dict(),
+            init={name: init for (name, _), init in zip(named, inits, strict=True)},
+            optimizer={
+                name: {k: v for k, v in optimizer.state[p].items() if isinstance(v, torch.Tensor)}
+                for name, p in named
+                if p in optimizer.state
+            },
+            sampler_state=dict(rng.bit_generator.state),
+            sampler_buffer=batches.buffer,
+            torch_rng=torch.get_rng_state(),
+            flip_rng=flip_gen.get_state(),
+            cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            history={k: np.asarray(v) for k, v in {**history, **val_history}.items()},
+            data_sha256=ckpt.data_sha256,
         )
+        try:
+            save_checkpoint(ckpt.path, state)
+        except CheckpointWriteError as exc:
+            kept = (
+                f"the last good checkpoint (step {ckpt.last_saved}) is kept there"
+                if ckpt.last_saved is not None
+                else "no earlier checkpoint of this run was written"
+            )
+            raise CheckpointWriteError(
+                f"{exc}; training stopped, {kept}", path=exc.path, errno=exc.errno
+            ) from exc
+        ckpt.last_saved = done
+
+    try:
+        first = step + 1
+        if resume is None:
+            text = (
+                f"distilling {len(triplets)} triplets: {config.steps} steps of "
+                f"{config.batch_size} triplets, {config.loss} loss, lr {config.lr:g}, "
+                f"λ {config.weight_decay_to_init:g}, on {device}"
+            )
+        else:
+            text = (
+                f"resuming distillation of {len(triplets)} triplets at step {first} of "
+                f"{config.steps} on {device}"
+            )
         logger.info(text)
         yield Message(STAGE, text)
         yield progress()
         _set_mode(feature_fn, train=True, train_bn=config.train_bn)
-        if val is not None:
+        if resume is not None:
+            if history["step"]:
+                yield LossBatch(
+                    STAGE,
+                    np.asarray(history["step"], dtype=np.int64),
+                    {n: np.asarray(history[n], dtype=np.float64) for n in names},
+                )
+            if val_history["val_step"]:
+                yield LossBatch(
+                    STAGE,
+                    np.asarray(val_history["val_step"], dtype=np.int64),
+                    {
+                        n: np.asarray(val_history[n], dtype=np.float64)
+                        for n in ("val_agreement", "val_loss")
+                    },
+                )
+        elif val is not None:
             control.check()
             yield validate_now()
 
-        for step in range(1, config.steps + 1):  # validate_now reads `step` too
-            control.check()
+        for step in range(first, config.steps + 1):  # validate_now reads `step` too
+            try:
+                control.check()
+            except Cancelled:
+                # step - 1 is complete (its validation too): keep it so the run can resume
+                if ckpt.path is not None and step > 1 and ckpt.last_saved != step - 1:
+                    save(step - 1)
+                raise
             rows = next(batches)
             batch_triplets = triplets[rows]
             batch_teacher = teacher_sims[torch.from_numpy(rows).to(device)]
@@ -620,15 +871,24 @@ def _distill_job(
             if throttle():
                 yield flush()
                 yield progress()
-            # the last step's validation comes after the final flush, below
-            due = config.val_every and step % config.val_every == 0 and step != config.steps
+            # the last step's validation (and checkpoint) come after the final flush, below
+            last = step == config.steps
+            due = config.val_every and step % config.val_every == 0 and not last
             if val is not None and due:
                 yield validate_now()
+            every = config.checkpoint_every
+            if ckpt.path is not None and every and step % every == 0 and not last:
+                save(step)
 
         if pending:
             yield flush()
-        if val is not None:
+        # a run resumed from its final checkpoint already has the last validation point
+        if val is not None and not (
+            val_history["val_step"] and val_history["val_step"][-1] == step
+        ):
             yield validate_now()
+        if ckpt.path is not None and ckpt.last_saved != step:
+            save(step)
         if progress_done != step:
             yield progress()
     finally:
@@ -644,11 +904,12 @@ def _distill_job(
         result_history["val_step"] = np.asarray(val_history["val_step"], dtype=np.int64)
         result_history["val_agreement"] = np.asarray(val_history["val_agreement"])
         result_history["val_loss"] = np.asarray(val_history["val_loss"])
+    done = f"{config.steps} steps" if first == 1 else f"steps {first}–{config.steps}"
     summary = (
-        f"distilled {config.steps} steps in {seconds:.1f} s; last loss "
+        f"distilled {done} in {seconds:.1f} s; last loss "
         f"{result_history['loss'][-1]:.4f}, drift {result_history['drift'][-1]:.2e}"
     )
-    if val is not None:
+    if val is not None and len(result_history["val_agreement"]):
         summary += (
             f", val agreement {result_history['val_agreement'][0]:.3f} → "
             f"{result_history['val_agreement'][-1]:.3f}"

@@ -1,0 +1,282 @@
+"""Training checkpoints of the distillation job: everything needed to continue a run exactly.
+
+A checkpoint is **one** safetensors file, so that replacing it is a single atomic
+``os.replace`` (a JSON sidecar would need a second rename, and a crash between the two would
+pair the tensors of one step with the scalars of another). Layout:
+
+Tensors
+    ``model/<key>``
+        ``feature_fn.state_dict()`` (parameters *and* buffers) after ``steps_done`` steps.
+    ``init/<name>``
+        θ₀, the anchor of the decay-to-init, for each trainable parameter (by
+        ``named_parameters`` name). Saved in every checkpoint: it is the weights at the
+        start of the *original* run, which a resumed run cannot rebuild from its module.
+    ``adam/<state key>/<name>``
+        Adam's per-parameter state (``exp_avg``, ``exp_avg_sq``, ``step``) as torch keeps it.
+    ``sampler/buffer``
+        int64, the rest of the current triplet permutation not yet drawn.
+    ``rng/torch``, ``rng/flip``, ``rng/cuda`` (optional)
+        uint8 states of torch's global CPU generator (dropout on CPU), of the augmentation
+        flip generator, and of the training CUDA device's generator.
+    ``history/<name>``
+        the per-step curves so far (``step`` int64, the rest float64) and the validation
+        curves (``val_step`` int64, ``val_agreement``, ``val_loss`` float64).
+
+Header metadata (all strings)
+    ``format`` = ``"alignet-distill-checkpoint"``, ``format_version`` = ``"1"`` and
+    ``state``: JSON with ``steps_done``, ``config`` (``DistillConfig.to_dict()``),
+    ``sampler_bit_generator`` (numpy ``Generator.bit_generator.state``; its 128-bit integers
+    are exact in JSON), ``data_sha256`` (of the training triplets and similarities) and
+    ``torch_version``.
+
+The learning-rate schedule needs no state of its own: it is a function of the step and the
+configuration.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from alignet_engine.errors import AlignetError, InputError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "alignet-distill-checkpoint"
+CHECKPOINT_FORMAT_VERSION = "1"
+
+#: names of the history arrays stored with integer dtype; the others are float64
+_INT_HISTORY = ("step", "val_step")
+
+# a module-level name, not ``safetensors.torch.save_file`` at the call site, so a test can
+# replace it with a writer that fails half-way (a full disk) without touching safetensors
+_save_file = save_file
+
+
+class CheckpointWriteError(AlignetError):
+    """A training checkpoint could not be written (disk full, permission, ...).
+
+    Attributes
+    ----------
+    path : the checkpoint file that was being replaced.
+    errno : the ``OSError.errno`` of the failure, if it came from the OS.
+    """
+
+    def __init__(self, message: str, *, path: str | Path, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = str(path)
+        self.errno = errno
+
+
+@dataclass
+class TrainingCheckpoint:
+    """The state of a distillation run after ``steps_done`` steps (CPU tensors).
+
+    Attributes
+    ----------
+    steps_done : optimizer steps completed (≥ 1).
+    config : the run's ``DistillConfig.to_dict()``.
+    model : ``feature_fn.state_dict()``.
+    init : θ₀ per trainable parameter name.
+    optimizer : Adam state per trainable parameter name: ``{state key: tensor}``.
+    sampler_state : numpy ``bit_generator.state`` of the triplet sampler.
+    sampler_buffer : (k,) int64 triplet rows of the current permutation not yet drawn.
+    torch_rng : ``torch.get_rng_state()``.
+    flip_rng : the augmentation generator's ``get_state()``.
+    cuda_rng : ``torch.cuda.get_rng_state(device)`` of the training device, or None.
+    history : curves so far (see the module docstring).
+    data_sha256 : digest of the training triplets and similarities (see :func:`data_digest`).
+    """
+
+    steps_done: int
+    config: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    init: dict[str, torch.Tensor]
+    optimizer: dict[str, dict[str, torch.Tensor]]
+    sampler_state: dict[str, Any]
+    sampler_buffer: np.ndarray
+    torch_rng: torch.Tensor
+    flip_rng: torch.Tensor
+    cuda_rng: torch.Tensor | None = None
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+    data_sha256: str = ""
+
+
+def data_digest(triplets: np.ndarray, sims: np.ndarray) -> str:
+    """sha256 of int64 ``triplets`` and float32 ``sims`` (shapes included).
+
+    A resumed run checks it so that a checkpoint is never continued on other triplets, which
+    would silently mix two trainings in one curve.
+    """
+    digest = hashlib.sha256()
+    for array, dtype in ((triplets, np.int64), (sims, np.float32)):
+        array = np.ascontiguousarray(array, dtype=dtype)
+        digest.update(repr(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _cpu(tensor: torch.Tensor) -> torch.Tensor:
+    # contiguous clones: safetensors refuses shared or strided (channels-last) storage
+    return tensor.detach().to("cpu").contiguous().clone()
+
+
+def save_checkpoint(path: str | os.PathLike[str], checkpoint: TrainingCheckpoint) -> None:
+    """Write ``checkpoint`` to ``path`` atomically.
+
+    The file is written to a temporary file in the same folder, fsynced, then moved over
+    ``path`` with ``os.replace`` (and the folder fsynced on POSIX), so a crash or a full disk
+    during the write leaves the previous checkpoint at ``path`` intact and no temporary file
+    behind.
+
+    Raises
+    ------
+    CheckpointWriteError
+        The write failed; the message says why (a full disk is named as such) and where.
+    """
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    tensors.update({f"model/{k}": _cpu(v) for k, v in checkpoint.model.items()})
+    tensors.update({f"init/{k}": _cpu(v) for k, v in checkpoint.init.items()})
+    for name, param_state in checkpoint.optimizer.items():
+        tensors.update({f"adam/{key}/{name}": _cpu(v) for key, v in param_state.items()})
+    tensors["sampler/buffer"] = torch.from_numpy(
+        np.ascontiguousarray(checkpoint.sampler_buffer, dtype=np.int64)
+    ).clone()
+    tensors["rng/torch"] = _cpu(checkpoint.torch_rng)
+    tensors["rng/flip"] = _cpu(checkpoint.flip_rng)
+    if checkpoint.cuda_rng is not None:
+        tensors["rng/cuda"] = _cpu(checkpoint.cuda_rng)
+    for name, values in checkpoint.history.items():
+        dtype = np.int64 if name in _INT_HISTORY else np.float64
+        tensors[f"history/{name}"] = torch.from_numpy(np.array(values, dtype=dtype))
+    state = {
+        "steps_done": int(checkpoint.steps_done),
+        "config": dict(checkpoint.config),
+        "sampler_bit_generator": checkpoint.sampler_state,
+        "data_sha256": checkpoint.data_sha256,
+        "torch_version": torch.__version__,
+    }
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "state": json.dumps(state, sort_keys=True),
+    }
+
+    tmp: Path | None = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        _save_file(tensors, tmp, metadata=metadata)
+        # r+b: Windows refuses to flush a handle opened read-only
+        with open(tmp, "r+b") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            why = "the disk is full"
+        else:
+            why = exc.strerror or str(exc)
+        raise CheckpointWriteError(
+            f"could not write the distillation checkpoint {path} (step "
+            f"{checkpoint.steps_done}): {why}",
+            path=path,
+            errno=exc.errno,
+        ) from exc
+    except BaseException:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise
+    logger.info("saved distillation checkpoint (step %d) to %s", checkpoint.steps_done, path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> TrainingCheckpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (CPU tensors).
+
+    Raises
+    ------
+    InputError
+        The file is missing, unreadable, not a distillation checkpoint, or of an unsupported
+        format version.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("the distillation checkpoint does not exist", source=path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = fh.metadata() or {}
+            if metadata.get("format") != CHECKPOINT_FORMAT or "state" not in metadata:
+                raise InputError(
+                    "not an AligNet distillation checkpoint (no checkpoint metadata)",
+                    source=path,
+                )
+            version = metadata.get("format_version")
+            if version != CHECKPOINT_FORMAT_VERSION:
+                raise InputError(
+                    f"distillation checkpoint format version {version} is not supported (this "
+                    f"version reads {CHECKPOINT_FORMAT_VERSION}); update AligNet Studio",
+                    source=path,
+                )
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
+        state = json.loads(metadata["state"])
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"not a readable distillation checkpoint ({exc})", source=path) from exc
+
+    def group(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    optimizer: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in group("adam/").items():
+        state_key, name = key.split("/", 1)
+        optimizer.setdefault(name, {})[state_key] = value
+    history = {name: value.numpy() for name, value in group("history/").items()}
+    try:
+        return TrainingCheckpoint(
+            steps_done=int(state["steps_done"]),
+            config=dict(state["config"]),
+            model=group("model/"),
+            init=group("init/"),
+            optimizer=optimizer,
+            sampler_state=state["sampler_bit_generator"],
+            sampler_buffer=tensors["sampler/buffer"].numpy(),
+            torch_rng=tensors["rng/torch"],
+            flip_rng=tensors["rng/flip"],
+            cuda_rng=tensors.get("rng/cuda"),
+            history=history,
+            data_sha256=str(state.get("data_sha256", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"incomplete distillation checkpoint (missing {exc})", source=path
+        ) from exc
