@@ -1,111 +1,524 @@
-"""The main window: for now, a project's image sets, judgments and runs, with their state."""
+"""The main window: menus, the pipeline navigator, one page per stage, job status and log."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
+import time
+from pathlib import Path
 
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDockWidget,
     QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
     QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
     QMainWindow,
     QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
     QSplitter,
-    QTextEdit,
-    QTreeWidget,
-    QTreeWidgetItem,
+    QStackedWidget,
+    QWidget,
 )
 
+from alignet_app import settings
+from alignet_app.jobrunner import JobFailure
+from alignet_app.pages import PAGES, Page
+from alignet_app.session import Session
 from alignet_engine.errors import AlignetError
-from alignet_engine.store import Project
+from alignet_engine.jobs import Message, Progress, StageDone
 
 log = logging.getLogger(__name__)
 
+PROJECT_FILTER = "AligNet projects (*.alignet)"
+_STATE_MARK = {
+    "not run": "○",
+    "running": "▶",
+    "done": "●",
+    "stale": "◐",
+    "interrupted": "✕",
+}
 
-class MainWindow(QMainWindow):
-    """Lists the open project's data and runs; selecting a run shows its parameters."""
+
+class _LogBridge(QObject, logging.Handler):
+    """Forwards log records from any thread to the log panel (as a queued signal)."""
+
+    record = Signal(str, str)
 
     def __init__(self) -> None:
+        QObject.__init__(self)
+        logging.Handler.__init__(self, level=logging.INFO)
+
+    def emit(self, record: logging.LogRecord) -> None:  # type: ignore[override]
+        with contextlib.suppress(RuntimeError):  # the panel is gone (shutdown)
+            self.record.emit(record.levelname, self.format(record))
+
+
+class MainWindow(QMainWindow):
+    """The application window. ``session`` owns the project and the engine thread."""
+
+    def __init__(self, session: Session | None = None) -> None:
         super().__init__()
+        self.session = session or Session(self)
         self.setWindowTitle("AligNet Studio")
-        self.resize(1000, 640)
-        self.project_info: dict | None = None
+        self.resize(1280, 800)
+        self.setAcceptDrops(True)
 
-        self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["Item", "State", "Summary"])
-        self.tree.setColumnWidth(0, 330)
-        self.tree.setColumnWidth(1, 90)
-        self.tree.currentItemChanged.connect(self._show_details)
-        self.details = QTextEdit(readOnly=True)
+        # ---- pages and navigator
+        self.pages: dict[str, Page] = {}
+        self.stack = QStackedWidget()
+        self.navigator = QListWidget()
+        self.navigator.setObjectName("navigator")
+        self.navigator.setMinimumWidth(190)
+        self.navigator.setMaximumWidth(260)
+        for cls in PAGES:
+            page = cls(self.session)
+            self.pages[cls.key] = page
+            self.stack.addWidget(page)
+            item = QListWidgetItem(cls.title)
+            item.setData(Qt.ItemDataRole.UserRole, cls.key)
+            self.navigator.addItem(item)
+        self.navigator.currentRowChanged.connect(self.stack.setCurrentIndex)
         splitter = QSplitter()
-        splitter.addWidget(self.tree)
-        splitter.addWidget(self.details)
-        splitter.setSizes([640, 360])
+        splitter.addWidget(self.navigator)
+        splitter.addWidget(self.stack)
+        splitter.setStretchFactor(1, 1)
         self.setCentralWidget(splitter)
-        self.status = QLabel("No project open — File ▸ Open…")
-        self.statusBar().addWidget(self.status)
 
-        open_action = QAction("&Open…", self, shortcut=QKeySequence.StandardKey.Open)
-        open_action.triggered.connect(self._choose_project)
-        quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
-        menu = self.menuBar().addMenu("&File")
-        menu.addAction(open_action)
-        menu.addSeparator()
-        menu.addAction(quit_action)
+        # ---- log panel
+        self.log_view = QPlainTextEdit(readOnly=True)
+        self.log_view.setObjectName("log")
+        self.log_view.setMaximumBlockCount(5000)
+        self.log_dock = QDockWidget("Log", self)
+        self.log_dock.setObjectName("log_dock")
+        self.log_dock.setWidget(self.log_view)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
+        self.resizeDocks([self.log_dock], [150], Qt.Orientation.Vertical)
+        self._log_bridge = _LogBridge()
+        self._log_bridge.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        self._log_bridge.record.connect(self.append_log)
+        logging.getLogger("alignet_engine").addHandler(self._log_bridge)
 
-    def _choose_project(self) -> None:
+        # ---- status bar: job label, progress, ETA, pause, cancel
+        self.job_label = QLabel("Ready")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(260)
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        self.eta_label = QLabel()
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setToolTip("Pause the running job at its next step (training)")
+        self.pause_button.clicked.connect(self._toggle_pause)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running job; the project keeps its last state")
+        self.cancel_button.clicked.connect(self.session.runner.cancel)
+        for w in (self.pause_button, self.cancel_button):
+            w.hide()
+        bar = self.statusBar()
+        bar.addWidget(self.job_label, 1)
+        bar.addPermanentWidget(self.eta_label)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.pause_button)
+        bar.addPermanentWidget(self.cancel_button)
+        self._progress_start: tuple[str, float, int] | None = None
+
+        runner = self.session.runner
+        runner.started.connect(self._job_started)
+        runner.progress.connect(self._job_progress)
+        runner.message.connect(self._job_message)
+        runner.stage_done.connect(self._stage_done)
+        runner.finished.connect(lambda label, _r: self._job_ended(f"{label}: done"))
+        runner.cancelled.connect(lambda label: self._job_ended(f"{label}: cancelled"))
+        runner.failed.connect(self._job_failed)
+        self.session.changed.connect(self._update_navigator)
+        self.session.opened.connect(self._project_opened)
+        self.session.closed.connect(self._project_closed)
+
+        self._build_menus()
+        self._update_navigator()
+        self.navigator.setCurrentRow(0)
+
+    # ----------------------------------------------------------------- menus
+    def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        if tip:
+            action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        return action
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(
+            self._action("&New Project…", self.new_project, QKeySequence.StandardKey.New)
+        )
+        file_menu.addAction(
+            self._action("&Open Project…", self.choose_project, QKeySequence.StandardKey.Open)
+        )
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        file_menu.addAction(
+            self._action("Save &As…", self.save_as, QKeySequence.StandardKey.SaveAs)
+        )
+        file_menu.addAction(
+            self._action("&Close Project", self.session.close, QKeySequence.StandardKey.Close)
+        )
+        file_menu.addSeparator()
+        file_menu.addAction(
+            self._action(
+                "&Preferences…", self.edit_preferences, QKeySequence.StandardKey.Preferences
+            )
+        )
+        file_menu.addSeparator()
+        file_menu.addAction(self._action("&Quit", self.close, QKeySequence.StandardKey.Quit))
+
+        view_menu = self.menuBar().addMenu("&View")
+        for i, cls in enumerate(PAGES):
+            shortcut = f"Ctrl+{i + 1}" if i < 9 else "Ctrl+0"
+            view_menu.addAction(
+                self._action(cls.title, lambda _=False, k=cls.key: self.show_page(k), shortcut)
+            )
+        view_menu.addSeparator()
+        view_menu.addAction(self.log_dock.toggleViewAction())
+
+        job_menu = self.menuBar().addMenu("&Job")
+        job_menu.addAction(self._action("&Pause / Resume", self._toggle_pause, "Ctrl+P"))
+        job_menu.addAction(self._action("&Cancel", self.session.runner.cancel, "Ctrl+."))
+
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(self._action("&About AligNet Studio", self._about))
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        paths = settings.recent_projects()
+        if not paths:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+        for path in paths:
+            self.recent_menu.addAction(
+                self._action(path, lambda _=False, p=path: self.open_project(p))
+            )
+
+    def _about(self) -> None:
+        from alignet_engine import __version__
+
+        QMessageBox.about(
+            self,
+            "AligNet Studio",
+            f"<b>AligNet Studio {__version__}</b><p>Align vision models with human similarity "
+            "judgments: fit a human-aligned surrogate teacher, sample triplets, distil it into "
+            "a student and measure agreement with people (Muttenthaler et al., Nature 2025).</p>",
+        )
+
+    # ----------------------------------------------------------------- pages
+    def page(self, key: str) -> Page:
+        return self.pages[key]
+
+    def show_page(self, key: str) -> None:
+        self.navigator.setCurrentRow(list(self.pages).index(key))
+
+    def _update_navigator(self) -> None:
+        status = self.session.status()
+        running = self.session.runner.label
+        for row, page in enumerate(self.pages.values()):
+            item = self.navigator.item(row)
+            if page.stage is None:
+                item.setText(f"    {page.title}")
+                item.setToolTip("")
+                continue
+            state = status.get(page.stage)
+            name, why = (state.state, state.why) if state is not None else ("not run", "")
+            if running and running.split(":", 1)[0] == page.stage:
+                name, why = "running", running
+            item.setText(f"{_STATE_MARK[name]}  {page.title}")
+            item.setToolTip(f"{page.title}: {name}" + (f" — {why}" if why else ""))
+
+    # ----------------------------------------------------------------- project files
+    def _start_folder(self, kind: str = "project") -> str:
+        prefs = self.session.preferences
+        folder = prefs.project_folder if kind == "project" else prefs.data_folder
+        if not folder and self.session.path is not None:
+            folder = str(self.session.path.parent)
+        return folder
+
+    def new_project(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "New project", self._start_folder(), PROJECT_FILTER
+        )
+        if not path:
+            return
+        if not path.endswith(".alignet"):
+            path += ".alignet"
+        self._guard(lambda: self.session.new(path, overwrite=True), "Cannot create the project")
+
+    def choose_project(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Open project", "", "AligNet projects (*.alignet)"
+            self, "Open project", self._start_folder(), PROJECT_FILTER
         )
         if path:
             self.open_project(path)
 
-    def open_project(self, path: str) -> None:
-        """Show the project at ``path`` (read-only: the window does not write yet)."""
-        try:
-            with Project.open(path, readonly=True) as project:
-                info = project.info()
-        except AlignetError as exc:
-            QMessageBox.warning(self, "Cannot open project", str(exc))
+    def open_project(self, path: str) -> bool:
+        ok = [False]
+
+        def go() -> None:
+            writable = self.session.open(path)
+            ok[0] = True
+            if not writable:
+                QMessageBox.information(
+                    self,
+                    "Opened read-only",
+                    f"{path} is open in another AligNet Studio (or a running alignet-cli job), "
+                    "so this window can look but not change it.",
+                )
+
+        self._guard(go, "Cannot open the project")
+        return ok[0]
+
+    def save_as(self) -> None:
+        if not self.session.is_open:
             return
-        self.project_info = info
-        self.setWindowTitle(f"AligNet Studio — {info['path']}")
-        self._fill(info)
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save project as", self._start_folder(), PROJECT_FILTER
+        )
+        if path:
+            if not path.endswith(".alignet"):
+                path += ".alignet"
+            self._guard(lambda: self.session.save_as(path), "Cannot save the project")
 
-    def _fill(self, info: dict) -> None:
-        self.tree.clear()
-        data = QTreeWidgetItem(self.tree, ["Data"])
-        for name, n in info["imagesets"].items():
-            QTreeWidgetItem(data, [f"image set: {name}", "", f"{n} images"])
-        for name in info["judgments"]:
-            QTreeWidgetItem(data, [f"judgments: {name}", "", ""])
-        for name in info["matrices"]:
-            QTreeWidgetItem(data, [f"matrix: {name}", "", ""])
-        runs = QTreeWidgetItem(self.tree, ["Runs"])
-        current = set(info["current"].values())
-        for run in info["runs"]:
-            state = "stale" if run["stale"] else ("current" if run["run"] in current else "old")
-            item = QTreeWidgetItem(runs, [run["slot"], state, _short(run["summary"])])
-            item.setToolTip(0, run["run"])
-            item.setToolTip(1, "\n".join(run["stale"]) or state)
-            item.setData(0, 256, run)
-        for job in info["interrupted"]:
-            item = QTreeWidgetItem(runs, [f"{job['stage']}/{job['run']}", "interrupted", ""])
-            item.setData(0, 256, job)
-        self.tree.expandAll()
-        self.status.setText(f"{len(info['runs'])} runs, {len(info['interrupted'])} interrupted")
+    def _guard(self, action, title: str) -> None:
+        try:
+            action()
+        except (AlignetError, OSError) as exc:
+            QMessageBox.warning(self, title, str(exc))
 
-    def _show_details(self, item: QTreeWidgetItem | None) -> None:
-        payload = item.data(0, 256) if item is not None else None
-        self.details.setPlainText(json.dumps(payload, indent=2, default=str) if payload else "")
+    def _project_opened(self, path: str) -> None:
+        ro = " (read-only)" if self.session.read_only else ""
+        self.setWindowTitle(f"AligNet Studio — {Path(path).name}{ro}")
+        self.append_log("INFO", f"opened {path}{ro}")
+
+    def _project_closed(self) -> None:
+        self.setWindowTitle("AligNet Studio")
+        self._update_navigator()
+
+    # ----------------------------------------------------------------- drag and drop
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        event.acceptProposedAction()
+        self.handle_dropped(paths)
+
+    def handle_dropped(self, paths: list[str]) -> None:
+        """A project file opens; anything else goes to the data page's import dialog."""
+        projects = [p for p in paths if p.endswith(".alignet")]
+        if projects:
+            self.open_project(projects[0])
+            return
+        if not paths:
+            return
+        data_page = self.pages["data"]
+        import_paths = getattr(data_page, "import_paths", None)
+        if import_paths is None:
+            return
+        self.show_page("data")
+        import_paths(paths)
+
+    # ----------------------------------------------------------------- jobs
+    def _job_started(self, label: str) -> None:
+        self.job_label.setText(f"{label}…")
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.eta_label.setText("")
+        self.pause_button.setText("Pause")
+        self.pause_button.show()
+        self.cancel_button.show()
+        self._progress_start = None
+        self.append_log("INFO", f"started: {label}")
+        self._update_navigator()
+
+    def _job_progress(self, p: Progress) -> None:
+        if p.total:
+            self.progress.setRange(0, p.total)
+            self.progress.setValue(p.done)
+        else:
+            self.progress.setRange(0, 0)
+        text = f"{self.session.runner.label}: {p.stage}"
+        if p.message:
+            text += f" — {p.message}"
+        self.job_label.setText(text)
+        self.eta_label.setText(self._eta(p))
+
+    def _eta(self, p: Progress) -> str:
+        """Remaining time from the rate since this stage's first progress event."""
+        now = time.monotonic()
+        if self._progress_start is None or self._progress_start[0] != p.stage:
+            self._progress_start = (p.stage, now, p.done)
+            return ""
+        _stage, t0, done0 = self._progress_start
+        if not p.total or p.done <= done0 or now - t0 < 1.0:
+            return ""
+        remaining = (now - t0) / (p.done - done0) * (p.total - p.done)
+        return f"ETA {_duration(remaining)}"
+
+    def _job_message(self, m: Message) -> None:
+        self.append_log(m.level, f"{m.stage}: {m.text}")
+
+    def _stage_done(self, event: StageDone) -> None:
+        self.append_log("INFO", f"{event.stage}: wrote run {event.run_id}")
+
+    def _job_ended(self, text: str) -> None:
+        self.job_label.setText(text)
+        self.append_log("INFO", text)
+        self._hide_job_widgets()
+
+    def _job_failed(self, failure: JobFailure) -> None:
+        self._hide_job_widgets()
+        self.job_label.setText(f"{failure.label}: failed")
+        self.append_log("ERROR", f"{failure.label} failed: {failure.text}")
+        if not failure.user_error:
+            self.append_log("ERROR", failure.details)
+        if not _quiet():
+            box = QMessageBox(self)
+            box.setIcon(QMessageBox.Icon.Warning)
+            box.setWindowTitle(f"{failure.label} failed")
+            box.setText(failure.text)
+            if not failure.user_error:
+                box.setInformativeText("This looks like a bug; the details are in the log.")
+                box.setDetailedText(failure.details)
+            box.open()
+
+    def _hide_job_widgets(self) -> None:
+        self.progress.hide()
+        self.eta_label.setText("")
+        self.pause_button.hide()
+        self.cancel_button.hide()
+        QTimer.singleShot(0, self._update_navigator)
+
+    def _toggle_pause(self) -> None:
+        runner = self.session.runner
+        if not runner.busy:
+            return
+        if runner.paused:
+            runner.resume()
+            self.pause_button.setText("Pause")
+            self.append_log("INFO", f"resumed: {runner.label}")
+        else:
+            runner.pause()
+            self.pause_button.setText("Resume")
+            self.append_log("INFO", f"paused: {runner.label}")
+
+    def append_log(self, level: str, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.log_view.appendPlainText(f"{stamp} {level:<7} {text}")
+
+    # ----------------------------------------------------------------- preferences
+    def edit_preferences(self) -> None:
+        dialog = PreferencesDialog(self.session.preferences, self)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.session.preferences = dialog.result_preferences()
+            settings.save_preferences(self.session.preferences)
+
+    # ----------------------------------------------------------------- closing
+    def closeEvent(self, event: QCloseEvent) -> None:
+        runner = self.session.runner
+        if runner.busy and not _quiet():
+            answer = QMessageBox.question(
+                self,
+                "A job is running",
+                f"'{runner.label}' is still running. Cancel it and quit? Training can be "
+                "resumed later from its last checkpoint.",
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+        logging.getLogger("alignet_engine").removeHandler(self._log_bridge)
+        self.session.shutdown()
+        event.accept()
 
 
-def _short(summary: dict) -> str:
-    parts = [
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-        for k, v in summary.items()
-        if isinstance(v, int | float | str)
-    ]
-    return ", ".join(parts)[:160]
+class PreferencesDialog(QDialog):
+    """Device, CPU threads and default folders (kept in QSettings)."""
+
+    def __init__(self, prefs: settings.Preferences, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Preferences")
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.setCurrentText(prefs.device)
+        self.device.setToolTip("Where models run: auto picks CUDA, then Apple MPS, then the CPU")
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 512)
+        self.threads.setSpecialValueText("all cores but one")
+        self.threads.setValue(prefs.cpu_threads)
+        self.threads.setToolTip(
+            "PyTorch CPU threads for jobs; one core is left to the window by default so it "
+            "stays responsive during training"
+        )
+        self.data_folder = _FolderEdit(prefs.data_folder)
+        self.project_folder = _FolderEdit(prefs.project_folder)
+        form = QFormLayout(self)
+        form.addRow("Device", self.device)
+        form.addRow("CPU threads", self.threads)
+        form.addRow("Data folder", self.data_folder)
+        form.addRow("Project folder", self.project_folder)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def result_preferences(self) -> settings.Preferences:
+        return settings.Preferences(
+            device=self.device.currentText(),
+            cpu_threads=self.threads.value(),
+            data_folder=self.data_folder.edit.text(),
+            project_folder=self.project_folder.edit.text(),
+        )
+
+
+class _FolderEdit(QWidget):
+    def __init__(self, value: str) -> None:
+        super().__init__()
+        self.edit = QLineEdit(value)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.edit, 1)
+        layout.addWidget(browse)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a folder", self.edit.text())
+        if folder:
+            self.edit.setText(folder)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+def _quiet() -> bool:
+    """True in tests and smoke runs: no modal dialogs that would wait for a click."""
+    import os
+
+    return bool(os.environ.get("ALIGNET_NO_DIALOGS"))

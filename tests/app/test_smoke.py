@@ -32,15 +32,17 @@ def small_project(tmp_path: Path) -> Path:
     return path
 
 
-def test_main_window_lists_runs(qtbot, small_project: Path) -> None:
-    from alignet_app.main_window import MainWindow
-
-    window = MainWindow()
-    qtbot.addWidget(window)
-    window.open_project(str(small_project))
-    runs = window.tree.topLevelItem(1)
+def test_main_window_lists_runs(window, small_project: Path) -> None:
+    assert window.open_project(str(small_project))
+    tree = window.page("project").tree
+    pipeline, data, runs = (tree.topLevelItem(i) for i in range(3))
     assert runs.childCount() == 1 and runs.child(0).text(1) == "current"
-    assert window.tree.topLevelItem(0).child(0).text(0) == "image set: s"
+    assert data.child(0).text(0) == "image set: s"
+    assert pipeline.child(0).text(0) == "features" and pipeline.child(0).text(1) == "done"
+    # the navigator shows the features stage as done, the transform as not run
+    nav = {window.navigator.item(i).toolTip() for i in range(window.navigator.count())}
+    assert "Models & features: done — 1 current run(s)" in nav
+    assert "Alignment: not run — no run yet" in nav
 
 
 def test_entry_point_starts_and_quits(small_project: Path) -> None:

@@ -1,0 +1,85 @@
+"""What every page of the main window has: the session, lazy redraws, and running a job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from PySide6.QtWidgets import QLabel, QMessageBox, QWidget
+
+from alignet_app.session import Session, StageJob
+
+
+class Page(QWidget):
+    """A page of the main window.
+
+    Subclasses set ``key`` (navigator id), ``title`` and ``stage`` (the pipeline stage whose
+    state the navigator shows next to the title, or None), build their widgets in
+    ``__init__`` and redraw from the project in :meth:`refresh`. ``refresh`` runs when the
+    project changes while the page is visible, or when it is shown after a change, so hidden
+    pages cost nothing. Pages hold no numerics: they read results from the project and run
+    the engine's jobs.
+    """
+
+    key: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    stage: ClassVar[str | None] = None
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self._dirty = True
+        session.changed.connect(self._on_changed)
+        session.closed.connect(self._on_changed)
+
+    # ----------------------------------------------------------------- redraws
+    def refresh(self) -> None:
+        """Redraw from ``self.session`` (which may have no project open)."""
+
+    def _on_changed(self) -> None:
+        self._dirty = True
+        if self.isVisible():
+            self._refresh_now()
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if self._dirty:
+            self._refresh_now()
+
+    def _refresh_now(self) -> None:
+        self._dirty = False
+        self.refresh()
+
+    # ----------------------------------------------------------------- jobs
+    def run_job(
+        self, label: str, make_job: StageJob, on_result: Callable[[Any], None] | None = None
+    ) -> bool:
+        """Run an engine job; tells the user (and returns False) if it cannot start now."""
+        if not self.session.is_open:
+            QMessageBox.information(self, "No project", "Create or open a project first.")
+            return False
+        if self.session.read_only:
+            QMessageBox.warning(
+                self,
+                "Read-only project",
+                "This project is open in another window or process, so it is read-only here.",
+            )
+            return False
+        if not self.session.run(label, make_job, on_result):
+            QMessageBox.information(
+                self,
+                "A job is running",
+                f"'{self.session.runner.label}' is still running; wait or cancel it first.",
+            )
+            return False
+        return True
+
+
+def error_label() -> QLabel:
+    """A red, word-wrapped label for validation errors shown next to a form."""
+    label = QLabel()
+    label.setObjectName("error")
+    label.setWordWrap(True)
+    label.setStyleSheet("color: #b00020;")
+    label.hide()
+    return label

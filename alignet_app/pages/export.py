@@ -1,0 +1,18 @@
+"""The Export page (placeholder until it is built)."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from alignet_app.pages.base import Page
+from alignet_app.session import Session
+
+
+class ExportPage(Page):
+    key = "export"
+    title = "Export"
+    stage = "export"
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(session, parent)
+        QVBoxLayout(self).addWidget(QLabel("Export: not built yet."))

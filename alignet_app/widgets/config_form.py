@@ -1,0 +1,191 @@
+"""A form built from a stage's configuration dataclass: one editor per field, with tooltips.
+
+The form only edits values; the engine's dataclass validates them. :meth:`ConfigForm.config`
+builds the dataclass and raises the engine's error, which the page shows next to the form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QLineEdit,
+    QSpinBox,
+    QWidget,
+)
+
+_NONE_TEXT = "auto"
+
+
+def _unwrap(tp: Any) -> tuple[Any, bool]:
+    """(the type without ``None``, whether ``None`` is allowed)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return (args[0] if len(args) == 1 else tp), len(args) < len(typing.get_args(tp))
+    return tp, False
+
+
+class ConfigForm(QWidget):
+    """Editors for ``fields`` of dataclass ``cls``.
+
+    Parameters
+    ----------
+    cls : a frozen stage configuration dataclass (``from_dict`` / ``to_dict``).
+    fields : which fields to show, in order (default: all).
+    tooltips : field → what it does (shown on hover; say the effect, not the type).
+    choices : field → allowed values for a string field without a ``Literal`` type
+        (e.g. the project's image sets); shown as an editable combo box.
+    labels : field → label text (default: the field name with spaces).
+    """
+
+    def __init__(
+        self,
+        cls: type,
+        *,
+        fields: Sequence[str] | None = None,
+        tooltips: Mapping[str, str] | None = None,
+        choices: Mapping[str, Sequence[str]] | None = None,
+        labels: Mapping[str, str] | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.cls = cls
+        hints = typing.get_type_hints(cls)
+        all_fields = {f.name: f for f in dataclasses.fields(cls)}
+        self.names = list(fields) if fields is not None else list(all_fields)
+        self.editors: dict[str, QWidget] = {}
+        self._kinds: dict[str, tuple[Any, bool]] = {}
+        layout = QFormLayout(self)
+        layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        tooltips = tooltips or {}
+        labels = labels or {}
+        for name in self.names:
+            f = all_fields[name]
+            default = (
+                f.default
+                if f.default is not dataclasses.MISSING
+                else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+            )
+            tp, optional = _unwrap(hints[name])
+            self._kinds[name] = (tp, optional)
+            editor = self._editor(tp, optional, (choices or {}).get(name))
+            editor.setObjectName(f"field_{name}")
+            if name in tooltips:
+                editor.setToolTip(tooltips[name])
+            self.editors[name] = editor
+            self.set_value(name, default)
+            label = labels.get(name, name.replace("_", " "))
+            layout.addRow(label, editor)
+            if name in tooltips:
+                layout.labelForField(editor).setToolTip(tooltips[name])
+
+    @staticmethod
+    def _editor(tp: Any, optional: bool, choices: Sequence[str] | None) -> QWidget:
+        if tp is bool:
+            return QCheckBox()
+        if typing.get_origin(tp) is Literal:
+            box = QComboBox()
+            if optional:
+                box.addItem(_NONE_TEXT)
+            box.addItems([str(a) for a in typing.get_args(tp)])
+            return box
+        if tp is int and not optional:
+            spin = QSpinBox()
+            spin.setRange(-1_000_000_000, 1_000_000_000)
+            spin.setGroupSeparatorShown(True)
+            return spin
+        if choices is not None:
+            box = QComboBox()
+            box.setEditable(True)
+            if optional:
+                box.addItem(_NONE_TEXT)
+            box.addItems(list(choices))
+            return box
+        edit = QLineEdit()
+        if optional:
+            edit.setPlaceholderText(_NONE_TEXT)
+        return edit
+
+    # ----------------------------------------------------------------- values
+    def set_choices(self, name: str, values: Sequence[str]) -> None:
+        """Replace the choices of a combo-box field, keeping its current text if possible."""
+        box = self.editors[name]
+        if not isinstance(box, QComboBox):
+            return
+        current = box.currentText()
+        _tp, optional = self._kinds[name]
+        box.blockSignals(True)
+        box.clear()
+        if optional:
+            box.addItem(_NONE_TEXT)
+        box.addItems(list(values))
+        box.blockSignals(False)
+        if current and (box.findText(current) >= 0 or box.isEditable()):
+            box.setCurrentText(current)
+
+    def set_value(self, name: str, value: Any) -> None:
+        editor = self.editors[name]
+        if isinstance(editor, QCheckBox):
+            editor.setChecked(bool(value))
+        elif isinstance(editor, QSpinBox):
+            editor.setValue(int(value or 0))
+        elif isinstance(editor, QComboBox):
+            editor.setCurrentText(_NONE_TEXT if value is None else str(value))
+        elif isinstance(editor, QLineEdit):
+            editor.setText("" if value is None else _format(value))
+
+    def values(self) -> dict[str, Any]:
+        """The fields as Python values (strings parsed to the field's type)."""
+        out: dict[str, Any] = {}
+        for name in self.names:
+            tp, optional = self._kinds[name]
+            editor = self.editors[name]
+            if isinstance(editor, QCheckBox):
+                out[name] = editor.isChecked()
+                continue
+            if isinstance(editor, QSpinBox):
+                out[name] = editor.value()
+                continue
+            text = (
+                editor.currentText() if isinstance(editor, QComboBox) else editor.text()  # type: ignore[attr-defined]
+            ).strip()
+            if optional and text in ("", _NONE_TEXT):
+                out[name] = None
+            else:
+                out[name] = _parse(name, text, tp)
+        return out
+
+    def config(self, **extra: Any) -> Any:
+        """The dataclass from the form's values plus ``extra`` fields (raises on bad values)."""
+        return self.cls.from_dict({**self.values(), **extra})
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _parse(name: str, text: str, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    try:
+        if tp is int:
+            return int(text)
+        if tp is float:
+            return float(text)
+        if origin is tuple:
+            (inner, *_rest) = typing.get_args(tp) or (str,)
+            parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
+            return tuple(_parse(name, p, inner) for p in parts)
+    except ValueError:
+        raise ValueError(f"{name.replace('_', ' ')}: '{text}' is not a valid number") from None
+    return text
