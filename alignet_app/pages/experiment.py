@@ -1,11 +1,51 @@
-"""The Experiment page (placeholder until it is built)."""
+"""Experiment mode: run odd-one-out trials with a participant and store the answers.
+
+The page sets a session up (image set, participant number, trials, repeats, breaks, the
+consent and instruction texts), lists every session stored next to the project with its
+progress, resumes unfinished ones, and saves answers as a judgments set ready for alignment.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from pathlib import Path
 
-from alignet_app.pages.base import Page
+from PySide6.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
+from alignet_app.widgets.config_form import ConfigForm
+from alignet_app.widgets.experiment_window import ExperimentWindow
+from alignet_engine.errors import AlignetError
+from alignet_engine.experiment import (
+    ExperimentConfig,
+    ExperimentLog,
+    save_to_project,
+    session_path,
+    sessions,
+)
+from alignet_engine.jobs import Job, JobControl, StageDone
+from alignet_engine.store import Project
+
+_TIPS = {
+    "image_set": "The images the trials are drawn from (three different images per trial).",
+    "participant": "The participant's number; stored with every answer (no names are stored).",
+    "n_trials": "Trials in the session, repeats included. About 2–3 s per trial.",
+    "repeat_fraction": "Share of trials that show an earlier triplet again (in a new order), "
+    "measuring the participant's own consistency — the noise ceiling.",
+    "break_every": "A break screen after this many trials (0 = none).",
+    "seed": "Seeds the trial plan; the same seed and participant give the same trials.",
+    "judgments_name": "The answers are saved as judgments '<name>-p<participant>'.",
+}
 
 
 class ExperimentPage(Page):
@@ -15,4 +55,163 @@ class ExperimentPage(Page):
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)
-        QVBoxLayout(self).addWidget(QLabel("Experiment: not built yet."))
+        self.window_: ExperimentWindow | None = None
+        self.fullscreen = True
+
+        self.form = ConfigForm(
+            ExperimentConfig,
+            fields=[
+                "image_set",
+                "participant",
+                "n_trials",
+                "repeat_fraction",
+                "break_every",
+                "seed",
+                "judgments_name",
+            ],
+            tooltips=_TIPS,
+            choices={"image_set": []},
+        )
+        defaults = ExperimentConfig(image_set="x")
+        self.consent = QPlainTextEdit(defaults.consent)
+        self.consent.setToolTip("Shown first; the participant must agree to go on.")
+        self.instructions = QPlainTextEdit(defaults.instructions)
+        self.instructions.setToolTip("Shown after consent and when a session is resumed.")
+        for edit in (self.consent, self.instructions):
+            edit.setMaximumHeight(110)
+        self.error = error_label()
+        start = QPushButton("Start new session")
+        start.setToolTip("Open the participant's screen (full screen; Esc pauses)")
+        start.clicked.connect(self.start_new)
+
+        setup = QGroupBox("New session")
+        setup_layout = QVBoxLayout(setup)
+        setup_layout.addWidget(self.form)
+        setup_layout.addWidget(QLabel("Consent text"))
+        setup_layout.addWidget(self.consent)
+        setup_layout.addWidget(QLabel("Instructions"))
+        setup_layout.addWidget(self.instructions)
+        setup_layout.addWidget(self.error)
+        setup_layout.addWidget(start)
+
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(
+            ["Session", "Participant", "Answered", "Self-agreement", "Saved as"]
+        )
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        resume = QPushButton("Resume")
+        resume.setToolTip("Continue the selected session at its first unanswered trial")
+        resume.clicked.connect(lambda: self.resume(self.selected()))
+        save = QPushButton("Save to project")
+        save.setToolTip("Store the selected session's answers as judgments, ready for alignment")
+        save.clicked.connect(lambda: self.save(self.selected()))
+        buttons = QHBoxLayout()
+        buttons.addWidget(resume)
+        buttons.addWidget(save)
+        buttons.addStretch(1)
+        listing = QGroupBox("Sessions")
+        listing_layout = QVBoxLayout(listing)
+        listing_layout.addWidget(self.table)
+        listing_layout.addLayout(buttons)
+
+        layout = QHBoxLayout(self)
+        layout.addWidget(setup, 2)
+        layout.addWidget(listing, 3)
+        self._logs: list[ExperimentLog] = []
+
+    # ----------------------------------------------------------------- view
+    def refresh(self) -> None:
+        self.table.setRowCount(0)
+        self._logs = []
+        if not self.session.is_open:
+            return
+        info = self.session.info()
+        self.form.set_choices("image_set", list(info["imagesets"]))
+        saved = set(info["judgments"])
+        self._logs = sessions(self.session.project)
+        self.table.setRowCount(len(self._logs))
+        for row, log in enumerate(self._logs):
+            agreement = log.consistency()
+            name = f"{log.config.judgments_name}-p{log.config.participant}"
+            cells = [
+                log.path.name,
+                str(log.config.participant),
+                f"{log.next_trial} / {len(log.plan)}",
+                "—"
+                if agreement["agreement"] is None
+                else f"{agreement['agreement']:.2f} (n={agreement['n_repeats']})",
+                name if name in saved else "not saved",
+            ]
+            for col, text in enumerate(cells):
+                self.table.setItem(row, col, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+
+    def selected(self) -> ExperimentLog | None:
+        rows = {i.row() for i in self.table.selectedIndexes()}
+        return self._logs[min(rows)] if rows else None
+
+    # ----------------------------------------------------------------- actions
+    def start_new(self) -> ExperimentWindow | None:
+        """Create the session file and open the participant's screen."""
+        self.error.hide()
+        try:
+            config = self.form.config(
+                consent=self.consent.toPlainText().strip(),
+                instructions=self.instructions.toPlainText().strip(),
+            )
+            project = self.session.project
+            n_items = len(project.imageset(config.image_set))
+            log = ExperimentLog.create(session_path(project, config), config, n_items)
+        except (AlignetError, ValueError) as exc:
+            self.error.setText(str(exc))
+            self.error.show()
+            return None
+        self.refresh()
+        return self._open(log)
+
+    def resume(self, log: ExperimentLog | None) -> ExperimentWindow | None:
+        if log is None:
+            return None
+        if log.finished:
+            self.error.setText(f"{log.path.name} is complete; nothing to resume.")
+            self.error.show()
+            return None
+        return self._open(ExperimentLog.open(log.path))  # re-read: the file is the truth
+
+    def _open(self, log: ExperimentLog) -> ExperimentWindow:
+        paths = self.session.project.imageset(log.config.image_set).paths
+        missing = [p for p in paths if not p or not Path(p).is_file()]
+        window = ExperimentWindow(log, paths)
+        window.ended.connect(lambda _outcome: self.refresh())
+        if missing:
+            self.error.setText(
+                f"Warning: {len(missing)} images of '{log.config.image_set}' are missing; "
+                f"those trials show an empty frame (first: {missing[0] or '(no file)'})."
+            )
+            self.error.show()
+        self.window_ = window
+        if self.fullscreen:
+            window.showFullScreen()
+        else:
+            window.resize(1000, 600)
+            window.show()
+        window.activateWindow()
+        window.setFocus()
+        return window
+
+    def save(self, log: ExperimentLog | None) -> bool:
+        """Store the session's answers as judgments (a job on the engine thread)."""
+        if log is None:
+            return False
+        path = log.path
+
+        def job(project: Project, control: JobControl) -> Job[str]:
+            control.check()
+            name = save_to_project(project, ExperimentLog.open(path))
+            yield StageDone("experiment", name, {"judgments": name})
+            return name
+
+        return self.run_job(f"experiment: save {path.name}", job)

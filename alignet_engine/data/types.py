@@ -48,6 +48,8 @@ class Judgments:
     meta : free-form provenance strings (format, source file...).
     types : (t,) str or None — a triplet type per row when the data carry one (e.g. Levels'
         global / local / class-boundary); evaluation reports a breakdown by type.
+    response_ms : (t,) float64 or None — response time per row in milliseconds, when the
+        judgments were collected with timing (the app's experiment mode).
     """
 
     kind: JudgmentKind
@@ -57,6 +59,7 @@ class Judgments:
     simulated: bool = False
     meta: dict[str, str] = field(default_factory=dict)
     types: np.ndarray | None = None
+    response_ms: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.triplets.shape[0])

@@ -462,6 +462,8 @@ class Project:
             arrays["votes"] = judgments.votes
         if judgments.types is not None:
             arrays["types"] = np.asarray(judgments.types, dtype=object)
+        if judgments.response_ms is not None:
+            arrays["response_ms"] = np.asarray(judgments.response_ms, dtype=np.float64)
         self._write_data(
             "judgments",
             name,
@@ -486,6 +488,7 @@ class Project:
             simulated=bool(attrs["simulated"]),
             meta=attrs.get("meta", {}),
             types=arrays["types"].astype(str) if "types" in arrays else None,
+            response_ms=arrays.get("response_ms"),
         )
         return j, attrs["image_set"]
 
