@@ -6,13 +6,17 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from alignet_app.main_window import MainWindow
 
 log = logging.getLogger(__name__)
+
+RESOURCES = Path(__file__).resolve().parent / "resources"
 
 
 def get_app() -> QApplication:
@@ -21,6 +25,8 @@ def get_app() -> QApplication:
         app = QApplication(sys.argv[:1])
         app.setApplicationName("AligNet Studio")
         app.setOrganizationName("AligNet Studio")
+        app.setDesktopFileName("alignet-studio")  # matches packaging/alignet-studio.desktop
+        app.setWindowIcon(QIcon(str(RESOURCES / "alignet-studio.svg")))
     assert isinstance(app, QApplication)
     return app
 
