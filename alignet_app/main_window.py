@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from alignet_app import settings
 from alignet_app.jobrunner import JobFailure
+from alignet_app.notify import dialogs_enabled, inform, warn
 from alignet_app.pages import PAGES, Page
 from alignet_app.session import Session
 from alignet_engine.errors import AlignetError
@@ -276,7 +277,7 @@ class MainWindow(QMainWindow):
             writable = self.session.open(path)
             ok[0] = True
             if not writable:
-                QMessageBox.information(
+                inform(
                     self,
                     "Opened read-only",
                     f"{path} is open in another AligNet Studio (or a running alignet-cli job), "
@@ -301,7 +302,7 @@ class MainWindow(QMainWindow):
         try:
             action()
         except (AlignetError, OSError) as exc:
-            QMessageBox.warning(self, title, str(exc))
+            warn(self, title, str(exc))
 
     def _project_opened(self, path: str) -> None:
         ro = " (read-only)" if self.session.read_only else ""
@@ -391,7 +392,7 @@ class MainWindow(QMainWindow):
         self.append_log("ERROR", f"{failure.label} failed: {failure.text}")
         if not failure.user_error:
             self.append_log("ERROR", failure.details)
-        if not _quiet():
+        if dialogs_enabled():
             box = QMessageBox(self)
             box.setIcon(QMessageBox.Icon.Warning)
             box.setWindowTitle(f"{failure.label} failed")
@@ -435,7 +436,7 @@ class MainWindow(QMainWindow):
     # ----------------------------------------------------------------- closing
     def closeEvent(self, event: QCloseEvent) -> None:
         runner = self.session.runner
-        if runner.busy and not _quiet():
+        if runner.busy and dialogs_enabled():
             answer = QMessageBox.question(
                 self,
                 "A job is running",
@@ -515,10 +516,3 @@ def _duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds} s"
-
-
-def _quiet() -> bool:
-    """True in tests and smoke runs: no modal dialogs that would wait for a click."""
-    import os
-
-    return bool(os.environ.get("ALIGNET_NO_DIALOGS"))

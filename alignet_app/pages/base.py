@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from PySide6.QtWidgets import QLabel, QMessageBox, QWidget
+from PySide6.QtWidgets import QLabel, QWidget
 
+from alignet_app.notify import inform, warn
 from alignet_app.session import Session, StageJob
 
 
@@ -56,17 +57,17 @@ class Page(QWidget):
     ) -> bool:
         """Run an engine job; tells the user (and returns False) if it cannot start now."""
         if not self.session.is_open:
-            QMessageBox.information(self, "No project", "Create or open a project first.")
+            inform(self, "No project", "Create or open a project first.")
             return False
         if self.session.read_only:
-            QMessageBox.warning(
+            warn(
                 self,
                 "Read-only project",
                 "This project is open in another window or process, so it is read-only here.",
             )
             return False
         if not self.session.run(label, make_job, on_result):
-            QMessageBox.information(
+            inform(
                 self,
                 "A job is running",
                 f"'{self.session.runner.label}' is still running; wait or cancel it first.",
