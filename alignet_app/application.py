@@ -43,8 +43,11 @@ def run(project: str | None = None, *, quit_after: float | None = None) -> int:
     app = get_app()
     sys.excepthook = _excepthook
     window = MainWindow()
-    if project and not window.open_project(project):
-        log.error("could not open %s", project)
+    if project:
+        if window.open_project(project):
+            log.info("opened %s", window.session.path)
+        else:
+            log.error("could not open %s", project)
     window.show()
     quit_after = quit_after if quit_after is not None else _env_float("ALIGNET_TEST_QUIT_AFTER")
     if quit_after is not None:

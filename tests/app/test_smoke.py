@@ -45,15 +45,18 @@ def test_main_window_lists_runs(window, small_project: Path) -> None:
     assert "Alignment: not run — no run yet" in nav
 
 
-def test_entry_point_starts_and_quits(small_project: Path) -> None:
+def test_entry_point_starts_on_the_demo_project_and_quits(demo_project: Path) -> None:
+    """The installed ``alignet`` opens the demo's project (every stage run) and exits 0."""
     exe = shutil.which("alignet", path=str(Path(sys.executable).parent))
     assert exe is not None, "the alignet entry point is not installed (pip install -e .)"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     out = subprocess.run(
-        [exe, str(small_project), "--quit-after", "1"],
+        [exe, str(demo_project), "--quit-after", "3"],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
+    assert f"opened {demo_project.resolve()}" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
