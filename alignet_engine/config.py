@@ -54,6 +54,17 @@ class ExtractConfig(StageConfig):
     ``checkpoint`` names a distill run (``distill/<id>`` or the slot ``distill``) whose
     student weights replace the pretrained ones; the features are then stored under the
     label ``<model>+distilled``.
+
+    ``model`` is a model spec (``efficientnet_lite0``, ``torchvision:resnet18``,
+    ``timm:NAME``, a TorchScript file, ``module.path:factory``; see
+    ``alignet_engine.models.spec``); ``weights``, ``layer`` and ``pooling`` replace the
+    spec's own options and enter the features label.
+
+    ``num_workers`` decoding processes run beside the model (0: decode in the job's own
+    thread, the safe choice inside the GUI); ``amp`` uses bf16/fp16 autocast on CUDA only
+    (stored features are float32 either way); ``skip_corrupt`` turns unreadable images into
+    NaN rows recorded in the run instead of failing; ``resume`` keeps finished rows in a side
+    file so an interrupted extraction continues where it stopped.
     """
 
     image_set: str
@@ -62,13 +73,35 @@ class ExtractConfig(StageConfig):
     image_size: int | None = None  # None: the model's own input size
     device: str = "auto"
     checkpoint: str | None = None
+    # A weights file replacing the model's default weights ("random": random init), the layer
+    # whose output is the representation (None: pre_logits, the classifier's input) and how
+    # it is pooled to (n, d): auto, mean, cls or flatten. See alignet_engine.models.spec.
+    weights: str | None = None
+    layer: str | None = None
+    pooling: str = "auto"
+    num_workers: int = 0
+    amp: bool = False
+    skip_corrupt: bool = False
+    resume: bool = True
 
     def validate(self) -> None:
         _positive(self, "batch_size", "image_size")
+        # Spec syntax only (no files are read); imported here to keep this module light.
+        from alignet_engine.models.spec import resolve_spec
+
+        resolve_spec(self.model, weights=self.weights, layer=self.layer, pooling=self.pooling)
+        if self.num_workers < 0:
+            raise ValueError(f"ExtractConfig.num_workers must be >= 0, got {self.num_workers}")
 
     @property
     def label(self) -> str:
-        return self.model if self.checkpoint is None else f"{self.model}+distilled"
+        """The features label: the model spec's label (``efficientnet_lite0``,
+        ``torchvision-resnet18@layer3``...; see ``ModelSpec.label``), ``+distilled`` for a
+        distilled student's features."""
+        from alignet_engine.models.spec import model_label
+
+        base = model_label(self.model, weights=self.weights, layer=self.layer, pooling=self.pooling)
+        return base if self.checkpoint is None else f"{base}+distilled"
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def load_image(
             img.load()
             mode = img.mode
             try:
-                out = _to_rgb(img)
+                out = _to_rgb(img, max_short_side)
             except (ValueError, OSError) as exc:
                 raise _ModeError(f"cannot convert image mode '{mode}' to RGB ({exc})") from exc
     except _ModeError as exc:
@@ -99,17 +99,15 @@ def load_image(
             "not a readable image (unsupported format, or not an image at all)", source=source
         ) from None
     except Image.DecompressionBombError as exc:
-        raise InputError(f"image is too large to open safely ({exc})", source=source) from None
+        raise InputError(
+            f"image is too large to open safely ({exc}); shrink it below "
+            f"{Image.MAX_IMAGE_PIXELS * 2} pixels",
+            source=source,
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow reports truncated/corrupt data as OSError, and some plugins as SyntaxError
         # or ValueError.
         raise InputError(f"image data is corrupt or truncated ({exc})", source=source) from None
-
-    if max_short_side is not None and min(out.size) > max_short_side:
-        w, h = out.size
-        s = max_short_side / min(w, h)
-        new = (max(1, round(w * s)), max(1, round(h * s)))
-        out = out.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
     return out
 
 
@@ -117,39 +115,78 @@ class _ModeError(Exception):
     """A decoded image whose pixel mode we cannot turn into RGB."""
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB (see :func:`load_image` for the rules)."""
+def _to_rgb(img: Image.Image, max_short_side: int | None = None) -> Image.Image:
+    """Convert any Pillow mode to RGB (see :func:`load_image` for the rules), shrinking first.
+
+    The shrink happens before the per-pixel conversions so a 100-megapixel 16-bit scan is
+    converted at ~1 MP, not at full size (the conversions make float64 copies). Modes Pillow
+    cannot resample well are first brought to one it can: ``I;16*`` to ``I`` (resize refuses
+    ``I;16``), ``1`` to ``L`` and palettes to RGB(A) (both would be resized nearest-neighbour).
+    """
     img = ImageOps.exif_transpose(img)
     mode = img.mode
-    if mode == "RGB":
-        return img
+    if mode == "PA" or (mode == "P" and "transparency" in img.info):
+        img, mode = img.convert("RGBA"), "RGBA"
+    elif mode == "P":
+        img, mode = img.convert("RGB"), "RGB"
+    elif mode == "1":
+        img = img.convert("L")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+
+    # Map 32-bit and float greyscale to [0, 255] with a range taken from the full-resolution
+    # image: bicubic overshoot after the shrink must not change which rule applies.
+    lo, gain = 0.0, 1.0
     if mode.startswith("I;16"):
-        arr = np.asarray(img, dtype=np.float64) * (255.0 / 65535.0)
-        return _grey_array_to_rgb(arr)
-    if mode in ("I", "F"):
-        return _grey_array_to_rgb(_rescale_unknown_range(np.asarray(img, dtype=np.float64), mode))
-    if mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        lo, gain = 0.0, 255.0 / 65535.0
+        img = img.convert("I")
+    elif mode in ("I", "F"):
+        lo, gain = _unknown_range_map(img, mode)
+
+    img = _shrink(img, max_short_side)
+
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        return _grey_array_to_rgb((arr - lo) * gain)
+    if mode in ("RGBA", "LA", "La", "RGBa"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*BACKGROUND_RGB, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _rescale_unknown_range(arr: np.ndarray, mode: str) -> np.ndarray:
-    finite = arr[np.isfinite(arr)]
-    if finite.size == 0:
-        return np.zeros_like(arr)
-    lo, hi = float(finite.min()), float(finite.max())
+def _shrink(img: Image.Image, max_short_side: int | None) -> Image.Image:
+    """Resize so the shorter side is ``max_short_side`` (aspect kept); smaller images pass.
+
+    ``reducing_gap`` lets Pillow first box-reduce by an integer factor (``Image.reduce``),
+    then resample the rest bicubically: fast on huge images and still antialiased.
+    """
+    if max_short_side is None or min(img.size) <= max_short_side:
+        return img
+    w, h = img.size
+    s = max_short_side / min(w, h)
+    new = (max(1, round(w * s)), max(1, round(h * s)))
+    return img.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def _unknown_range_map(img: Image.Image, mode: str) -> tuple[float, float]:
+    """``(lo, gain)`` so that ``(value - lo) * gain`` lies in [0, 255] for an I or F image."""
+    if mode == "I":
+        lo_i, hi_i = img.getextrema()  # no full-size copy, unlike numpy
+        lo, hi = float(lo_i), float(hi_i)
+    else:
+        arr = np.asarray(img, dtype=np.float32)
+        finite = arr[np.isfinite(arr)]
+        if finite.size == 0:
+            return 0.0, 0.0
+        lo, hi = float(finite.min()), float(finite.max())
     if mode == "F" and lo >= 0.0 and hi <= 1.0:
-        return arr * 255.0
+        return 0.0, 255.0
     if lo >= 0.0 and hi <= 255.0:
-        return arr
+        return 0.0, 1.0
     if lo >= 0.0 and hi <= 65535.0:
-        return arr * (255.0 / 65535.0)
-    return (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        return 0.0, 255.0 / 65535.0
+    return (lo, 255.0 / (hi - lo)) if hi > lo else (lo, 0.0)
 
 
 def _grey_array_to_rgb(arr: np.ndarray) -> Image.Image:

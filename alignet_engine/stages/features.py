@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
 from alignet_engine.config import ExtractConfig, features_slot
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Message, StageDone
-from alignet_engine.models import extract_features, load_backbone, pick_device
+from alignet_engine.models import backbone_for, pick_device
+from alignet_engine.models.extract import PartialFeatures, extraction_job
 from alignet_engine.stages._tracking import tracked
 from alignet_engine.store import Project
 
 log = logging.getLogger(__name__)
 STAGE = "features"
+
+#: Skipped images named in a run's summary (all of them are in its arrays).
+SUMMARY_SKIPPED = 20
+#: Skipped images named in the error a later stage raises.
+LISTED_SKIPPED = 10
+
+# Settings that do not change the values of a row, so an interrupted extraction may resume
+# under different ones. Everything else in ExtractConfig (including fields added later, such
+# as a layer or pooling choice) joins the resume key: an unknown field costs at most a
+# needless restart, never a mix of rows computed two ways. The device type and the autocast
+# dtype join the key separately.
+_NOT_IN_RESUME_KEY = frozenset(
+    {"batch_size", "device", "num_workers", "skip_corrupt", "resume", "amp"}
+)
+
+
+def _resume_key(config: ExtractConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_RESUME_KEY}
 
 
 def load_student_weights(project: Project, backbone_model, checkpoint: str) -> str:
@@ -30,6 +50,14 @@ def load_student_weights(project: Project, backbone_model, checkpoint: str) -> s
 def extract(project: Project, config: ExtractConfig, control: JobControl | None = None) -> Job[str]:
     """Extract features of ``config.image_set`` and store them in slot ``features:<set>:<label>``.
 
+    With ``config.resume`` the rows are also written, in batches, to side files next to the
+    project (``<project>.files/extract-<key>.*``, see :class:`PartialFeatures`); a later run
+    of the same settings on unchanged image files computes only the rows still missing, and
+    the side files are deleted once the run is stored. With ``config.skip_corrupt``
+    unreadable images become NaN rows, listed in the run (arrays ``skipped_items``,
+    ``skipped_reasons``; summary ``n_skipped``, ``skipped``); :func:`stored_features` refuses
+    such features to later stages.
+
     Returns the new run's id.
     """
     control = control or JobControl()
@@ -43,7 +71,7 @@ def extract(project: Project, config: ExtractConfig, control: JobControl | None 
                 field="image_set",
             )
         device = pick_device(config.device)
-        backbone = load_backbone(config.model)
+        backbone = backbone_for(config)  # spec + weights / layer / pooling
         inputs: dict[str, str] = {}
         if config.checkpoint is not None:
             ref = load_student_weights(project, backbone.model, config.checkpoint)
@@ -51,37 +79,142 @@ def extract(project: Project, config: ExtractConfig, control: JobControl | None 
         yield Message(
             STAGE, f"{config.label} on {len(images)} images of '{config.image_set}' ({device})"
         )
-        X = yield from extract_features(
+        slot = features_slot(config.image_set, config.label)
+        partial = PartialFeatures(project.side_path, tag=slot) if config.resume else None
+        result = yield from extraction_job(
             backbone,
             images.paths,
             batch_size=config.batch_size,
             device=device,
             image_size=config.image_size,
             control=control,
+            num_workers=config.num_workers,
+            amp=config.amp,
+            skip_corrupt=config.skip_corrupt,
+            partial=partial,
+            key_extra=_resume_key(config),
         )
-        slot = features_slot(config.image_set, config.label)
+        X = result.features
         params = {
             **config.to_dict(),
             "layer": backbone.layer,
             "preprocess": backbone.preprocess.to_dict(),
             "device": str(device),
+            "autocast": result.autocast,
         }
+        arrays: dict[str, np.ndarray] = {"X": X}
+        summary: dict[str, Any] = {
+            "n": int(X.shape[0]),
+            "dim": int(X.shape[1]),
+            "resumed_rows": result.resumed,
+            "n_skipped": len(result.skipped),
+        }
+        if result.skipped:
+            # Every skipped item is in the arrays; the summary (an HDF5 attribute, which must
+            # stay small) names the first few for the log and the GUI.
+            arrays["skipped_items"] = np.array([s.index for s in result.skipped], np.int64)
+            arrays["skipped_reasons"] = np.array([s.reason for s in result.skipped], object)
+            summary["skipped"] = [
+                {"item": s.index, "path": s.path, "reason": s.reason}
+                for s in result.skipped[:SUMMARY_SKIPPED]
+            ]
         project.write_run(
             STAGE,
             run_id,
             slot=slot,
             params=params,
-            arrays={"X": X},
+            arrays=arrays,
             inputs=inputs,
-            summary={"n": int(X.shape[0]), "dim": int(X.shape[1])},
+            summary=summary,
         )
-        yield StageDone(STAGE, run_id, {"slot": slot, "shape": list(X.shape)})
+        # Only now that the run is committed may the resumable rows go.
+        if partial is not None:
+            partial.discard()
+        _close_superseded(project, config, run_id)
+        yield StageDone(
+            STAGE,
+            run_id,
+            {"slot": slot, "shape": list(X.shape), "n_skipped": len(result.skipped)},
+        )
         return run_id
 
     return (yield from tracked(project, STAGE, config.to_dict(), body))
 
 
-def stored_features(project: Project, image_set: str, label: str) -> tuple[np.ndarray, str]:
-    """(X (n, d) float32, run ref) of the current features of ``image_set`` by ``label``."""
-    run = project.run(features_slot(image_set, label))
-    return run.arrays["X"].astype(np.float32), f"{run.stage}/{run.run_id}"
+def _close_superseded(project: Project, config: ExtractConfig, run_id: str) -> None:
+    """End the journal records of killed extractions of the same settings as ``resumed``.
+
+    A killed job leaves a start record without an end, shown as interrupted; once a run of
+    the same settings (which took over its finished rows) is stored, it is interrupted no
+    more.
+    """
+    key = _resume_key(config)
+    for record in project.interrupted_jobs():
+        if record.get("stage") != STAGE or record["run"] == run_id:
+            continue
+        params = {k: v for k, v in record.get("params", {}).items() if k not in _NOT_IN_RESUME_KEY}
+        if params == key:
+            project.end_job(STAGE, record["run"], "resumed", f"continued by {STAGE}/{run_id}")
+
+
+def stored_features(
+    project: Project, image_set: str, label: str, *, allow_missing: bool = False
+) -> tuple[np.ndarray, str]:
+    """(X (n, d) float32, run ref) of the current features of ``image_set`` by ``label``.
+
+    Every later stage reads features through here, so this is where rows without values
+    (images skipped as unreadable by an extraction with ``skip_corrupt``) are stopped: a NaN
+    row would silently turn standardisation statistics, k-means centroids and similarities
+    into NaN, and dropping it here would shift the item indices that judgments and triplets
+    refer to.
+
+    Parameters
+    ----------
+    allow_missing : return NaN rows instead of raising (for display and inspection).
+
+    Raises
+    ------
+    InputError
+        Some rows are NaN; the message names the skipped items, their files and why they were
+        skipped, and what to do.
+    """
+    slot = features_slot(image_set, label)
+    run = project.run(slot)
+    X = run.arrays["X"].astype(np.float32)
+    ref = f"{run.stage}/{run.run_id}"
+    if not allow_missing:
+        missing = np.flatnonzero(np.isnan(X).any(axis=1))
+        if missing.size:
+            raise InputError(
+                _missing_rows_message(project, image_set, missing, run.arrays), field=slot
+            )
+    return X, ref
+
+
+def _missing_rows_message(
+    project: Project, image_set: str, missing: np.ndarray, arrays: dict[str, np.ndarray]
+) -> str:
+    reasons = dict(
+        zip(
+            (int(i) for i in arrays.get("skipped_items", ())),
+            (str(r) for r in arrays.get("skipped_reasons", ())),
+            strict=True,
+        )
+    )
+    try:
+        paths = project.imageset(image_set).paths
+    except Exception:  # the set was deleted; the items are still worth naming
+        paths = ()
+    lines = []
+    for i in missing[:LISTED_SKIPPED]:
+        path = paths[i] if i < len(paths) else ""
+        lines.append(f"  item {int(i)} {path}: {reasons.get(int(i), 'no features (NaN)')}")
+    if missing.size > LISTED_SKIPPED:
+        lines.append(f"  ... and {missing.size - LISTED_SKIPPED} more")
+    return (
+        f"{missing.size} of the image set's items have no features because their images were "
+        "skipped as unreadable (skip_corrupt); later stages cannot use them:\n"
+        + "\n".join(lines)
+        + "\nReplace or repair these images and extract again, or import the image set "
+        "without them."
+    )
