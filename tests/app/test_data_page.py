@@ -1,0 +1,160 @@
+"""The Data page and the import dialog, with the engine's real readers and import jobs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.app.conftest import save_screenshot
+
+CALTECH = Path("/work/shared/data/caltech101_mini")
+LONG = 30_000
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Six real images in two categories, copied from the shared data into tmp."""
+    if not CALTECH.is_dir():
+        pytest.skip("shared caltech101_mini data not available")
+    root = tmp_path / "stimuli"
+    for cat in ("chair", "dolphin"):
+        (root / cat).mkdir(parents=True)
+        for src in sorted((CALTECH / cat).glob("*.jpg"))[:3]:
+            shutil.copy(src, root / cat / src.name)
+    return root
+
+
+def _preview(qtbot, dialog) -> None:
+    with qtbot.waitSignal(dialog.preview_finished, timeout=LONG):
+        dialog.refresh_preview()
+
+
+def _import(qtbot, window, dialog) -> object:
+    with qtbot.waitSignal(dialog.imported, timeout=LONG) as blocker:
+        assert dialog.accept_import()
+    qtbot.waitUntil(lambda: not window.session.runner.busy, timeout=LONG)
+    return blocker.args[0]
+
+
+def _import_images(qtbot, window, folder: Path):
+    page = window.page("data")
+    window.show_page("data")
+    dialog = page.open_import("images", str(folder))
+    assert dialog.request().name == "stimuli"  # prefilled with the folder's name
+    _preview(qtbot, dialog)
+    assert dialog.preview_result is not None, dialog.error_text()
+    assert dialog.preview_result.count("images") == "6"
+    assert dialog.preview_result.count("categories") == "2"
+    assert _import(qtbot, window, dialog)["n_images"] == 6
+    return page
+
+
+def test_import_images_and_judgments(qtbot, window, tmp_path: Path, image_folder: Path) -> None:
+    window.session.new(tmp_path / "p.alignet")
+    page = _import_images(qtbot, window, image_folder)
+    assert window.session.info()["imagesets"] == {"stimuli": 6}
+
+    # The page lists the set with its counts and the grid shows its thumbnails.
+    qtbot.waitUntil(lambda: any(r.name == "stimuli" for r in page.rows), timeout=LONG)
+    row = next(r for r in page.rows if r.kind == "image set")
+    assert row.details == "6 images, 2 categories"
+    model = page.grid.model
+    assert model.rowCount() == 8  # 2 category headers + 6 images
+    assert [model.is_header(r) for r in (0, 4)] == [True, True]
+    qtbot.waitUntil(lambda: all(model.thumbnail_ready(r) for r in model.image_rows()), timeout=LONG)
+
+    # Double click opens the larger view with path and category.
+    viewer = page.grid.show_image(1)
+    assert viewer is not None and "chair" in viewer.caption.text()
+    assert not viewer.image.pixmap().isNull()
+    viewer.close()
+    page.grid.show_category("dolphin")
+    assert len(model.image_rows()) == 3 and model.rowCount() == 3
+    page.grid.show_category(None)
+    window.resize(1280, 800)
+    qtbot.wait(200)
+    save_screenshot(window, "data_page_grid")
+
+    # Judgments: preview with counts, then import.
+    csv = tmp_path / "humans.csv"
+    csv.write_text(
+        "item_1,item_2,item_3,odd_position,participant\n"
+        "0,1,3,3,1\n1,0,3,3,2\n3,4,0,3,1\n4,5,2,3,2\n2,1,5,3,3\n"
+    )
+    (dialog,) = page.import_paths([str(csv)])
+    assert dialog.request().kind == "judgments" and dialog.request().fmt == "oddone-csv"
+    assert dialog.request().image_set == "stimuli" and dialog.request().name == "humans"
+    _preview(qtbot, dialog)
+    p = dialog.preview_result
+    assert p is not None, dialog.error_text()
+    assert (p.count("triplets"), p.count("participants")) == ("5", "3")
+    assert p.count("repeats").startswith("1 ")
+    assert dialog.table.rowCount() == 5
+    assert dialog.import_button.isEnabled()
+    qtbot.wait(100)  # let the layout settle before the grab
+    save_screenshot(dialog, "import_dialog_preview")
+    _import(qtbot, window, dialog)
+    assert window.session.info()["judgments"] == ["humans"]
+    qtbot.waitUntil(lambda: any(r.kind == "judgments" for r in page.rows), timeout=LONG)
+    row = next(r for r in page.rows if r.kind == "judgments")
+    assert "5 triplets" in row.details and "3 participants" in row.details
+
+
+def test_bad_files_show_the_engine_error_and_write_nothing(
+    qtbot, window, tmp_path: Path, image_folder: Path
+) -> None:
+    window.session.new(tmp_path / "p.alignet")
+    page = _import_images(qtbot, window, image_folder)
+    before = window.session.project.info()
+
+    wrong_column = tmp_path / "wrong.csv"
+    wrong_column.write_text("item_1,item_2,item_X,odd_position\n0,1,2,3\n")
+    dialog = page.open_import("judgments", str(wrong_column), fmt="oddone-csv")
+    _preview(qtbot, dialog)
+    assert dialog.preview_result is None
+    assert "wrong.csv" in dialog.error_text() and "item_3" in dialog.error_text()
+    assert dialog.error.isVisibleTo(dialog)
+    assert not dialog.import_button.isEnabled()
+    assert not dialog.accept_import()
+
+    out_of_range = tmp_path / "range.csv"
+    out_of_range.write_text("item_1,item_2,item_3,odd_position\n0,1,2,3\n0,1,17,3\n")
+    dialog.set_fields(path=str(out_of_range))
+    _preview(qtbot, dialog)
+    assert dialog.preview_result is None
+    assert "range.csv" in dialog.error_text() and "row 3" in dialog.error_text()
+    qtbot.wait(100)
+    save_screenshot(dialog, "import_dialog_error")
+    assert not dialog.accept_import()
+    assert not window.session.runner.busy
+    after = window.session.project.info()
+    assert after["judgments"] == before["judgments"] == []
+    assert after["imagesets"] == before["imagesets"]
+    dialog.reject()
+
+
+def test_drop_folder_and_matrix(qtbot, window, tmp_path: Path, image_folder: Path) -> None:
+    window.session.new(tmp_path / "p.alignet")
+    window.show_page("overview" if "overview" in window.pages else "project")
+    window.handle_dropped([str(image_folder)])
+    page = window.page("data")
+    assert window.stack.currentWidget() is page
+    (dialog,) = page.dialogs
+    assert dialog.request().kind == "images" and dialog.request().name == "stimuli"
+    _preview(qtbot, dialog)
+    _import(qtbot, window, dialog)
+    assert window.session.info()["imagesets"] == {"stimuli": 6}
+
+    import numpy as np
+
+    rsm = np.eye(6) + 0.1
+    np.save(tmp_path / "rsm.npy", rsm)
+    window.handle_dropped([str(tmp_path / "rsm.npy")])
+    dialog = page.dialogs[-1]
+    assert dialog.request().kind == "matrix"
+    _preview(qtbot, dialog)
+    assert dialog.preview_result is not None and dialog.preview_result.count("shape") == "6 × 6"
+    _import(qtbot, window, dialog)
+    assert window.session.info()["matrices"] == ["rsm"]

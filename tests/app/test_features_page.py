@@ -1,0 +1,85 @@
+"""The Models & features page: a real extraction (efficientnet_lite0, 64 px, 6 images)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.app.conftest import save_screenshot
+
+CALTECH = Path("/work/shared/data/caltech101_mini")
+LONG = 180_000
+
+
+@pytest.fixture
+def project_with_images(window, tmp_path: Path) -> Path:
+    """A new project holding six real images in two categories (imported by the engine)."""
+    if not CALTECH.is_dir():
+        pytest.skip("shared caltech101_mini data not available")
+    from alignet_engine.stages.imports import import_images
+
+    root = tmp_path / "stimuli"
+    for cat in ("chair", "dolphin"):
+        (root / cat).mkdir(parents=True)
+        for src in sorted((CALTECH / cat).glob("*.jpg"))[:3]:
+            shutil.copy(src, root / cat / src.name)
+    window.session.new(tmp_path / "p.alignet")
+    import_images(window.session.project, "stimuli", root)
+    window.session.refresh()
+    return root
+
+
+def test_extract_features(qtbot, window, project_with_images: Path) -> None:
+    window.show_page("features")
+    page = window.page("features")
+    page.form.set_value("image_set", "stimuli")
+    page.form.set_value("model", "efficientnet_lite0")
+    page.form.set_value("image_size", 64)
+    page.form.set_value("batch_size", 4)
+    page.form.set_value("device", "cpu")
+    config = page.config()
+    assert (config.image_set, config.image_size, config.checkpoint) == ("stimuli", 64, None)
+
+    with qtbot.waitSignal(window.session.runner.idle, timeout=LONG):
+        assert page.extract()
+    qtbot.waitUntil(lambda: page.table.rowCount() == 1, timeout=LONG)
+    (row,) = page.stored()
+    assert row["Image set"] == "stimuli" and row["Label"] == "efficientnet_lite0"
+    assert row["n"] == "6" and row["dim"] == "1280"
+    assert row["Layer"] == "pre_logits" and row["State"] == "current"
+    assert window.session.project.run("features:stimuli:efficientnet_lite0").summary["n"] == 6
+    if "layer" in page.fields:
+        with qtbot.waitSignal(window.session.runner.idle, timeout=LONG):
+            assert page.list_layers()
+        assert page.choose_layer("conv_head")
+    window.resize(1280, 800)
+    qtbot.wait(100)
+    save_screenshot(window, "features_page")
+
+
+def test_layer_tree_and_bad_input(qtbot, window, project_with_images: Path) -> None:
+    window.show_page("features")
+    page = window.page("features")
+    if "layer" not in page.fields:
+        pytest.skip("this engine has no layer choice yet")
+    page.form.set_value("image_set", "stimuli")
+    page.form.set_value("model", "efficientnet_lite0")
+    with qtbot.waitSignal(window.session.runner.idle, timeout=LONG):
+        assert page.list_layers()
+    names = page.layer_names()
+    assert names[0] == "pre_logits" and "conv_head" in names
+    assert page.choose_layer("conv_head")
+    assert page.config().layer == "conv_head"
+    assert page.layer_tree.currentIndex().isValid()
+
+    # Bad input: an inline error, no job.
+    page.form.set_value("image_set", "nope")
+    assert not page.extract()
+    assert "nope" in page.error.text() and page.error.isVisibleTo(page)
+    page.form.set_value("image_set", "stimuli")
+    page.form.set_value("batch_size", 0)
+    assert not page.extract()
+    assert "batch_size" in page.error.text()
+    assert not window.session.runner.busy
