@@ -132,6 +132,7 @@ def cmd_import_transform(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.config import ExtractConfig
+    from alignet_engine.models.extract import default_workers
     from alignet_engine.stages.features import extract
 
     cfg = ExtractConfig(
@@ -141,8 +142,33 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
         image_size=args.image_size,
         device=args.device,
         checkpoint=args.checkpoint,
+        weights=args.weights,
+        layer=args.layer,
+        pooling=args.pooling,
+        num_workers=default_workers() if args.workers is None else args.workers,
+        amp=args.amp,
+        skip_corrupt=args.skip_corrupt,
+        resume=not args.no_resume,
     )
     return _run_stage(args, "features", lambda p: extract(p, cfg))
+
+
+def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
+    from alignet_engine.models.catalog import describe_models, format_models
+
+    info = describe_models()
+    if not args.json:
+        print(format_models(info))
+    return info
+
+
+def cmd_layers(args: argparse.Namespace) -> dict[str, Any]:
+    from alignet_engine.models.catalog import describe_layers, format_layers
+
+    info = describe_layers(args.spec, weights=args.weights)
+    if not args.json:
+        print(format_layers(info))
+    return info
 
 
 def cmd_fit_transform(args: argparse.Namespace) -> dict[str, Any]:
@@ -224,21 +250,58 @@ def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
     return _run_stage(args, "triplets", lambda p: sample(p, cfg))
 
 
+#: ``distill`` flags (argparse dest) → DistillConfig fields; unset flags take its defaults
+_DISTILL_TRAINING_FLAGS = {
+    "steps": "steps",
+    "batch_size": "batch_size",
+    "accumulation_steps": "accumulation_steps",
+    "lr": "lr",
+    "warmup_steps": "warmup_steps",
+    "schedule": "schedule",
+    "decay_to_init": "weight_decay_to_init",
+    "loss": "loss",
+    "similarity": "similarity",
+    "teacher_temperature": "teacher_temperature",
+    "student_temperature": "student_temperature",
+    "grad_clip": "grad_clip",
+    "head_dim": "head_dim",
+    "preserve_weight": "preserve_weight",
+    "augment": "augment",
+    "train_bn": "train_bn",
+    "amp": "amp",
+    "channels_last": "channels_last",
+    "val_every": "val_every",
+    "eval_batch_size": "eval_batch_size",
+    "checkpoint_every": "checkpoint_every",
+    "seed": "seed",
+}
+
+
 def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.distill import DistillConfig
-    from alignet_engine.stages.distill import DistillStageConfig, run_distill
+    from alignet_engine.stages.distill import DistillStageConfig, resume_distill, run_distill
 
-    training = DistillConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay_to_init=args.decay_to_init,
-        loss=args.loss,
-        seed=args.seed,
-    )
-    cfg = DistillStageConfig(
-        student=args.student, image_size=args.image_size, device=args.device, training=training
-    )
+    given = {
+        field: getattr(args, dest)
+        for dest, field in _DISTILL_TRAINING_FLAGS.items()
+        if getattr(args, dest) is not None
+    }
+    stage = {
+        name: getattr(args, name)
+        for name in ("student", "image_size", "val_judgments", "val_set")
+        if getattr(args, name) is not None
+    }
+    if args.resume is not None:
+        if given or stage:
+            flags = sorted("--" + name.replace("_", "-") for name in (*given, *stage))
+            raise InputError(
+                f"--resume continues with the interrupted job's settings; drop {', '.join(flags)} "
+                "(only --device may be given)",
+                field="resume",
+            )
+        run = None if args.resume is True else args.resume
+        return _run_stage(args, "distill", lambda p: resume_distill(p, run, device=args.device))
+    cfg = DistillStageConfig(**stage, device=args.device or "auto", training=DistillConfig(**given))
     return _run_stage(args, "distill", lambda p: run_distill(p, cfg))
 
 
@@ -280,6 +343,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     from alignet_engine.align.triplet_sampling import STRATEGIES
+    from alignet_engine.models.spec import POOLINGS
     from alignet_engine.stages.export import EXPORTABLE
     from alignet_engine.stages.imports import JUDGMENT_FORMATS
 
@@ -358,6 +422,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--checkpoint", help="use the student of this distill run (e.g. 'distill')")
+    p.add_argument(
+        "--weights",
+        help="state dict for the model's architecture (.pt/.pth/.safetensors), or random",
+    )
+    p.add_argument(
+        "--layer",
+        help="representation: pre_logits (default), output, or a module name (see layers)",
+    )
+    p.add_argument("--pooling", choices=POOLINGS, default="auto", help="layer output to (n, d)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="image-decoding worker processes (default: CPU cores - 1, at most 8; 0 = decode "
+        "in the main process)",
+    )
+    p.add_argument("--amp", action="store_true", help="bf16/fp16 autocast on CUDA (faster)")
+    p.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="store unreadable images as NaN rows (recorded in the run) instead of failing",
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over instead of continuing an interrupted extraction of the same settings",
+    )
 
     p = command(
         "fit-transform",
@@ -449,15 +540,76 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = command("distill", cmd_distill, "distil the teacher's triplets into the student")
-    p.add_argument("--student", default="efficientnet_lite0")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--decay-to-init", type=float, default=1.0)
-    p.add_argument("--loss", choices=("kl", "jsd", "contrastive"), default="kl")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    # every default is None: unset flags take DistillConfig's defaults (shown in brackets),
+    # and --resume can tell which flags were given
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        metavar="RUN",
+        help="continue the newest interrupted (killed, cancelled, failed) distill job from its "
+        "training checkpoint, or the job RUN (distill/<id>), with its own settings",
+    )
+    p.add_argument("--student", help="student backbone [efficientnet_lite0]")
+    p.add_argument("--steps", type=int, help="optimizer steps [300]")
+    p.add_argument("--batch-size", type=int, help="triplets per micro-batch [16]")
+    p.add_argument(
+        "--accumulation-steps",
+        type=int,
+        help="micro-batches per step; effective batch = batch size × this [1]",
+    )
+    p.add_argument("--lr", type=float, help="peak learning rate [1e-4]")
+    p.add_argument("--warmup-steps", type=int, help="linear warm-up steps [20]")
+    p.add_argument("--schedule", choices=("cosine", "constant"), help="after warm-up [cosine]")
+    p.add_argument("--decay-to-init", type=float, help="λ of the pull toward θ₀ [1.0]")
+    p.add_argument("--loss", choices=("kl", "jsd", "contrastive"), help="[kl]")
+    p.add_argument("--similarity", choices=("cosine", "dot"), help="[cosine]")
+    p.add_argument("--teacher-temperature", type=float, help="[1.0]")
+    p.add_argument("--student-temperature", type=float, help="[0.1]")
+    p.add_argument("--grad-clip", type=float, help="max gradient norm, 0 = off [1.0]")
+    p.add_argument(
+        "--head-dim", type=int, help="new linear triplet head of this size, 0 = none [0]"
+    )
+    p.add_argument(
+        "--preserve-weight",
+        type=float,
+        help="weight of the 1 − cos(f, f_pretrained) preservation term [0]",
+    )
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="random horizontal flips [off]",
+    )
+    p.add_argument(
+        "--train-bn",
+        action=argparse.BooleanOptionalAction,
+        help="BatchNorm in train mode (batch statistics) [off]",
+    )
+    p.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        help="mixed precision on CUDA (bfloat16 or float16 + loss scaling) [off]",
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        help="channels-last memory layout [on]",
+    )
+    p.add_argument("--val-every", type=int, help="validate every N steps, 0 = ends only [50]")
+    p.add_argument("--eval-batch-size", type=int, help="images per validation forward [64]")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help="training checkpoint (for --resume) every N steps, 0 = only on cancel [100]",
+    )
+    p.add_argument(
+        "--val-judgments",
+        help="human judgments to track the student's accuracy on during training",
+    )
+    p.add_argument("--val-set", help="their image set (default: the one they were imported with)")
+    p.add_argument("--image-size", type=int, help="input size in px [the student's own]")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps [auto]")
+    p.add_argument("--seed", type=int, help="[0]")
 
     p = command(
         "evaluate",
@@ -489,6 +641,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(checked against torch); transform: transform.npz; triplets: AligNet npz",
     )
 
+    command(
+        "models",
+        cmd_models,
+        "list the embedded models, the model spec syntax and the weights in the local caches",
+        project=False,
+    )
+    p = command(
+        "layers", cmd_layers, "list a model's layers with their output shapes", project=False
+    )
+    p.add_argument("spec", help="model spec, e.g. torchvision:resnet18 or efficientnet_lite0")
+    p.add_argument("--weights", help="state dict to load (only needed if it changes the head)")
+
     p = command(
         "demo", cmd_demo, "run the whole pipeline on the embedded, generated demo", project=False
     )
@@ -513,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if args.json:
         print(json.dumps(result, default=str))
-    elif args.command != "demo":
+    elif args.command not in ("demo", "models", "layers"):  # these print their own tables
         print(json.dumps(result, indent=2, default=str))
     return 0
 

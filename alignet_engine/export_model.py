@@ -19,7 +19,11 @@ safetensors header metadata, see :func:`alignet_engine.distill.save_student`) an
 ``student.json`` (architecture, layer, image size, distill parameters, run summary, sha256).
 
 The representation is the one that was aligned: ``layer = "pre_logits"``, the globally pooled
-output of the last conv block (the ImageNet classifier's input).
+output of the last conv block (the ImageNet classifier's input). A student distilled with a
+triplet head (``head_dim > 0``) has the head's tensors in its file (``triplet_head.weight``,
+``triplet_head.bias``); the model's embedding is then the head's output, (b, head_dim) — the
+space the triplet similarities were trained in — and ``model.backbone_features`` gives the
+pre-head features.
 """
 
 from __future__ import annotations
@@ -40,7 +44,12 @@ from PIL import Image
 from torch import nn
 
 from alignet_engine import __version__
-from alignet_engine.distill import load_student_config, load_student_state
+from alignet_engine.distill import (
+    load_student_config,
+    load_student_head,
+    load_student_state,
+    triplet_head_from_state,
+)
 from alignet_engine.errors import InputError, ModelUnavailableError
 from alignet_engine.models.images import load_image, make_transform
 from alignet_engine.models.registry import Preprocess, load_backbone
@@ -73,7 +82,8 @@ class AlignedModel(nn.Module):
     layer : the representation returned, ``"pre_logits"``.
     preprocess : the eval preprocessing, with the exported ``image_size`` (if any) as
         ``input_size``.
-    feature_dim : length of the feature vector ``d``.
+    feature_dim : length of the returned vector: ``head_dim`` with a triplet head, else ``d``.
+    head : the triplet head (``nn.Linear`` d → head_dim), or None.
     config : the export's configuration (``student.json`` merged over the checkpoint's own).
     source : the ``.safetensors`` file the weights came from.
     """
@@ -87,6 +97,7 @@ class AlignedModel(nn.Module):
         config: Mapping[str, Any],
         source: str,
         layer: str = "pre_logits",
+        head: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -96,6 +107,9 @@ class AlignedModel(nn.Module):
         self.config = dict(config)
         self.source = source
         self.feature_dim = int(getattr(model, "num_features"))  # noqa: B009 - timm attribute
+        self.head = head
+        if head is not None:
+            self.feature_dim = int(head.out_features)  # type: ignore[arg-type]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Aligned features of a preprocessed batch.
@@ -118,6 +132,11 @@ class AlignedModel(nn.Module):
                 f"expected a (b, 3, H, W) image batch, got shape {tuple(images.shape)}",
                 field="images",
             )
+        feats = self.backbone_features(images)
+        return feats if self.head is None else self.head(feats)
+
+    def backbone_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled ``pre_logits`` features (b, d), before any triplet head."""
         model: Any = self.model  # timm EfficientNet; nn.Module's typing lacks these methods
         feats: torch.Tensor = model.forward_head(model.forward_features(images), pre_logits=True)
         return feats
@@ -266,6 +285,7 @@ def load_aligned_model(
     try:
         embedded = load_student_config(weights)
         state = load_student_state(weights)
+        head_state = load_student_head(weights)
     except FileNotFoundError:
         raise InputError("no such file", source=weights) from None
     expected_sha = exported.get("weights_sha256")
@@ -293,6 +313,17 @@ def load_aligned_model(
             f"the weights do not fit architecture '{arch}': {exc}", source=weights
         ) from None
 
+    head = None
+    if head_state is not None:
+        head = triplet_head_from_state(head_state)
+        backbone_dim = backbone.feature_dim
+        if head.in_features != backbone_dim:
+            raise InputError(
+                f"the triplet head expects {head.in_features}-d features but '{arch}' gives "
+                f"{backbone_dim}",
+                source=weights,
+            )
+
     preprocess = backbone.preprocess
     if isinstance(config.get("preprocess"), Mapping):
         preprocess = Preprocess.from_dict(config["preprocess"])
@@ -309,6 +340,7 @@ def load_aligned_model(
         config=config,
         source=str(weights),
         layer=layer,
+        head=head,
     )
     model.eval()
     model.to(device)

@@ -8,26 +8,38 @@ from .losses import (
     triplet_similarities,
 )
 from .trainer import (
+    HEAD_PREFIX,
     DistillConfig,
     DistillDivergedError,
+    DistillOutOfMemoryError,
     DistillResult,
+    Validator,
     distill,
     load_student_config,
+    load_student_head,
     load_student_state,
+    make_triplet_head,
     save_student,
+    triplet_head_from_state,
 )
 
 __all__ = [
+    "HEAD_PREFIX",
     "DistillConfig",
     "DistillDivergedError",
+    "DistillOutOfMemoryError",
     "DistillResult",
+    "Validator",
     "contrastive_triplet_loss",
     "distill",
     "jsd_triplet_loss",
     "kl_triplet_loss",
     "load_student_config",
+    "load_student_head",
     "load_student_state",
+    "make_triplet_head",
     "odd_one_out_agreement",
     "save_student",
+    "triplet_head_from_state",
     "triplet_similarities",
 ]

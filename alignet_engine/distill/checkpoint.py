@@ -20,14 +20,21 @@ Tensors
         flip generator, and of the training CUDA device's generator.
     ``history/<name>``
         the per-step curves so far (``step`` int64, the rest float64) and the validation
-        curves (``val_step`` int64, ``val_agreement``, ``val_loss`` float64).
+        curves (``val_step`` int64, ``val_agreement``, ``val_loss``, ``val_<name>`` float64).
+    ``preserve/ids``, ``preserve/features`` (optional)
+        int64 (u,) sorted image ids and float32 (u, orientations, d) pretrained features of
+        the representation-preservation term (computed once, before the first step).
+
+    A triplet head's tensors are part of ``model/`` (and ``adam/``) under the
+    ``triplet_head.`` prefix; it has no ``init/`` entry (it is not pulled toward its init).
 
 Header metadata (all strings)
     ``format`` = ``"alignet-distill-checkpoint"``, ``format_version`` = ``"1"`` and
     ``state``: JSON with ``steps_done``, ``config`` (``DistillConfig.to_dict()``),
     ``sampler_bit_generator`` (numpy ``Generator.bit_generator.state``; its 128-bit integers
-    are exact in JSON), ``data_sha256`` (of the training triplets and similarities) and
-    ``torch_version``.
+    are exact in JSON), ``data_sha256`` (of the training triplets and similarities),
+    ``seconds`` (training time so far, pauses excluded), ``grad_scaler`` (the float16 AMP
+    loss scaler's ``state_dict()``, or null) and ``torch_version``.
 
 The learning-rate schedule needs no state of its own: it is a function of the step and the
 configuration.
@@ -97,6 +104,10 @@ class TrainingCheckpoint:
     cuda_rng : ``torch.cuda.get_rng_state(device)`` of the training device, or None.
     history : curves so far (see the module docstring).
     data_sha256 : digest of the training triplets and similarities (see :func:`data_digest`).
+    seconds : training time of the run up to ``steps_done``, s (pauses excluded).
+    preserve_ids : (u,) int64 sorted ids of the cached pretrained features, or None.
+    preserve_features : (u, orientations, d) float32 pretrained features, or None.
+    grad_scaler : ``torch.amp.GradScaler.state_dict()`` (JSON scalars), or None.
     """
 
     steps_done: int
@@ -111,6 +122,10 @@ class TrainingCheckpoint:
     cuda_rng: torch.Tensor | None = None
     history: dict[str, np.ndarray] = field(default_factory=dict)
     data_sha256: str = ""
+    seconds: float = 0.0
+    preserve_ids: np.ndarray | None = None
+    preserve_features: torch.Tensor | None = None
+    grad_scaler: dict[str, Any] | None = None
 
 
 def data_digest(triplets: np.ndarray, sims: np.ndarray) -> str:
@@ -158,6 +173,11 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: TrainingCheckpoint
     tensors["rng/flip"] = _cpu(checkpoint.flip_rng)
     if checkpoint.cuda_rng is not None:
         tensors["rng/cuda"] = _cpu(checkpoint.cuda_rng)
+    if checkpoint.preserve_ids is not None and checkpoint.preserve_features is not None:
+        tensors["preserve/ids"] = torch.from_numpy(
+            np.ascontiguousarray(checkpoint.preserve_ids, dtype=np.int64)
+        ).clone()
+        tensors["preserve/features"] = _cpu(checkpoint.preserve_features)
     for name, values in checkpoint.history.items():
         dtype = np.int64 if name in _INT_HISTORY else np.float64
         tensors[f"history/{name}"] = torch.from_numpy(np.array(values, dtype=dtype))
@@ -166,6 +186,8 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: TrainingCheckpoint
         "config": dict(checkpoint.config),
         "sampler_bit_generator": checkpoint.sampler_state,
         "data_sha256": checkpoint.data_sha256,
+        "seconds": float(checkpoint.seconds),
+        "grad_scaler": checkpoint.grad_scaler,
         "torch_version": torch.__version__,
     }
     metadata = {
@@ -215,6 +237,27 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def checkpoint_steps(path: str | os.PathLike[str]) -> int:
+    """``steps_done`` of a checkpoint, read from its header only (no tensor is loaded).
+
+    Raises
+    ------
+    InputError
+        The file is missing or not a readable distillation checkpoint.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = fh.metadata() or {}
+        if metadata.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("no checkpoint metadata")
+        return int(json.loads(metadata["state"])["steps_done"])
+    except Exception as exc:
+        raise InputError(f"not a readable distillation checkpoint ({exc})", source=path) from exc
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> TrainingCheckpoint:
@@ -275,6 +318,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> TrainingCheckpoint:
             cuda_rng=tensors.get("rng/cuda"),
             history=history,
             data_sha256=str(state.get("data_sha256", "")),
+            seconds=float(state.get("seconds", 0.0)),
+            preserve_ids=tensors["preserve/ids"].numpy() if "preserve/ids" in tensors else None,
+            preserve_features=tensors.get("preserve/features"),
+            grad_scaler=state.get("grad_scaler"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(

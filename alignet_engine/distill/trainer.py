@@ -29,6 +29,43 @@ Choices that differ from the AligNet reference and why
   stage extracts. The affine BN weights are still trained (and pulled toward θ₀).
 * **Warm-up** ramps linearly to the peak over ``warmup_steps`` starting at ``peak/warmup``
   (not at 0 as optax does), so the first step is not wasted.
+* **Triplet head** (``head_dim > 0``): a new linear layer ``d → head_dim`` on top of the
+  student's features, trained from scratch as AligNet's 1024-d ``triplet_logits`` head; the
+  triplet similarities are then taken of its output. It is **not** pulled toward its initial
+  value: AligNet's ``decay_to_init`` does pull it toward its random init, but a random matrix
+  is no representation worth keeping, so that pull is only a weight decay toward noise; the
+  pull toward θ₀ is what keeps the *pretrained* representation, and it applies to every
+  backbone parameter. ``drift`` measures the backbone alone.
+* **Representation preservation** (``preserve_weight > 0``): an explicit loss term
+  ``w · mean(1 − cos(f(x), f₀(x)))`` between the student's current backbone features and
+  those of the pretrained student θ₀ on the same (possibly flipped) images. The pool is fixed,
+  so f₀ is computed once per training image (and orientation) before the first step, in eval
+  mode, and kept in the checkpoint: no frozen model copy and no second forward per step.
+
+Mechanics
+---------
+* **Gradient accumulation**: a step draws ``batch_size × accumulation_steps`` triplets (the
+  same rows a run with that batch size draws), forwards them in ``accumulation_steps``
+  micro-batches of ``batch_size`` triplets and sums ``loss / accumulation_steps`` gradients,
+  so the update equals one of the effective batch (with BatchNorm in eval mode) up to float
+  rounding, with the activation memory of one micro-batch.
+* **AMP** (``amp=True``): on CUDA the forward runs under ``torch.autocast`` in bfloat16
+  where the GPU supports it (no loss scaling needed), else float16 with a ``GradScaler``
+  (a step whose gradients overflow is skipped, the pull toward θ₀ too). Similarities and
+  losses are computed in float32. On other devices it is a no-op and says so in a Message.
+* **Pause**: ``control.check()`` blocks while paused at each step boundary (and each
+  validation chunk); that time is measured and left out of ``seconds`` and the throughput.
+* **Out of memory**: a GPU (or MPS) out-of-memory error in a step or a validation frees the
+  cached memory and is re-raised as :class:`DistillOutOfMemoryError`, whose message says
+  which setting to lower.
+* **Several processes** (``torch.distributed`` initialised, e.g. under ``torchrun``, world
+  size W > 1): every rank runs ``distill`` with the same arguments; each draws the same global
+  rows and flips, forwards its own equal slice of every micro-batch (``batch_size / W``
+  triplets) through a ``DistributedDataParallel`` wrapper, whose backward averages the
+  gradients, so every rank makes the same update as one process with the whole batch (up to
+  the order of float additions). Logged losses and agreement are all-reduced; only rank 0
+  writes checkpoints. Every rank yields events — a caller shows rank 0's. The stage and the
+  CLI do not launch this yet (see ``tests/engine/test_distill_ddp.py`` for the engine use).
 """
 
 from __future__ import annotations
@@ -48,6 +85,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from alignet_engine.errors import AlignetError, InputError
@@ -96,6 +134,14 @@ class DistillDivergedError(AlignetError):
     """The training loss became NaN or infinite."""
 
 
+class DistillOutOfMemoryError(AlignetError):
+    """The device ran out of memory; the message says which settings to lower."""
+
+
+#: key prefix of the triplet head's tensors in checkpoints and student files
+HEAD_PREFIX = "triplet_head."
+
+
 # --------------------------------------------------------------------------------------------
 # configuration
 
@@ -136,6 +182,14 @@ class DistillConfig:
     checkpoint_every : write a training checkpoint every this many steps when
         :func:`distill` is given a ``checkpoint_path``; 0 = no periodic checkpoints (the
         end-of-run and on-cancel checkpoints are still written).
+    head_dim : 0 = similarities of the student's own features; > 0 = of a new linear triplet
+        head ``d → head_dim`` trained from scratch (AligNet: 1024). Not pulled toward its
+        init (see the module docstring).
+    preserve_weight : w ≥ 0 of the representation-preservation term ``1 − cos(f, f₀)``
+        (mean over the step's images) added to the loss; 0 = off.
+    accumulation_steps : micro-batches of ``batch_size`` triplets per optimizer step (≥ 1);
+        the effective batch is ``batch_size * accumulation_steps`` triplets.
+    amp : mixed precision on CUDA (bfloat16, or float16 with loss scaling); no effect elsewhere.
     """
 
     steps: int = 300
@@ -156,7 +210,11 @@ class DistillConfig:
     train_bn: bool = False
     augment: bool = False
     channels_last: bool = True
-    checkpoint_every: int = 0
+    checkpoint_every: int = 100
+    head_dim: int = 0
+    preserve_weight: float = 0.0
+    accumulation_steps: int = 1
+    amp: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -186,6 +244,8 @@ class DistillConfig:
             ("val_every", 0),
             ("eval_batch_size", 1),
             ("checkpoint_every", 0),
+            ("head_dim", 0),
+            ("accumulation_steps", 1),
         ):
             value = getattr(self, name)
             if not is_int(value) or value < low:
@@ -196,7 +256,7 @@ class DistillConfig:
             value = getattr(self, name)
             if not is_real(value) or value <= 0:
                 raise bad(name, "must be a finite number > 0")
-        for name in ("weight_decay_to_init", "grad_clip", "log_every_s"):
+        for name in ("weight_decay_to_init", "grad_clip", "log_every_s", "preserve_weight"):
             value = getattr(self, name)
             if not is_real(value) or value < 0:
                 raise bad(name, "must be a finite number ≥ 0")
@@ -207,7 +267,7 @@ class DistillConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise bad(name, f"must be one of {', '.join(allowed)}")
-        for name in ("train_bn", "augment", "channels_last"):
+        for name in ("train_bn", "augment", "channels_last", "amp"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be true or false")
 
@@ -229,6 +289,11 @@ class DistillConfig:
             )
         return cls(**dict(data))
 
+    @property
+    def effective_batch_size(self) -> int:
+        """Triplets per optimizer step: ``batch_size * accumulation_steps``."""
+        return self.batch_size * self.accumulation_steps
+
     def lr_at(self, step: int) -> float:
         """Learning rate of the update made at 0-based ``step`` (0 ≤ step < steps)."""
         if step < self.warmup_steps:
@@ -248,15 +313,23 @@ class DistillResult:
     ----------
     state_dict : the trained ``feature_fn.state_dict()``, detached CPU tensor copies.
     history : per-step curves, each (steps_done,): ``"step"`` int64 (1-based) and float64
-        ``"loss"`` (the minimised objective: the triplet loss — the decay-to-init is a
-        decoupled update, not a loss term), ``"triplet"`` (the triplet loss),
-        ``"agreement"`` (batch fraction where the student picks the teacher's odd one out),
-        ``"lr"``, ``"grad_norm"`` (before clipping) and ``"drift"`` (‖θ − θ₀‖ / ‖θ₀‖ after
-        the step). With a validation set also ``"val_step"`` int64 (0 = before training),
-        ``"val_agreement"`` and ``"val_loss"``, each (n_validations,).
+        ``"loss"`` (the minimised objective: triplet loss + ``preserve_weight`` × preserve
+        term — the decay-to-init is a decoupled update, not a loss term), ``"triplet"`` (the
+        kl / jsd / contrastive triplet loss), ``"preserve"`` (only with
+        ``preserve_weight > 0``: mean ``1 − cos(f, f₀)``, unweighted), ``"agreement"`` (batch
+        fraction where the student picks the teacher's odd one out), ``"lr"``,
+        ``"grad_norm"`` (before clipping) and ``"drift"`` (‖θ − θ₀‖ / ‖θ₀‖ of the backbone
+        after the step: the size of what the decay-to-init pulls back). Per-step values are
+        means over the step's effective batch. With a validation set also ``"val_step"``
+        int64 (0 = before training), ``"val_agreement"`` and ``"val_loss"``, and one
+        ``"val_<name>"`` per validator, each (n_validations,).
     steps_done : optimizer steps made.
-    seconds : wall-clock duration of the job, s.
+    seconds : training time of the whole run, s: wall-clock time of this job and of the
+        segments it resumed from, without the time spent paused.
     config : the configuration used.
+    head_state : the trained triplet head's ``state_dict()`` (keys ``weight`` (head_dim, d),
+        ``bias`` (head_dim,)), CPU copies; None without a head.
+    paused_seconds : time this job spent paused, s.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -264,6 +337,8 @@ class DistillResult:
     steps_done: int
     seconds: float
     config: DistillConfig = field(default_factory=DistillConfig)
+    head_state: dict[str, torch.Tensor] | None = None
+    paused_seconds: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,6 +371,13 @@ class _Images:
     @property
     def count(self) -> int | None:
         return None if self.tensor is None else int(self.tensor.shape[0])
+
+    def image_shape(self, image_id: int) -> tuple[int, ...]:
+        """(C, H, W) of one image, without moving anything to the device (for messages)."""
+        if self.tensor is not None:
+            return tuple(self.tensor.shape[1:])
+        assert self.load is not None
+        return tuple(self.load(np.asarray([image_id], dtype=np.int64)).shape[1:])
 
     def __call__(self, ids: np.ndarray, channels_last: bool = False) -> torch.Tensor:
         if self.tensor is not None:
@@ -438,6 +520,12 @@ _RESUME_FREE = frozenset(
     {"steps", "checkpoint_every", "log_every_s", "val_every", "eval_batch_size"}
 )
 
+#: what a validator is: the student (eval mode, under ``torch.no_grad``) → a float
+Validator = Callable[[nn.Module], float]
+
+#: validation curves every run with a validation set has (besides ``val_<validator>``)
+_VAL_NAMES = ("val_agreement", "val_loss")
+
 
 def distill(
     feature_fn: nn.Module,
@@ -449,8 +537,10 @@ def distill(
     device: torch.device | str | None = None,
     control: JobControl | None = None,
     val: tuple[np.ndarray, np.ndarray] | None = None,
+    validators: Mapping[str, Validator] | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     resume_from: str | os.PathLike[str] | None = None,
+    checkpoint_at_end: bool = True,
 ) -> Job[DistillResult]:
     """Fine-tune ``feature_fn`` in place so its triplet similarities match the teacher's.
 
@@ -475,6 +565,12 @@ def distill(
     val : optional held-out ``(triplets (v, 3) int, sims (v, 3) float)``; its agreement with
         the teacher's odd one out (and loss) is measured before training, every
         ``config.val_every`` steps and after the last step.
+    validators : optional ``{name: fn}``; each ``fn(student) -> float`` is called at the same
+        points as the validation set (with or without one), with the student in eval mode
+        under ``torch.no_grad`` — the student maps images (B, C, H, W) on ``device`` to its
+        embedding (the triplet head's output when ``config.head_dim > 0``). Its values form
+        the curve ``val_<name>``. Names must be non-empty identifiers other than
+        ``agreement`` and ``loss``.
     checkpoint_path : file holding the run's training checkpoint (see
         :mod:`alignet_engine.distill.checkpoint`; its folder must exist), replaced atomically
         every ``config.checkpoint_every`` steps, after the last step, and when the job is
@@ -482,29 +578,33 @@ def distill(
     resume_from : a checkpoint of an earlier run (often the same file as
         ``checkpoint_path``). Its weights are loaded into ``feature_fn`` (same architecture;
         its own weights are ignored), and θ₀, the Adam state, the sampler and torch RNG
-        states and the history are restored; training continues at step ``steps_done + 1``.
-        With the same ``config``, device and thread count the loss curve and weights are
-        bitwise those of an uninterrupted run. ``config`` must equal the checkpoint's except
-        for ``log_every_s``, ``val_every``, ``eval_batch_size`` and ``checkpoint_every``, and
-        ``steps``, which may be *increased* to extend training: the cosine schedule then
-        follows the new ``steps`` from the resumed step on, which is **not** the curve of a
-        run planned with the new ``steps`` from the start (its decay would have been slower
-        from the first step). The images are not checked; pass the same pool.
+        states, the cached pretrained features and the history are restored; training
+        continues at step ``steps_done + 1``. With the same ``config``, device and thread
+        count the loss curve and weights are bitwise those of an uninterrupted run.
+        ``config`` must equal the checkpoint's except for ``log_every_s``, ``val_every``,
+        ``eval_batch_size`` and ``checkpoint_every``, and ``steps``, which may be *increased*
+        to extend training: the cosine schedule then follows the new ``steps`` from the
+        resumed step on, which is **not** the curve of a run planned with the new ``steps``
+        from the start (its decay would have been slower from the first step). The images
+        are not checked; pass the same pool.
+    checkpoint_at_end : False skips the checkpoint after the last step (for a caller that
+        stores the finished student itself and deletes the checkpoint).
 
     Yields
     ------
     Message
-        Start and end lines for the log panel.
+        Start and end lines for the log panel (and a note when ``amp`` has no effect).
     Progress
         ``Progress("distill", step, steps)``, at most every ``config.log_every_s`` s, and
-        always after the last step.
+        always after the last step; with ``preserve_weight > 0`` first
+        ``Progress("distill", images_done, images, "caching the pretrained features")``.
     LossBatch
-        ``stage="distill"``; training points (values ``loss``, ``triplet``, ``agreement``,
-        ``lr``, ``grad_norm``, ``drift``; every step is in exactly one batch) at most every
-        ``config.log_every_s`` s plus a final flush; validation points in their own batches
-        (values ``val_agreement``, ``val_loss``). All arrays are numpy copies. A resumed run
-        first yields the restored points (one training and one validation batch), so a
-        fresh plot shows the whole curve.
+        ``stage="distill"``; training points (values ``loss``, ``triplet``, [``preserve``,]
+        ``agreement``, ``lr``, ``grad_norm``, ``drift``; every step is in exactly one batch)
+        at most every ``config.log_every_s`` s plus a final flush; validation points in their
+        own batches (values ``val_agreement``, ``val_loss``, ``val_<name>``). All arrays are
+        numpy copies. A resumed run first yields the restored points (one training and one
+        validation batch), so a fresh plot shows the whole curve.
 
     Returns
     -------
@@ -514,14 +614,16 @@ def distill(
     Raises
     ------
     InputError
-        Malformed triplets, similarities, images or features; an unreadable ``resume_from``
-        checkpoint, or one whose settings (the differing fields are named), triplets or
-        parameters do not match.
+        Malformed triplets, similarities, images, features or validator names; an unreadable
+        ``resume_from`` checkpoint, or one whose settings (the differing fields are named),
+        triplets or parameters do not match.
     jobs.Cancelled
         ``control.cancel()`` was called; raised at the next step boundary (after saving a
         checkpoint when ``checkpoint_path`` is given).
     DistillDivergedError
         The loss became non-finite.
+    DistillOutOfMemoryError
+        The device ran out of memory in a step or a validation.
     CheckpointWriteError
         A checkpoint could not be written (e.g. the disk is full); training stops, and the
         previous checkpoint at ``checkpoint_path`` is kept.
@@ -537,6 +639,14 @@ def distill(
     params = [p for p in feature_fn.parameters() if p.requires_grad]
     if not params:
         raise InputError("feature_fn has no trainable parameters", field="feature_fn")
+    world, _ = _world()
+    if config.batch_size % world:
+        raise InputError(
+            f"with {world} processes batch_size must be a multiple of {world} (each process "
+            f"takes an equal share); got {config.batch_size}",
+            source="distill config",
+            field="batch_size",
+        )
     if device is None:
         device = params[0].device
     device = torch.device(device)
@@ -545,6 +655,16 @@ def distill(
     val_data = None
     if val is not None:
         val_data = _check_triplets(val[0], val[1], source.count, "validation triplets")
+    validators = dict(validators or {})
+    for name, fn in validators.items():
+        if not isinstance(name, str) or not name.isidentifier() or name in ("agreement", "loss"):
+            raise InputError(
+                f"validator names must be identifiers other than 'agreement' and 'loss'; got "
+                f"{name!r}",
+                field="validators",
+            )
+        if not callable(fn):
+            raise InputError(f"validator {name!r} is not callable", field="validators")
     digest = ""
     if checkpoint_path is not None or resume_from is not None:
         digest = data_digest(triplets, teacher_sims)
@@ -572,7 +692,8 @@ def distill(
         device,
         control or JobControl(),
         val_data,
-        _Checkpointing(checkpoint_path, resume, last_saved, digest),
+        _Checkpointing(checkpoint_path, resume, last_saved, digest, checkpoint_at_end),
+        validators,
     )
 
 
@@ -584,6 +705,7 @@ class _Checkpointing:
     resume: TrainingCheckpoint | None
     last_saved: int | None
     data_sha256: str
+    at_end: bool = True
 
 
 def _check_resume(
@@ -631,8 +753,9 @@ def _check_resume(
         )
     trainable = [n for n, p in feature_fn.named_parameters() if p.requires_grad]
     expected = {k: tuple(v.shape) for k, v in feature_fn.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in resume.model.items()}
-    if set(trainable) != set(resume.init) or expected != found:
+    found = {k: tuple(v.shape) for k, v in resume.model.items() if not k.startswith(HEAD_PREFIX)}
+    head_ok = (f"{HEAD_PREFIX}weight" in resume.model) == (config.head_dim > 0)
+    if set(trainable) != set(resume.init) or expected != found or not head_ok:
         missing = sorted(set(expected) - set(found))[:3]
         unexpected = sorted(set(found) - set(expected))[:3]
         reshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])[:3]
@@ -645,6 +768,121 @@ def _check_resume(
         )
 
 
+class _TrainForward(nn.Module):
+    """Training forward: images → (backbone features (B, d), embedding (B, e)).
+
+    One module for both outputs, so that a ``DistributedDataParallel`` wrapper sees every
+    trained parameter (backbone and head) in one forward.
+    """
+
+    def __init__(self, feature_fn: nn.Module, head: nn.Module | None) -> None:
+        super().__init__()
+        self.features = feature_fn
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = _features(self.features, x)
+        return features, features if self.head is None else self.head(features)
+
+
+def _world() -> tuple[int, int]:
+    """``(world size, rank)`` of the initialised default process group, else ``(1, 0)``."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class _Student(nn.Module):
+    """``feature_fn`` followed by the optional triplet head: images → embedding (B, e)."""
+
+    def __init__(self, feature_fn: nn.Module, head: nn.Module | None) -> None:
+        super().__init__()
+        self.features = feature_fn
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = _features(self.features, x)
+        return out if self.head is None else self.head(out)
+
+
+def make_triplet_head(in_dim: int, head_dim: int, seed: int = 0) -> nn.Linear:
+    """A new linear triplet head ``in_dim → head_dim`` with a seeded default initialisation.
+
+    The weights follow ``nn.Linear``'s own init (uniform in ±1/√in_dim for weight and bias),
+    drawn from a private generator so that creating the head leaves torch's global RNG —
+    and therefore dropout in the rest of the run — untouched.
+    """
+    head = nn.Linear(in_dim, head_dim)
+    gen = torch.Generator().manual_seed(seed)
+    bound = 1.0 / math.sqrt(in_dim)
+    with torch.no_grad():
+        head.weight.copy_(torch.empty(head_dim, in_dim).uniform_(-bound, bound, generator=gen))
+        head.bias.copy_(torch.empty(head_dim).uniform_(-bound, bound, generator=gen))
+    return head
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is a device out-of-memory error (CUDA's typed one or a backend's text)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _free_device_memory(device: torch.device) -> None:
+    """Return cached blocks to the driver so the next attempt (or the GUI) starts clean."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def _oom_error(
+    config: DistillConfig, device: torch.device, where: str, image_shape: tuple[int, ...]
+) -> DistillOutOfMemoryError:
+    size = f"{image_shape[-2]}×{image_shape[-1]} px" if len(image_shape) >= 2 else "unknown"
+    half = max(1, config.batch_size // 2)
+    keep = config.effective_batch_size // half if config.effective_batch_size % half == 0 else 0
+    accumulate = (
+        f"accumulation_steps={keep} keeps the effective batch of "
+        f"{config.effective_batch_size} triplets"
+        if keep
+        else "raise accumulation_steps to keep the effective batch"
+    )
+    tips = [
+        f"a smaller batch_size (now {config.batch_size}; e.g. {half} — {accumulate})",
+        f"a smaller eval_batch_size (now {config.eval_batch_size}) if it failed in validation",
+    ]
+    if device.type == "cuda" and not config.amp:
+        tips.append("amp=True (mixed precision roughly halves activation memory)")
+    tips.append(f"a smaller image_size (images are {size})")
+    return DistillOutOfMemoryError(
+        f"{device} ran out of memory during {where}; try " + "; ".join(tips) + "."
+    )
+
+
+class _PauseClock:
+    """``control`` with a stopwatch: the time spent inside ``check()`` is time paused."""
+
+    def __init__(self, control: JobControl) -> None:
+        self.control = control
+        self.paused = 0.0
+
+    def check(self) -> None:
+        t0 = time.monotonic()
+        try:
+            self.control.check()
+        finally:
+            self.paused += time.monotonic() - t0
+
+
+def _amp_dtype(config: DistillConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for float32 training."""
+    if not config.amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def _distill_job(
     feature_fn: nn.Module,
     source: _Images,
@@ -655,25 +893,55 @@ def _distill_job(
     control: JobControl,
     val: tuple[np.ndarray, np.ndarray] | None,
     ckpt: _Checkpointing | None = None,
+    validators: Mapping[str, Validator] | None = None,
 ) -> Job[DistillResult]:
     start = time.monotonic()
+    clock = _PauseClock(control)
     ckpt = ckpt or _Checkpointing(None, None, None, "")
+    validators = dict(validators or {})
     resume = ckpt.resume
     modes = {module: module.training for module in feature_fn.modules()}
     feature_fn.to(device)
     if config.channels_last:
         feature_fn.to(memory_format=torch.channels_last)
-    named = [(n, p) for n, p in feature_fn.named_parameters() if p.requires_grad]
+
+    head: nn.Module | None = None
+    if config.head_dim:
+        # the head's input size is the features' length: one image through the model, in
+        # eval mode (no batch statistics, no dropout, no RNG draw) tells it
+        feature_fn.eval()
+        with torch.no_grad():
+            probe = _features(feature_fn, source(triplets[:1, 0], config.channels_last))
+        head = make_triplet_head(int(probe.shape[1]), config.head_dim, config.seed + 2)
+        head.to(device)
+    student = _Student(feature_fn, head)
+    named_backbone = [(n, p) for n, p in feature_fn.named_parameters() if p.requires_grad]
+    named_head = [] if head is None else [(HEAD_PREFIX + n, p) for n, p in head.named_parameters()]
+    named = named_backbone + named_head
     params = [p for _, p in named]
+    pulled = [p for _, p in named_backbone]  # the head is not pulled (module docstring)
     if resume is None:
-        inits = [p.detach().clone() for p in params]
+        inits = [p.detach().clone() for p in pulled]
     else:
         with torch.no_grad():
-            feature_fn.load_state_dict(resume.model)
+            feature_fn.load_state_dict(_split_head(resume.model)[0])
+            if head is not None:
+                head.load_state_dict(_split_head(resume.model)[1])
         # empty_like keeps each parameter's memory layout (channels-last): a resumed run then
         # does its elementwise arithmetic on the same layouts as the uninterrupted one
-        inits = [torch.empty_like(p).copy_(resume.init[n]) for n, p in named]
+        inits = [torch.empty_like(p).copy_(resume.init[n]) for n, p in named_backbone]
     init_norm = _global_norm(inits) or 1.0
+    world, rank = _world()
+    forward: nn.Module = _TrainForward(feature_fn, head)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(
+            forward,
+            device_ids=[device.index or 0] if device.type == "cuda" else None,
+            # a timm classifier's parameters are trainable but unused by the features
+            find_unused_parameters=True,
+        )
 
     rng = np.random.default_rng(config.seed)
     # dropout / drop-path draw from torch's global RNG; seeding it makes runs repeatable
@@ -682,15 +950,27 @@ def _distill_job(
     # a copy (torch.tensor, not from_numpy): the caller's arrays may be read-only
     teacher_sims = torch.tensor(teacher_sims_np, device=device)
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
-    batches = _TripletSampler(len(triplets), config.batch_size, rng)
+    # one draw of the effective batch per step: the rows a batch_size × accumulation run sees
+    # are the rows a run with that (larger) batch_size sees
+    batches = _TripletSampler(len(triplets), config.effective_batch_size, rng)
     throttle = Throttle(config.log_every_s)
+    amp_dtype = _amp_dtype(config, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
-    names = ("loss", "triplet", "agreement", "lr", "grad_norm", "drift")
+    names: tuple[str, ...] = ("loss", "triplet")
+    if config.preserve_weight > 0:
+        names += ("preserve",)
+    names += ("agreement", "lr", "grad_norm", "drift")
+    val_names = (_VAL_NAMES if val is not None else ()) + tuple(f"val_{n}" for n in validators)
     history: dict[str, list[float]] = {name: [] for name in ("step", *names)}
-    val_history: dict[str, list[float]] = {"val_step": [], "val_agreement": [], "val_loss": []}
+    val_history: dict[str, list[float]] = {name: [] for name in ("val_step", *val_names)}
     pending = 0  # history points not yet yielded in a LossBatch
     step = 0
     progress_done = -1  # the last step reported in a Progress event
+    earlier_seconds = 0.0  # training time of the segments this run resumes
+    # pretrained features f₀ of every training image (× orientation), for the preserve term
+    preserve_ids: np.ndarray | None = None
+    preserve_feats: torch.Tensor | None = None
 
     if resume is not None:
         rng.bit_generator.state = resume.sampler_state
@@ -699,6 +979,8 @@ def _distill_job(
         flip_gen.set_state(resume.flip_rng)
         if device.type == "cuda" and resume.cuda_rng is not None:
             torch.cuda.set_rng_state(resume.cuda_rng, device)
+        if scaler is not None and resume.grad_scaler:
+            scaler.load_state_dict(resume.grad_scaler)
         for name, param in named:
             saved = resume.optimizer.get(name)
             if saved:  # absent for a parameter that never had a gradient
@@ -711,7 +993,15 @@ def _distill_job(
             for name in store:
                 if name in resume.history:
                     store[name] = resume.history[name].tolist()
+        # a validator new to this segment has no value at the earlier validation points
+        for name in val_names:
+            missing = len(val_history["val_step"]) - len(val_history[name])
+            val_history[name] = [math.nan] * missing + val_history[name]
+        if resume.preserve_ids is not None and resume.preserve_features is not None:
+            preserve_ids = resume.preserve_ids
+            preserve_feats = resume.preserve_features.to(device)
         step = resume.steps_done
+        earlier_seconds = resume.seconds
 
     def flush() -> LossBatch:
         nonlocal pending
@@ -726,28 +1016,199 @@ def _distill_job(
         progress_done = step
         return Progress(STAGE, step, config.steps)
 
+    def autocast() -> Any:
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+    def cache_pretrained_features() -> Job[None]:
+        """f₀ of each training image (and its mirror image when augmenting), eval mode."""
+        nonlocal preserve_ids, preserve_feats
+        ids = np.unique(triplets)
+        orientations = (False, True) if config.augment else (False,)
+        chunks: list[torch.Tensor] = []
+        feature_fn.eval()
+        throttle_cache = Throttle(config.log_every_s)
+        with torch.no_grad():
+            for begin in range(0, len(ids), config.eval_batch_size):
+                clock.check()
+                x = source(ids[begin : begin + config.eval_batch_size], config.channels_last)
+                with autocast():
+                    chunks.append(
+                        torch.stack(
+                            [_features(feature_fn, x.flip(-1) if f else x) for f in orientations],
+                            dim=1,
+                        ).float()
+                    )
+                done = min(begin + config.eval_batch_size, len(ids))
+                if throttle_cache() or done == len(ids):
+                    yield Progress(STAGE, done, len(ids), "caching the pretrained features")
+        _set_mode(feature_fn, train=True, train_bn=config.train_bn)
+        preserve_ids = ids
+        preserve_feats = torch.cat(chunks)  # (u, orientations, d)
+
     def validate_now() -> LossBatch:
-        assert val is not None
-        agreement, loss = _evaluate(feature_fn, source, val[0], val[1], config, device, control)
+        values: dict[str, float] = {}
+        try:
+            if val is not None:
+                agreement, loss = _evaluate(
+                    student, source, val[0], val[1], config, device, clock, autocast
+                )
+                values["val_agreement"], values["val_loss"] = agreement, loss
+            student.eval()
+            for name, fn in validators.items():
+                clock.check()
+                with torch.no_grad(), autocast():
+                    values[f"val_{name}"] = float(fn(student))
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            oom = True
+        else:
+            oom = False
+        if oom:  # outside the except block: the traceback no longer holds the activations
+            _free_device_memory(device)
+            raise _oom_error(config, device, "validation", source.image_shape(triplets[0, 0]))
         _set_mode(feature_fn, train=True, train_bn=config.train_bn)
         val_history["val_step"].append(step)
-        val_history["val_agreement"].append(agreement)
-        val_history["val_loss"].append(loss)
-        logger.debug("distill step %d: val agreement %.4f, val loss %.4f", step, agreement, loss)
+        for name in val_names:
+            val_history[name].append(values[name])
+        logger.debug("distill step %d: validation %s", step, values)
         return LossBatch(
             STAGE,
             np.asarray([step], dtype=np.int64),
-            {"val_agreement": np.asarray([agreement]), "val_loss": np.asarray([loss])},
+            {name: np.asarray([values[name]], dtype=np.float64) for name in val_names},
         )
+
+    def validate_keeping_progress() -> Job[None]:
+        """Validate at ``step``; a cancel inside still checkpoints the completed step."""
+        try:
+            batch = validate_now()
+        except Cancelled:
+            # the resumed run validates this step first (see "a validation cut short" below)
+            if ckpt.path is not None and step >= 1 and ckpt.last_saved != step:
+                save(step)
+            raise
+        yield batch
+
+    def train_step(step: int) -> tuple[float, float, float, float, float]:
+        """One optimizer step (all micro-batches); returns the step's curve values.
+
+        Returns ``(triplet loss, preserve term, agreement, grad norm, lr)``, each a mean
+        over the effective batch. A function so that its activations die with its frame.
+        """
+        rows = next(batches)  # (batch_size * accumulation_steps,) triplet rows
+        ids = triplets[rows].reshape(-1)  # (3 · effective batch,) image ids
+        teacher = teacher_sims[torch.from_numpy(rows).to(device)]
+        flip = None
+        if config.augment:
+            # one draw for the whole step, so the flips do not depend on how it is split
+            flip = torch.rand(ids.shape[0], generator=flip_gen) < 0.5
+        lr = config.lr_at(step - 1)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        b, parts = config.batch_size, config.accumulation_steps
+        local = b // world  # this rank's triplets of each micro-batch
+        sims_parts: list[torch.Tensor] = []
+        teacher_parts: list[torch.Tensor] = []
+        triplet_total = preserve_total = 0.0
+        for part in range(parts):
+            first = b * part + local * rank  # this rank's first row of the micro-batch
+            mine = slice(first, first + local)
+            images = slice(3 * first, 3 * (first + local))
+            x = source(ids[images], config.channels_last)
+            part_flip = None
+            if flip is not None:
+                part_flip = flip[images]
+                f = part_flip.to(device)
+                x = torch.where(f[:, None, None, None], x.flip(-1), x)
+            # under DDP only the last micro-batch's backward all-reduces the summed gradients
+            no_sync = world > 1 and part < parts - 1
+            if no_sync:
+                sync_context = forward.no_sync()  # type: ignore[operator]
+                sync_context.__enter__()
+            with autocast():
+                features, embedding = forward(x)
+            student_sims = triplet_similarities(
+                embedding.float().reshape(local, 3, -1), config.similarity
+            )
+            triplet_loss = _triplet_loss(config, teacher[mine], student_sims)
+            loss = triplet_loss
+            if config.preserve_weight > 0:
+                assert preserve_ids is not None and preserve_feats is not None
+                where = torch.from_numpy(np.searchsorted(preserve_ids, ids[images])).to(device)
+                orient = (
+                    torch.zeros_like(where)
+                    if part_flip is None
+                    else part_flip.to(device=device, dtype=torch.long)
+                )
+                f0 = preserve_feats[where, orient]
+                preserve = (1.0 - F.cosine_similarity(features.float(), f0, dim=-1)).mean()
+                loss = loss + config.preserve_weight * preserve
+                preserve_total += float(preserve.detach())
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise DistillDivergedError(
+                    f"the distillation loss became {loss_value} at step {step}; lower the "
+                    f"learning rate (now {config.lr:g}) or raise the student temperature "
+                    f"(now {config.student_temperature:g})"
+                )
+            triplet_total += float(triplet_loss.detach())
+            if parts > 1:
+                # each micro-batch loss is a mean over b triplets: /parts makes the summed
+                # gradient that of the mean over the effective batch (and DDP's average over
+                # the ranks' equal slices that of the whole micro-batch)
+                loss = loss / parts
+            (loss if scaler is None else scaler.scale(loss)).backward()
+            if no_sync:
+                sync_context.__exit__(None, None, None)
+            sims_parts.append(student_sims.detach())
+            teacher_parts.append(teacher[mine])
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        # with loss scaling an overflowing step is skipped by scaler.step: skip the pull too
+        skipped = scaler is not None and not math.isfinite(grad_norm)
+        with torch.no_grad():
+            # decoupled pull toward θ₀, applied *before* the Adam step so that it uses the
+            # pre-step θ: θ ← θ − η(Adam(g) + λ(θ − θ₀)) exactly, as optax's
+            # scale_by_adam → decay_to_init → scale_by_lr chain does (Adam's update does
+            # not depend on θ, so the order only decides which θ the pull sees)
+            pull = min(lr * config.weight_decay_to_init, 1.0)
+            if pull > 0 and not skipped:
+                torch._foreach_lerp_(pulled, inits, pull)
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
+        with torch.no_grad():
+            all_sims = sims_parts[0] if parts == 1 else torch.cat(sims_parts)
+            all_teacher = teacher_parts[0] if parts == 1 else torch.cat(teacher_parts)
+            agreement = float(odd_one_out_agreement(all_sims, all_teacher).float().mean())
+        if world > 1:
+            # the logged values of the whole batch: means of the ranks' equal-sized means
+            totals = torch.tensor(
+                [triplet_total, preserve_total, agreement], dtype=torch.float64, device=device
+            )
+            torch.distributed.all_reduce(totals)
+            triplet_total, preserve_total, agreement = (totals / world).tolist()
+        return triplet_total / parts, preserve_total / parts, agreement, grad_norm, lr
 
     def save(done: int) -> None:
         """Checkpoint the state after step ``done`` (the caller guarantees it is complete)."""
         assert ckpt.path is not None
+        if rank != 0:  # the ranks hold the same state: one writer
+            ckpt.last_saved = done
+            return
+        model_state = dict(feature_fn.state_dict())
+        if head is not None:
+            model_state.update({HEAD_PREFIX + k: v for k, v in head.state_dict().items()})
         state = TrainingCheckpoint(
             steps_done=done,
             config=config.to_dict(),
-            model=feature_fn.state_dict(),
-            init={name: init for (name, _), init in zip(named, inits, strict=True)},
+            model=model_state,
+            init={name: init for (name, _), init in zip(named_backbone, inits, strict=True)},
             optimizer={
                 name: {k: v for k, v in optimizer.state[p].items() if isinstance(v, torch.Tensor)}
                 for name, p in named
@@ -760,6 +1221,10 @@ def _distill_job(
             cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             history={k: np.asarray(v) for k, v in {**history, **val_history}.items()},
             data_sha256=ckpt.data_sha256,
+            seconds=elapsed(),
+            preserve_ids=preserve_ids,
+            preserve_features=preserve_feats,
+            grad_scaler=None if scaler is None else dict(scaler.state_dict()),
         )
         try:
             save_checkpoint(ckpt.path, state)
@@ -774,13 +1239,25 @@ def _distill_job(
             ) from exc
         ckpt.last_saved = done
 
+    def elapsed() -> float:
+        """Training seconds of the whole run so far, pauses left out."""
+        return earlier_seconds + time.monotonic() - start - clock.paused
+
     try:
         first = step + 1
         if resume is None:
             text = (
                 f"distilling {len(triplets)} triplets: {config.steps} steps of "
-                f"{config.batch_size} triplets, {config.loss} loss, lr {config.lr:g}, "
-                f"λ {config.weight_decay_to_init:g}, on {device}"
+                f"{config.effective_batch_size} triplets"
+                + (
+                    f" ({config.accumulation_steps} × {config.batch_size})"
+                    if config.accumulation_steps > 1
+                    else ""
+                )
+                + f", {config.loss} loss, lr {config.lr:g}, λ {config.weight_decay_to_init:g}"
+                + (f", head {config.head_dim}" if config.head_dim else "")
+                + (f", preserve {config.preserve_weight:g}" if config.preserve_weight else "")
+                + f" on {device}"
             )
         else:
             text = (
@@ -789,7 +1266,17 @@ def _distill_job(
             )
         logger.info(text)
         yield Message(STAGE, text)
+        if config.amp and amp_dtype is None:
+            yield Message(
+                STAGE,
+                f"amp has no effect on {device.type}: training in float32",
+                "WARNING",
+            )
+        elif amp_dtype is not None:
+            yield Message(STAGE, f"mixed precision: {str(amp_dtype).removeprefix('torch.')}")
         yield progress()
+        if config.preserve_weight > 0 and preserve_feats is None:
+            yield from cache_pretrained_features()
         _set_mode(feature_fn, train=True, train_bn=config.train_bn)
         if resume is not None:
             if history["step"]:
@@ -802,71 +1289,51 @@ def _distill_job(
                 yield LossBatch(
                     STAGE,
                     np.asarray(val_history["val_step"], dtype=np.int64),
-                    {
-                        n: np.asarray(val_history[n], dtype=np.float64)
-                        for n in ("val_agreement", "val_loss")
-                    },
+                    {n: np.asarray(val_history[n], dtype=np.float64) for n in val_names},
                 )
-        elif val is not None:
-            control.check()
+        elif val_names:
+            clock.check()
+            yield validate_now()
+        # a validation cut short by a cancel: the checkpoint has its step but not its point
+        due = bool(config.val_every) and step % config.val_every == 0
+        has_point = bool(val_history["val_step"]) and val_history["val_step"][-1] == step
+        if resume is not None and val_names and 0 < step < config.steps and due and not has_point:
             yield validate_now()
 
         for step in range(first, config.steps + 1):  # validate_now reads `step` too
             try:
-                control.check()
+                clock.check()
             except Cancelled:
                 # step - 1 is complete (its validation too): keep it so the run can resume
                 if ckpt.path is not None and step > 1 and ckpt.last_saved != step - 1:
                     save(step - 1)
                 raise
-            rows = next(batches)
-            batch_triplets = triplets[rows]
-            batch_teacher = teacher_sims[torch.from_numpy(rows).to(device)]
-            x = source(batch_triplets.reshape(-1), config.channels_last)
-            if config.augment:
-                flip = (torch.rand(x.shape[0], generator=flip_gen) < 0.5).to(device)
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-
-            lr = config.lr_at(step - 1)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            features = _features(feature_fn, x)
-            student = triplet_similarities(features.reshape(len(rows), 3, -1), config.similarity)
-            loss = _triplet_loss(config, batch_teacher, student)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise DistillDivergedError(
-                    f"the distillation loss became {loss_value} at step {step}; lower the "
-                    f"learning rate (now {config.lr:g}) or raise the student temperature "
-                    f"(now {config.student_temperature:g})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+            oom = False
+            try:
+                triplet_value, preserve_value, agreement, grad_norm, lr = train_step(step)
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                oom = True
+            if oom:  # outside the except block: the traceback no longer holds the activations
+                optimizer.zero_grad(set_to_none=True)
+                _free_device_memory(device)
+                shape = source.image_shape(triplets[0, 0])
+                raise _oom_error(config, device, f"training step {step}", shape)
             with torch.no_grad():
-                # decoupled pull toward θ₀, applied *before* the Adam step so that it uses the
-                # pre-step θ: θ ← θ − η(Adam(g) + λ(θ − θ₀)) exactly, as optax's
-                # scale_by_adam → decay_to_init → scale_by_lr chain does (Adam's update does
-                # not depend on θ, so the order only decides which θ the pull sees)
-                pull = min(lr * config.weight_decay_to_init, 1.0)
-                if pull > 0:
-                    torch._foreach_lerp_(params, inits, pull)
-            optimizer.step()
-            with torch.no_grad():
-                agreement = float(odd_one_out_agreement(student, batch_teacher).float().mean())
-                drift = _global_norm(torch._foreach_sub(params, inits))
-
-            for name, value in (
-                ("step", step),
-                ("loss", loss_value),
-                ("triplet", loss_value),
-                ("agreement", agreement),
-                ("lr", lr),
-                ("grad_norm", grad_norm),
-                ("drift", drift / init_norm),
-            ):
-                history[name].append(value)
+                drift = _global_norm(torch._foreach_sub(pulled, inits))
+            values = {
+                "step": step,
+                "loss": triplet_value + config.preserve_weight * preserve_value,
+                "triplet": triplet_value,
+                "preserve": preserve_value,
+                "agreement": agreement,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "drift": drift / init_norm,
+            }
+            for name in history:
+                history[name].append(values[name])
             pending += 1
             if throttle():
                 yield flush()
@@ -874,8 +1341,8 @@ def _distill_job(
             # the last step's validation (and checkpoint) come after the final flush, below
             last = step == config.steps
             due = config.val_every and step % config.val_every == 0 and not last
-            if val is not None and due:
-                yield validate_now()
+            if val_names and due:
+                yield from validate_keeping_progress()
             every = config.checkpoint_every
             if ckpt.path is not None and every and step % every == 0 and not last:
                 save(step)
@@ -883,31 +1350,38 @@ def _distill_job(
         if pending:
             yield flush()
         # a run resumed from its final checkpoint already has the last validation point
-        if val is not None and not (
-            val_history["val_step"] and val_history["val_step"][-1] == step
-        ):
-            yield validate_now()
-        if ckpt.path is not None and ckpt.last_saved != step:
+        if val_names and not (val_history["val_step"] and val_history["val_step"][-1] == step):
+            yield from validate_keeping_progress()
+        if ckpt.path is not None and ckpt.at_end and ckpt.last_saved != step:
             save(step)
         if progress_done != step:
             yield progress()
     finally:
         for module, mode in modes.items():
             module.training = mode
+        if head is not None:
+            head.train(False)
 
-    seconds = time.monotonic() - start
+    seconds = elapsed()
+    segment = time.monotonic() - start - clock.paused
     result_history: dict[str, np.ndarray] = {
         "step": np.asarray(history["step"], dtype=np.int64),
         **{n: np.asarray(history[n], dtype=np.float64) for n in names},
     }
-    if val is not None:
+    if val_names:
         result_history["val_step"] = np.asarray(val_history["val_step"], dtype=np.int64)
-        result_history["val_agreement"] = np.asarray(val_history["val_agreement"])
-        result_history["val_loss"] = np.asarray(val_history["val_loss"])
+        for name in val_names:
+            result_history[name] = np.asarray(val_history[name], dtype=np.float64)
     done = f"{config.steps} steps" if first == 1 else f"steps {first}–{config.steps}"
-    summary = (
-        f"distilled {done} in {seconds:.1f} s; last loss "
-        f"{result_history['loss'][-1]:.4f}, drift {result_history['drift'][-1]:.2e}"
+    made = config.steps - first + 1
+    summary = f"distilled {done} in {segment:.1f} s"
+    if made > 0 and segment > 0:
+        rate = made / segment
+        summary += f" ({rate:.2f} steps/s, {rate * 3 * config.effective_batch_size:.1f} images/s)"
+    if clock.paused >= 0.05:
+        summary += f", {clock.paused:.1f} s paused"
+    summary += (
+        f"; last loss {result_history['loss'][-1]:.4f}, drift {result_history['drift'][-1]:.2e}"
     )
     if val is not None and len(result_history["val_agreement"]):
         summary += (
@@ -920,37 +1394,55 @@ def _distill_job(
         k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
         for k, v in feature_fn.state_dict().items()
     }
-    return DistillResult(state, result_history, config.steps, seconds, config)
+    head_state = (
+        None
+        if head is None
+        else {k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()}
+    )
+    return DistillResult(
+        state, result_history, config.steps, seconds, config, head_state, clock.paused
+    )
+
+
+def _split_head(
+    state: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split a combined state dict into the backbone's and the head's (prefix removed)."""
+    backbone = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
+    head = {k[len(HEAD_PREFIX) :]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
+    return backbone, head
 
 
 def _evaluate(
-    feature_fn: nn.Module,
+    student: nn.Module,
     source: _Images,
     triplets: np.ndarray,
     teacher_sims: np.ndarray,
     config: DistillConfig,
     device: torch.device,
-    control: JobControl,
+    control: JobControl | _PauseClock,
+    autocast: Callable[[], Any],
 ) -> tuple[float, float]:
     """Agreement with the teacher's odd one out and mean loss on ``triplets``, in eval mode.
 
     Each distinct image is forwarded once (in chunks of ``config.eval_batch_size``).
     Returns ``(agreement in [0, 1], loss in nats)``.
     """
-    feature_fn.eval()
+    student.eval()
     ids = np.unique(triplets)
     chunks = []
     with torch.no_grad():
         for begin in range(0, len(ids), config.eval_batch_size):
             control.check()
             chunk = source(ids[begin : begin + config.eval_batch_size], config.channels_last)
-            chunks.append(_features(feature_fn, chunk))
+            with autocast():
+                chunks.append(student(chunk).float())
         features = torch.cat(chunks)
         rows = torch.from_numpy(np.searchsorted(ids, triplets)).to(device)
-        student = triplet_similarities(features[rows], config.similarity)
+        student_sims = triplet_similarities(features[rows], config.similarity)
         teacher = torch.tensor(teacher_sims, device=device)
-        agreement = float(odd_one_out_agreement(student, teacher).float().mean())
-        loss = float(_triplet_loss(config, teacher, student))
+        agreement = float(odd_one_out_agreement(student_sims, teacher).float().mean())
+        loss = float(_triplet_loss(config, teacher, student_sims))
     return agreement, loss
 
 
@@ -959,7 +1451,10 @@ def _evaluate(
 
 
 def save_student(
-    path: str | os.PathLike[str], feature_fn: nn.Module, config_json: Mapping[str, Any]
+    path: str | os.PathLike[str],
+    feature_fn: nn.Module,
+    config_json: Mapping[str, Any],
+    head_state: Mapping[str, torch.Tensor] | None = None,
 ) -> str:
     """Write ``feature_fn``'s state dict as safetensors, atomically; return its sha256.
 
@@ -972,6 +1467,10 @@ def save_student(
     path : target ``.safetensors`` file; its folder must exist.
     feature_fn : the student module (its ``state_dict()``: parameters and buffers).
     config_json : JSON-serialisable mapping.
+    head_state : the triplet head's ``state_dict()`` (``weight`` (e, d), ``bias`` (e,)), or
+        None. Stored under the ``triplet_head.`` prefix, with ``head_dim`` = e in the header
+        metadata; :func:`load_student_state` leaves it out and :func:`load_student_head`
+        returns it, so a reader that only knows the backbone keeps working.
 
     Returns
     -------
@@ -990,6 +1489,20 @@ def save_student(
     tensors = {
         k: v.detach().to("cpu").contiguous().clone() for k, v in feature_fn.state_dict().items()
     }
+    if head_state is not None:
+        if any(k.startswith(HEAD_PREFIX) for k in tensors):
+            raise InputError(
+                f"feature_fn's state already has '{HEAD_PREFIX}' keys", field="feature_fn"
+            )
+        if "weight" not in head_state or head_state["weight"].ndim != 2:
+            raise InputError("head_state must hold a 2-D 'weight'", field="head_state")
+        tensors.update(
+            {
+                HEAD_PREFIX + k: v.detach().to("cpu").contiguous().clone()
+                for k, v in head_state.items()
+            }
+        )
+        metadata["head_dim"] = str(int(head_state["weight"].shape[0]))
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -1009,11 +1522,41 @@ def save_student(
 
 
 def load_student_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a state dict written by :func:`save_student` (CPU tensors)."""
+    """Read the backbone's state dict written by :func:`save_student` (CPU tensors).
+
+    A triplet head stored with it is left out (see :func:`load_student_head`), so the result
+    loads strictly into the backbone module.
+    """
     from safetensors.torch import load_file
 
     _read_metadata(path)  # refuses files that are not student checkpoints
-    return load_file(str(path), device="cpu")
+    return _split_head(load_file(str(path), device="cpu"))[0]
+
+
+def load_student_head(path: str | os.PathLike[str]) -> dict[str, torch.Tensor] | None:
+    """The triplet head's state dict stored by :func:`save_student`, or None if it has none.
+
+    Returns
+    -------
+    dict or None
+        ``{"weight": (head_dim, d), "bias": (head_dim,)}`` float CPU tensors.
+    """
+    from safetensors.torch import load_file
+
+    if "head_dim" not in _read_metadata(path):
+        return None
+    head = _split_head(load_file(str(path), device="cpu"))[1]
+    if "weight" not in head:
+        raise InputError("the student file names a triplet head but has no weights", source=path)
+    return head
+
+
+def triplet_head_from_state(state: Mapping[str, torch.Tensor]) -> nn.Linear:
+    """An ``nn.Linear`` holding a saved triplet head (see :func:`load_student_head`)."""
+    out_dim, in_dim = state["weight"].shape
+    head = nn.Linear(int(in_dim), int(out_dim), bias="bias" in state)
+    head.load_state_dict(dict(state), strict=True)
+    return head
 
 
 def load_student_config(path: str | os.PathLike[str]) -> dict[str, Any]:

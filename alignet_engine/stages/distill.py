@@ -2,20 +2,49 @@
 
 The student's weights are stored as a safetensors side file next to the project and
 referenced from the run with their sha256; the loss curves are stored in the run.
+
+Interruptions and resume
+------------------------
+While it trains, the job keeps a *training checkpoint* (weights, θ₀, Adam state, sampler and
+RNG states, curves so far; see :mod:`alignet_engine.distill.checkpoint`) in the side file
+``distill-<run id>.ckpt.safetensors``, replaced every ``training.checkpoint_every`` steps and
+when the job is cancelled. The run id is in the journal's start record, so a job that was
+killed (no end record), cancelled or failed (e.g. the disk filled up) leaves a checkpoint that
+:func:`resume_distill` (``alignet-cli distill PROJECT --resume``) finds and continues.
+
+A resumed job gets a **new run id**: it is a new job in the journal (its start record's
+params carry ``"resumed_from": "distill/<old id>"``), the interrupted job's record is closed
+with status ``"resumed"`` (so it is no longer listed as interrupted), the checkpoint file is
+renamed to the new run's name, and the run it writes records ``resumed_from`` in its summary.
+Everything else in the run — the curves from step 1, the weights, ``seconds`` (training time
+without pauses, summed over the segments) — is what the uninterrupted job would have written
+(bitwise on a CPU with the same thread count). A new run id keeps runs append-only and the
+journal a plain sequence of start/end pairs, and it still says that the run was interrupted.
+The training checkpoint is deleted once the run is written.
+
+With ``val_judgments`` the job also tracks, every ``training.val_every`` steps, the student's
+odd-one-out (or two-alternative) accuracy on those human judgments, by cosine similarity of its
+embedding: the curve ``val_human``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from alignet_engine.align.metrics import oddone_correct, twoafc_correct
 from alignet_engine.config import StageConfig
-from alignet_engine.distill import DistillConfig, distill, save_student
+from alignet_engine.data.types import Judgments
+from alignet_engine.distill import DistillConfig, Validator, distill, save_student
+from alignet_engine.distill.checkpoint import CheckpointWriteError, checkpoint_steps
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Message, Progress, StageDone, Throttle
 from alignet_engine.models import Backbone, load_backbone, load_image, make_transform, pick_device
@@ -23,18 +52,61 @@ from alignet_engine.stages._tracking import tracked
 from alignet_engine.stages.triplets import SLOT as TRIPLET_SLOT
 from alignet_engine.store import Project
 
+logger = logging.getLogger(__name__)
+
 STAGE = "distill"
 SLOT = "distill"
+
+#: job statuses after which a distill job left its training checkpoint to resume from
+_RESUMABLE = (None, "cancelled", "failed")
+
+#: the validator built from ``val_judgments``: its curve is ``val_human``
+HUMAN_VALIDATOR = "human"
+
+
+def training_checkpoint_name(run_id: str) -> str:
+    """Side-file name of the training checkpoint of distill job ``run_id``."""
+    return f"distill-{run_id}.ckpt.safetensors"
 
 
 @dataclass(frozen=True)
 class DistillStageConfig(StageConfig):
-    """Which student to train on the current triplets, where, and how (``training``)."""
+    """Which student to train on the current triplets, where, and how (``training``).
+
+    Attributes
+    ----------
+    student : registry name of the student backbone.
+    image_size : input size in px; None = the student's own.
+    device : ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    training : the optimisation settings (:class:`DistillConfig`).
+    val_judgments : name of imported human judgments (odd-one-out or two-alternative) to
+        track the student's accuracy on during training (curve ``val_human``); None = off.
+    val_set : the image set those judgments refer to; None = the one they were imported with
+        (given, it must be that one).
+    """
 
     student: str = "efficientnet_lite0"
     image_size: int | None = None  # None: the student's own input size
     device: str = "auto"
     training: DistillConfig = field(default_factory=DistillConfig)
+    val_judgments: str | None = None
+    val_set: str | None = None
+
+    def validate(self) -> None:
+        if self.image_size is not None and (
+            not isinstance(self.image_size, int) or self.image_size < 32
+        ):
+            raise InputError(
+                f"must be an integer ≥ 32 px or None; got {self.image_size!r}",
+                source="distill config",
+                field="image_size",
+            )
+        if self.val_set is not None and self.val_judgments is None:
+            raise InputError(
+                "val_set names the image set of val_judgments; set val_judgments too",
+                source="distill config",
+                field="val_set",
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DistillStageConfig:
@@ -62,9 +134,13 @@ class StudentFeatures(nn.Module):
 
 
 def decode_images(
-    paths: tuple[str, ...], backbone: Backbone, image_size: int | None, control: JobControl
+    paths: tuple[str, ...],
+    backbone: Backbone,
+    image_size: int | None,
+    control: JobControl,
+    what: str = "decoding the pool",
 ) -> Job[torch.Tensor]:
-    """Decode and preprocess every pool image into one tensor (n, 3, H, W) float32."""
+    """Decode and preprocess every image of ``paths`` into one tensor (n, 3, H, W) float32."""
     transform = make_transform(backbone.preprocess, image_size)
     out: list[torch.Tensor] = []
     throttle = Throttle(0.2)
@@ -72,15 +148,231 @@ def decode_images(
         control.check()
         out.append(transform(load_image(path)))
         if throttle() or i + 1 == len(paths):
-            yield Progress(STAGE, i + 1, len(paths), "decoding the pool")
+            yield Progress(STAGE, i + 1, len(paths), what)
     return torch.stack(out)
 
 
-def run_distill(
-    project: Project, config: DistillStageConfig, control: JobControl | None = None
+# --------------------------------------------------------------------------------------------
+# validation on human judgments
+
+
+def judgment_validator(
+    judgments: Judgments,
+    images: torch.Tensor,
+    *,
+    device: torch.device,
+    batch_size: int = 64,
+    channels_last: bool = False,
+) -> Validator:
+    """A :data:`~alignet_engine.distill.Validator`: the student's accuracy on ``judgments``.
+
+    Parameters
+    ----------
+    judgments : odd-one-out (``kind="oddone"``, odd one last) or two-alternative
+        (``"twoafc"``: anchor, chosen, other) judgments; two-alternative rows with vote counts
+        are scored on their strict-majority rows only, as the evaluate stage does.
+    images : (n, 3, H, W) float32 preprocessed images, row ``i`` = item ``i`` of the
+        judgments' ids (see :func:`_judgment_images` for a compact remapping).
+    device : where the student is.
+    batch_size : images per forward pass.
+    channels_last : feed the images in channels-last layout (as the student trains).
+
+    Returns
+    -------
+    Validator
+        ``fn(student) -> accuracy in [0, 1]``, cosine similarity of the student's embedding
+        (:func:`alignet_engine.align.metrics.oddone_correct` / ``twoafc_correct``).
+    """
+    triplets = judgments.triplets
+    if judgments.kind == "twoafc" and judgments.votes is not None:
+        triplets = triplets[judgments.votes[:, 0] > judgments.votes[:, 1]]
+    if len(triplets) == 0:
+        raise InputError("the judgments have no scorable rows", field="val_judgments")
+    correct = oddone_correct if judgments.kind == "oddone" else twoafc_correct
+
+    def accuracy(student: nn.Module) -> float:
+        chunks = []
+        for begin in range(0, images.shape[0], batch_size):
+            x = images[begin : begin + batch_size].to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            chunks.append(student(x).float().cpu())
+        features = torch.cat(chunks).numpy().astype(np.float64)
+        return float(correct(features, triplets, metric="cosine").mean())
+
+    return accuracy
+
+
+def _judgment_images(
+    project: Project, config: DistillStageConfig, backbone: Backbone, control: JobControl
+) -> Job[tuple[Judgments, torch.Tensor]]:
+    """The validation judgments (ids remapped to 0..u-1) and their u decoded images."""
+    assert config.val_judgments is not None
+    judgments, image_set = project.judgments(config.val_judgments)
+    if config.val_set is not None and config.val_set != image_set:
+        raise InputError(
+            f"judgments '{config.val_judgments}' refer to image set '{image_set}', not "
+            f"'{config.val_set}'; leave val_set empty or name '{image_set}'",
+            source="distill config",
+            field="val_set",
+        )
+    paths = project.imageset(image_set).paths
+    ids = np.unique(judgments.triplets)  # decode only the images the judgments use
+    images = yield from decode_images(
+        tuple(paths[i] for i in ids),
+        backbone,
+        config.image_size,
+        control,
+        f"decoding the images of '{config.val_judgments}'",
+    )
+    remapped = dataclasses.replace(
+        judgments, triplets=np.searchsorted(ids, judgments.triplets).astype(np.int64)
+    )
+    return remapped, images
+
+
+# --------------------------------------------------------------------------------------------
+# resume
+
+
+def resumable_runs(project: Project) -> list[dict[str, Any]]:
+    """Distill jobs that ended without a run and left a training checkpoint, newest first.
+
+    Returns
+    -------
+    list of dict
+        ``{"run": "distill/<id>", "status": None (killed) | "cancelled" | "failed",
+        "message": str, "steps_done": int, "steps": int, "checkpoint": Path,
+        "params": the job's stage config dict}``.
+    """
+    records = project.journal()
+    status: dict[str, tuple[str | None, str]] = {}
+    for record in records:
+        if record.get("stage") == STAGE and record["event"] == "end":
+            status[record["run"]] = (record.get("status"), record.get("message", ""))
+    out = []
+    for record in reversed(records):
+        if record.get("stage") != STAGE or record["event"] != "start":
+            continue
+        state, message = status.get(record["run"], (None, ""))
+        if state not in _RESUMABLE:
+            continue
+        path = project.side_path(training_checkpoint_name(record["run"]))
+        if not path.is_file():
+            continue
+        params = dict(record.get("params", {}))
+        params.pop("resumed_from", None)
+        try:
+            steps_done = checkpoint_steps(path)
+        except InputError:
+            continue  # not readable: nothing to resume from
+        out.append(
+            {
+                "run": f"{STAGE}/{record['run']}",
+                "status": state,
+                "message": message,
+                "steps_done": steps_done,
+                "steps": int(params.get("training", {}).get("steps", DistillConfig().steps)),
+                "checkpoint": path,
+                "params": params,
+            }
+        )
+    return out
+
+
+def resume_distill(
+    project: Project,
+    run: str | None = None,
+    control: JobControl | None = None,
+    *,
+    device: str | None = None,
 ) -> Job[str]:
-    """Distil the current triplets' teacher into ``config.student`` (stored in slot ``distill``)."""
+    """Continue an interrupted distill job from its training checkpoint; returns the new run id.
+
+    Parameters
+    ----------
+    project : the project.
+    run : ``"distill/<id>"`` or ``"<id>"`` of the job to continue; None = the newest one
+        :func:`resumable_runs` lists.
+    control : cancel / pause switches.
+    device : train there instead of the interrupted job's device (the result is then not
+        bitwise that of an uninterrupted run).
+
+    Raises
+    ------
+    InputError
+        No resumable job (or not the one named); the checkpoint does not fit the current
+        triplets.
+    """
+    candidates = resumable_runs(project)
+    if run is not None:
+        wanted = run if run.startswith(f"{STAGE}/") else f"{STAGE}/{run}"
+        candidates = [c for c in candidates if c["run"] == wanted]
+        if not candidates:
+            raise InputError(
+                f"no interrupted distill job '{wanted}' with a training checkpoint; "
+                f"resumable: {[c['run'] for c in resumable_runs(project)] or 'none'}",
+                field="resume",
+            )
+    if not candidates:
+        raise InputError(
+            "no interrupted distill job with a training checkpoint to resume; start a new "
+            "distill run instead",
+            field="resume",
+        )
+    chosen = candidates[0]
+    config = DistillStageConfig.from_dict(chosen["params"])
+    if device is not None:
+        config = dataclasses.replace(config, device=device)
+    return run_distill(project, config, control, resume_from=chosen["run"])
+
+
+# --------------------------------------------------------------------------------------------
+# the stage
+
+
+def run_distill(
+    project: Project,
+    config: DistillStageConfig,
+    control: JobControl | None = None,
+    *,
+    resume_from: str | None = None,
+) -> Job[str]:
+    """Distil the current triplets' teacher into ``config.student`` (stored in slot ``distill``).
+
+    ``resume_from`` (``"distill/<id>"``) continues that interrupted job from its training
+    checkpoint (see the module docstring; :func:`resume_distill` finds it and its settings).
+    Returns the id of the run written.
+    """
     control = control or JobControl()
+    old_id = None
+    params = config.to_dict()
+    if resume_from is not None:
+        old_id = resume_from.removeprefix(f"{STAGE}/")
+        old_path = project.side_path(training_checkpoint_name(old_id))
+        if not old_path.is_file():
+            raise InputError(
+                f"distill job {STAGE}/{old_id} left no training checkpoint ({old_path.name})",
+                field="resume",
+            )
+        params["resumed_from"] = f"{STAGE}/{old_id}"
+        # the checkpoint checks the training settings, data and architecture; the input
+        # size (which changes every feature) is checked against the job's journal record
+        started = [
+            r
+            for r in project.journal()
+            if r["event"] == "start" and r.get("stage") == STAGE and r["run"] == old_id
+        ]
+        if started:
+            before = started[0].get("params", {})
+            for name in ("student", "image_size"):
+                if name in before and before[name] != getattr(config, name):
+                    raise InputError(
+                        f"cannot resume {STAGE}/{old_id}: it trained with {name} "
+                        f"{before[name]!r}, not {getattr(config, name)!r}",
+                        source="distill config",
+                        field=name,
+                    )
 
     def body(run_id: str) -> Job[str]:
         trip = project.run(TRIPLET_SLOT)
@@ -94,21 +386,61 @@ def run_distill(
         backbone.model.to(device)
         images = yield from decode_images(pool.paths, backbone, config.image_size, control)
         val = (triplets[is_val], sims[is_val]) if is_val.any() else None
+        validators: dict[str, Validator] = {}
+        if config.val_judgments is not None:
+            judgments, judged = yield from _judgment_images(project, config, backbone, control)
+            validators[HUMAN_VALIDATOR] = judgment_validator(
+                judgments,
+                judged,
+                device=device,
+                batch_size=config.training.eval_batch_size,
+                channels_last=config.training.channels_last,
+            )
+        training = config.training
         yield Message(
             STAGE,
             f"distilling into {config.student} on {device}: "
-            f"{int((~is_val).sum())} triplets, {config.training.steps} steps",
+            f"{int((~is_val).sum())} triplets, {training.steps} steps",
         )
-        result = yield from distill(
-            StudentFeatures(backbone),
-            images,
-            triplets[~is_val],
-            sims[~is_val],
-            config.training,
-            device=device,
-            control=control,
-            val=val,
-        )
+        path = project.side_path(training_checkpoint_name(run_id))
+        if old_id is not None:
+            # the checkpoint moves to this job's name, so a second interruption is resumed
+            # from here; moved back if the checkpoint turns out not to fit
+            os.replace(project.side_path(training_checkpoint_name(old_id)), path)
+        try:
+            job = distill(
+                StudentFeatures(backbone),
+                images,
+                triplets[~is_val],
+                sims[~is_val],
+                training,
+                device=device,
+                control=control,
+                val=val,
+                validators=validators,
+                checkpoint_path=path,
+                resume_from=path if old_id is not None else None,
+                checkpoint_at_end=False,  # the student file below is the end result
+            )
+        except BaseException:
+            if old_id is not None:
+                os.replace(path, project.side_path(training_checkpoint_name(old_id)))
+            raise
+        if old_id is not None:
+            project.end_job(STAGE, old_id, "resumed", f"continued as {STAGE}/{run_id}")
+        try:
+            result = yield from job
+        except CheckpointWriteError as exc:
+            # a clear line in the log panel; the error itself ends the job as "failed" and
+            # the CLI prints it without a traceback (it is an AlignetError)
+            yield Message(
+                STAGE,
+                f"{exc}. Free disk space in {Path(exc.path).parent}, then resume the job "
+                "(alignet-cli distill PROJECT --resume)",
+                "ERROR",
+            )
+            raise
+
         checkpoint = project.side_path(f"distill-{run_id}.safetensors")
         sha = save_student(
             checkpoint,
@@ -118,23 +450,38 @@ def run_distill(
                 "layer": backbone.layer,
                 "preprocess": backbone.preprocess.to_dict(),
                 "image_size": config.image_size,
+                "head_dim": training.head_dim,
                 "distill": config.to_dict(),
                 "run": f"{STAGE}/{run_id}",
             },
+            head_state=result.head_state,
         )
         arrays = {f"history_{k}": np.asarray(v) for k, v in result.history.items()}
         summary: dict[str, Any] = {
             "student": config.student,
             "steps": result.steps_done,
             "seconds": round(result.seconds, 2),
+            "images_per_s": round(
+                result.steps_done * 3 * training.effective_batch_size / result.seconds, 2
+            )
+            if result.seconds > 0
+            else None,
+            "effective_batch_size": training.effective_batch_size,
+            "head_dim": training.head_dim,
             "checkpoint": checkpoint.name,
             "checkpoint_sha256": sha,
             "device": str(device),
             "final_loss": float(result.history["loss"][-1]),
         }
+        if old_id is not None:
+            summary["resumed_from"] = f"{STAGE}/{old_id}"
         if "val_agreement" in result.history:
             summary["val_agreement_before"] = float(result.history["val_agreement"][0])
             summary["val_agreement_after"] = float(result.history["val_agreement"][-1])
+        human = f"val_{HUMAN_VALIDATOR}"
+        if human in result.history:
+            summary["val_human_before"] = float(result.history[human][0])
+            summary["val_human_after"] = float(result.history[human][-1])
         project.write_run(
             STAGE,
             run_id,
@@ -144,7 +491,9 @@ def run_distill(
             inputs={TRIPLET_SLOT: f"{trip.stage}/{trip.run_id}"},
             summary=summary,
         )
+        # the run is written: the training checkpoint has served its purpose
+        path.unlink(missing_ok=True)
         yield StageDone(STAGE, run_id, summary)
         return run_id
 
-    return (yield from tracked(project, STAGE, config.to_dict(), body))
+    return (yield from tracked(project, STAGE, params, body))

@@ -52,6 +52,9 @@ def export_student(project: Project, out_dir: Path) -> dict[str, str]:
         "alignet_studio": __version__,
         "architecture": run.params["student"],
         "layer": "pre_logits",
+        # with a triplet head the embedding is the head's output (export_model docstring)
+        "head_dim": int(run.summary.get("head_dim", 0) or 0),
+        "embedding": "triplet_head" if run.summary.get("head_dim") else "pre_logits",
         "image_size": run.params["image_size"],
         "distill": run.params,
         "summary": run.summary,

@@ -198,6 +198,35 @@ def test_cancel_leaves_a_resumable_checkpoint(
     assert_same_run(resumed, expected)
 
 
+def test_cancel_during_a_validation_resumes_with_that_validation(
+    toy: Toy, reference: tuple[DistillResult, Path], tmp_path: Path
+) -> None:
+    expected, _ = reference
+    path = tmp_path / "run.ckpt.safetensors"
+    control = JobControl()
+    job = distill(
+        Student(),
+        toy.images,
+        toy.triplets,
+        toy.sims,
+        config(),
+        val=toy.val,
+        control=control,
+        checkpoint_path=path,
+    )
+    for event in job:
+        # step 15 is done and reported; its validation (val_every=5) comes next
+        if isinstance(event, Progress) and event.done == 15:
+            control.cancel()
+            break
+    with pytest.raises(Cancelled):
+        next(job)
+    ckpt = load_checkpoint(path)
+    assert ckpt.steps_done == 15 and ckpt.history["val_step"][-1] == 10
+    resumed = run(toy, Student(), config(), checkpoint_path=path, resume_from=path)
+    assert_same_run(resumed, expected)
+
+
 def test_extending_steps_follows_the_new_schedule(
     toy: Toy, reference: tuple[DistillResult, Path]
 ) -> None:
