@@ -29,7 +29,11 @@ class Preferences:
 
 
 def settings() -> QSettings:
-    return QSettings("AligNet Studio", "AligNet Studio")
+    # An explicit INI format, so QSettings.setPath (used by the tests) can redirect it; the
+    # (organisation, application) constructor alone uses the native format, which it cannot.
+    return QSettings(
+        QSettings.Format.IniFormat, QSettings.Scope.UserScope, "AligNet Studio", "AligNet Studio"
+    )
 
 
 def load_preferences() -> Preferences:
