@@ -1,11 +1,123 @@
-"""The Distillation page (placeholder until it is built)."""
+"""The Distillation page: train the student on the current triplets and watch it learn.
+
+The form is built from the engine's configuration dataclasses (:class:`DistillStageConfig`
+and its nested :class:`DistillConfig`), so a field the engine adds shows up here with the
+tooltip of its docstring entry. Training runs as the engine's ``run_distill`` job; its loss
+batches feed :class:`~alignet_app.widgets.plots.LiveCurves`, and the readout's rates come
+from the engine's :class:`~alignet_engine.stages.summaries.RateMeter`. After the job the page
+shows the run's stored curves and summary. An interrupted run (killed, cancelled, failed)
+can be resumed from its training checkpoint when the engine offers ``resume_distill``.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+import logging
+from collections.abc import Callable
+from typing import Any
 
-from alignet_app.pages.base import Page
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
+from alignet_app.widgets.config_form import ConfigForm
+from alignet_app.widgets.plots import LiveCurves
+from alignet_engine.distill import DistillConfig
+from alignet_engine.errors import AlignetError
+from alignet_engine.jobs import LossBatch, Progress, StageDone
+from alignet_engine.stages import distill as distill_stage
+from alignet_engine.stages.distill import DistillStageConfig, run_distill
+from alignet_engine.stages.summaries import (
+    RateMeter,
+    field_docs,
+    format_duration,
+    stored_history,
+)
+
+log = logging.getLogger(__name__)
+
+JOB_LABEL = "Distillation"
+_NONE = "none"
+
+#: what each field does, with AligNet's setting where it has one (method.md §5); a field not
+#: listed here gets the text of its docstring entry
+TRAINING_TIPS: dict[str, str] = {
+    "steps": "Optimizer steps. Each step draws batch_size triplets from the training "
+    "triplets. AligNet: 100,000 steps; a few hundred suffice for a pool of a few hundred "
+    "images on a CPU.",
+    "batch_size": "Triplets per step; a step forwards 3 × batch_size images. AligNet: 512 "
+    "triplets (1,536 images). Lower it if memory runs out.",
+    "lr": "Peak learning rate η reached after the warm-up. AligNet: 3e-5 (ViT-B); 1e-4 "
+    "suits the small CNN students here.",
+    "warmup_steps": "Steps of linear warm-up to the peak learning rate. AligNet: 5,000 of "
+    "100,000 steps.",
+    "schedule": "cosine: warm-up, then cosine decay to 0 at the last step (AligNet); "
+    "constant: warm-up, then the peak rate.",
+    "weight_decay_to_init": "λ of the decoupled pull toward the pretrained weights θ₀ "
+    "(θ ← θ − η[Adam(g) + λ(θ − θ₀)]); keeps the student's representation close to the "
+    "pretrained one. AligNet: 1.0.",
+    "loss": "kl: KL(teacher ‖ student) over the triplet's odd-one-out distribution (the "
+    "paper); jsd: Jensen–Shannon (the released AligNet config); contrastive: hard label, "
+    "the teacher's most similar pair.",
+    "similarity": "How student features become pair similarities: cosine (default here: "
+    "pretrained dot products are too large for a softmax) or dot (AligNet, on its triplet "
+    "head).",
+    "teacher_temperature": "τ_t dividing the teacher's similarities before the softmax. "
+    "AligNet: 1.",
+    "student_temperature": "τ_s dividing the student's similarities (the contrastive loss's "
+    "τ). 0.1 with cosine similarity; AligNet uses 100 on dot products.",
+    "grad_clip": "Maximum global L2 norm of the gradient; 0 disables clipping.",
+    "seed": "Seeds triplet sampling, augmentation and torch's RNG (AligNet: 42).",
+    "log_every_s": "Minimum seconds between two loss batches sent to the plots (points are "
+    "batched, never dropped); 0 sends every step.",
+    "val_every": "Measure the held-out triplets (and the human validation judgments) every "
+    "this many steps, besides before the first and after the last step; 0 = only then. "
+    "AligNet: every 5,000 steps.",
+    "eval_batch_size": "Images per forward pass during validation.",
+    "train_bn": "Off keeps BatchNorm layers in eval mode (their ImageNet statistics), so "
+    "small noisy batches cannot shift them; their affine weights still train.",
+    "augment": "Flip each training image horizontally with probability ½.",
+    "channels_last": "Train in the channels-last memory layout: same numbers, about 1.6× "
+    "faster for EfficientNet on a CPU.",
+    "checkpoint_every": "Write a training checkpoint every this many steps, so an "
+    "interrupted run can be resumed; 0 = only at the end and on cancel. AligNet: 10,000.",
+    "head_dim": "0: similarities of the student's own features; > 0: of a new linear "
+    "triplet head d → head_dim trained from scratch. AligNet: 1024.",
+    "preserve_weight": "Weight of an extra loss term 1 − cos(f(x), f₀(x)) that keeps the "
+    "student's features close to the pretrained ones; 0 = off (AligNet relies on the "
+    "decay to θ₀ alone).",
+    "accumulation_steps": "Micro-batches of batch_size triplets per optimizer step: the "
+    "effective batch is batch_size × accumulation_steps with one micro-batch's memory.",
+    "amp": "Mixed precision (bfloat16 / float16) on CUDA; no effect on a CPU.",
+}
+
+STAGE_TIPS: dict[str, str] = {
+    "student": "The pretrained backbone to fine-tune (AligNet: ViT-B/16 from SigLIP). Small "
+    "CNNs (efficientnet_lite0) train on a CPU.",
+    "image_size": "Input size in pixels; auto = the student's own. Smaller is faster (64 px "
+    "for a quick try), larger is closer to how the model was pretrained.",
+    "device": "Where to train: auto picks CUDA, then Apple MPS, then the CPU.",
+}
+
+VAL_TIP = (
+    "Human judgments (odd-one-out or 2AFC) to track the student's agreement with people "
+    "during training: the curve val_human. none = off."
+)
+
+
+def _tips(cls: type, explicit: dict[str, str]) -> dict[str, str]:
+    """Explicit tooltips, falling back to the engine dataclass's docstring entries."""
+    return {**field_docs(cls), **explicit}
 
 
 class DistillPage(Page):
@@ -15,4 +127,396 @@ class DistillPage(Page):
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)
-        QVBoxLayout(self).addWidget(QLabel("Distillation: not built yet."))
+        self._mine = False  # our job is running (the runner is shared by every page)
+        self._meter: RateMeter | None = None
+        self._device = ""
+        self._phase = ""
+        self._resumable: list[dict[str, Any]] = []
+
+        # ---- configuration (left)
+        from alignet_engine.models import available_models
+
+        stage_fields = [
+            f
+            for f in DistillStageConfig.__dataclass_fields__
+            if f not in ("training", "val_judgments", "val_set")
+        ]
+        self.stage_form = ConfigForm(
+            DistillStageConfig,
+            fields=stage_fields,
+            tooltips=_tips(DistillStageConfig, STAGE_TIPS),
+            choices={
+                "student": list(available_models()),
+                "device": ["auto", "cpu", "cuda", "mps"],
+            },
+        )
+        self.val_judgments = QComboBox()
+        self.val_judgments.setObjectName("field_val_judgments")
+        self.val_judgments.setToolTip(VAL_TIP)
+        self.stage_form.layout().addRow("validate on", self.val_judgments)  # type: ignore[union-attr]
+        self.training_form = ConfigForm(DistillConfig, tooltips=_tips(DistillConfig, TRAINING_TIPS))
+        self.error = error_label()
+
+        stage_box = QGroupBox("Student")
+        QVBoxLayout(stage_box).addWidget(self.stage_form)
+        training_box = QGroupBox("Training (distillation objective, schedule)")
+        QVBoxLayout(training_box).addWidget(self.training_form)
+        form_panel = QWidget()
+        form_layout = QVBoxLayout(form_panel)
+        form_layout.addWidget(stage_box)
+        form_layout.addWidget(training_box)
+        form_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(form_panel)
+        scroll.setMinimumWidth(330)
+
+        # ---- controls
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Train the student on the current triplets")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setToolTip("Pause at the next step boundary")
+        self.pause_button.clicked.connect(self.pause)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the paused training")
+        self.resume_button.clicked.connect(self.resume)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip(
+            "Stop at the next step; a training checkpoint is kept so the run can be resumed"
+        )
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        for button in (self.start_button, self.pause_button, self.resume_button):
+            buttons.addWidget(button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addStretch(1)
+
+        self.resume_runs = QComboBox()
+        self.resume_runs.setToolTip("Interrupted distillation runs with a training checkpoint")
+        self.resume_run_button = QPushButton("Resume interrupted run")
+        self.resume_run_button.clicked.connect(self.resume_interrupted)
+        resume_row = QHBoxLayout()
+        resume_row.addWidget(self.resume_runs, 1)
+        resume_row.addWidget(self.resume_run_button)
+        self.resume_box = QWidget()
+        self.resume_box.setLayout(resume_row)
+        resume_row.setContentsMargins(0, 0, 0, 0)
+
+        self.readout = QLabel("Not running.")
+        self.readout.setObjectName("readout")
+        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary = QLabel()
+        self.summary.setObjectName("summary")
+        self.summary.setWordWrap(True)
+        # room for the whole summary: the curves above take whatever height is left
+        self.summary.setMinimumHeight(5 * self.summary.fontMetrics().lineSpacing())
+        self.summary.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.curves = LiveCurves(
+            (
+                "Losses",
+                "Agreement (train batch, validation)",
+                "Learning rate",
+                "Gradient norm (before clipping)",
+                "Drift from θ₀ (‖θ − θ₀‖ / ‖θ₀‖)",
+            ),
+            columns=3,
+            legend_bottom=("Agreement (train batch, validation)",),
+        )
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(scroll, 1)
+        left_layout.addWidget(self.error)
+        left_layout.addLayout(buttons)
+        left_layout.addWidget(self.resume_box)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.readout)
+        right_layout.addWidget(self.curves, 1)
+        right_layout.addWidget(self.summary)
+        splitter = QSplitter()
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([380, 820])
+        QVBoxLayout(self).addWidget(splitter)
+
+        runner = session.runner
+        runner.loss.connect(self._on_loss)
+        runner.progress.connect(self._on_progress)
+        runner.stage_done.connect(self._on_stage_done)
+        runner.finished.connect(self._on_finished)
+        runner.idle.connect(self._on_idle)
+        session.busy_changed.connect(lambda _busy: self._update_buttons())
+        # The readout's clock ticks while training even between events (elapsed time), and
+        # follows a pause made from the status bar.
+        self._tick = QTimer(self)
+        self._tick.setInterval(500)
+        self._tick.timeout.connect(self._update_readout)
+        self._update_buttons()
+
+    # ----------------------------------------------------------------- redraw
+    def refresh(self) -> None:
+        self.error.hide()
+        if not self.session.is_open:
+            self.summary.setText("No project open.")
+            self._resumable = []
+            self._fill_resumable()
+            self._update_buttons()
+            return
+        info = self.session.info()
+        current = self.val_judgments.currentText()
+        self.val_judgments.clear()
+        self.val_judgments.addItems([_NONE, *info["judgments"]])
+        if current:
+            self.val_judgments.setCurrentText(current)
+        self._resumable = self._list_resumable()
+        self._fill_resumable()
+        if not self._mine:
+            self._show_stored_run(info)
+        self._update_buttons()
+
+    def _show_stored_run(self, info: dict[str, Any]) -> None:
+        """The current distill run's curves and summary (or why there is none)."""
+        if "triplets" not in info["current"]:
+            self.summary.setText(
+                "No triplets yet: fit the teacher (Alignment), cluster and sample triplets "
+                "first; distillation trains on the current triplet run."
+            )
+            self.curves.clear()
+            return
+        if "distill" not in info["current"]:
+            self.summary.setText("No distillation run yet: set the training up and press Start.")
+            self.curves.clear()
+            return
+        run = self.session.project.run("distill")
+        self.curves.load_history(stored_history(run.arrays))
+        self.summary.setText(summary_text(f"{run.stage}/{run.run_id}", run.summary))
+
+    def _list_resumable(self) -> list[dict[str, Any]]:
+        lister: Callable[..., list[dict[str, Any]]] | None = getattr(
+            distill_stage, "resumable_runs", None
+        )
+        if lister is None or self.session.read_only:
+            return []
+        try:
+            return lister(self.session.project)
+        except (AlignetError, OSError) as exc:  # an unreadable journal must not break the page
+            log.warning("cannot list resumable distill runs: %s", exc)
+            return []
+
+    def _fill_resumable(self) -> None:
+        self.resume_runs.clear()
+        for entry in self._resumable:
+            why = entry.get("status") or "killed"
+            self.resume_runs.addItem(
+                f"{entry['run']} — step {entry['steps_done']}/{entry['steps']} ({why})",
+                entry["run"],
+            )
+        self.resume_box.setVisible(resume_api() is not None and bool(self._resumable))
+
+    def _update_buttons(self) -> None:
+        runner = self.session.runner
+        busy = runner.busy
+        mine = self._mine and busy
+        self.start_button.setEnabled(not busy)
+        self.pause_button.setEnabled(mine and not runner.paused)
+        self.resume_button.setEnabled(mine and runner.paused)
+        self.cancel_button.setEnabled(mine)
+        self.resume_run_button.setEnabled(not busy and self.resume_runs.count() > 0)
+
+    # ----------------------------------------------------------------- actions
+    def config(self) -> DistillStageConfig:
+        """The configuration in the form (raises ValueError / AlignetError on bad values)."""
+        val = self.val_judgments.currentText()
+        return self.stage_form.config(  # type: ignore[no-any-return]
+            training=self.training_form.values(),
+            val_judgments=None if val in ("", _NONE) else val,
+            val_set=None,
+        )
+
+    def start(self) -> bool:
+        """Validate the form and start training; False (with an inline error) if it cannot."""
+        self.error.hide()
+        try:
+            config = self.config()
+            if self.session.is_open and "triplets" not in self.session.info()["current"]:
+                raise AlignetError("no triplets to train on: sample triplets first (Triplets)")
+            device = _device_name(config.device)
+        except (ValueError, AlignetError) as exc:
+            self._show_error(exc)
+            return False
+        started = self.run_job(
+            JOB_LABEL, lambda project, control: run_distill(project, config, control)
+        )
+        if started:
+            self._begin(config.training.steps, config.training.effective_batch_size, device)
+        return started
+
+    def resume_interrupted(self) -> bool:
+        """Continue the chosen interrupted run from its training checkpoint."""
+        api = resume_api()
+        run = self.resume_runs.currentData()
+        if api is None or run is None:
+            return False
+        entry = next(e for e in self._resumable if e["run"] == run)
+        self.error.hide()
+        try:
+            config = DistillStageConfig.from_dict(entry["params"])
+            device = _device_name(config.device)
+        except (ValueError, AlignetError) as exc:
+            self._show_error(exc)
+            return False
+        started = self.run_job(
+            f"{JOB_LABEL} (resumed)", lambda project, control: api(project, run, control)
+        )
+        if started:
+            # the resumed job first replays the restored curve, then continues
+            self._begin(entry["steps"], config.training.effective_batch_size, device)
+        return started
+
+    def _begin(self, steps: int, batch: int, device: str) -> None:
+        self._mine = True
+        self._device = device
+        self._phase = "starting"
+        self._meter = RateMeter(steps, 3 * batch)
+        self.curves.clear()
+        self.summary.setText("Training…")
+        self._tick.start()
+        self._update_buttons()
+        self._update_readout()
+
+    def pause(self) -> None:
+        self.session.runner.pause()
+        self._update_readout()
+        self._update_buttons()
+
+    def resume(self) -> None:
+        self.session.runner.resume()
+        self._update_readout()
+        self._update_buttons()
+
+    def cancel(self) -> None:
+        self.session.runner.cancel()
+
+    def _show_error(self, exc: BaseException) -> None:
+        self.error.setText(f"Cannot start: {exc}")
+        self.error.show()
+
+    # ----------------------------------------------------------------- events
+    def _on_loss(self, batch: LossBatch) -> None:
+        if not self._mine or batch.stage != "distill":
+            return
+        self.curves.add_batch(batch)
+        if "loss" in batch.values and len(batch.steps) and self._meter is not None:
+            self._phase = "training"
+            self._meter.add(int(batch.steps[-1]))
+            self._update_readout()
+
+    def _on_progress(self, progress: Progress) -> None:
+        if not self._mine or progress.stage != "distill":
+            return
+        if progress.message:  # decoding the pool, caching features: before the first step
+            self._phase = f"{progress.message} {progress.done}/{progress.total}"
+            self._update_readout()
+
+    def _on_stage_done(self, event: StageDone) -> None:
+        if self._mine and event.stage == "distill":
+            self.summary.setText(summary_text(f"distill/{event.run_id}", event.summary))
+
+    def _on_finished(self, label: str, _result: object) -> None:
+        if self._mine:
+            self._phase = "finished"
+
+    def _on_idle(self) -> None:
+        if not self._mine:
+            self._update_buttons()
+            return
+        self._mine = False
+        self._tick.stop()
+        if self._phase != "finished":
+            self._phase = "stopped (cancelled or failed); the curves so far stay shown"
+        self._update_readout()
+        self._update_buttons()
+        # session.refresh() runs on the same signal; a finished run's stored curves replace
+        # the live ones there (refresh skips that while a job of ours is running)
+        self._dirty = True
+        if self.isVisible():
+            self._refresh_now()
+
+    # ----------------------------------------------------------------- readout
+    def _update_readout(self) -> None:
+        meter = self._meter
+        if meter is None:
+            return
+        runner = self.session.runner
+        paused = self._mine and runner.paused
+        if paused:
+            meter.pause()
+        else:
+            meter.resume()
+        rate = meter.rate()
+        parts = [f"Device: <b>{self._device or '?'}</b>"]
+        parts.append(f"step {rate.step}/{rate.total}")
+        if rate.steps_per_s is not None:
+            parts.append(f"{rate.steps_per_s:.2f} steps/s")
+        if rate.images_per_s is not None:
+            parts.append(f"{rate.images_per_s:.1f} images/s")
+        parts.append(f"elapsed {format_duration(rate.elapsed_s)}")
+        if self._mine:
+            parts.append(f"ETA {format_duration(rate.eta_s)}")
+        state = "paused" if paused else self._phase
+        if state:
+            parts.append(f"<i>{state}</i>")
+        self.readout.setText(" · ".join(parts))
+        if self._mine:
+            self._update_buttons()
+
+
+def resume_api() -> Callable[..., Any] | None:
+    """The engine's ``resume_distill(project, run, control)`` if it has one.
+
+    Looked up at call time (not import time): the resume API is newer than this page, and
+    without it the page simply hides its resume row.
+    """
+    return getattr(distill_stage, "resume_distill", None)
+
+
+def _device_name(preference: str) -> str:
+    """Where ``preference`` trains on this machine (cheap: no model is loaded)."""
+    from alignet_engine.models import pick_device
+
+    return str(pick_device(preference))
+
+
+def summary_text(run: str, summary: dict[str, Any]) -> str:
+    """A distill run's summary as rich text: agreement before → after, checkpoint, speed."""
+    lines = [f"<b>Run</b> {run}: {summary.get('student', '?')}, {summary.get('steps', '?')} steps"]
+    if "seconds" in summary:
+        lines[0] += f" in {format_duration(summary['seconds'])}"
+    if "device" in summary:
+        lines[0] += f" on {summary['device']}"
+    if "images_per_s" in summary:
+        lines[0] += f" ({summary['images_per_s']:.1f} images/s)"
+    if "val_agreement_before" in summary:
+        lines.append(
+            "<b>Validation agreement with the teacher</b>: "
+            f"{summary['val_agreement_before']:.3f} → {summary['val_agreement_after']:.3f}"
+        )
+    human = [k for k in summary if k.startswith("val_human")]
+    if human:
+        lines.append(
+            "<b>Human validation</b>: "
+            + ", ".join(f"{k}={summary[k]:.3f}" for k in human if isinstance(summary[k], float))
+        )
+    if "final_loss" in summary:
+        lines.append(f"<b>Final loss</b>: {summary['final_loss']:.4g}")
+    if "checkpoint" in summary:
+        lines.append(f"<b>Student checkpoint</b>: {summary['checkpoint']}")
+    if summary.get("resumed_from"):
+        lines.append(f"Resumed from {summary['resumed_from']}")
+    return "<br>".join(lines)
