@@ -1,11 +1,71 @@
-"""The Evaluation page (placeholder until it is built)."""
+"""The Evaluation page: base vs. aligned teacher vs. base vs. distilled student, per data set.
+
+The table and the charts show every current evaluate run, organised by the engine
+(:func:`alignet_engine.stages.report.evaluation_table`); "Evaluate all" runs the engine's
+:func:`~alignet_engine.stages.report.evaluate_all` job, the form runs one evaluation with an
+:class:`~alignet_engine.config.EvaluateConfig`, and "Export report…" renders the charts to PNG
+and has the engine write report.html + report.json.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
 
-from alignet_app.pages.base import Page
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from alignet_app.jobrunner import JobFailure
+from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
+from alignet_app.widgets.bar_charts import EvalCharts, render_chart_pngs, role_colour
+from alignet_app.widgets.config_form import ConfigForm
+from alignet_engine.config import EvaluateConfig
+from alignet_engine.errors import AlignetError
+from alignet_engine.stages.evaluate import evaluate
+from alignet_engine.stages.report import (
+    EvaluationTable,
+    check_output_folder,
+    evaluate_all,
+    evaluation_table,
+    format_cell,
+    write_report_job,
+)
+
+_ROLE = int(Qt.ItemDataRole.UserRole)
+_STALE_BG = QColor("#fff1d6")
+
+_TOOLTIPS = {
+    "image_set": "The image set the judgments or matrix refer to (its features are scored).",
+    "model": "Which features: a model label; '<student>+distilled' is the distilled student.",
+    "judgments": "Held-out human judgments to score (auto = none; then choose a matrix).",
+    "matrix": "A similarity / dissimilarity matrix for RSA (auto = none; then judgments).",
+    "transform": "Score the features through this fitted transform (the aligned teacher); "
+    "auto = raw features.",
+    "metric": "Similarity used to pick the odd one out; auto = dot through a transform, "
+    "cosine otherwise; pearson applies to matrices only.",
+    "n_boot": "Bootstrap resamples for the 95% confidence interval.",
+}
 
 
 class EvaluatePage(Page):
@@ -13,6 +73,329 @@ class EvaluatePage(Page):
     title = "Evaluation"
     stage = "evaluate"
 
+    #: labels of the jobs this page starts (their failures are shown inline too)
+    JOB_ALL = "Evaluate all"
+    JOB_ONE = "Evaluate"
+    JOB_REPORT = "Export report"
+
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)
-        QVBoxLayout(self).addWidget(QLabel("Evaluation: not built yet."))
+        self.eval_table: EvaluationTable | None = None
+        self.last_report: dict[str, str] | None = None
+        self._png_dir: tempfile.TemporaryDirectory[str] | None = None
+
+        self.heading = QLabel()
+        self.heading.setWordWrap(True)
+
+        # ---- the table
+        self.table = QTableWidget()
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectItems)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+
+        # ---- the charts
+        self.charts = EvalCharts()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.charts)
+
+        left = QSplitter(Qt.Orientation.Vertical)
+        left.addWidget(self.table)
+        left.addWidget(scroll)
+        left.setSizes([130, 570])
+
+        # ---- evaluate all
+        self.targets = QListWidget()
+        self.targets.setMaximumHeight(110)
+        self.targets.setToolTip("The judgment sets and matrices “Evaluate all” scores.")
+        self.all_button = QPushButton("Evaluate all")
+        self.all_button.setToolTip(
+            "Score each representation that has features (base / aligned teacher, base / "
+            "distilled student) on the checked data; evaluations already current are skipped."
+        )
+        self.all_button.clicked.connect(lambda: self.evaluate_all())
+        self.n_boot = QSpinBox()
+        self.n_boot.setRange(10, 100_000)
+        self.n_boot.setValue(1000)
+        self.n_boot.setToolTip("Bootstrap resamples for the 95% confidence intervals.")
+        all_box = QGroupBox("Evaluate all representations")
+        all_layout = QVBoxLayout(all_box)
+        all_layout.addWidget(QLabel("on:"))
+        all_layout.addWidget(self.targets)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("bootstrap resamples"))
+        row.addWidget(self.n_boot)
+        all_layout.addLayout(row)
+        all_layout.addWidget(self.all_button)
+
+        # ---- one evaluation
+        self.form = ConfigForm(
+            EvaluateConfig,
+            fields=["image_set", "model", "judgments", "matrix", "transform", "metric", "n_boot"],
+            tooltips=_TOOLTIPS,
+            choices={
+                "image_set": [],
+                "model": [],
+                "judgments": [],
+                "matrix": [],
+                "transform": [],
+            },
+            labels={"image_set": "image set", "n_boot": "bootstrap"},
+        )
+        self.one_button = QPushButton("Evaluate")
+        self.one_button.clicked.connect(lambda: self.evaluate_one())
+        one_box = QGroupBox("One evaluation")
+        one_layout = QVBoxLayout(one_box)
+        one_layout.addWidget(self.form)
+        one_layout.addWidget(self.one_button)
+
+        # ---- report
+        self.report_button = QPushButton("Export report…")
+        self.report_button.setToolTip(
+            "Write report.html, report.json and one PNG chart per data set into a folder."
+        )
+        self.report_button.clicked.connect(self._choose_report_folder)
+        self.report_label = QLabel()
+        self.report_label.setWordWrap(True)
+        self.report_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error = error_label()
+
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.addWidget(all_box)
+        side_layout.addWidget(one_box)
+        side_layout.addWidget(self.report_button)
+        side_layout.addWidget(self.report_label)
+        side_layout.addWidget(self.error)
+        side_layout.addStretch(1)
+        side_scroll = QScrollArea()
+        side_scroll.setWidgetResizable(True)
+        side_scroll.setWidget(side)
+        side_scroll.setMaximumWidth(380)
+        side_scroll.setMinimumWidth(300)
+
+        split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(side_scroll)
+        split.setStretchFactor(0, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.heading)
+        layout.addWidget(split, 1)
+
+        session.runner.failed.connect(self._job_failed)
+
+    # ----------------------------------------------------------------- redraw
+    def refresh(self) -> None:
+        if not self.session.is_open:
+            self.heading.setText("<h2>Evaluation</h2><p>Open a project first.</p>")
+            self.eval_table = None
+            self.table.clear()
+            self.table.setRowCount(0)
+            self.table.setColumnCount(0)
+            self.charts.set_table(None)
+            self.targets.clear()
+            return
+        self.eval_table = evaluation_table(self.session.project)
+        self._fill_table(self.eval_table)
+        self.charts.set_table(self.eval_table)
+        self._fill_choices()
+        roles = self.eval_table.roles
+        self.heading.setText(
+            "<h2>Evaluation</h2><p>Agreement with people on held-out judgments (accuracy) "
+            "and matrices (RSA, Spearman ρ), with 95% bootstrap CIs. "
+            f"Teacher <b>{roles.teacher or '—'}</b> (transform <b>{roles.transform or '—'}"
+            f"</b>), student <b>{roles.student or '—'}</b>. ◐ = stale (an input changed).</p>"
+        )
+
+    def _fill_table(self, table: EvaluationTable) -> None:
+        cols = list(table.columns)
+        models = {
+            "base_teacher": table.roles.teacher,
+            "aligned_teacher": table.roles.teacher,
+            "base_student": table.roles.student,
+            "distilled_student": table.roles.student,
+        }
+        self.table.clear()
+        self.table.setColumnCount(len(cols) + 2)
+        self.table.setRowCount(len(table.rows))
+        headers = [table.labels[c] + (f"\n{models[c]}" if models.get(c) else "") for c in cols] + [
+            "noise ceiling",
+            "chance",
+        ]
+        self.table.setHorizontalHeaderLabels(headers)
+        for j, c in enumerate(cols):
+            header = self.table.horizontalHeaderItem(j)
+            header.setForeground(QBrush(QColor(role_colour(table, c))))
+        self.table.setVerticalHeaderLabels([f"{r.name}\n{r.task}" for r in table.rows])
+        for i, row in enumerate(table.rows):
+            for j, c in enumerate(cols):
+                cell = row.cells.get(c)
+                if cell is None:
+                    item = QTableWidgetItem("—")
+                    item.setToolTip("not evaluated")
+                else:
+                    text = format_cell(cell) + (" ◐" if cell.is_stale else "")
+                    item = QTableWidgetItem(text)
+                    tip = [
+                        f"{cell.representation} on {row.name}",
+                        f"n = {cell.n}, metric {cell.metric}, {cell.n_boot} bootstrap resamples",
+                        f"run {cell.run}",
+                    ]
+                    if cell.is_stale:
+                        tip.append("stale: " + "; ".join(cell.stale))
+                        item.setBackground(_STALE_BG)
+                    item.setToolTip("\n".join(tip))
+                    item.setData(_ROLE, cell.run)
+                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                self.table.setItem(i, j, item)
+            ceiling = row.noise_ceiling
+            item = QTableWidgetItem("—" if ceiling is None else f"{ceiling:.3f}")
+            item.setToolTip(
+                "\n".join(f"{k}: {v}" for k, v in row.ceiling_detail.items())
+                or "no repeated judgments: no noise ceiling"
+            )
+            item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+            self.table.setItem(i, len(cols), item)
+            item = QTableWidgetItem(f"{row.chance:.3f}")
+            item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+            self.table.setItem(i, len(cols) + 1, item)
+        self.table.resizeColumnsToContents()
+        # As tall as its rows (no blank band under a short table), the charts get the rest.
+        self.table.resizeRowsToContents()
+        height = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
+        height += self.table.verticalHeader().length()
+        scrollbar = self.table.horizontalScrollBar().sizeHint().height()
+        self.table.setMaximumHeight(max(height + scrollbar + 4, 80))
+
+    def _fill_choices(self) -> None:
+        assert self.eval_table is not None
+        info = self.session.info()
+        slots = info["current"]
+        models = sorted({s.split(":", 2)[2] for s in slots if s.startswith("features:")})
+        transforms = sorted(s.split(":", 1)[1] for s in slots if s.startswith("transform:"))
+        self.form.set_choices("image_set", list(info["imagesets"]))
+        self.form.set_choices("model", models)
+        self.form.set_choices("judgments", info["judgments"])
+        self.form.set_choices("matrix", info["matrices"])
+        self.form.set_choices("transform", transforms)
+        # Sensible starting values (the form starts empty): the first image set, the
+        # teacher, the first judgment set.
+        values = self.form.values()
+        if values["image_set"] not in info["imagesets"] and info["imagesets"]:
+            evaluated = self.eval_table.rows[0].image_set if self.eval_table.rows else None
+            first = next(iter(info["imagesets"]))
+            self.form.set_value("image_set", evaluated if evaluated in info["imagesets"] else first)
+        teacher = self.eval_table.roles.teacher
+        if values["model"] not in models and models:
+            self.form.set_value("model", teacher if teacher in models else models[0])
+        if values["judgments"] is None and values["matrix"] is None and info["judgments"]:
+            self.form.set_value("judgments", info["judgments"][-1])
+        checked = {
+            self.targets.item(i).data(_ROLE): self.targets.item(i).checkState()
+            for i in range(self.targets.count())
+        }
+        self.targets.clear()
+        for kind, names in (("judgments", info["judgments"]), ("matrix", info["matrices"])):
+            for name in names:
+                item = QListWidgetItem(f"{name}  ({kind})")
+                item.setData(_ROLE, (kind, name))
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                item.setCheckState(checked.get((kind, name), Qt.CheckState.Checked))
+                self.targets.addItem(item)
+
+    # ----------------------------------------------------------------- actions
+    def checked_targets(self) -> tuple[list[str], list[str]]:
+        """(judgment sets, matrices) checked in the target list."""
+        judgments: list[str] = []
+        matrices: list[str] = []
+        for i in range(self.targets.count()):
+            item = self.targets.item(i)
+            if item.checkState() == Qt.CheckState.Checked:
+                kind, name = item.data(_ROLE)
+                (judgments if kind == "judgments" else matrices).append(name)
+        return judgments, matrices
+
+    def evaluate_all(
+        self, judgments: list[str] | None = None, matrices: list[str] | None = None
+    ) -> bool:
+        """Run the engine's evaluate_all job on the given (default: the checked) targets."""
+        self.error.hide()
+        if judgments is None and matrices is None:
+            judgments, matrices = self.checked_targets()
+        chosen_j, chosen_m = list(judgments or []), list(matrices or [])
+        if not chosen_j and not chosen_m:
+            self._show_error("Check at least one judgment set or matrix to evaluate on.")
+            return False
+        n_boot = self.n_boot.value()
+        return self.run_job(
+            self.JOB_ALL,
+            lambda project, control: evaluate_all(
+                project, chosen_j, chosen_m, n_boot=n_boot, control=control
+            ),
+            self._all_done,
+        )
+
+    def _all_done(self, result: dict[str, Any]) -> None:
+        self.report_label.setText(
+            f"Ran {len(result['ran'])} evaluation(s); "
+            f"{sum(s['why'] == 'already current' for s in result['skipped'])} already current."
+        )
+
+    def evaluate_one(self) -> bool:
+        """Run one evaluation from the form (bad values are shown next to it)."""
+        self.error.hide()
+        try:
+            config = self.form.config()
+        except (ValueError, AlignetError) as exc:
+            self._show_error(str(exc))
+            return False
+        return self.run_job(
+            self.JOB_ONE, lambda project, control: evaluate(project, config, control)
+        )
+
+    def _choose_report_folder(self) -> None:
+        if os.environ.get("ALIGNET_NO_DIALOGS"):
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Export the report into")
+        if folder:
+            self.export_report(folder)
+
+    def export_report(self, folder: str | Path) -> bool:
+        """Render each chart to PNG and have the engine write the report into ``folder``."""
+        self.error.hide()
+        table = self.eval_table
+        if table is None or not table.rows:
+            self._show_error("Nothing to report yet: run an evaluation first.")
+            return False
+        try:
+            check_output_folder(folder)
+        except AlignetError as exc:
+            self._show_error(str(exc))
+            return False
+        if self._png_dir is not None:
+            self._png_dir.cleanup()
+        # Charts are widgets, so they are rendered here (GUI thread); the engine copies the
+        # PNGs into the folder atomically together with the JSON and HTML.
+        self._png_dir = tempfile.TemporaryDirectory(prefix="alignet-charts-")
+        pngs = {name: str(p) for name, p in render_chart_pngs(table, self._png_dir.name).items()}
+        return self.run_job(
+            self.JOB_REPORT,
+            lambda project, control: write_report_job(project, folder, pngs, control=control),
+            self._report_done,
+        )
+
+    def _report_done(self, files: dict[str, str]) -> None:
+        self.last_report = files
+        self.report_label.setText(f"Report written: {files['report_html']}")
+        if self._png_dir is not None:
+            self._png_dir.cleanup()
+            self._png_dir = None
+
+    def _job_failed(self, failure: JobFailure) -> None:
+        if failure.label in (self.JOB_ALL, self.JOB_ONE, self.JOB_REPORT):
+            self._show_error(f"{failure.label} failed: {failure.text}")
+
+    def _show_error(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.show()
