@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -300,9 +301,80 @@ def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
                 field="resume",
             )
         run = None if args.resume is True else args.resume
-        return _run_stage(args, "distill", lambda p: resume_distill(p, run, device=args.device))
-    cfg = DistillStageConfig(**stage, device=args.device or "auto", training=DistillConfig(**given))
-    return _run_stage(args, "distill", lambda p: run_distill(p, cfg))
+
+        def start(p: Any) -> Job[str]:
+            return resume_distill(p, run, device=args.device)
+
+    else:
+        cfg = DistillStageConfig(
+            **stage, device=args.device or "auto", training=DistillConfig(**given)
+        )
+
+        def start(p: Any) -> Job[str]:
+            return run_distill(p, cfg)
+
+    from alignet_engine.distill.distributed import LaunchEnv
+
+    launch = LaunchEnv.from_environ()
+    if launch is None:
+        return _run_stage(args, "distill", start)
+    return _distill_distributed(args, launch, start)
+
+
+def _distill_distributed(
+    args: argparse.Namespace, launch: Any, start: Callable[[Any], Job[str]]
+) -> dict[str, Any]:
+    """``distill`` as one of several processes started by ``torchrun``.
+
+    Every process trains its share of each batch (DistributedDataParallel: gloo on the CPU,
+    NCCL with one GPU per process, ``cuda:LOCAL_RANK``). Rank 0 opens the project for writing
+    and is its only writer (journal, checkpoints, student file, run); the others open it
+    read-only, print nothing but their errors, and return no result. A SIGTERM from the
+    launcher (which stops the others when one process fails) becomes an error, so rank 0
+    records the job as failed — resumable from its last checkpoint — instead of dying silently.
+    """
+    import signal
+
+    from alignet_engine.distill.distributed import (
+        Agreement,
+        LauncherStoppedError,
+        process_group,
+        rank_device,
+    )
+    from alignet_engine.store import Project
+
+    follower = launch.rank != 0
+    if follower:
+        args.quiet = True
+        args.follower = True
+    device = rank_device(args.device or "auto", launch)
+
+    def stopped(signum: int, frame: Any) -> None:
+        raise LauncherStoppedError(
+            f"process {launch.rank} was stopped by the launcher (SIGTERM): another process "
+            "failed or the job was stopped"
+        )
+
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        with process_group(launch, device, args.dist_timeout):
+            project = None
+            try:
+                with Agreement("opening the project"):
+                    # the other ranks only read: no write lock, no second writer
+                    project = Project.open(args.project, readonly=follower)
+            except BaseException:
+                if project is not None:
+                    project.close()
+                raise
+            with project as p:
+                run_id = _run(start(p), args)
+                if follower:
+                    return {}
+                run = p.run(f"distill/{run_id}", arrays=False)
+                return {"run": f"distill/{run_id}", **run.summary}
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -608,8 +680,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--val-set", help="their image set (default: the one they were imported with)")
     p.add_argument("--image-size", type=int, help="input size in px [the student's own]")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps [auto]")
+    p.add_argument(
+        "--device",
+        help="auto, cpu, cuda, cuda:N, mps [auto]; under torchrun auto/cuda is cuda:LOCAL_RANK",
+    )
     p.add_argument("--seed", type=int, help="[0]")
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="under torchrun: how long a process waits for the others before failing [1800]",
+    )
 
     p = command(
         "evaluate",
@@ -668,13 +750,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except AlignetError as exc:
-        if args.json:
+        # under torchrun the processes other than rank 0 print only their errors, marked
+        follower = getattr(args, "follower", False)
+        if args.json and not follower:
             print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
-        print(f"error: {exc}", file=sys.stderr)
+        where = f"[rank {os.environ.get('RANK', '?')}] " if follower else ""
+        print(f"{where}error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+    if getattr(args, "follower", False):
+        return 0  # rank 0 prints the result
     if args.json:
         print(json.dumps(result, default=str))
     elif args.command not in ("demo", "models", "layers"):  # these print their own tables

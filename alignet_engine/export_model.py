@@ -18,23 +18,34 @@ An export folder is what :func:`alignet_engine.stages.export.export_student` wri
 safetensors header metadata, see :func:`alignet_engine.distill.save_student`) and
 ``student.json`` (architecture, layer, image size, distill parameters, run summary, sha256).
 
-The representation is the one that was aligned: ``layer = "pre_logits"``, the globally pooled
-output of the last conv block (the ImageNet classifier's input). A student distilled with a
-triplet head (``head_dim > 0``) has the head's tensors in its file (``triplet_head.weight``,
-``triplet_head.bias``); the model's embedding is then the head's output, (b, head_dim) — the
-space the triplet similarities were trained in — and ``model.backbone_features`` gives the
-pre-head features.
+The representation is the one that was aligned. The student may be any model spec the
+registry builds (:mod:`alignet_engine.models.spec`: the embedded EfficientNet-Lites,
+``torchvision:ARCH``, ``timm:NAME``, ``module.path:factory``, each with ``layer=`` and
+``pooling=``); the file records the spec (without its ``weights`` option: the trained weights
+are in the file), the layer, the pooling, the feature length and the classifier's class count,
+and loading rebuilds that architecture with random weights, resizes its final Linear layer
+when the student was fine-tuned from a checkpoint with another class count, loads the file
+strictly and reads the representation exactly as training did
+(:meth:`alignet_engine.models.Backbone.features`). The default is ``layer = "pre_logits"``,
+the classifier's input (for the embedded models the globally pooled output of the last conv
+block). A student distilled with a triplet head (``head_dim > 0``) has the head's tensors in
+its file (``triplet_head.weight``, ``triplet_head.bias``); the model's embedding is then the
+head's output, (b, head_dim) — the space the triplet similarities were trained in — and
+``model.backbone_features`` gives the pre-head features. A TorchScript student needs its
+``.pt`` file at the path its spec names (the file is its architecture).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +63,7 @@ from alignet_engine.distill import (
 )
 from alignet_engine.errors import InputError, ModelUnavailableError
 from alignet_engine.models.images import load_image, make_transform
-from alignet_engine.models.registry import Preprocess, load_backbone
+from alignet_engine.models.registry import Backbone, ModelSpec, Preprocess, load_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +88,18 @@ class AlignedModel(nn.Module):
 
     Attributes
     ----------
-    model : the timm classifier holding the loaded weights (its head is unused).
-    architecture : registry name, e.g. ``"efficientnet_lite0"``.
-    layer : the representation returned, ``"pre_logits"``.
+    backbone : the rebuilt :class:`~alignet_engine.models.Backbone` (its :meth:`features`
+        reads the stored layer with the stored pooling).
+    model : ``backbone.model``, the network holding the loaded weights (registered here, so
+        ``.to()``, ``state_dict()`` and tracing see its parameters).
+    architecture : the student as the distill run named it (a registry name or model spec).
+    spec : the model spec the student was rebuilt from (no ``weights`` option).
+    layer : the representation read: ``"pre_logits"``, ``"output"`` or a module name.
+    pooling : how that layer's output became (b, d): ``auto``, ``mean``, ``cls``, ``flatten``.
     preprocess : the eval preprocessing, with the exported ``image_size`` (if any) as
         ``input_size``.
-    feature_dim : length of the returned vector: ``head_dim`` with a triplet head, else ``d``.
+    feature_dim : length of the returned vector: ``head_dim`` with a triplet head, else
+        ``backbone.feature_dim``.
     head : the triplet head (``nn.Linear`` d → head_dim), or None.
     config : the export's configuration (``student.json`` merged over the checkpoint's own).
     source : the ``.safetensors`` file the weights came from.
@@ -90,23 +107,25 @@ class AlignedModel(nn.Module):
 
     def __init__(
         self,
-        model: nn.Module,
+        backbone: Backbone,
         *,
         architecture: str,
         preprocess: Preprocess,
         config: Mapping[str, Any],
         source: str,
-        layer: str = "pre_logits",
         head: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.model = model
+        self.backbone = backbone  # not an nn.Module: a plain attribute
+        self.model = backbone.model
         self.architecture = architecture
-        self.layer = layer
+        self.spec = backbone.name
+        self.layer = backbone.layer
+        self.pooling = backbone.pooling
         self.preprocess = preprocess
         self.config = dict(config)
         self.source = source
-        self.feature_dim = int(getattr(model, "num_features"))  # noqa: B009 - timm attribute
+        self.feature_dim = int(backbone.feature_dim)
         self.head = head
         if head is not None:
             self.feature_dim = int(head.out_features)  # type: ignore[arg-type]
@@ -116,9 +135,9 @@ class AlignedModel(nn.Module):
 
         Parameters
         ----------
-        images : (b, 3, H, W) float32, already preprocessed (see :attr:`transform`); any
-            H, W >= 32 works, :attr:`preprocess` ``.input_size`` is what the model was aligned
-            at.
+        images : (b, 3, H, W) float32, already preprocessed (see :attr:`transform`); CNNs
+            accept any H, W >= 32, :attr:`preprocess` ``.input_size`` is what the model was
+            aligned at (and what ``flatten`` pooling and ViTs need).
 
         Returns
         -------
@@ -136,10 +155,8 @@ class AlignedModel(nn.Module):
         return feats if self.head is None else self.head(feats)
 
     def backbone_features(self, images: torch.Tensor) -> torch.Tensor:
-        """The backbone's pooled ``pre_logits`` features (b, d), before any triplet head."""
-        model: Any = self.model  # timm EfficientNet; nn.Module's typing lacks these methods
-        feats: torch.Tensor = model.forward_head(model.forward_features(images), pre_logits=True)
-        return feats
+        """The backbone's representation (b, d) (stored layer and pooling), before any head."""
+        return self.backbone.features(images)
 
     @property
     def device(self) -> torch.device:
@@ -297,21 +314,27 @@ def load_aligned_model(
         )
     config = {**embedded, **exported}
     arch = config.get("architecture")
-    if not isinstance(arch, str):
+    spec_text = config.get("spec", arch)
+    if not isinstance(arch, str) or not isinstance(spec_text, str):
         raise InputError("the checkpoint does not say its architecture", source=weights)
-    layer = str(config.get("layer", "pre_logits"))
-    if layer != "pre_logits":
-        raise InputError(f"layer '{layer}' is not supported (only 'pre_logits')", source=weights)
-
-    # pretrained=False: timm builds the graph with random init and nothing is read or
-    # downloaded; every tensor is then overwritten from the file.
-    backbone = load_backbone(arch, pretrained=False)
+    layer = config.get("layer")
+    pooling = config.get("pooling")
+    image_size = config.get("image_size")
+    backbone = _rebuild(spec_text, layer, pooling, image_size, weights)
+    _fit_classifier(backbone.model, config, weights)
     try:
         backbone.model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise InputError(
             f"the weights do not fit architecture '{arch}': {exc}", source=weights
         ) from None
+    expected_dim = config.get("feature_dim")
+    if expected_dim is not None and int(expected_dim) != backbone.feature_dim:
+        raise InputError(
+            f"'{backbone.name}' gives {backbone.feature_dim}-d features here but the student "
+            f"was trained on {expected_dim}-d ones (another layer, pooling or input size?)",
+            source=weights,
+        )
 
     head = None
     if head_state is not None:
@@ -327,25 +350,73 @@ def load_aligned_model(
     preprocess = backbone.preprocess
     if isinstance(config.get("preprocess"), Mapping):
         preprocess = Preprocess.from_dict(config["preprocess"])
-    image_size = config.get("image_size")
     if image_size is not None:
         # The student was aligned on inputs of this size (e.g. 128 px for speed on a CPU), so
         # that is the resolution its features are calibrated for.
         preprocess = dataclasses.replace(preprocess, input_size=int(image_size))
 
     model = AlignedModel(
-        backbone.model,
+        backbone,
         architecture=arch,
         preprocess=preprocess,
         config=config,
         source=str(weights),
-        layer=layer,
         head=head,
     )
     model.eval()
     model.to(device)
     logger.info("loaded aligned %s from %s (input %d px)", arch, weights, preprocess.input_size)
     return model
+
+
+def _rebuild(
+    spec_text: str,
+    layer: Any,
+    pooling: Any,
+    image_size: Any,
+    source: Path,
+) -> Backbone:
+    """The student's architecture with random weights, reading the stored layer / pooling.
+
+    The spec's ``weights`` option (a file on the machine that trained the student, or
+    ``random``) is dropped: every tensor comes from the student file, so nothing else is
+    read or downloaded (``pretrained=False``).
+    """
+    try:
+        spec = dataclasses.replace(ModelSpec.parse(spec_text), weights=None)
+    except InputError as exc:
+        raise InputError(f"the stored model spec is not valid: {exc}", source=source) from None
+    return load_backbone(
+        spec,
+        pretrained=False,
+        layer=str(layer) if layer is not None else None,
+        pooling=str(pooling) if pooling is not None else None,
+        probe_size=int(image_size) if image_size is not None else None,
+    )
+
+
+def _fit_classifier(model: nn.Module, config: Mapping[str, Any], source: Path) -> None:
+    """Resize the final Linear layer to the stored class count if the rebuilt one differs.
+
+    A student fine-tuned from a checkpoint with, e.g., 10 classes has a (10, d) classifier;
+    the architecture rebuilt from its spec has the default (1000, d) one. Only that layer's
+    shape changes (the representation read before it is the same); its values then come
+    from the file.
+    """
+    name, classes = config.get("classifier"), config.get("num_classes")
+    if not isinstance(name, str) or classes is None:
+        return
+    modules = dict(model.named_modules())
+    layer = modules.get(name)
+    if not isinstance(layer, nn.Linear) or layer.out_features == int(classes):
+        return
+    parent_name, _, attr = name.rpartition(".")
+    parent = modules[parent_name] if parent_name else model
+    replacement = nn.Linear(layer.in_features, int(classes), bias=layer.bias is not None)
+    setattr(parent, attr, replacement)
+    if hasattr(model, "num_classes"):  # timm models keep their class count as an attribute
+        model.num_classes = int(classes)
+    logger.info("resized %s of %s to %d classes", name, source, int(classes))
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,7 +451,7 @@ def export_torchscript(model: AlignedModel, path: str | os.PathLike[str]) -> Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
     example = model.example_input(2)
-    with torch.no_grad():
+    with torch.no_grad(), _shape_check_traced():
         traced = torch.jit.trace(model, example)
         torch.jit.save(traced, str(out))
         reloaded = torch.jit.load(str(out), map_location=model.device)
@@ -393,6 +464,20 @@ def export_torchscript(model: AlignedModel, path: str | os.PathLike[str]) -> Pat
         )
     logger.info("wrote TorchScript %s (max abs diff %.3g)", out, diff)
     return out
+
+
+@contextlib.contextmanager
+def _shape_check_traced() -> Iterator[None]:
+    """Silence the TracerWarning of ``Backbone.features``'s shape check while tracing.
+
+    The check reads the batch's shape in Python; traced, it becomes a constant for the
+    traced (b, 3, H, W) layout, which is what the exported graph assumes anyway.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", "Converting a tensor to a Python boolean", torch.jit.TracerWarning
+        )
+        yield
 
 
 def _require_onnx() -> tuple[Any, Any]:
@@ -418,7 +503,8 @@ def export_onnx(
     model : from :func:`load_aligned_model`.
     path : output ``.onnx`` file (its folder is created).
     opset : ONNX opset version (>= 13). The default 18 uses torch's ``torch.export``-based
-        exporter (needs ``onnxscript``), which writes 18 and newer only; below 18 torch's
+        exporter (needs ``onnxscript``), which writes 18 and newer only; below 18, and for a
+        student read at a hooked layer (which ``torch.export`` cannot follow), torch's
         deprecated TorchScript-based exporter is used (it warns, and may leave torch).
 
     Returns
@@ -450,21 +536,24 @@ def export_onnx(
     cpu_model.eval()
     example = cpu_model.example_input(2)
     with torch.no_grad():
-        if opset < MIN_DYNAMO_OPSET:
+        if opset < MIN_DYNAMO_OPSET or _reads_by_hook(cpu_model):
             # torch.export's ONNX exporter writes opset 18+ and, asked for less, tries a
             # version conversion that fails on Pad (TF "SAME" padding) and silently keeps 18.
             # The TorchScript-based exporter writes older opsets natively (deprecated in torch,
-            # hence a FutureWarning, but still the only way to honour opset < 18).
-            torch.onnx.export(
-                cpu_model,
-                (example,),
-                str(out),
-                input_names=["images"],
-                output_names=["features"],
-                opset_version=opset,
-                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
-                dynamo=False,
-            )
+            # hence a FutureWarning, but still the only way to honour opset < 18). It also
+            # exports students read at a hooked layer: the hook ends the forward pass with an
+            # exception, which tracing follows and torch.export cannot.
+            with _shape_check_traced():
+                torch.onnx.export(
+                    cpu_model,
+                    (example,),
+                    str(out),
+                    input_names=["images"],
+                    output_names=["features"],
+                    opset_version=opset,
+                    dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                    dynamo=False,
+                )
         else:
             program = torch.onnx.export(
                 cpu_model,
@@ -494,6 +583,12 @@ def export_onnx(
         raise RuntimeError(f"ONNX export differs from the model by {diff:.3g} (>= {ONNX_TOL})")
     logger.info("wrote ONNX %s (opset %d, max abs diff %.3g)", out, opset, diff)
     return {"path": str(out), "max_abs_diff": diff, "opset": opset}
+
+
+def _reads_by_hook(model: AlignedModel) -> bool:
+    """Whether the representation is read by a forward hook (a named layer, or a classifier's
+    input outside timm's own pre-logits path), see ``alignet_engine.models.registry``."""
+    return model.layer not in ("pre_logits", "output") or model.backbone.head is not None
 
 
 def _cpu_copy(model: AlignedModel) -> AlignedModel:

@@ -64,8 +64,10 @@ Mechanics
   triplets) through a ``DistributedDataParallel`` wrapper, whose backward averages the
   gradients, so every rank makes the same update as one process with the whole batch (up to
   the order of float additions). Logged losses and agreement are all-reduced; only rank 0
-  writes checkpoints. Every rank yields events — a caller shows rank 0's. The stage and the
-  CLI do not launch this yet (see ``tests/engine/test_distill_ddp.py`` for the engine use).
+  writes checkpoints. Every rank yields events — a caller shows rank 0's. The distill stage
+  and ``alignet-cli distill`` under ``torchrun`` launch this (rank 0 alone writes the project;
+  see :mod:`alignet_engine.distill.distributed`); ``tests/engine/test_distill_ddp.py`` shows
+  the engine use.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from .distributed import world_rank
 from .losses import (
     contrastive_triplet_loss,
     jsd_triplet_loss,
@@ -787,10 +790,7 @@ class _TrainForward(nn.Module):
 
 def _world() -> tuple[int, int]:
     """``(world size, rank)`` of the initialised default process group, else ``(1, 0)``."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
+    return world_rank()
 
 
 class _Student(nn.Module):

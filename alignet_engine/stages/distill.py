@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,18 @@ from alignet_engine.config import StageConfig
 from alignet_engine.data.types import Judgments
 from alignet_engine.distill import DistillConfig, Validator, distill, save_student
 from alignet_engine.distill.checkpoint import CheckpointWriteError, checkpoint_steps
+from alignet_engine.distill.distributed import Agreement, rank_device, world_rank
 from alignet_engine.errors import InputError
-from alignet_engine.jobs import Job, JobControl, Message, Progress, StageDone, Throttle
-from alignet_engine.models import Backbone, load_backbone, load_image, make_transform, pick_device
-from alignet_engine.stages._tracking import tracked
+from alignet_engine.jobs import (
+    Cancelled,
+    Job,
+    JobControl,
+    Message,
+    Progress,
+    StageDone,
+    Throttle,
+)
+from alignet_engine.models import Backbone, load_backbone, load_image, make_transform
 from alignet_engine.stages.triplets import SLOT as TRIPLET_SLOT
 from alignet_engine.store import Project
 
@@ -304,6 +313,21 @@ def resume_distill(
         No resumable job (or not the one named); the checkpoint does not fit the current
         triplets.
     """
+    # under torchrun rank 0 alone reads the journal and chooses; the others take its choice
+    # (reading the journal themselves could race with rank 0 starting the new job)
+    with Agreement("finding the distill job to resume") as agreed:
+        if world_rank()[1] == 0:
+            chosen = _resume_candidate(project, run)
+            agreed.value = (chosen["run"], chosen["params"])
+    ref, params = agreed.value
+    config = DistillStageConfig.from_dict(params)
+    if device is not None:
+        config = dataclasses.replace(config, device=device)
+    return run_distill(project, config, control, resume_from=ref)
+
+
+def _resume_candidate(project: Project, run: str | None) -> dict[str, Any]:
+    """The :func:`resumable_runs` entry ``run`` names (the newest one for None)."""
     candidates = resumable_runs(project)
     if run is not None:
         wanted = run if run.startswith(f"{STAGE}/") else f"{STAGE}/{run}"
@@ -320,11 +344,7 @@ def resume_distill(
             "distill run instead",
             field="resume",
         )
-    chosen = candidates[0]
-    config = DistillStageConfig.from_dict(chosen["params"])
-    if device is not None:
-        config = dataclasses.replace(config, device=device)
-    return run_distill(project, config, control, resume_from=chosen["run"])
+    return candidates[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,90 +363,96 @@ def run_distill(
     ``resume_from`` (``"distill/<id>"``) continues that interrupted job from its training
     checkpoint (see the module docstring; :func:`resume_distill` finds it and its settings).
     Returns the id of the run written.
+
+    Several processes
+    -----------------
+    When a ``torch.distributed`` process group is initialised (``alignet-cli distill`` under
+    ``torchrun``), every rank runs this job with the same arguments and trains its share of
+    each batch (:func:`alignet_engine.distill.distill`). Rank 0 is the only writer: it needs
+    the project open for writing and writes the journal, renames the checkpoint of a resumed
+    job, keeps the training checkpoint, and writes the student file and the run; the other
+    ranks may open the project read-only and only read the triplets, the pool and the
+    judgments. The ranks meet at :class:`~alignet_engine.distill.distributed.Agreement`
+    points (the start, the checkpoint, the end), so an error on one rank outside training
+    stops every rank with an error rather than leaving them waiting; all ranks return rank 0's
+    run id. Every rank yields events; show rank 0's.
     """
     control = control or JobControl()
-    old_id = None
+    world, rank = world_rank()
+    writer = rank == 0
+    old_id = None if resume_from is None else resume_from.removeprefix(f"{STAGE}/")
     params = config.to_dict()
-    if resume_from is not None:
-        old_id = resume_from.removeprefix(f"{STAGE}/")
-        old_path = project.side_path(training_checkpoint_name(old_id))
-        if not old_path.is_file():
-            raise InputError(
-                f"distill job {STAGE}/{old_id} left no training checkpoint ({old_path.name})",
-                field="resume",
-            )
+    if old_id is not None:
         params["resumed_from"] = f"{STAGE}/{old_id}"
-        # the checkpoint checks the training settings, data and architecture; the input
-        # size (which changes every feature) is checked against the job's journal record
-        started = [
-            r
-            for r in project.journal()
-            if r["event"] == "start" and r.get("stage") == STAGE and r["run"] == old_id
-        ]
-        if started:
-            before = started[0].get("params", {})
-            for name in ("student", "image_size"):
-                if name in before and before[name] != getattr(config, name):
-                    raise InputError(
-                        f"cannot resume {STAGE}/{old_id}: it trained with {name} "
-                        f"{before[name]!r}, not {getattr(config, name)!r}",
-                        source="distill config",
-                        field=name,
-                    )
 
-    def body(run_id: str) -> Job[str]:
-        trip = project.run(TRIPLET_SLOT)
-        pool_name = trip.summary["image_set"]
-        pool = project.imageset(pool_name)
-        triplets, sims, is_val = trip.arrays["triplets"], trip.arrays["sims"], trip.arrays["is_val"]
-        if (~is_val).sum() == 0:
-            raise InputError("the triplet run has no training triplets", field="n_triplets")
-        device = pick_device(config.device)
-        backbone = load_backbone(config.student)
-        backbone.model.to(device)
-        images = yield from decode_images(pool.paths, backbone, config.image_size, control)
-        val = (triplets[is_val], sims[is_val]) if is_val.any() else None
-        validators: dict[str, Validator] = {}
-        if config.val_judgments is not None:
-            judgments, judged = yield from _judgment_images(project, config, backbone, control)
-            validators[HUMAN_VALIDATOR] = judgment_validator(
-                judgments,
-                judged,
-                device=device,
-                batch_size=config.training.eval_batch_size,
-                channels_last=config.training.channels_last,
-            )
-        training = config.training
-        yield Message(
-            STAGE,
-            f"distilling into {config.student} on {device}: "
-            f"{int((~is_val).sum())} triplets, {training.steps} steps",
-        )
-        path = project.side_path(training_checkpoint_name(run_id))
-        if old_id is not None:
-            # the checkpoint moves to this job's name, so a second interruption is resumed
-            # from here; moved back if the checkpoint turns out not to fit
-            os.replace(project.side_path(training_checkpoint_name(old_id)), path)
-        try:
-            job = distill(
-                StudentFeatures(backbone),
-                images,
-                triplets[~is_val],
-                sims[~is_val],
-                training,
-                device=device,
-                control=control,
-                val=val,
-                validators=validators,
-                checkpoint_path=path,
-                resume_from=path if old_id is not None else None,
-                checkpoint_at_end=False,  # the student file below is the end result
-            )
-        except BaseException:
+    with Agreement("starting the distill job") as agreed:
+        if writer:
             if old_id is not None:
+                _check_resumable(project, config, old_id)
+            agreed.value = project.begin_job(STAGE, params)
+    run_id: str = agreed.value
+
+    def body() -> Job[str]:
+        with Agreement("reading the triplets and decoding the pool") as agreed:
+            trip = project.run(TRIPLET_SLOT)
+            pool_name = trip.summary["image_set"]
+            pool = project.imageset(pool_name)
+            triplets, sims = trip.arrays["triplets"], trip.arrays["sims"]
+            is_val = trip.arrays["is_val"]
+            if (~is_val).sum() == 0:
+                raise InputError("the triplet run has no training triplets", field="n_triplets")
+            device = rank_device(config.device)
+            backbone = load_backbone(config.student)
+            backbone.model.to(device)
+            images = yield from decode_images(pool.paths, backbone, config.image_size, control)
+            val = (triplets[is_val], sims[is_val]) if is_val.any() else None
+            validators: dict[str, Validator] = {}
+            if config.val_judgments is not None:
+                judgments, judged = yield from _judgment_images(project, config, backbone, control)
+                validators[HUMAN_VALIDATOR] = judgment_validator(
+                    judgments,
+                    judged,
+                    device=device,
+                    batch_size=config.training.eval_batch_size,
+                    channels_last=config.training.channels_last,
+                )
+            training = config.training
+            processes = f", {world} processes" if world > 1 else ""
+            yield Message(
+                STAGE,
+                f"distilling into {config.student} on {device}{processes}: "
+                f"{int((~is_val).sum())} triplets, {training.steps} steps",
+            )
+            path = _side_file(project, training_checkpoint_name(run_id))
+            if writer and old_id is not None:
+                # the checkpoint moves to this job's name, so a second interruption is resumed
+                # from here; moved back if the checkpoint turns out not to fit
+                os.replace(project.side_path(training_checkpoint_name(old_id)), path)
+                agreed.value = "moved"
+        moved = agreed.value == "moved"
+        try:
+            # after the agreement: the other ranks read the checkpoint rank 0 just moved
+            with Agreement("loading the training checkpoint"):
+                job = distill(
+                    StudentFeatures(backbone),
+                    images,
+                    triplets[~is_val],
+                    sims[~is_val],
+                    training,
+                    device=device,
+                    control=control,
+                    val=val,
+                    validators=validators,
+                    # only rank 0 writes checkpoints (the trainer skips the others' saves)
+                    checkpoint_path=path if writer else None,
+                    resume_from=path if old_id is not None else None,
+                    checkpoint_at_end=False,  # the student file below is the end result
+                )
+        except BaseException:
+            if writer and moved:
                 os.replace(path, project.side_path(training_checkpoint_name(old_id)))
             raise
-        if old_id is not None:
+        if writer and old_id is not None:
             project.end_job(STAGE, old_id, "resumed", f"continued as {STAGE}/{run_id}")
         try:
             result = yield from job
@@ -441,59 +467,165 @@ def run_distill(
             )
             raise
 
-        checkpoint = project.side_path(f"distill-{run_id}.safetensors")
-        sha = save_student(
-            checkpoint,
-            backbone.model.cpu(),
-            {
-                "architecture": config.student,
-                "layer": backbone.layer,
-                "preprocess": backbone.preprocess.to_dict(),
-                "image_size": config.image_size,
-                "head_dim": training.head_dim,
-                "distill": config.to_dict(),
-                "run": f"{STAGE}/{run_id}",
-            },
-            head_state=result.head_state,
-        )
-        arrays = {f"history_{k}": np.asarray(v) for k, v in result.history.items()}
-        summary: dict[str, Any] = {
-            "student": config.student,
-            "steps": result.steps_done,
-            "seconds": round(result.seconds, 2),
-            "images_per_s": round(
-                result.steps_done * 3 * training.effective_batch_size / result.seconds, 2
-            )
-            if result.seconds > 0
-            else None,
-            "effective_batch_size": training.effective_batch_size,
-            "head_dim": training.head_dim,
-            "checkpoint": checkpoint.name,
-            "checkpoint_sha256": sha,
-            "device": str(device),
-            "final_loss": float(result.history["loss"][-1]),
-        }
-        if old_id is not None:
-            summary["resumed_from"] = f"{STAGE}/{old_id}"
-        if "val_agreement" in result.history:
-            summary["val_agreement_before"] = float(result.history["val_agreement"][0])
-            summary["val_agreement_after"] = float(result.history["val_agreement"][-1])
-        human = f"val_{HUMAN_VALIDATOR}"
-        if human in result.history:
-            summary["val_human_before"] = float(result.history[human][0])
-            summary["val_human_after"] = float(result.history[human][-1])
-        project.write_run(
-            STAGE,
-            run_id,
-            slot=SLOT,
-            params=config.to_dict(),
-            arrays=arrays,
-            inputs={TRIPLET_SLOT: f"{trip.stage}/{trip.run_id}"},
-            summary=summary,
-        )
-        # the run is written: the training checkpoint has served its purpose
-        path.unlink(missing_ok=True)
+        with Agreement("storing the distill run") as agreed:
+            if writer:
+                summary = _store_run(
+                    project, config, run_id, old_id, backbone, result, trip, device, world
+                )
+                # the run is written: the training checkpoint has served its purpose
+                path.unlink(missing_ok=True)
+                agreed.value = summary
+        summary = agreed.value
         yield StageDone(STAGE, run_id, summary)
         return run_id
 
-    return (yield from tracked(project, STAGE, params, body))
+    if not writer:
+        return (yield from body())
+    return (yield from _journalled(project, run_id, body))
+
+
+def _journalled(project: Project, run_id: str, body: Callable[[], Job[str]]) -> Job[str]:
+    """Run ``body`` and record its end in the journal (the start is already recorded).
+
+    :func:`alignet_engine.stages._tracking.tracked` with the start left out: under
+    ``torchrun`` the start record is written inside the first agreement, so that its run id
+    reaches every rank.
+    """
+    try:
+        return (yield from body())
+    except (Cancelled, GeneratorExit):
+        project.end_job(STAGE, run_id, "cancelled")
+        raise
+    except Exception as exc:
+        project.end_job(STAGE, run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _side_file(project: Project, name: str) -> Path:
+    """Where side file ``name`` lives, without creating the folder on a read-only project
+    (the ranks other than 0 of a distributed job write nothing)."""
+    if project.readonly:
+        return project.path.with_name(project.path.name + ".files") / name
+    return project.side_path(name)
+
+
+def _check_resumable(project: Project, config: DistillStageConfig, old_id: str) -> None:
+    """Refuse to resume ``old_id`` without its checkpoint or with another student / size."""
+    old_path = project.side_path(training_checkpoint_name(old_id))
+    if not old_path.is_file():
+        raise InputError(
+            f"distill job {STAGE}/{old_id} left no training checkpoint ({old_path.name})",
+            field="resume",
+        )
+    # the checkpoint checks the training settings, data and architecture; the input
+    # size (which changes every feature) is checked against the job's journal record
+    started = [
+        r
+        for r in project.journal()
+        if r["event"] == "start" and r.get("stage") == STAGE and r["run"] == old_id
+    ]
+    if started:
+        before = started[0].get("params", {})
+        for name in ("student", "image_size"):
+            if name in before and before[name] != getattr(config, name):
+                raise InputError(
+                    f"cannot resume {STAGE}/{old_id}: it trained with {name} "
+                    f"{before[name]!r}, not {getattr(config, name)!r}",
+                    source="distill config",
+                    field=name,
+                )
+
+
+def student_description(backbone: Backbone, image_size: int | None) -> dict[str, Any]:
+    """What rebuilds the student's architecture and reads its representation, JSON-able.
+
+    ``spec`` is the student's model spec without its ``weights`` option (the trained weights
+    are in the student file, so the file the spec named is not needed to load it), ``layer``
+    and ``pooling`` how the representation is read, ``feature_dim`` its length; ``classifier``
+    / ``num_classes`` name the model's final Linear layer and its class count, so a student
+    fine-tuned from a checkpoint with another class count is rebuilt with that many
+    (see :func:`alignet_engine.export_model.load_aligned_model`).
+    """
+    spec = dataclasses.replace(backbone.spec, weights=None)
+    out: dict[str, Any] = {
+        "spec": spec.to_string(),
+        "layer": backbone.layer,
+        "pooling": backbone.pooling,
+        "feature_dim": int(backbone.feature_dim),
+        "preprocess": backbone.preprocess.to_dict(),
+        "image_size": image_size,
+    }
+    linears = [(n, m) for n, m in backbone.model.named_modules() if isinstance(m, nn.Linear)]
+    if linears:
+        name, last = linears[-1]
+        out["classifier"] = name
+        out["num_classes"] = int(last.out_features)
+    return out
+
+
+def _store_run(
+    project: Project,
+    config: DistillStageConfig,
+    run_id: str,
+    old_id: str | None,
+    backbone: Backbone,
+    result: Any,
+    trip: Any,
+    device: torch.device,
+    world: int,
+) -> dict[str, Any]:
+    """Write the student file and the run (rank 0 only); returns the run's summary."""
+    training = config.training
+    checkpoint = project.side_path(f"distill-{run_id}.safetensors")
+    description = student_description(backbone, config.image_size)
+    sha = save_student(
+        checkpoint,
+        backbone.model.cpu(),
+        {
+            "architecture": config.student,
+            **description,
+            "head_dim": training.head_dim,
+            # the representation the student was trained on: with a head, the head's output
+            "embedding": "triplet_head" if training.head_dim else "backbone",
+            "distill": config.to_dict(),
+            "run": f"{STAGE}/{run_id}",
+        },
+        head_state=result.head_state,
+    )
+    arrays = {f"history_{k}": np.asarray(v) for k, v in result.history.items()}
+    summary: dict[str, Any] = {
+        "student": config.student,
+        "steps": result.steps_done,
+        "seconds": round(result.seconds, 2),
+        "images_per_s": round(
+            result.steps_done * 3 * training.effective_batch_size / result.seconds, 2
+        )
+        if result.seconds > 0
+        else None,
+        "effective_batch_size": training.effective_batch_size,
+        "head_dim": training.head_dim,
+        "checkpoint": checkpoint.name,
+        "checkpoint_sha256": sha,
+        "device": str(device),
+        "processes": world,
+        "final_loss": float(result.history["loss"][-1]),
+    }
+    if old_id is not None:
+        summary["resumed_from"] = f"{STAGE}/{old_id}"
+    if "val_agreement" in result.history:
+        summary["val_agreement_before"] = float(result.history["val_agreement"][0])
+        summary["val_agreement_after"] = float(result.history["val_agreement"][-1])
+    human = f"val_{HUMAN_VALIDATOR}"
+    if human in result.history:
+        summary["val_human_before"] = float(result.history[human][0])
+        summary["val_human_after"] = float(result.history[human][-1])
+    project.write_run(
+        STAGE,
+        run_id,
+        slot=SLOT,
+        params=config.to_dict(),
+        arrays=arrays,
+        inputs={TRIPLET_SLOT: f"{trip.stage}/{trip.run_id}"},
+        summary=summary,
+    )
+    return summary

@@ -16,6 +16,7 @@ import numpy as np
 
 from alignet_engine import __version__
 from alignet_engine.align import save_alignet_npz
+from alignet_engine.distill import load_student_config
 from alignet_engine.export_model import (
     export_onnx,
     export_torchscript,
@@ -28,6 +29,10 @@ from alignet_engine.stages.triplets import SLOT as TRIPLET_SLOT
 from alignet_engine.store import Project
 
 EXPORTABLE = ("student", "torchscript", "onnx", "transform", "triplets")
+
+#: keys of the student file's config that say how to rebuild it (see
+#: :func:`alignet_engine.stages.distill.student_description`), copied into student.json
+_DESCRIPTION = ("spec", "layer", "pooling", "feature_dim", "classifier", "num_classes")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -47,14 +52,23 @@ def export_student(project: Project, out_dir: Path) -> dict[str, str]:
     tmp = weights.with_name(f".{weights.name}.tmp")
     shutil.copyfile(src, tmp)
     os.replace(tmp, weights)
+    # how to rebuild the student and read its representation (spec, layer, pooling, feature
+    # length, class count), as the distill stage stored it in the file; older student files
+    # have only the architecture, which then is the spec, read at pre_logits
+    stored = load_student_config(src)
+    described = {k: stored[k] for k in _DESCRIPTION if k in stored}
+    layer = str(stored.get("layer", "pre_logits"))
+    head_dim = int(run.summary.get("head_dim", 0) or 0)
     config = {
         "format": "alignet-student",
         "alignet_studio": __version__,
         "architecture": run.params["student"],
-        "layer": "pre_logits",
+        "spec": run.params["student"],
+        "layer": layer,
+        **described,
         # with a triplet head the embedding is the head's output (export_model docstring)
-        "head_dim": int(run.summary.get("head_dim", 0) or 0),
-        "embedding": "triplet_head" if run.summary.get("head_dim") else "pre_logits",
+        "head_dim": head_dim,
+        "embedding": "triplet_head" if head_dim else layer,
         "image_size": run.params["image_size"],
         "distill": run.params,
         "summary": run.summary,

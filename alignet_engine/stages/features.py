@@ -6,11 +6,13 @@ import logging
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from alignet_engine.config import ExtractConfig, features_slot
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Message, StageDone
-from alignet_engine.models import backbone_for, pick_device
+from alignet_engine.models import Backbone, backbone_for, pick_device
 from alignet_engine.models.extract import PartialFeatures, extraction_job
 from alignet_engine.stages._tracking import tracked
 from alignet_engine.store import Project
@@ -38,13 +40,95 @@ def _resume_key(config: ExtractConfig) -> dict[str, Any]:
 
 
 def load_student_weights(project: Project, backbone_model, checkpoint: str) -> str:
-    """Load a distill run's student weights into ``backbone_model``; returns the run ref."""
+    """Load a distill run's student weights into ``backbone_model``; returns the run ref.
+
+    Only the backbone's weights: a triplet head stored with them is left out (see
+    :func:`distilled_backbone` for the student's own representation).
+
+    Raises
+    ------
+    InputError
+        The weights do not fit ``backbone_model`` (the features' model spec is not the
+        student's); the message names the student's spec.
+    """
     from alignet_engine.distill import load_student_state
 
     run = project.run(checkpoint, arrays=False)
     path = project.check_side_file(run.summary["checkpoint"], run.summary["checkpoint_sha256"])
-    backbone_model.load_state_dict(load_student_state(path))
+    try:
+        backbone_model.load_state_dict(load_student_state(path))
+    except RuntimeError as exc:
+        student = run.params.get("student", run.summary.get("student"))
+        raise InputError(
+            f"the student of {run.stage}/{run.run_id} ({student}) does not fit this model: "
+            f"{str(exc).splitlines()[0]}; extract with --model {student}",
+            field="model",
+        ) from None
     return f"{run.stage}/{run.run_id}"
+
+
+class _StudentWithHead(nn.Module):
+    """The student's network and its triplet head, as one module (one ``.to()``, one
+    ``eval()``, one weights digest for the extraction's resume key)."""
+
+    def __init__(self, model: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.triplet_head = head
+
+
+def distilled_backbone(
+    project: Project, backbone: Backbone, checkpoint: str
+) -> tuple[Backbone, str, dict[str, Any]]:
+    """``backbone`` with a distill run's student weights, reading what the student learned.
+
+    The representation is the one distillation trained: with a triplet head (``head_dim >
+    0``) the head's output applied to ``backbone``'s features (as
+    :func:`alignet_engine.export_model.load_aligned_model`'s embedding), else the backbone's
+    own features.
+
+    Returns
+    -------
+    (Backbone, str, dict)
+        The backbone to extract with, the distill run's ref, and what the features are for
+        the run's params: ``{"embedding": "triplet_head" | "backbone", "head_dim": int}``.
+    """
+    from alignet_engine.distill import load_student_head, triplet_head_from_state
+
+    ref = load_student_weights(project, backbone.model, checkpoint)
+    run = project.run(ref, arrays=False)
+    path = project.check_side_file(run.summary["checkpoint"], run.summary["checkpoint_sha256"])
+    head_state = load_student_head(path)
+    if head_state is None:
+        return backbone, ref, {"embedding": "backbone", "head_dim": 0}
+    head = triplet_head_from_state(head_state)
+    if head.in_features != backbone.feature_dim:
+        raise InputError(
+            f"the triplet head of {ref} expects {head.in_features}-d features but "
+            f"{backbone.name} gives {backbone.feature_dim}-d ones; extract with the student's "
+            f"model spec ({run.params.get('student')}), layer and pooling",
+            field="model",
+        )
+    base = backbone
+
+    def read(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        # base.features reads base.model, which is model.model: the same parameters
+        return model.triplet_head(base.features(x))
+
+    wrapped = Backbone(
+        base.name,
+        _StudentWithHead(base.model, head),
+        base.preprocess,
+        arch=base.arch,
+        weights=base.weights,
+        layer=base.layer,
+        pooling=base.pooling,
+        spec=base.spec,
+        reader=read,  # type: ignore[arg-type]
+        head=base.head,
+        feature_dim=int(head.out_features),
+    )
+    return wrapped, ref, {"embedding": "triplet_head", "head_dim": int(head.out_features)}
 
 
 def extract(project: Project, config: ExtractConfig, control: JobControl | None = None) -> Job[str]:
@@ -73,8 +157,9 @@ def extract(project: Project, config: ExtractConfig, control: JobControl | None 
         device = pick_device(config.device)
         backbone = backbone_for(config)  # spec + weights / layer / pooling
         inputs: dict[str, str] = {}
+        student: dict[str, Any] = {}
         if config.checkpoint is not None:
-            ref = load_student_weights(project, backbone.model, config.checkpoint)
+            backbone, ref, student = distilled_backbone(project, backbone, config.checkpoint)
             inputs[config.checkpoint] = ref
         yield Message(
             STAGE, f"{config.label} on {len(images)} images of '{config.image_set}' ({device})"
@@ -101,6 +186,8 @@ def extract(project: Project, config: ExtractConfig, control: JobControl | None 
             "preprocess": backbone.preprocess.to_dict(),
             "device": str(device),
             "autocast": result.autocast,
+            # a distilled student: its triplet head's output or the backbone's features
+            **student,
         }
         arrays: dict[str, np.ndarray] = {"X": X}
         summary: dict[str, Any] = {
