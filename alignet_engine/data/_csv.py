@@ -60,7 +60,12 @@ class CsvTable:
 
 
 def read_csv_table(
-    path: PathLike, *, required: Sequence[str], optional: Sequence[str], schema: str
+    path: PathLike,
+    *,
+    required: Sequence[str],
+    optional: Sequence[str],
+    schema: str,
+    read_later: Sequence[str] = (),
 ) -> CsvTable:
     """Read a CSV with a header row and check its columns.
 
@@ -72,6 +77,8 @@ def read_csv_table(
     Parameters
     ----------
     required, optional : known column names (lower-case).
+    read_later : extra columns the caller reads itself (e.g. a text ``type`` column); they
+        stay in ``ignored`` but are not warned about.
     schema : the expected header in words, for messages (e.g. ``"path[,category]"``).
 
     Raises
@@ -122,8 +129,8 @@ def read_csv_table(
             row=header_line,
         )
     ignored = [h for h in header if h not in known]
-    if ignored:
-        logger.warning("%s: ignoring extra column(s) %s", p, ", ".join(map(repr, ignored)))
+    if unread := [h for h in ignored if h not in read_later]:
+        logger.warning("%s: ignoring extra column(s) %s", p, ", ".join(map(repr, unread)))
     columns = {h: cols[c] for c, h in enumerate(header) if h in known}
     lines = np.frombuffer(line_nos, dtype=np.int64).copy()
     return CsvTable(p, columns, lines, header_line, ignored)
@@ -212,6 +219,7 @@ def read_int_csv(
     schema: str,
     blank: dict[str, int] | None = None,
     what: dict[str, str] | None = None,
+    read_later: Sequence[str] = (),
 ) -> IntCsv:
     """Read a header-row CSV whose known columns hold integers.
 
@@ -240,11 +248,13 @@ def read_int_csv(
             fast = loadtxt_ints("\n".join(body), delim, cols)
             if fast is not None and fast.shape == (len(body), len(cols)):
                 ignored = [name for name in header if name not in known]
-                if ignored:
-                    logger.warning("%s: ignoring extra column(s) %s", p, ", ".join(ignored))
+                if unread := [name for name in ignored if name not in read_later]:
+                    logger.warning("%s: ignoring extra column(s) %s", p, ", ".join(unread))
                 ints = {header[c]: np.ascontiguousarray(fast[:, i]) for i, c in enumerate(cols)}
                 return IntCsv(p, ints, data_lines, h + 1, ignored)
-    t = read_csv_table(p, required=required, optional=optional, schema=schema)
+    t = read_csv_table(
+        p, required=required, optional=optional, schema=schema, read_later=read_later
+    )
     ints = {
         name: parse_int_column(t, name, blank=blank.get(name), what=what.get(name, "an integer"))
         for name in t.columns

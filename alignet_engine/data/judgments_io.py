@@ -240,6 +240,7 @@ def read_oddone_csv(path: PathLike, n_items: int, *, id_base: int = 0) -> Judgme
         blank={"participant": -1},
         what={"odd_position": "the odd one's position (1, 2 or 3)"}
         | dict.fromkeys(fields, "an item id"),
+        read_later=("type",),
     )
     raw = np.stack([t.ints[f] for f in fields], axis=1)
     pos = t.ints["odd_position"]

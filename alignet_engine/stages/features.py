@@ -160,7 +160,9 @@ def extract(project: Project, config: ExtractConfig, control: JobControl | None 
         student: dict[str, Any] = {}
         if config.checkpoint is not None:
             backbone, ref, student = distilled_backbone(project, backbone, config.checkpoint)
-            inputs[config.checkpoint] = ref
+            # keyed by the slot, like every input: a run ref as key ("distill/<id>") would
+            # never match a current slot, so the features would be stale from birth
+            inputs[project.run(ref, arrays=False).slot] = ref
         yield Message(
             STAGE, f"{config.label} on {len(images)} images of '{config.image_set}' ({device})"
         )

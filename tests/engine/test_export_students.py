@@ -16,6 +16,7 @@ torchvision / timm modules, a forward hook, a matrix product), not through the r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,6 +214,13 @@ def test_extraction_without_a_head_and_with_the_wrong_model(tmp_path: Path) -> N
         run_job(extract(project, config))
         run = project.run(f"features:pool:{config.label}")
         assert run.params["embedding"] == "backbone" and run.params["head_dim"] == 0
+        # naming the distill run by its ref, as the GUI may, records it under its slot:
+        # the features are current, not stale from the moment they are written
+        distill_run = project.run("distill", arrays=False)
+        by_ref = dataclasses.replace(config, checkpoint=f"{distill_run.stage}/{distill_run.run_id}")
+        run_job(extract(project, by_ref))
+        ref = project.current(f"features:pool:{config.label}")
+        assert project.stale_reasons(ref) == []
         assert run.summary["dim"] == 1280
         np.testing.assert_allclose(
             run.arrays["X"],

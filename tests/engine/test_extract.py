@@ -303,7 +303,10 @@ def test_stage_resumes_after_the_process_is_killed(tmp_path: Path, decoded: list
     reference = run_job(
         extract_features(load_backbone("efficientnet_lite0"), paths, batch_size=2, image_size=SIZE)
     )
-    np.testing.assert_array_equal(run.arrays["X"], reference)
+    # Rows 0-3 came from another process, whose torch thread count may differ from this one's
+    # (earlier tests change it), and a different split of the reductions moves the last float
+    # bits; bitwise equality holds within one process (the cancel and exception tests).
+    np.testing.assert_allclose(run.arrays["X"], reference, rtol=1e-4, atol=1e-5)
     assert _partials(path) == []
 
 
