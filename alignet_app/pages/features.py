@@ -399,7 +399,13 @@ class FeaturesPage(Page):
 
     def config(self) -> ExtractConfig:
         """The ExtractConfig the form describes (raises ValueError/InputError when invalid)."""
-        return self.form.config(checkpoint=self.checkpoint.currentData(), num_workers=0)
+        checkpoint = self.checkpoint.currentData()
+        # The current run by its slot (as `extract --checkpoint distill`): the features then
+        # record the slot they read, so they go stale when the student is replaced.
+        current = self.session.info()["current"] if self.session.is_open else {}
+        if checkpoint is not None and current.get("distill") == checkpoint:
+            checkpoint = "distill"
+        return self.form.config(checkpoint=checkpoint, num_workers=0)
 
     def extract(self) -> bool:
         """Run the extraction (a job); False (with the reason shown) if it cannot start."""

@@ -203,6 +203,7 @@ class TripletsPage(Page):
         )
         if signature == self._signature:
             return  # e.g. a filter job ended: nothing this page shows changed
+        old_run = dict(self._signature[1]).get("triplets") if self._signature else None
         self._signature = signature
         previous = self.view.source.name if self.view is not None else None
         try:
@@ -224,6 +225,9 @@ class TripletsPage(Page):
         index = names.index(previous) if previous in names else 0
         if previous is not None and previous not in names and self.sources[0].kind == "pool":
             index = 0  # a new triplet run replaced the one shown
+        new_run = info["current"].get("triplets")
+        if new_run is not None and new_run != old_run:
+            index = 0  # triplets were just sampled: show them, not the judgments shown before
         self.source_box.setCurrentIndex(index)
         self._open(self.sources[index])
 
