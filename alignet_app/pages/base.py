@@ -49,7 +49,22 @@ class Page(QWidget):
 
     def _refresh_now(self) -> None:
         self._dirty = False
+        self._apply_device_preference()
         self.refresh()
+
+    def _apply_device_preference(self) -> None:
+        """Start every ``device`` field of the page's forms at the preferred device.
+
+        Done once per form, so a user who then picks "auto" keeps it.
+        """
+        from alignet_app.widgets.config_form import ConfigForm
+
+        preferred = self.session.preferences.device
+        for form in self.findChildren(ConfigForm):
+            if "device" in form.editors and not form.property("device_preset"):
+                form.setProperty("device_preset", True)
+                if preferred != "auto":
+                    form.set_value("device", preferred)
 
     # ----------------------------------------------------------------- jobs
     def run_job(

@@ -157,3 +157,15 @@ def test_dropping_a_project_opens_it(window, tmp_path: Path) -> None:
 def test_view_menu_shortcuts_switch_pages(window, key: str) -> None:
     window.show_page(key)
     assert window.stack.currentWidget() is window.page(key)
+
+
+def test_the_preferred_device_presets_every_device_field(window, tmp_path: Path) -> None:
+    from alignet_app.widgets.config_form import ConfigForm
+
+    window.session.preferences = settings.Preferences(device="cpu")
+    window.session.new(tmp_path / "p.alignet")
+    for key in ("features", "clusters", "distill"):
+        window.show_page(key)
+        forms = [f for f in window.page(key).findChildren(ConfigForm) if "device" in f.editors]
+        assert forms, key
+        assert all(f.values()["device"] == "cpu" for f in forms), key
