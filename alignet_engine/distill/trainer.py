@@ -949,7 +949,9 @@ def _distill_job(
     flip_gen = torch.Generator().manual_seed(config.seed + 1)
     # a copy (torch.tensor, not from_numpy): the caller's arrays may be read-only
     teacher_sims = torch.tensor(teacher_sims_np, device=device)
-    optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
+    # foreach: one multi-tensor kernel per update instead of a Python loop over ~150 tensors;
+    # torch only picks it by default on CUDA, and on the CPU it saves ~6 ms of a Lite0 step.
+    optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999), eps=1e-8, foreach=True)
     # one draw of the effective batch per step: the rows a batch_size × accumulation run sees
     # are the rows a run with that (larger) batch_size sees
     batches = _TripletSampler(len(triplets), config.effective_batch_size, rng)
