@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +9,6 @@ import pytest
 
 from alignet_engine.stages.summaries import run_arrays
 from tests.app.conftest import save_screenshot
-
-
-@pytest.fixture
-def project_copy(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    """A writable copy of the demo project (``ALIGNET_TEST_DEMO`` may name one to copy)."""
-    source = os.environ.get("ALIGNET_TEST_DEMO")
-    if not source:
-        return request.getfixturevalue("copy_demo")
-    src = Path(source)
-    target = tmp_path / "demo"
-    shutil.copytree(src.parent, target, ignore=shutil.ignore_patterns("*.lock", "images"))
-    return target / src.name
 
 
 def _open_page(window, path: Path):
@@ -42,8 +28,8 @@ def test_every_hyperparameter_has_a_tooltip(window) -> None:
         assert name in page.form.names
 
 
-def test_fit_evaluate_and_plots(window, qtbot, project_copy: Path) -> None:
-    page = _open_page(window, project_copy)
+def test_fit_evaluate_and_plots(window, qtbot, copy_demo: Path) -> None:
+    page = _open_page(window, copy_demo)
     # prefilled from the demo's teacher transform
     assert page.image_set.currentText() == "stimuli"
     assert page.model.currentText() == "efficientnet_lite2"
@@ -88,8 +74,8 @@ def test_fit_evaluate_and_plots(window, qtbot, project_copy: Path) -> None:
     save_screenshot(window, "alignment_page")
 
 
-def test_bad_hyperparameter_shows_inline_error(window, project_copy: Path) -> None:
-    page = _open_page(window, project_copy)
+def test_bad_hyperparameter_shows_inline_error(window, copy_demo: Path) -> None:
+    page = _open_page(window, copy_demo)
     page.form.editors["lam"].setText("-1")
     assert not page.fit()
     assert page.error.isVisible() and "lam" in page.error.text()

@@ -7,35 +7,15 @@ thread (build/event_loop_stall.json).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PySide6.QtCore import QTimer
 
 from tests.app.conftest import save_screenshot
 
 BUILD = Path(__file__).resolve().parents[2] / "build"
-
-
-@pytest.fixture
-def project_copy(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    """A writable copy of the demo project.
-
-    ``ALIGNET_TEST_DEMO`` may point at an existing demo project to copy instead of building
-    one (saves the ~40 s demo when iterating); by default the shared ``copy_demo`` fixture.
-    """
-    source = os.environ.get("ALIGNET_TEST_DEMO")
-    if not source:
-        return request.getfixturevalue("copy_demo")
-    src = Path(source)
-    target = tmp_path / "demo"
-    shutil.copytree(src.parent, target, ignore=shutil.ignore_patterns("*.lock", "images"))
-    # the pool's image paths are absolute, so the images folder needs no copy
-    return target / src.name
 
 
 def _open_page(window, path: Path):
@@ -72,8 +52,8 @@ def test_form_has_every_field_with_a_tooltip(window) -> None:
         assert page.stage_form.editors[name].toolTip()
 
 
-def test_distill_runs_live_and_gui_stays_responsive(window, qtbot, project_copy: Path) -> None:
-    page = _open_page(window, project_copy)
+def test_distill_runs_live_and_gui_stays_responsive(window, qtbot, copy_demo: Path) -> None:
+    page = _open_page(window, copy_demo)
     _small_config(page, steps=30)
     # the app's default (all cores but one), whatever a stray settings file says
     window.session.preferences.cpu_threads = 0
@@ -156,8 +136,8 @@ def test_distill_runs_live_and_gui_stays_responsive(window, qtbot, project_copy:
     save_screenshot(window, "distill_page_after")
 
 
-def test_pause_stops_steps_and_resume_completes(window, qtbot, project_copy: Path) -> None:
-    page = _open_page(window, project_copy)
+def test_pause_stops_steps_and_resume_completes(window, qtbot, copy_demo: Path) -> None:
+    page = _open_page(window, copy_demo)
     _small_config(page, steps=24, val_every=0)
     runner = window.session.runner
     assert page.start()
@@ -178,8 +158,8 @@ def test_pause_stops_steps_and_resume_completes(window, qtbot, project_copy: Pat
     assert page.curves.point_count("loss") == 24
 
 
-def test_bad_value_shows_inline_error_and_starts_nothing(window, project_copy: Path) -> None:
-    page = _open_page(window, project_copy)
+def test_bad_value_shows_inline_error_and_starts_nothing(window, copy_demo: Path) -> None:
+    page = _open_page(window, copy_demo)
     page.training_form.set_value("steps", 0)
     assert not page.start()
     assert not window.session.runner.busy
