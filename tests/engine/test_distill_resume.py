@@ -170,11 +170,8 @@ def test_resume_after_crash_is_bitwise(
     assert load_checkpoint(path).steps_done == STEPS
 
 
-def test_cancel_leaves_a_resumable_checkpoint(
-    toy: Toy, reference: tuple[DistillResult, Path], tmp_path: Path
-) -> None:
-    expected, _ = reference
-    path = tmp_path / "run.ckpt.safetensors"
+def cancel_after(toy: Toy, path: Path, step: int) -> None:
+    """Run a checkpointed job and cancel it once ``step`` has been reported."""
     control = JobControl()
     job = distill(
         Student(),
@@ -187,11 +184,19 @@ def test_cancel_leaves_a_resumable_checkpoint(
         checkpoint_path=path,
     )
     for event in job:
-        if isinstance(event, Progress) and event.done == 17:
+        if isinstance(event, Progress) and event.done == step:
             control.cancel()
             break
     with pytest.raises(Cancelled):
         next(job)
+
+
+def test_cancel_leaves_a_resumable_checkpoint(
+    toy: Toy, reference: tuple[DistillResult, Path], tmp_path: Path
+) -> None:
+    expected, _ = reference
+    path = tmp_path / "run.ckpt.safetensors"
+    cancel_after(toy, path, 17)
     # the cancel saved the completed step 17 over the periodic step-10 checkpoint
     assert load_checkpoint(path).steps_done == 17
     resumed = run(toy, Student(), config(), checkpoint_path=path, resume_from=path)
@@ -203,24 +208,8 @@ def test_cancel_during_a_validation_resumes_with_that_validation(
 ) -> None:
     expected, _ = reference
     path = tmp_path / "run.ckpt.safetensors"
-    control = JobControl()
-    job = distill(
-        Student(),
-        toy.images,
-        toy.triplets,
-        toy.sims,
-        config(),
-        val=toy.val,
-        control=control,
-        checkpoint_path=path,
-    )
-    for event in job:
-        # step 15 is done and reported; its validation (val_every=5) comes next
-        if isinstance(event, Progress) and event.done == 15:
-            control.cancel()
-            break
-    with pytest.raises(Cancelled):
-        next(job)
+    # step 15 is done and reported; its validation (val_every=5) comes next
+    cancel_after(toy, path, 15)
     ckpt = load_checkpoint(path)
     assert ckpt.steps_done == 15 and ckpt.history["val_step"][-1] == 10
     resumed = run(toy, Student(), config(), checkpoint_path=path, resume_from=path)
