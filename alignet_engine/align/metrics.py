@@ -508,14 +508,6 @@ def rsa(
     return float(spearmanr(model, human).statistic)
 
 
-def _upper_spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman ρ of the strict upper triangles of two (n, n) matrices."""
-    from scipy.stats import spearmanr
-
-    iu = np.triu_indices(a.shape[0], k=1)
-    return float(spearmanr(a[iu], b[iu]).statistic)
-
-
 def rsa_bootstrap_ci(
     features: np.ndarray,
     matrix: np.ndarray,
@@ -560,27 +552,49 @@ def rsa_bootstrap_ci(
 def noise_ceiling_matrix(
     matrices: np.ndarray, *, kind: Literal["similarity", "dissimilarity"] = "similarity"
 ) -> dict[str, float | int]:
-    """Leave-one-subject-out noise ceiling of RSA from per-subject matrices.
+    """Noise ceiling of Spearman RSA from per-subject matrices (Nili et al. 2014).
 
     Parameters
     ----------
-    matrices : (s, n, n) float, one matrix per subject (s ≥ 2).
+    matrices : (s, n, n) float, one matrix per subject (s ≥ 2); only strict upper triangles
+        are read.
+    kind : ``"dissimilarity"`` matrices are negated first (ranks reversed), so the bounds are
+        those of the same positive-ρ convention as :func:`rsa`.
 
     Returns
     -------
-    ``{"upper", "lower", "n_subjects"}``: mean Spearman ρ of each subject with the mean of
-    all subjects (upper bound, includes the subject itself) and with the mean of the others
-    (lower bound), as in Nili et al. (2014). NaN bounds when ``s < 2``.
+    ``{"upper", "lower", "n_subjects"}``:
+      * upper — mean over subjects of Spearman ρ(subject, mean of ALL subjects' RANK-transformed
+        upper triangles). For Spearman the best-possible model RDM is the average of the ranks,
+        not of the raw values (rsatoolbox ``pool_rdm(method="spearman")``), so averaging raw
+        values would understate (or misstate) the bound.
+      * lower — the same with the subject left out of the rank average.
+    NaN bounds when ``s < 2``. Ties inside a subject's matrix get average ranks.
     """
+    from scipy.stats import rankdata
+
     m = np.asarray(matrices, dtype=np.float64)
     if m.ndim != 3 or m.shape[1] != m.shape[2]:
         raise InputError(f"must be (subjects, n, n), got {m.shape}", field="matrix")
-    if kind == "dissimilarity":
-        m = -m
     s = m.shape[0]
     if s < 2:
         return {"upper": float("nan"), "lower": float("nan"), "n_subjects": s}
-    total = m.sum(axis=0)
-    upper = [_upper_spearman(m[i], total / s) for i in range(s)]
-    lower = [_upper_spearman(m[i], (total - m[i]) / (s - 1)) for i in range(s)]
+    iu = np.triu_indices(m.shape[1], k=1)
+    vec = m[:, iu[0], iu[1]]  # (s, pairs)
+    if not np.isfinite(vec).all():
+        raise InputError("upper triangle contains NaN or inf", field="matrix")
+    if kind == "dissimilarity":
+        vec = -vec
+    ranks = rankdata(vec, axis=1)  # (s, pairs), average ranks for ties
+    total = ranks.sum(axis=0)
+
+    def spearman(a: np.ndarray, b: np.ndarray) -> float:
+        # ρ of a with b = Pearson of their ranks; `ranks` are already a's ranks
+        rb = rankdata(b)
+        if np.ptp(a) == 0 or np.ptp(rb) == 0:
+            return float("nan")
+        return float(np.corrcoef(a, rb)[0, 1])
+
+    upper = [spearman(ranks[i], total / s) for i in range(s)]
+    lower = [spearman(ranks[i], (total - ranks[i]) / (s - 1)) for i in range(s)]
     return {"upper": float(np.mean(upper)), "lower": float(np.mean(lower)), "n_subjects": s}

@@ -240,3 +240,66 @@ def test_choice_distributions_twoafc_votes() -> None:
     trip, probs = choice_distributions(j)
     assert trip.tolist() == [[0, 2, 1], [5, 6, 7], [8, 3, 9]]
     np.testing.assert_allclose(probs, [[0.75, 0.25], [0.5, 0.5], [0.5, 0.5]])
+
+
+# ------------------------------------------------------------------ RSA noise ceiling
+def _subject_matrices(seed: int, s: int = 4, n: int = 12) -> np.ndarray:
+    """``s`` noisy, differently scaled copies of one symmetric (n, n) similarity matrix."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((n, n))
+    mats = np.stack(
+        [
+            base * rng.uniform(0.2, 5.0) + rng.normal(0.0, rng.uniform(0.1, 1.0), (n, n))
+            for _ in range(s)
+        ]
+    )
+    return (mats + mats.transpose(0, 2, 1)) / 2
+
+
+def test_matrix_noise_ceiling_averages_ranks_by_hand() -> None:
+    """3 subjects, 4 items: the bounds from rank-averaged upper triangles, computed by hand."""
+    from scipy.stats import spearmanr
+
+    from alignet_engine.align.metrics import noise_ceiling_matrix
+
+    # upper triangles (pairs 01, 02, 03, 12, 13, 23); subject 0's last pair is an outlier in
+    # value but not in rank
+    tri = np.array(
+        [[1.0, 2.0, 3.0, 4.0, 5.0, 600.0], [6.0, 5.0, 4.0, 1.0, 3.0, 2.0], [2, 1, 4, 3, 6, 5]]
+    )
+    mats = np.zeros((3, 4, 4))
+    iu = np.triu_indices(4, k=1)
+    mats[:, iu[0], iu[1]] = tri
+    ranks = np.array([[1, 2, 3, 4, 5, 6], [6, 5, 4, 1, 3, 2], [2, 1, 4, 3, 6, 5]], dtype=float)
+    upper = np.mean([spearmanr(tri[i], ranks.mean(axis=0)).statistic for i in range(3)])
+    lower = np.mean(
+        [spearmanr(tri[i], np.delete(ranks, i, axis=0).mean(axis=0)).statistic for i in range(3)]
+    )
+    got = noise_ceiling_matrix(mats)
+    assert got["n_subjects"] == 3
+    assert got["upper"] == pytest.approx(upper, abs=1e-12)
+    assert got["lower"] == pytest.approx(lower, abs=1e-12)
+    # averaging raw values (the old bound) gives another answer: the outlier 600 dominates it
+    raw_upper = np.mean([spearmanr(tri[i], tri.mean(axis=0)).statistic for i in range(3)])
+    assert abs(raw_upper - upper) > 0.01
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matrix_noise_ceiling_matches_rsatoolbox(seed: int) -> None:
+    """Both bounds equal rsatoolbox's boot_noise_ceiling(method="spearman") on random cases."""
+    rsatoolbox = pytest.importorskip("rsatoolbox")
+    from rsatoolbox.inference.noise_ceiling import boot_noise_ceiling
+
+    from alignet_engine.align.metrics import noise_ceiling_matrix
+
+    s = 3 + seed % 4
+    mats = _subject_matrices(seed, s=s, n=8 + seed)
+    iu = np.triu_indices(mats.shape[1], k=1)
+    # rsatoolbox takes dissimilarities; negated similarities have reversed ranks, same bounds
+    lower, upper = boot_noise_ceiling(
+        rsatoolbox.rdm.RDMs(-mats[:, iu[0], iu[1]]), method="spearman"
+    )
+    got = noise_ceiling_matrix(mats)
+    assert got["upper"] == pytest.approx(upper, abs=1e-10)
+    assert got["lower"] == pytest.approx(lower, abs=1e-10)
+    assert noise_ceiling_matrix(-mats, kind="dissimilarity")["upper"] == pytest.approx(upper)
