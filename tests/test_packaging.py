@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import configparser
 import importlib.resources
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,20 @@ def test_desktop_entry_starts_the_installed_gui_with_its_icon() -> None:
     assert section["Exec"].split()[0] == "alignet"
     assert section["Icon"] == "alignet-studio"
     assert section["Categories"].endswith(";")
+    # the file type the entry claims is declared by the shared-mime-info file beside it
+    mime = ET.parse(ROOT / "packaging" / "alignet-studio-mime.xml").getroot()
+    ns = {"m": "http://www.freedesktop.org/standards/shared-mime-info"}
+    declared = mime.find("m:mime-type", ns)
+    assert declared is not None
+    assert section["MimeType"].rstrip(";") == declared.get("type")
+    assert declared.find("m:glob", ns).get("pattern") == "*.alignet"
+
+
+def test_repository_carries_licence_and_citation() -> None:
+    assert "Apache License" in (ROOT / "LICENSE").read_text()
+    citation = (ROOT / "CITATION.cff").read_text()
+    assert "10.1038/s41586-025-09631-6" in citation  # the AligNet paper
+    assert "cff-version:" in citation
 
 
 def test_icon_ships_inside_the_app_package() -> None:
