@@ -21,6 +21,26 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reads ``../shared/data`` (through the fixture) is marked ``realdata``."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realdata)
+
+
+@pytest.fixture
+def caltech_stimuli(shared_data: Path, tmp_path: Path) -> Path:
+    """Six real photos in two categories (chair, dolphin), copied from the shared data to tmp."""
+    import shutil
+
+    root = tmp_path / "stimuli"
+    for category in ("chair", "dolphin"):
+        (root / category).mkdir(parents=True)
+        for src in sorted((shared_data / "caltech101_mini" / category).glob("*.jpg"))[:3]:
+            shutil.copy(src, root / category / src.name)
+    return root
+
+
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]):
     """Run ``alignet-cli ARGS --json --quiet`` in-process; return its JSON object (exit 0)."""

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.app.conftest import save_screenshot
 
-CALTECH = Path("/work/shared/data/caltech101_mini")
 LONG = 30_000
 
 
 @pytest.fixture
-def image_folder(tmp_path: Path) -> Path:
-    """Six real images in two categories, copied from the shared data into tmp."""
-    if not CALTECH.is_dir():
-        pytest.skip("shared caltech101_mini data not available")
-    root = tmp_path / "stimuli"
-    for cat in ("chair", "dolphin"):
-        (root / cat).mkdir(parents=True)
-        for src in sorted((CALTECH / cat).glob("*.jpg"))[:3]:
-            shutil.copy(src, root / cat / src.name)
-    return root
+def image_folder(caltech_stimuli: Path) -> Path:
+    """Six real images in two categories (read from the shared data, copied to tmp)."""
+    return caltech_stimuli
 
 
 def _preview(qtbot, dialog) -> None:

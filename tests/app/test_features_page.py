@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.app.conftest import save_screenshot
 
-CALTECH = Path("/work/shared/data/caltech101_mini")
 LONG = 180_000
 
 
 @pytest.fixture
-def project_with_images(window, tmp_path: Path) -> Path:
+def project_with_images(window, tmp_path: Path, caltech_stimuli: Path) -> Path:
     """A new project holding six real images in two categories (imported by the engine)."""
-    if not CALTECH.is_dir():
-        pytest.skip("shared caltech101_mini data not available")
     from alignet_engine.stages.imports import import_images
 
-    root = tmp_path / "stimuli"
-    for cat in ("chair", "dolphin"):
-        (root / cat).mkdir(parents=True)
-        for src in sorted((CALTECH / cat).glob("*.jpg"))[:3]:
-            shutil.copy(src, root / cat / src.name)
+    root = caltech_stimuli
     window.session.new(tmp_path / "p.alignet")
     import_images(window.session.project, "stimuli", root)
     window.session.refresh()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +23,11 @@ from alignet_engine.errors import InputError
 from alignet_engine.jobs import run_job
 from alignet_engine.store import Project
 
-CALTECH = Path("/work/shared/data/caltech101_mini")
-
 
 @pytest.fixture
-def image_folder(tmp_path: Path) -> Path:
+def image_folder(caltech_stimuli: Path) -> Path:
     """Six real images in two categories (read from the shared data, copied to tmp)."""
-    if not CALTECH.is_dir():
-        pytest.skip("shared caltech101_mini data not available")
-    root = tmp_path / "stimuli"
-    for cat in ("chair", "dolphin"):
-        (root / cat).mkdir(parents=True)
-        for src in sorted((CALTECH / cat).glob("*.jpg"))[:3]:
-            shutil.copy(src, root / cat / src.name)
-    return root
+    return caltech_stimuli
 
 
 def _csv(path: Path, text: str) -> Path:
