@@ -87,7 +87,7 @@ def cmd_import_images(args: argparse.Namespace) -> dict[str, Any]:
 
     with _project(args) as p:
         images = import_images(p, args.name, args.source)
-    cats = sorted(set(images.categories) - {""})
+    cats = sorted(set(images.category_names) - {""})
     return {"set": args.name, "n_images": len(images), "categories": cats}
 
 

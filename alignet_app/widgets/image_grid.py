@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import (
     QAbstractListModel,
     QModelIndex,
@@ -60,8 +61,9 @@ class ImageGridModel(QAbstractListModel):
         self.cache = cache
         self._paths: tuple[str, ...] = ()
         self._categories: tuple[str, ...] = ()
-        self._items: list[int] = []  # image index per row, -1 for a header
+        self._items = np.empty(0, dtype=np.int64)  # image index per row, -1 for a header
         self._headers: dict[int, str] = {}  # row -> header text
+        # rows of each path whose thumbnail was asked for (painted rows only, never all rows)
         self._row_of: dict[str, list[int]] = {}
         self._ready: set[str] = set()
         self._placeholder = cache.placeholder()
@@ -79,18 +81,20 @@ class ImageGridModel(QAbstractListModel):
         """Show ``groups`` ((category, item indices), from the engine), all or ``only`` one."""
         self.beginResetModel()
         self._paths, self._categories = paths, categories
-        self._items, self._headers, self._row_of = [], {}, {}
+        self._headers, self._row_of = {}, {}
+        parts: list[np.ndarray] = []
+        n_rows = 0
         for category, indices in groups:
             if only is not None and category != only:
                 continue
             if only is None:
-                self._headers[len(self._items)] = (
-                    f"{category or '(no category)'}  ·  {len(indices)}"
-                )
-                self._items.append(-1)
-            for i in indices:
-                self._row_of.setdefault(paths[i], []).append(len(self._items))
-                self._items.append(i)
+                self._headers[n_rows] = f"{category or '(no category)'}  ·  {len(indices)}"
+                parts.append(np.array([-1], dtype=np.int64))
+                n_rows += 1
+            parts.append(np.asarray(indices, dtype=np.int64))
+            n_rows += len(indices)
+        # one array, not a Python int per row: a million-image pool stays cheap to show
+        self._items = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         self.endResetModel()
 
     def clear(self) -> None:
@@ -101,10 +105,13 @@ class ImageGridModel(QAbstractListModel):
 
     def item(self, row: int) -> int:
         """The image-set index shown in ``row`` (-1 for a header)."""
-        return self._items[row]
+        return int(self._items[row])
 
     def image_rows(self) -> list[int]:
-        return [r for r, i in enumerate(self._items) if i >= 0]
+        return np.flatnonzero(self._items >= 0).tolist()
+
+    def image_count(self) -> int:
+        return int(np.count_nonzero(self._items >= 0))
 
     def thumbnail_ready(self, row: int) -> bool:
         """Whether ``row``'s thumbnail has been decoded (tests, status)."""
@@ -119,7 +126,7 @@ class ImageGridModel(QAbstractListModel):
         if not index.isValid():
             return None
         row = index.row()
-        i = self._items[row]
+        i = int(self._items[row])
         if role == HEADER_ROLE:
             return i < 0
         if role == ITEM_ROLE:
@@ -131,6 +138,9 @@ class ImageGridModel(QAbstractListModel):
             return Path(path).name if path else f"item {i}"
         if role == Qt.ItemDataRole.DecorationRole:
             # Only painted rows get here, so only visible images are decoded.
+            rows = self._row_of.setdefault(path, [])
+            if row not in rows:
+                rows.append(row)
             pixmap = self.cache.get(path) if path else None
             return pixmap if pixmap is not None else self._placeholder
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -293,7 +303,7 @@ class ImageGrid(QWidget):
     def _apply_filter(self, text: str) -> None:
         only = None if text in ("", _ALL) else text
         self.model.set_images(self._paths, self._categories, self._groups, only=only)
-        n = len(self.model.image_rows())
+        n = self.model.image_count()
         cats = sum(1 for c, _ in self._groups if c)
         where = f"category {only}" if only else f"{cats} categories"
         self.caption.setText(f"<b>{self._name}</b> — {n} images, {where}")

@@ -42,7 +42,7 @@ def sample(project: Project, config: SampleConfig, control: JobControl | None = 
         n = config.n_triplets + config.n_val
         yield Message(STAGE, f"sampling {n} {config.strategy} triplets from {Z.shape[0]} items")
         control.check()
-        categories = np.asarray(project.imageset(cc.image_set).categories)
+        categories = project.imageset(cc.image_set).category_array()
         raw = sample_triplets(
             config.strategy,
             n,

@@ -5,7 +5,8 @@ Layout (schema 100)::
     / attrs: format, schema_version, created_with, last_written_with, uuid, created
     /current                attrs: slot -> run id (the active run of each slot)
     /journal                (J,) JSON strings, one record per job start / end
-    /data/imagesets/<name>  paths, categories; attrs params
+    /data/imagesets/<name>  path_bytes, path_offsets, category_codes, category_names; attrs
+                            params, n, root (see ImageSet; older files: paths, categories)
     /data/judgments/<name>  triplets, participant[, votes]; attrs kind, image_set, params
     /data/matrices/<name>   matrix (n,n) or (s,n,n); attrs kind, image_set, params
     /<stage>/<run_id>/      one run of a pipeline stage: arrays + attrs params, inputs, summary
@@ -434,19 +435,34 @@ class Project:
             return sorted(f["data"][kind]) if kind in f["data"] else []
 
     def write_imageset(self, name: str, images: ImageSet, params: Mapping[str, Any]) -> None:
+        """Store ``images`` in its compact form (see :class:`ImageSet`): a byte blob of relative
+        paths with offsets, category codes and names; the root is an attribute. 1.28 M ImageNet
+        paths take ~40 MB this way instead of ~130 MB of variable-length strings."""
         self._write_data(
             "imagesets",
             name,
             {
-                "paths": np.array(images.paths, dtype=object),
-                "categories": np.array(images.categories, dtype=object),
+                "path_bytes": images.path_bytes,
+                "path_offsets": images.path_offsets,
+                "category_codes": images.category_codes,
+                "category_names": np.array(images.category_names, dtype=object),
             },
-            {"params": dict(params), "n": len(images)},
+            {"params": dict(params), "n": len(images), "root": images.root},
         )
 
     def imageset(self, name: str) -> ImageSet:
-        arrays, _ = self._read_data("imagesets", name)
-        return ImageSet(tuple(arrays["paths"]), tuple(arrays["categories"]))
+        """The image set ``name``; reads the compact layout and the earlier one (``paths`` and
+        ``categories`` string arrays, written by releases before the compact form)."""
+        arrays, attrs = self._read_data("imagesets", name)
+        if "paths" in arrays:
+            return ImageSet(tuple(arrays["paths"]), tuple(arrays["categories"]))
+        return ImageSet.from_arrays(
+            attrs["root"],
+            arrays["path_bytes"],
+            arrays["path_offsets"],
+            arrays["category_codes"],
+            arrays["category_names"],
+        )
 
     def write_judgments(
         self, name: str, judgments: Judgments, *, image_set: str, params: Mapping[str, Any]

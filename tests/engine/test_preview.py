@@ -73,7 +73,8 @@ def test_judgment_counts() -> None:
 
 def test_group_by_category() -> None:
     images = ImageSet(("a", "b", "c", "d"), ("y", "x", "", "y"))
-    assert group_by_category(images) == [("x", [1]), ("y", [0, 3]), ("", [2])]
+    groups = [(c, idx.tolist()) for c, idx in group_by_category(images)]
+    assert groups == [("x", [1]), ("y", [0, 3]), ("", [2])]
 
 
 def test_preview_images_and_judgments(tmp_path: Path, image_folder: Path) -> None:
