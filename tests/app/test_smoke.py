@@ -60,3 +60,13 @@ def test_entry_point_starts_on_the_demo_project_and_quits(demo_project: Path) ->
     assert out.returncode == 0, out.stderr
     assert f"opened {demo_project.resolve()}" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr, out.stderr
+
+
+def test_gui_entry_point_answers_version_without_opening_a_window() -> None:
+    from alignet_engine import __version__
+
+    exe = shutil.which("alignet", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"AligNet Studio {__version__}"
