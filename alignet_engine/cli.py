@@ -3,6 +3,10 @@
 Each subcommand prints a short human-readable result, or with ``--json`` exactly one JSON
 object on stdout (progress goes to stderr). Errors a user can cause exit with status 2 and
 a message that says what went wrong and where.
+
+Start-up is kept light: this module and the parser import only the standard library and
+``alignet_engine.config`` / ``errors`` (no numpy, torch, timm or scikit-learn), so
+``--version``, ``--help`` and a typo answer at once; each command imports what it needs.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignet_engine import __version__
+from alignet_engine.config import EXPORTABLE, JUDGMENT_FORMATS, POOLINGS, STRATEGIES
 from alignet_engine.errors import AlignetError, InputError
-from alignet_engine.jobs import Event, Job, LossBatch, Message, Progress, run_job
+
+if TYPE_CHECKING:
+    from alignet_engine.jobs import Event, Job
 
 log = logging.getLogger("alignet_engine.cli")
 
@@ -32,6 +39,8 @@ class _Reporter:
         self._last = 0.0
 
     def __call__(self, event: Event) -> None:
+        from alignet_engine.jobs import LossBatch, Message, Progress
+
         if self.quiet:
             return
         now = time.monotonic()
@@ -51,6 +60,8 @@ class _Reporter:
 
 
 def _run(job: Job[Any], args: argparse.Namespace) -> Any:
+    from alignet_engine.jobs import run_job
+
     return run_job(job, _Reporter(quiet=args.quiet))
 
 
@@ -413,12 +424,21 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ parser
-def build_parser() -> argparse.ArgumentParser:
-    from alignet_engine.align.triplet_sampling import STRATEGIES
-    from alignet_engine.models.spec import POOLINGS
-    from alignet_engine.stages.export import EXPORTABLE
-    from alignet_engine.stages.imports import JUDGMENT_FORMATS
+def _unset(default: Any) -> bool:
+    return default is None or default is False or default is argparse.SUPPRESS or default == []
 
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except the unset ones (None, False, empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if _unset(action.default):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; imports nothing heavy (see the module docstring)."""
     parser = argparse.ArgumentParser(
         prog="alignet-cli", description="AligNet Studio, headless: every stage of the pipeline."
     )
@@ -431,7 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
         help_: str,
         project: bool = True,
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
+        # help= is %-formatted by argparse, description= is printed as written
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=help_.replace("%%", "%"),
+            formatter_class=_HelpFormatter,
+        )
         if project:
             p.add_argument("project", help="the .alignet project file")
         p.add_argument("--json", action="store_true", help="print one JSON object with the results")
@@ -740,6 +766,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="demo-output", help="folder for the demo project and images")
     p.add_argument("--quick", action="store_true", help="a smaller, faster demo (tests)")
+    for subparser in sub.choices.values():
+        for action in subparser._actions:
+            if action.help is None and not _unset(action.default):
+                action.help = "default: %(default)s"  # argparse shows help-less options bare
     return parser
 
 

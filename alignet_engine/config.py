@@ -10,7 +10,31 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from alignet_engine.errors import InputError
+
 C = TypeVar("C", bound="StageConfig")
+
+# The choices a stage offers, declared here (a light module: the CLI's parser and the GUI's
+# forms read them without importing torch or scikit-learn) and re-exported where they are used.
+#: triplet sampling strategies (``alignet_engine.align.triplet_sampling``)
+STRATEGIES: tuple[str, ...] = (
+    "cluster_boundary",
+    "within_cluster",
+    "between_clusters",
+    "random",
+    "class_boundary",
+    "within_class",
+    "between_classes",
+)
+#: how a layer's output becomes (n, d) features (``alignet_engine.models.spec``)
+POOLINGS: tuple[str, ...] = ("auto", "mean", "cls", "flatten")
+#: what ``export`` can write (``alignet_engine.stages.export``)
+EXPORTABLE: tuple[str, ...] = ("student", "torchscript", "onnx", "transform", "triplets")
+JudgmentFormat = Literal[
+    "things-tsv", "oddone-npy", "oddone-csv", "materials-json", "twoafc-csv", "alignet-npz"
+]
+#: the human-judgment file formats ``import-judgments`` reads (``alignet_engine.stages.imports``)
+JUDGMENT_FORMATS: tuple[str, ...] = JudgmentFormat.__args__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -18,7 +42,13 @@ class StageConfig:
     """Base: JSON round trip and validation hooks."""
 
     def __post_init__(self) -> None:
-        self.validate()
+        try:
+            self.validate()
+        except InputError:
+            raise
+        except ValueError as exc:
+            # a setting the user gave: an InputError (exit 2 in the CLI), still a ValueError
+            raise InputError(str(exc)) from exc
 
     def validate(self) -> None:  # overridden by stages with constraints
         """Raise ValueError naming the field when a value is out of range."""
@@ -218,8 +248,6 @@ class SampleConfig(StageConfig):
     random_state: int = 0
 
     def validate(self) -> None:
-        from alignet_engine.align.triplet_sampling import STRATEGIES
-
         _positive(self, "n_triplets", "teacher_temperature")
         if self.n_val < 0:
             raise ValueError("SampleConfig.n_val must be >= 0")

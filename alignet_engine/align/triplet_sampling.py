@@ -44,19 +44,11 @@ from alignet_engine.align.metrics import (
     check_features,
     check_triplets,
 )
+from alignet_engine.config import STRATEGIES
 from alignet_engine.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = (
-    "cluster_boundary",
-    "within_cluster",
-    "between_clusters",
-    "random",
-    "class_boundary",
-    "within_class",
-    "between_classes",
-)
 
 # Rows drawn per block by the samplers: bounds the (block,) int64 temporaries to a few MB each
 # instead of ~80 MB per temporary at 10 M rows.

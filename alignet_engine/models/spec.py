@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Literal
 
+from alignet_engine.config import POOLINGS
 from alignet_engine.errors import InputError
 
 EMBEDDED_MODELS: tuple[str, ...] = (
@@ -51,7 +52,6 @@ EMBEDDED_MODELS: tuple[str, ...] = (
 SpecKind = Literal["embedded", "torchvision", "timm", "torchscript", "module"]
 KINDS: tuple[str, ...] = ("embedded", "torchvision", "timm", "torchscript", "module")
 
-POOLINGS: tuple[str, ...] = ("auto", "mean", "cls", "flatten")
 
 #: The representation every model has a default for: the input of the final classifier (the
 #: globally pooled features for CNNs, the normed class token for ViTs).

@@ -16,6 +16,7 @@ import numpy as np
 
 from alignet_engine import __version__
 from alignet_engine.align import save_alignet_npz
+from alignet_engine.config import EXPORTABLE
 from alignet_engine.distill import load_student_config
 from alignet_engine.export_model import (
     export_onnx,
@@ -27,8 +28,6 @@ from alignet_engine.stages.distill import SLOT as DISTILL_SLOT
 from alignet_engine.stages.transform import stored_transform
 from alignet_engine.stages.triplets import SLOT as TRIPLET_SLOT
 from alignet_engine.store import Project
-
-EXPORTABLE = ("student", "torchscript", "onnx", "transform", "triplets")
 
 #: keys of the student file's config that say how to rebuild it (see
 #: :func:`alignet_engine.stages.distill.student_description`), copied into student.json

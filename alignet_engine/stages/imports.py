@@ -10,16 +10,11 @@ from typing import Literal
 
 import numpy as np
 
-from alignet_engine.config import features_slot
+from alignet_engine.config import JUDGMENT_FORMATS, features_slot
 from alignet_engine.data import importers
 from alignet_engine.data.types import ImageSet, Judgments
 from alignet_engine.errors import InputError
 from alignet_engine.store import Project
-
-JudgmentFormat = Literal[
-    "things-tsv", "oddone-npy", "oddone-csv", "materials-json", "twoafc-csv", "alignet-npz"
-]
-JUDGMENT_FORMATS: tuple[str, ...] = JudgmentFormat.__args__  # type: ignore[attr-defined]
 
 
 def import_images(project: Project, name: str, source: str | Path) -> ImageSet:
