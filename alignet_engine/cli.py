@@ -106,14 +106,25 @@ def cmd_import_judgments(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.imports import import_judgments
 
     with _project(args) as p:
-        j = import_judgments(p, args.name, args.file, args.format, image_set=args.set)
-    return {
+        j = import_judgments(
+            p,
+            args.name,
+            args.file,
+            args.format,
+            image_set=args.set,
+            min_catch_accuracy=args.min_catch_accuracy,
+            max_nonresponses=args.max_nonresponses,
+        )
+    out = {
         "name": args.name,
         "set": args.set,
         "kind": j.kind,
         "n_triplets": len(j),
         "n_responses": j.n_responses,
     }
+    if "import_report" in j.meta:  # Levels: participants filtered, catch trials, missing images
+        out["import_report"] = json.loads(j.meta["import_report"])
+    return out
 
 
 def cmd_import_matrix(args: argparse.Namespace) -> dict[str, Any]:
@@ -482,6 +493,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=JUDGMENT_FORMATS)
     p.add_argument("--set", required=True, help="image set the item ids refer to")
     p.add_argument("--name", required=True)
+    p.add_argument(
+        "--min-catch-accuracy",
+        type=float,
+        help="levels-pkl: keep participants with at least this share of catch trials right "
+        "[0.9, the authors' filter]",
+    )
+    p.add_argument(
+        "--max-nonresponses",
+        type=int,
+        help="levels-pkl: keep participants with at most this many trials unanswered [10]",
+    )
 
     p = command(
         "import-matrix",

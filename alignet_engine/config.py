@@ -31,7 +31,13 @@ POOLINGS: tuple[str, ...] = ("auto", "mean", "cls", "flatten")
 #: what ``export`` can write (``alignet_engine.stages.export``)
 EXPORTABLE: tuple[str, ...] = ("student", "torchscript", "onnx", "transform", "triplets")
 JudgmentFormat = Literal[
-    "things-tsv", "oddone-npy", "oddone-csv", "materials-json", "twoafc-csv", "alignet-npz"
+    "things-tsv",
+    "oddone-npy",
+    "oddone-csv",
+    "materials-json",
+    "twoafc-csv",
+    "alignet-npz",
+    "levels-pkl",
 ]
 #: the human-judgment file formats ``import-judgments`` reads (``alignet_engine.stages.imports``)
 JUDGMENT_FORMATS: tuple[str, ...] = JudgmentFormat.__args__  # type: ignore[attr-defined]

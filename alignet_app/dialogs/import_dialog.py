@@ -72,10 +72,12 @@ FORMAT_TIPS = {
     "materials-json": "the material-appearance JSON (anchor, two candidates, votes)",
     "twoafc-csv": "CSV with header anchor,chosen,other[,votes_chosen,votes_other][,participant]",
     "alignet-npz": "an AligNet triplet .npz (teacher choices, not human)",
+    "levels-pkl": "Levels' pruned_dataset.pkl (read safely; images matched by ImageNet file "
+    "name; the authors' participant filter)",
 }
 _FILTERS = {
     "images": "Image manifests (*.csv)",
-    "judgments": "Judgments (*.csv *.tsv *.txt *.npy *.json *.npz);;All files (*)",
+    "judgments": "Judgments (*.csv *.tsv *.txt *.npy *.json *.npz *.pkl);;All files (*)",
     "matrix": "Matrices (*.npy *.csv *.tsv *.txt);;All files (*)",
     "features": "Features (" + " ".join(f"*{s}" for s in FEATURE_SUFFIXES) + ");;All files (*)",
     "transform": "Transforms (*.npz)",

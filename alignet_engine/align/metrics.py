@@ -20,7 +20,7 @@ Conventions (method.md §1, §6)
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -598,3 +598,172 @@ def noise_ceiling_matrix(
     upper = [spearman(ranks[i], total / s) for i in range(s)]
     lower = [spearman(ranks[i], (total - ranks[i]) / (s - 1)) for i in range(s)]
     return {"upper": float(np.mean(upper)), "lower": float(np.mean(lower)), "n_subjects": s}
+
+
+# --------------------------------------------------------------------------------------------
+# the Levels protocol (Muttenthaler et al. 2025): majority of sampled responses per triplet
+# --------------------------------------------------------------------------------------------
+def sample_choice_counts(
+    judgments: Judgments,
+    n_sample: int = 4,
+    random_state: int | np.random.Generator | None = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw up to ``n_sample`` responses per unordered triplet, without replacement.
+
+    Returns
+    -------
+    keys : (u, 3) int64, unique triplets with ascending ids (as :func:`oddone_choice_counts`).
+    counts : (u, 3) int64, sampled responses choosing ``keys[:, p]`` as the odd one; a
+        triplet with fewer than ``n_sample`` responses keeps all of them.
+    first_row : (u,) int64, a row of ``judgments`` holding the triplet (to read its type).
+    """
+    if int(n_sample) < 1:
+        raise InputError(f"n_sample must be >= 1, got {n_sample}")
+    if judgments.kind != "oddone":
+        raise InputError(f"needs odd-one-out judgments, got kind {judgments.kind!r}")
+    trip = check_triplets(judgments.triplets)
+    keys_all = np.sort(trip, axis=1)
+    keys, first_row, inv = np.unique(keys_all, axis=0, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    pos = np.argmax(keys_all == trip[:, 2:3], axis=1)
+    rng = np.random.default_rng(random_state)
+    # a random order inside each triplet's group; keep the first n_sample of each group
+    order = np.lexsort((rng.random(inv.size), inv))
+    g = inv[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(g)) + 1]
+    rank = np.arange(g.size) - np.repeat(starts, np.diff(np.r_[starts, g.size]))
+    take = order[rank < int(n_sample)]
+    counts = np.bincount(inv[take] * 3 + pos[take], minlength=3 * keys.shape[0])
+    return keys, counts.reshape(-1, 3).astype(np.int64), first_row.astype(np.int64)
+
+
+def majority_choice(counts: np.ndarray) -> np.ndarray:
+    """(u,) int: the option with strictly the most responses, or -1 where the top is tied."""
+    c = np.asarray(counts)
+    top = c.max(axis=1, keepdims=True)
+    n_top = (c == top).sum(axis=1)
+    return np.where(n_top == 1, np.argmax(c, axis=1), -1)
+
+
+def loo_ceiling(counts: np.ndarray, tie_credit: float = 0.5) -> tuple[float, int]:
+    """Leave-one-out agreement of each response with the majority of the others.
+
+    counts : (u, k) int responses per option. A held-out response scores 1 if it is the
+    others' strict majority, ``tie_credit`` if it is one of several tied top options (the
+    Levels authors give 0.5), else 0. Triplets with a single response are skipped.
+
+    Returns
+    -------
+    (mean score over responses, number of responses scored) — (NaN, 0) if none.
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    c = c[c.sum(axis=1) >= 2]
+    if c.size == 0:
+        return float("nan"), 0
+    total = 0.0
+    for p in range(c.shape[1]):
+        others = c.copy()
+        others[:, p] -= 1.0
+        top = others.max(axis=1, keepdims=True)
+        is_top = others == top
+        n_top = is_top.sum(axis=1)
+        score = np.where(is_top[:, p], np.where(n_top == 1, 1.0, tie_credit), 0.0)
+        total += float(np.sum(c[:, p] * score))
+    n = int(c.sum())
+    return total / n, n
+
+
+def model_odd_position(
+    features: np.ndarray, keys: np.ndarray, metric: SimilarityMetric = "cosine"
+) -> np.ndarray:
+    """(u,) int: the position (0, 1, 2) in each row of ``keys`` of the model's odd one out.
+
+    The odd one is the item outside the most similar pair; -1 where the top pair is tied (an
+    undetermined answer, which never matches a human choice).
+    """
+    s = pair_similarities(features, keys, metric)  # [s01, s02, s12]
+    best = np.argmax(s, axis=1)
+    tied = (s == s.max(axis=1, keepdims=True)).sum(axis=1) > 1
+    odd = np.array([2, 1, 0])[best]  # pair 01 → odd 2, pair 02 → odd 1, pair 12 → odd 0
+    return np.where(tied, -1, odd)
+
+
+def levels_scores(
+    features: np.ndarray,
+    judgments: Judgments,
+    *,
+    metric: SimilarityMetric = "cosine",
+    n_sample: int = 4,
+    tie_credit: float = 0.5,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    random_state: int | None = 0,
+) -> dict[str, Any]:
+    """Score a representation with the Levels authors' protocol, overall and per level.
+
+    Per unordered triplet, ``n_sample`` responses are drawn (seeded) and their strict majority
+    is the human answer; triplets whose sampled responses tie are *flagged* and left out of
+    the accuracy (reported apart: how many, and how often the model picked one of the tied
+    options). The model's accuracy is its agreement with the majority over the untied
+    triplets, with a percentile-bootstrap CI over triplets (the unit after the majority).
+    Ceilings on the same sampled responses: leave-one-out (:func:`loo_ceiling`, 0.5 credit
+    in a tie) and majority agreement (responses for the majority / responses, per triplet).
+
+    Parameters
+    ----------
+    features : (n, d) float.
+    judgments : odd-one-out judgments; ``types`` (the level per row) give the breakdown.
+
+    Returns
+    -------
+    ``{"overall": {...}, "by_level": {level: {...}}, "n_sample", "tie_credit", "unit"}``
+    where each ``{...}`` holds ``accuracy, ci_low, ci_high, n`` (untied triplets),
+    ``n_tied``, ``tied_model_in_top``, ``ceiling_leave_one_out``, ``ceiling_majority``,
+    ``n_triplets``, ``n_responses``.
+    """
+    keys, counts, first = sample_choice_counts(judgments, n_sample, random_state)
+    model = model_odd_position(features, keys, metric)
+    human = majority_choice(counts)
+    types = (
+        np.asarray(judgments.types)[first]
+        if judgments.types is not None
+        else np.full(keys.shape[0], "all")
+    )
+
+    def score(sel: np.ndarray) -> dict[str, Any]:
+        c, h, m = counts[sel], human[sel], model[sel]
+        untied = h >= 0
+        out: dict[str, Any] = {}
+        if untied.any():
+            out.update(
+                accuracy_summary(m[untied] == h[untied], random_state, n_boot=n_boot, level=level)
+            )
+        else:
+            out.update(accuracy=float("nan"), ci_low=float("nan"), ci_high=float("nan"), n=0)
+        tied = ~untied
+        in_top = [
+            bool(mi >= 0 and ci[mi] == ci.max()) for ci, mi in zip(c[tied], m[tied], strict=True)
+        ]
+        loo, n_resp = loo_ceiling(c, tie_credit)
+        tot = c.sum(axis=1)
+        out.update(
+            {
+                "n_tied": int(tied.sum()),
+                "tied_model_in_top": float(np.mean(in_top)) if in_top else float("nan"),
+                "ceiling_leave_one_out": loo,
+                "ceiling_majority": float(np.mean(c.max(axis=1) / tot)) if len(c) else float("nan"),
+                "n_triplets": int(sel.sum()),
+                "n_responses": int(tot.sum()),
+                "n_loo_responses": n_resp,
+            }
+        )
+        return out
+
+    return {
+        "protocol": "levels",
+        "n_sample": int(n_sample),
+        "tie_credit": float(tie_credit),
+        "unit": "triplet (majority of sampled responses)",
+        "overall": score(np.ones(keys.shape[0], dtype=bool)),
+        "by_level": {str(t): score(types == t) for t in sorted(set(types.tolist()))},
+    }

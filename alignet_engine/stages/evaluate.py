@@ -9,6 +9,7 @@ import numpy as np
 
 from alignet_engine.align.metrics import (
     accuracy_summary,
+    levels_scores,
     noise_ceiling_matrix,
     noise_ceiling_oddone,
     noise_ceiling_twoafc,
@@ -53,7 +54,11 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
                 f"not '{config.image_set}'",
                 field="judgments",
             )
-        if j.kind == "oddone":
+        if j.kind == "oddone" and j.meta.get("protocol") == "levels":
+            result.update(_levels(F, j, metric, config))
+            ceiling = result.pop("noise_ceiling")
+            correct = None
+        elif j.kind == "oddone":
             correct = oddone_correct(F, j.triplets, metric=metric)
             ceiling = noise_ceiling_oddone(j)
         else:
@@ -66,10 +71,11 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
                 triplets = triplets[strict]
             correct = twoafc_correct(F, triplets, metric=metric)
             ceiling = noise_ceiling_twoafc(j)
-        result.update(
-            accuracy_summary(correct, n_boot=config.n_boot, random_state=config.random_state)
-        )
-        if j.types is not None and j.kind == "oddone":
+        if correct is not None:
+            result.update(
+                accuracy_summary(correct, n_boot=config.n_boot, random_state=config.random_state)
+            )
+        if j.types is not None and j.kind == "oddone" and correct is not None:
             result["by_type"] = _by_type(j, correct, config)
         if config.transform is not None:
             result["calibration"] = _calibration(project, config, j)
@@ -115,6 +121,33 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
             }
         )
     return result, inputs
+
+
+def _levels(F: np.ndarray, j: Judgments, metric: str, config: EvaluateConfig) -> dict[str, Any]:
+    """The Levels authors' protocol: majority of 4 sampled responses per triplet, ties apart,
+    leave-one-out ceilings with 0.5 credit in a tie; overall and per level."""
+    lv = levels_scores(F, j, metric=metric, n_boot=config.n_boot, random_state=config.random_state)
+
+    def ceiling(d: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "majority_agreement": d["ceiling_majority"],
+            "leave_one_out": d["ceiling_leave_one_out"],
+            "n_triplets": d["n_triplets"],
+            "n_responses": d["n_responses"],
+        }
+
+    keys = ("accuracy", "ci_low", "ci_high", "n", "n_tied")
+    overall = lv["overall"]
+    return {
+        **{k: overall[k] for k in keys},
+        "noise_ceiling": ceiling(overall),
+        "levels": lv,
+        "ci_unit": "triplets (each scored against the majority of its sampled responses)",
+        "by_type": {
+            name: {**{k: d[k] for k in keys}, "noise_ceiling": ceiling(d)}
+            for name, d in lv["by_level"].items()
+        },
+    }
 
 
 def _by_type(j: Judgments, correct: np.ndarray, config: EvaluateConfig) -> dict[str, Any]:

@@ -43,6 +43,10 @@ def read_judgments(path: str | Path, fmt: str, images: ImageSet) -> Judgments:
         return importers.read_materials_json(path, n)
     if fmt == "twoafc-csv":
         return importers.read_twoafc_csv(path, n)
+    if fmt == "levels-pkl":
+        from alignet_engine.data.levels_io import read_levels_pkl
+
+        return read_levels_pkl(path, images).judgments
     if fmt == "alignet-npz":
         # Published AligNet files index ImageNet's train split; map file names onto this image
         # set when they match (by file name), otherwise trust the stored indices.
@@ -70,13 +74,55 @@ def read_judgments(path: str | Path, fmt: str, images: ImageSet) -> Judgments:
 
 
 def import_judgments(
-    project: Project, name: str, path: str | Path, fmt: str, *, image_set: str
+    project: Project,
+    name: str,
+    path: str | Path,
+    fmt: str,
+    *,
+    image_set: str,
+    min_catch_accuracy: float | None = None,
+    max_nonresponses: int | None = None,
 ) -> Judgments:
-    """Import judgments about image set ``image_set`` under ``name``."""
-    j = read_judgments(path, fmt, project.imageset(image_set))
-    project.write_judgments(
-        name, j, image_set=image_set, params={"source": str(Path(path).resolve()), "format": fmt}
-    )
+    """Import judgments about image set ``image_set`` under ``name``.
+
+    ``min_catch_accuracy`` / ``max_nonresponses`` set the participant filter of Levels
+    (``levels-pkl``; the authors' 0.9 and 10 by default); the import's counts (participants
+    excluded and why, catch trials, missing images) are stored in the judgments' params as
+    ``import_report``.
+    """
+    if image_set not in project.names("imagesets"):
+        hint = (
+            " Levels refers to ImageNet-2012 train images: import them first (a folder of "
+            "nXXXXXXXX/ class folders, or a flat folder) with alignet-cli import-images "
+            f"<folder> --set {image_set}."
+            if fmt == "levels-pkl"
+            else f" Import the images first: alignet-cli import-images <folder> --set {image_set}."
+        )
+        raise InputError(
+            f"there is no image set '{image_set}' in the project (have: "
+            f"{', '.join(project.names('imagesets')) or 'none'}).{hint}",
+            field="set",
+        )
+    images = project.imageset(image_set)
+    params: dict[str, object] = {"source": str(Path(path).resolve()), "format": fmt}
+    if fmt == "levels-pkl":
+        from alignet_engine.data import levels_io
+
+        data = levels_io.read_levels_pkl(
+            path,
+            images,
+            min_catch_accuracy=(
+                levels_io.MIN_CATCH_ACCURACY if min_catch_accuracy is None else min_catch_accuracy
+            ),
+            max_nonresponses=(
+                levels_io.MAX_NONRESPONSES if max_nonresponses is None else max_nonresponses
+            ),
+        )
+        j = data.judgments
+        params["participants"] = list(data.participants)
+    else:
+        j = read_judgments(path, fmt, images)
+    project.write_judgments(name, j, image_set=image_set, params=params)
     return j
 
 
