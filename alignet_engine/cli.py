@@ -89,8 +89,53 @@ def cmd_new(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_info(args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from alignet_engine.stages.status import next_steps, pipeline_status
+
     with _project(args, readonly=True) as p:
-        return p.info()
+        info = p.info()
+    # the same stage states and advice as the app's navigator and dashboard
+    info["pipeline"] = {k: asdict(v) for k, v in pipeline_status(info).items()}
+    info["next_steps"] = [asdict(s) for s in next_steps(info)]
+    return info
+
+
+def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
+    with _project(args, readonly=True) as p:
+        info = p.info()
+    current = set(info["current"].values())
+    runs = [
+        {**r, "current": r["run"] in current}
+        for r in info["runs"]
+        if args.stage is None or r["run"].split("/", 1)[0] == args.stage
+    ]
+    if not args.json:
+        for r in runs:
+            mark = "*" if r["current"] else " "
+            stale = " (stale)" if r["stale"] else ""
+            print(f"{mark} {r['run']:<40} {r['slot']}{stale}")
+    return {"runs": runs}
+
+
+def cmd_use(args: argparse.Namespace) -> dict[str, Any]:
+    with _project(args) as p:
+        slot = p.run(args.run, arrays=False).slot
+        before = p.set_current(slot, args.run)
+    return {"slot": slot, "current": args.run, "previous": before}
+
+
+def cmd_delete_run(args: argparse.Namespace) -> dict[str, Any]:
+    with _project(args) as p:
+        p.delete_run(args.run, replace_with=args.replace_with, clear_slot=args.clear_slot)
+    return {"deleted": args.run}
+
+
+def cmd_rerun_stale(args: argparse.Namespace) -> dict[str, Any]:
+    from alignet_engine.stages.rerun import rerun_stale
+
+    with _project(args) as p:
+        return {"rerun": _run(rerun_stale(p), args)}
 
 
 def cmd_import_images(args: argparse.Namespace) -> dict[str, Any]:
@@ -479,6 +524,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("new", cmd_new, "create an empty project")
     p.add_argument("--overwrite", action="store_true")
     command("info", cmd_info, "show a project's data, runs, staleness and interrupted jobs")
+    p = command("runs", cmd_runs, "list the runs (* = current), oldest first")
+    p.add_argument("--stage", help="only this stage's runs (features, transform, distill, ...)")
+    p = command("use", cmd_use, "make a run the current run of its slot")
+    p.add_argument("run", help="the run, as <stage>/<run id> (see `runs`)")
+    p = command("delete-run", cmd_delete_run, "delete a run (a current one needs a choice)")
+    p.add_argument("run", help="the run, as <stage>/<run id> (see `runs`)")
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--replace-with", help="make this run of the same slot current instead")
+    choice.add_argument("--clear-slot", action="store_true", help="leave the slot without a run")
+    command("rerun-stale", cmd_rerun_stale, "re-run every stale run with its own parameters")
 
     p = command(
         "import-images",

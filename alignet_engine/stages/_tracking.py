@@ -1,11 +1,13 @@
-"""The journal bracket every stage job runs inside."""
+"""The journal bracket every stage job runs inside, and the rule that a worse run waits."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from alignet_engine.jobs import Cancelled, Job
+from alignet_engine.errors import ProjectError
+from alignet_engine.jobs import Cancelled, Job, Message
+from alignet_engine.stages.status import RunComparison, compare_headline
 from alignet_engine.store import Project
 
 T = TypeVar("T")
@@ -28,3 +30,32 @@ def tracked(
     except Exception as exc:
         project.end_job(stage, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
+
+
+def worse_than_current(
+    project: Project, stage: str, slot: str, summary: Mapping[str, Any]
+) -> RunComparison | None:
+    """The comparison with ``slot``'s current run if a new run (``summary``) is worse by the
+    stage's headline metric, else None. A worse run is written without becoming current
+    (``write_run(..., make_current=False)``): it never silently replaces a better one. A
+    stale current run is always replaced (its metric was measured on replaced inputs)."""
+    ref = project.current(slot)
+    # a stale current run was measured on replaced inputs: the new run replaces it
+    if ref is None or project.stale_reasons(ref):
+        return None
+    try:
+        current = project.run(ref, arrays=False).summary
+    except ProjectError:
+        return None
+    comparison = compare_headline(stage, summary, current, ref)
+    return comparison if comparison is not None and comparison.worse else None
+
+
+def kept_current_message(comparison: RunComparison, slot: str, new_ref: str) -> Message:
+    """The warning a job yields when its run was kept out of ``slot`` (see above)."""
+    return Message(
+        comparison.stage,
+        f"{comparison.sentence()} {comparison.current_ref} stays current; to use the new run, "
+        f"make it current on the Project page or run `alignet-cli runs use PROJECT {new_ref}`.",
+        "WARNING",
+    )

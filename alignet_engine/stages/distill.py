@@ -58,6 +58,7 @@ from alignet_engine.jobs import (
     Throttle,
 )
 from alignet_engine.models import Backbone, load_backbone, load_image, make_transform
+from alignet_engine.stages._tracking import kept_current_message, worse_than_current
 from alignet_engine.stages.triplets import SLOT as TRIPLET_SLOT
 from alignet_engine.store import Project
 
@@ -476,6 +477,10 @@ def run_distill(
                 path.unlink(missing_ok=True)
                 agreed.value = summary
         summary = agreed.value
+        if writer and project.current(SLOT) != f"{STAGE}/{run_id}":
+            kept = worse_than_current(project, STAGE, SLOT, summary)
+            if kept is not None:
+                yield kept_current_message(kept, SLOT, f"{STAGE}/{run_id}")
         yield StageDone(STAGE, run_id, summary)
         return run_id
 
@@ -619,6 +624,7 @@ def _store_run(
     if human in result.history:
         summary["val_human_before"] = float(result.history[human][0])
         summary["val_human_after"] = float(result.history[human][-1])
+    worse = worse_than_current(project, STAGE, SLOT, summary)
     project.write_run(
         STAGE,
         run_id,
@@ -627,5 +633,6 @@ def _store_run(
         arrays=arrays,
         inputs={TRIPLET_SLOT: f"{trip.stage}/{trip.run_id}"},
         summary=summary,
+        make_current=worse is None,
     )
     return summary

@@ -36,7 +36,7 @@ from typing import Any
 
 from alignet_engine import __version__
 from alignet_engine.config import EvaluateConfig, features_slot
-from alignet_engine.errors import InputError, ProjectError
+from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Message, Progress
 from alignet_engine.stages.evaluate import evaluate, evaluation_slot
 from alignet_engine.stages.transform import transform_slot
@@ -249,30 +249,15 @@ def _ceiling(summary: Mapping[str, Any]) -> tuple[float | None, dict[str, Any]]:
 
 
 class _StaleCache:
-    """Transitive stale reasons: a run is stale if an input was replaced, or an input run is
-    itself stale (distilled features read a distill run that was later re-run, say)."""
+    """The current slots and every run's stale reasons (:meth:`Project.staleness`, which is
+    transitive), read once: the same staleness the navigator and ``info`` show."""
 
     def __init__(self, project: Project) -> None:
-        self.project = project
         self.slots = project.slots()
-        self._cache: dict[str, tuple[str, ...]] = {}
+        self._reasons = project.staleness()
 
-    def reasons(self, ref: str, depth: int = 0) -> tuple[str, ...]:
-        if ref in self._cache:
-            return self._cache[ref]
-        try:
-            run = self.project.run(ref, arrays=False)
-        except ProjectError:
-            return ("input run is missing",)
-        out: list[str] = []
-        for slot, used in run.inputs.items():
-            now = self.slots.get(slot)
-            if now != used:
-                out.append(f"{slot} changed ({used} → {now or 'deleted'})")
-            elif depth < 8:
-                out += [f"{slot}: {why}" for why in self.reasons(used, depth + 1)]
-        self._cache[ref] = tuple(out)
-        return self._cache[ref]
+    def reasons(self, ref: str) -> tuple[str, ...]:
+        return tuple(self._reasons.get(ref, ["input run is missing"]))
 
 
 def evaluation_table(project: Project) -> EvaluationTable:

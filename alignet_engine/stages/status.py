@@ -66,3 +66,190 @@ def pipeline_status(info: Mapping[str, Any]) -> dict[str, StageState]:
             state = StageState(stage, "not run", "no run yet", refs)
         out[stage] = state
     return out
+
+
+# --------------------------------------------------------------------- headline metrics
+@dataclass(frozen=True)
+class Headline:
+    """The metric that says whether one run of a stage is better than another.
+
+    ``key`` is the run summary's field, ``label`` the plain-language name shown to users.
+    """
+
+    key: str
+    label: str
+    higher_is_better: bool = True
+
+
+#: Stages whose new runs are compared with the current run before replacing it.
+HEADLINES: dict[str, Headline] = {
+    "distill": Headline("val_agreement_after", "validation agreement with the teacher"),
+    "transform": Headline("val_accuracy", "held-out accuracy on the human judgments"),
+}
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """A new run's headline metric against the current run's (both plain floats)."""
+
+    stage: str
+    metric: str
+    label: str
+    new: float
+    current: float
+    current_ref: str
+    higher_is_better: bool = True
+
+    @property
+    def worse(self) -> bool:
+        """True when the new run is strictly worse than the current one."""
+        return self.new < self.current if self.higher_is_better else self.new > self.current
+
+    def sentence(self) -> str:
+        verdict = "worse than" if self.worse else "at least as good as"
+        return (
+            f"The new run's {self.label} ({self.new:.3f}) is {verdict} the current run's "
+            f"({self.current:.3f}, {self.current_ref})."
+        )
+
+
+def compare_headline(
+    stage: str,
+    new_summary: Mapping[str, Any],
+    current_summary: Mapping[str, Any] | None,
+    current_ref: str = "",
+) -> RunComparison | None:
+    """Compare a new run of ``stage`` with the current one by the stage's :data:`HEADLINES`.
+
+    None when the stage has no headline metric, there is no current run, or either run
+    lacks the metric (old runs written before it existed): then the new run simply replaces
+    the current one, as it always did.
+    """
+    headline = HEADLINES.get(stage)
+    if headline is None or current_summary is None:
+        return None
+    new, old = new_summary.get(headline.key), current_summary.get(headline.key)
+    if not isinstance(new, int | float) or not isinstance(old, int | float):
+        return None
+    return RunComparison(
+        stage,
+        headline.key,
+        headline.label,
+        float(new),
+        float(old),
+        current_ref,
+        headline.higher_is_better,
+    )
+
+
+# --------------------------------------------------------------------- what to do next
+#: What re-running each stage means, in words, and the page that does it.
+_REDO: dict[str, tuple[str, str]] = {
+    "features": ("re-extract {what}", "Models & features"),
+    "transform": ("refit {what}", "Alignment"),
+    "clusters": ("re-cluster the pool", "Clusters"),
+    "triplets": ("re-sample the triplets", "Triplets"),
+    "distill": ("re-distil the student", "Distillation"),
+    "evaluate": ("re-evaluate ({what})", "Evaluation"),
+    "export": ("export again", "Export"),
+}
+_FIRST: dict[str, tuple[str, str]] = {
+    "features": ("extract the teacher's features of the stimuli and the pool", "Models & features"),
+    "transform": ("fit the transform on the human judgments", "Alignment"),
+    "clusters": ("cluster the pool", "Clusters"),
+    "triplets": ("sample pool triplets", "Triplets"),
+    "distill": ("distil the student", "Distillation"),
+    "evaluate": ("evaluate on the held-out judgments", "Evaluation"),
+    "export": ("export the aligned student", "Export"),
+}
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """One piece of advice: what to do (``text``), for which stage, on which ``page``."""
+
+    stage: str
+    text: str
+    page: str
+    runs: tuple[str, ...] = ()
+
+
+def _what(stage: str, slots: list[str]) -> str:
+    if stage == "features":
+        parts = []
+        for slot in slots:
+            _, image_set, model = [*slot.split(":", 2), "", ""][:3]
+            who = "the student's" if model.endswith("+distilled") else f"{model}'s"
+            parts.append(f"{who} features of {image_set}")
+        return ", ".join(parts)
+    if stage == "transform":
+        names = [s.split(":", 1)[1] if ":" in s else s for s in slots]
+        return "the transform" + ("s " if len(names) > 1 else " ") + ", ".join(names)
+    if stage == "evaluate":
+        return f"{len(slots)} evaluation{'s' if len(slots) != 1 else ''}"
+    return ""
+
+
+def stale_order(info: Mapping[str, Any]) -> list[str]:
+    """Current stale runs in the order they must be re-run: each after the stale runs whose
+    slots it reads (a run that reads a stale run is stale itself, so direct inputs suffice).
+    Ties go in :data:`PIPELINE` order."""
+    current = info.get("current", {})
+    runs = {r["run"]: r for r in info.get("runs", [])}
+    stale = [ref for ref, r in runs.items() if r["stale"] and current.get(r["slot"]) == ref]
+    rank = {s: i for i, s in enumerate(PIPELINE)}
+    pending = sorted(stale, key=lambda ref: (rank.get(ref.split("/", 1)[0], 99), ref))
+    order: list[str] = []
+    while pending:
+        waiting = {runs[ref]["slot"] for ref in pending}
+        ready = [
+            r
+            for r in pending
+            if not (set(runs[r].get("inputs", {})) & (waiting - {runs[r]["slot"]}))
+        ]
+        nxt = (ready or pending)[0]  # a cycle cannot be stored; the fallback keeps this total
+        order.append(nxt)
+        pending.remove(nxt)
+    return order
+
+
+def next_steps(info: Mapping[str, Any]) -> list[NextStep]:
+    """What to do next, in order: import data, re-run what is stale, run the first missing stage.
+
+    Consecutive stale runs of one stage are one step ("re-extract the student's features of
+    stimuli", then "re-evaluate (3 evaluations)"). Export is only advised once evaluated.
+    """
+    steps: list[NextStep] = []
+    if not info.get("imagesets"):
+        return [NextStep("data", "import images (a folder, or a list with categories)", "Data")]
+    if not info.get("judgments"):
+        steps.append(NextStep("data", "import human judgments about the stimuli", "Data"))
+    runs = {r["run"]: r for r in info.get("runs", [])}
+    for ref in stale_order(info):
+        stage = ref.split("/", 1)[0]
+        if steps and steps[-1].stage == stage and steps[-1].runs:
+            refs = (*steps[-1].runs, ref)
+            steps.pop()
+        else:
+            refs = (ref,)
+        verb, page = _REDO.get(stage, (f"re-run {stage}", stage))
+        text = verb.format(what=_what(stage, [runs[r]["slot"] for r in refs])).replace(" ()", "")
+        steps.append(NextStep(stage, text, page, refs))
+    status = pipeline_status(info)
+    for stage in PIPELINE:
+        if status[stage].state in ("not run", "interrupted"):
+            text, page = _FIRST[stage]
+            if status[stage].state == "interrupted":
+                text = f"resume or re-run the interrupted {stage} job ({status[stage].why})"
+            steps.append(NextStep(stage, text, page))
+            break
+    return steps
+
+
+def advice(info: Mapping[str, Any]) -> str:
+    """:func:`next_steps` as one sentence: "Re-extract …, then re-evaluate (2 evaluations)."."""
+    steps = next_steps(info)
+    if not steps:
+        return "Everything is up to date."
+    text = ", then ".join(s.text for s in steps)
+    return text[0].upper() + text[1:] + "."

@@ -16,7 +16,7 @@ from alignet_engine.config import TransformConfig, features_slot
 from alignet_engine.data.types import Judgments
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, LossBatch, Message, Progress, StageDone, Throttle
-from alignet_engine.stages._tracking import tracked
+from alignet_engine.stages._tracking import kept_current_message, tracked, worse_than_current
 from alignet_engine.stages.features import stored_features
 from alignet_engine.store import Project
 
@@ -213,6 +213,11 @@ def fit_transform(
             arrays[f"history_{key}"] = np.asarray(values, dtype=np.float64)
         arrays.update(rows.arrays)
         fit_acc = est.score(X, rows.triplets, kind=rows.kind)
+        # accuracy on the rows held out for early stopping: the headline that decides
+        # whether this fit may replace the current one (fit accuracy rewards overfitting)
+        held_out = getattr(est, "val_mask_", None)
+        if held_out is not None and held_out.any():
+            summary["val_accuracy"] = float(est.score(X, rows.triplets[held_out], kind=rows.kind))
         summary.update(
             {
                 **rows.info,
@@ -230,6 +235,7 @@ def fit_transform(
             **pool_inputs,
             **rows.inputs,
         }
+        worse = worse_than_current(project, STAGE, slot, summary)
         project.write_run(
             STAGE,
             run_id,
@@ -238,7 +244,10 @@ def fit_transform(
             arrays=arrays,
             inputs=inputs,
             summary=summary,
+            make_current=worse is None,
         )
+        if worse is not None:
+            yield kept_current_message(worse, slot, f"{STAGE}/{run_id}")
         yield Progress(STAGE, config.max_epochs, config.max_epochs, "done")
         yield StageDone(STAGE, run_id, summary)
         return run_id

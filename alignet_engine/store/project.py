@@ -325,11 +325,13 @@ class Project:
         arrays: Mapping[str, np.ndarray],
         inputs: Mapping[str, str] | None = None,
         summary: Mapping[str, Any] | None = None,
+        make_current: bool = True,
     ) -> str:
         """Write run ``run_id`` of ``stage`` (append-only), end its job, then point ``slot`` at it.
 
         ``run_id`` comes from :meth:`begin_job`. ``inputs`` maps the slots this run read to
-        the run ids it read, which is how staleness is derived.
+        the run ids it read, which is how staleness is derived. ``make_current=False`` keeps
+        the slot's current run (a new run worse than it waits for the user: :meth:`set_current`).
         """
         with self.transaction() as f:
             if f"{stage}/{run_id}" in f:
@@ -346,7 +348,8 @@ class Project:
                 f, {"event": "end", "stage": stage, "run": run_id, "status": "done"}
             )
             # The commit point: /current is changed last.
-            f["current"].attrs[slot] = f"{stage}/{run_id}"
+            if make_current or slot not in f["current"].attrs:
+                f["current"].attrs[slot] = f"{stage}/{run_id}"
         return run_id
 
     def current(self, slot: str) -> str | None:
@@ -392,14 +395,112 @@ class Project:
         return sorted((self.run(k, arrays=False) for k in keys), key=lambda r: r.created)
 
     def stale_reasons(self, ref: str) -> list[str]:
-        """Why a run is stale: each input slot whose current run is no longer the one it read."""
+        """Why a run is stale (see :meth:`staleness`); ``ref`` is a run or a slot."""
         run = self.run(ref, arrays=False)
-        current = self.slots()
-        return [
-            f"{slot} changed ({used} → {current.get(slot, 'deleted')})"
-            for slot, used in run.inputs.items()
-            if current.get(slot) != used
-        ]
+        return self.staleness().get(f"{run.stage}/{run.run_id}", [])
+
+    # ----------------------------------------------------------------- run management
+    # Which run of a slot is current, deleting runs, and staleness: the one definition the
+    # navigator, every page and the CLI's ``info`` use.
+    def staleness(self) -> dict[str, list[str]]:
+        """Why each run is stale, by ``"<stage>/<run_id>"`` (an empty list: up to date).
+
+        A run is stale when a slot it read now names another run (``"transform changed
+        (old → new)"``), or when a run it read is itself stale (``"features:…: distill
+        changed (…)"``): student features that read a replaced distillation make their
+        evaluation stale too. Reads every run's inputs in one pass over the file.
+        """
+        with self.reading() as f:
+            current = {k: str(v) for k, v in f["current"].attrs.items()}
+            inputs = {
+                f"{s}/{r}": json.loads(f[s][r].attrs["inputs"])
+                for s in f
+                if s not in ("current", "journal", "data")
+                for r in f[s]
+            }
+        out: dict[str, list[str]] = {}
+
+        def reasons(ref: str, seen: frozenset[str]) -> list[str]:
+            if ref in out:
+                return out[ref]
+            found: list[str] = []
+            for slot, used in inputs.get(ref, {}).items():
+                now = current.get(slot)
+                if now != used:
+                    found.append(f"{slot} changed ({used} → {now or 'deleted'})")
+                elif used in inputs and used not in seen:
+                    found += [f"{slot}: {why}" for why in reasons(used, seen | {ref})]
+            out[ref] = found
+            return found
+
+        for ref in inputs:
+            reasons(ref, frozenset())
+        return out
+
+    def set_current(self, slot: str, ref: str) -> str | None:
+        """Make run ``ref`` (``"<stage>/<run_id>"``) the current run of ``slot``.
+
+        Returns the run that was current before (or None). The change is journalled
+        (``{"event": "set_current", ...}``). Raises ProjectError if ``ref`` is not a run of
+        ``slot``.
+        """
+        with self.transaction() as f:
+            if "/" not in ref or ref.startswith("data/") or ref not in f:
+                raise ProjectError(f"No run '{ref}' in {self.path.name}.")
+            own = str(f[ref].attrs["slot"])
+            if own != slot:
+                raise ProjectError(f"Run {ref} belongs to slot '{own}', not '{slot}'.")
+            before = f["current"].attrs.get(slot)
+            before = None if before is None else str(before)
+            self._append_journal(
+                f, {"event": "set_current", "slot": slot, "run": ref, "previous": before}
+            )
+            f["current"].attrs[slot] = ref
+        return before
+
+    def delete_run(
+        self, ref: str, *, replace_with: str | None = None, clear_slot: bool = False
+    ) -> None:
+        """Delete run ``ref`` (``"<stage>/<run_id>"``) from the project.
+
+        A current run is only deleted together with a decision about its slot: another run
+        of the slot is made current (``replace_with``) or the slot is cleared
+        (``clear_slot``); otherwise ProjectError. Side files the run referenced are left to
+        the store's garbage collection; the file's space is reclaimed when it is compacted.
+        """
+        with self.transaction() as f:
+            if "/" not in ref or ref.startswith("data/") or ref not in f:
+                raise ProjectError(f"No run '{ref}' in {self.path.name}.")
+            slot = str(f[ref].attrs["slot"])
+            is_current = f["current"].attrs.get(slot) == ref
+            if replace_with is not None:
+                if replace_with == ref or replace_with not in f:
+                    raise ProjectError(f"Cannot make '{replace_with}' current instead of {ref}.")
+                if str(f[replace_with].attrs["slot"]) != slot:
+                    raise ProjectError(f"Run {replace_with} is not a run of slot '{slot}'.")
+            if is_current and replace_with is None and not clear_slot:
+                raise ProjectError(
+                    f"Run {ref} is the current run of '{slot}': make another run current or "
+                    "clear the slot to delete it."
+                )
+            if replace_with is not None:
+                f["current"].attrs[slot] = replace_with
+            elif is_current:
+                del f["current"].attrs[slot]
+            stage = ref.split("/", 1)[0]
+            del f[ref]
+            if not len(f[stage]):
+                del f[stage]
+            now = f["current"].attrs.get(slot)
+            self._append_journal(
+                f,
+                {
+                    "event": "delete",
+                    "slot": slot,
+                    "run": ref,
+                    "current": None if now is None else str(now),
+                },
+            )
 
     # ----------------------------------------------------------------- imported data
     def _write_data(
@@ -562,6 +663,7 @@ class Project:
         """A JSON-able overview: header, imported data, slots, runs, interrupted jobs."""
         with self.reading() as f:
             header = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        stale = self.staleness()
         return {
             "path": str(self.path),
             "header": header,
@@ -573,8 +675,10 @@ class Project:
                 {
                     "run": f"{r.stage}/{r.run_id}",
                     "slot": r.slot,
+                    "created": r.created,
+                    "inputs": r.inputs,
                     "summary": r.summary,
-                    "stale": self.stale_reasons(f"{r.stage}/{r.run_id}"),
+                    "stale": stale.get(f"{r.stage}/{r.run_id}", []),
                 }
                 for r in self.runs()
             ],
