@@ -142,7 +142,7 @@ def cmd_import_images(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.imports import import_images
 
     with _project(args) as p:
-        images = import_images(p, args.name, args.source)
+        images = import_images(p, args.name, args.source, replace=args.replace)
     cats = sorted(set(images.category_names) - {""})
     return {"set": args.name, "n_images": len(images), "categories": cats}
 
@@ -542,6 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source")
     p.add_argument("--name", "--set", dest="name", required=True, help="name of the image set")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace an existing set of that name even if judgments, matrices or runs use "
+        "it (they become unusable until redone)",
+    )
 
     p = command("import-judgments", cmd_import_judgments, "import human triplet judgments")
     p.add_argument("file")

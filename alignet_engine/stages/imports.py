@@ -5,6 +5,7 @@ These are quick, so they are plain functions rather than jobs.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -16,9 +17,16 @@ from alignet_engine.data.types import ImageSet, Judgments
 from alignet_engine.errors import InputError
 from alignet_engine.store import Project
 
+log = logging.getLogger(__name__)
 
-def import_images(project: Project, name: str, source: str | Path) -> ImageSet:
-    """Import a folder (sub-folders = categories, or flat) or a manifest CSV as set ``name``."""
+
+def import_images(
+    project: Project, name: str, source: str | Path, *, replace: bool = False
+) -> ImageSet:
+    """Import a folder (sub-folders = categories, or flat) or a manifest CSV as set ``name``.
+
+    An existing set ``name`` that judgments, matrices or runs use is replaced only with
+    ``replace=True``, which makes them unusable (see ``Project.write_imageset``)."""
     source = Path(source)
     if source.is_dir():
         images = importers.read_image_folder(source)
@@ -26,7 +34,7 @@ def import_images(project: Project, name: str, source: str | Path) -> ImageSet:
         images = importers.read_image_manifest(source)
     else:
         raise InputError("expected a folder of images or a manifest .csv", source=source)
-    project.write_imageset(name, images, {"source": str(source.resolve())})
+    project.write_imageset(name, images, {"source": str(source.resolve())}, replace=replace)
     return images
 
 
@@ -48,22 +56,8 @@ def read_judgments(path: str | Path, fmt: str, images: ImageSet) -> Judgments:
 
         return read_levels_pkl(path, images).judgments
     if fmt == "alignet-npz":
-        # Published AligNet files index ImageNet's train split; map file names onto this image
-        # set when they match (by file name), otherwise trust the stored indices.
-        by_name = {Path(p).name: i for i, p in enumerate(images.paths)}
         t = importers.read_alignet_npz(path, n_items=None)
-        names = np.vectorize(lambda s: Path(str(s)).name)(t.filenames) if len(t.filenames) else []
-        if len(names) and all(x in by_name for x in np.ravel(names)):
-            ids = np.vectorize(by_name.__getitem__)(names).astype(np.int64)
-        else:
-            ids = t.indices.astype(np.int64)
-            if len(ids) and (ids.max() >= n or ids.min() < 0):
-                raise InputError(
-                    f"indices reach {int(ids.max())} but the image set has {n} "
-                    "images and the file names do not match it",
-                    source=path,
-                    field="indices",
-                )
+        ids = _alignet_ids(t.filenames, t.indices.astype(np.int64), images, Path(path))
         return Judgments(
             "oddone",
             ids,
@@ -71,6 +65,94 @@ def read_judgments(path: str | Path, fmt: str, images: ImageSet) -> Judgments:
             meta={"source": "alignet-npz (teacher choices, not human)"},
         )
     raise InputError(f"unknown judgment format {fmt!r}; choose one of {JUDGMENT_FORMATS}")
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    return tuple(x for x in path.replace("\\", "/").split("/") if x not in ("", "."))
+
+
+def _alignet_ids(
+    filenames: np.ndarray, indices: np.ndarray, images: ImageSet, path: Path
+) -> np.ndarray:
+    """Item ids (m, 3) int64 of an AligNet npz's rows in ``images``.
+
+    Each file name is matched on the longest path suffix it shares with an image of the set
+    (``airplanes/image_0001.jpg`` is not ``chair/image_0001.jpg``). When every name matches one
+    image, the names give the ids. When some name fits several images, the file's own
+    ``indices`` decide if they are consistent with every name (each index is one of its name's
+    candidates); otherwise the import is refused naming the candidates. When the names are not
+    this set's at all (a published file indexing ImageNet), the file's ``indices`` are the ids.
+    """
+    n = len(images)
+    uniq, inverse = np.unique(filenames.ravel(), return_inverse=True)
+    image_parts = [_parts(p) for p in images.paths]
+    by_suffix: dict[int, dict[tuple[str, ...], list[int]]] = {}
+
+    def candidates(name: str) -> list[int]:
+        parts = _parts(name)
+        for k in range(len(parts), 0, -1):
+            if k not in by_suffix:
+                index: dict[tuple[str, ...], list[int]] = {}
+                for i, q in enumerate(image_parts):
+                    if len(q) >= k:
+                        index.setdefault(q[-k:], []).append(i)
+                by_suffix[k] = index
+            found = by_suffix[k].get(parts[-k:])
+            if found:
+                return found
+        return []
+
+    cands = [candidates(str(u)) for u in uniq]
+    if not all(cands):
+        if any(cands):
+            missing = [str(u) for u, c in zip(uniq, cands, strict=True) if not c]
+            log.warning(
+                "%s: %d file name(s) are not in the image set (e.g. %s); using its indices",
+                path,
+                len(missing),
+                missing[0],
+            )
+        ids = indices
+        if len(ids) and (ids.max() >= n or ids.min() < 0):
+            raise InputError(
+                f"indices reach {int(ids.max())} but the image set has {n} images and the file "
+                "names do not match it",
+                source=path,
+                field="indices",
+            )
+    elif all(len(c) == 1 for c in cands):
+        ids = np.array([c[0] for c in cands], dtype=np.int64)[inverse].reshape(filenames.shape)
+    else:
+        flat = indices.ravel()
+        consistent = len(flat) == len(inverse) and all(
+            int(flat[r]) in cands[u] for r, u in enumerate(inverse)
+        )
+        if not consistent:
+            ambiguous = [(str(u), c) for u, c in zip(uniq, cands, strict=True) if len(c) > 1]
+            name, found = ambiguous[0]
+            shown = ", ".join(images.paths[i] for i in found[:5])
+            row = int(np.flatnonzero((filenames == name).any(axis=1))[0]) + 1
+            raise InputError(
+                f"{len(ambiguous)} file name(s) fit several images and the file's indices do "
+                f"not decide: {name!r} could be {shown}; give longer paths (category/file)",
+                source=path,
+                row=row,
+                field="filenames",
+            )
+        ids = indices
+    repeated = np.flatnonzero(
+        (ids[:, 0] == ids[:, 1]) | (ids[:, 0] == ids[:, 2]) | (ids[:, 1] == ids[:, 2])
+    )
+    if repeated.size:
+        r = int(repeated[0])
+        raise InputError(
+            f"names the same image twice ({filenames[r].tolist()} → items {ids[r].tolist()}); "
+            "a triplet needs three different images",
+            source=path,
+            row=r + 1,
+            field="filenames",
+        )
+    return ids
 
 
 def import_judgments(

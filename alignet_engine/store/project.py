@@ -114,6 +114,90 @@ def _read_array(ds: h5py.Dataset) -> np.ndarray:
     return ds[()]
 
 
+def _check_name(name: str) -> None:
+    """A name of imported data: an HDF5 link name that cannot reach another group."""
+    if (
+        not name
+        or name.strip() != name
+        or "/" in name
+        or name in (".", "..")
+        or any(ord(c) < 32 for c in name)
+    ):
+        raise ProjectError(
+            f"Invalid name {name!r}: use a non-empty name without '/', control characters or "
+            "surrounding spaces, other than '.' and '..'."
+        )
+
+
+def _attr(g: h5py.HLObject, key: str) -> Any:
+    value = g.attrs.get(key)
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 over the arrays' names, dtypes, shapes and bytes (strings as UTF-8)."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.asarray(arrays[key])
+        h.update(f"{key}:{a.dtype.str if a.dtype != object else 'str'}:{a.shape};".encode())
+        if a.dtype.kind in "OU":
+            for item in a.ravel():
+                h.update(str(item).encode("utf-8", "surrogatepass") + b"\0")
+        else:
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _imageset_users(f: h5py.File, name: str) -> list[str]:
+    """Paths of the judgments, matrices and runs that read image set ``name``."""
+    users = [
+        f"data/{kind}/{n}"
+        for kind in ("judgments", "matrices")
+        if kind in f["data"]
+        for n, g in f["data"][kind].items()
+        if _attr(g, "image_set") == name
+    ]
+    for stage in f:
+        if stage in ("current", "journal", "data"):
+            continue
+        for run_id, g in f[stage].items():
+            params = _attr(g, "params") or {}
+            slot = str(g.attrs.get("slot", ""))
+            if (
+                name in (params.get("image_set"), params.get("pool"), params.get("val_set"))
+                or slot.startswith(f"features:{name}:")
+            ):
+                users.append(f"{stage}/{run_id}")
+    return users
+
+
+def _summarize_users(users: list[str]) -> str:
+    shown = ", ".join(u.removeprefix("data/") for u in users[:5])
+    return shown + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+
+
+def _unusable(f: h5py.File, path: str, seen: dict[str, list[str]]) -> list[str]:
+    """Why ``path`` cannot be used: its own ``invalidated`` mark, or one of the runs it read
+    (its ``inputs``, transitively)."""
+    if path in seen:
+        return seen[path]
+    seen[path] = []
+    g = f.get(path)
+    if g is None:
+        return []
+    reasons = [str(g.attrs["invalidated"])] if "invalidated" in g.attrs else []
+    for slot, used in (_attr(g, "inputs") or {}).items():
+        if isinstance(used, str) and _unusable(f, used, seen):
+            reasons.append(f"{slot} ({used}) is unusable: {_unusable(f, used, seen)[0]}")
+    seen[path] = reasons
+    return reasons
+
+
 @dataclass(frozen=True)
 class Run:
     """One run of a stage as stored: parameters, inputs (slot -> run id), summary, arrays."""
@@ -375,6 +459,8 @@ class Project:
                     f"(slots present: {sorted(f['current'].attrs)})."
                 )
             g = f[key]
+            if arrays:
+                self._check_usable(f, key)
             stage, run_id = key.split("/", 1)
             return Run(
                 stage=stage,
@@ -418,12 +504,18 @@ class Project:
                 if s not in ("current", "journal", "data")
                 for r in f[s]
             }
+            # runs made unusable by replacing the image set they read (see _write_data)
+            invalidated = {
+                ref: str(f[ref].attrs["invalidated"])
+                for ref in inputs
+                if "invalidated" in f[ref].attrs
+            }
         out: dict[str, list[str]] = {}
 
         def reasons(ref: str, seen: frozenset[str]) -> list[str]:
             if ref in out:
                 return out[ref]
-            found: list[str] = []
+            found: list[str] = [invalidated[ref]] if ref in invalidated else []
             for slot, used in inputs.get(ref, {}).items():
                 now = current.get(slot)
                 if now != used:
@@ -504,20 +596,63 @@ class Project:
 
     # ----------------------------------------------------------------- imported data
     def _write_data(
-        self, kind: str, name: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
+        self,
+        kind: str,
+        name: str,
+        arrays: Mapping[str, np.ndarray],
+        attrs: Mapping[str, Any],
+        *,
+        replace: bool = False,
     ) -> None:
-        if not name or "/" in name:
-            raise ProjectError(f"Invalid name {name!r}: use a non-empty name without '/'.")
+        """Write imported data ``/data/<kind>/<name>``; re-importing under a name replaces it.
+
+        An image set is replaced only when nothing uses it, or with ``replace=True``: then
+        every judgment, matrix and run that used it is marked unusable (attribute
+        ``invalidated`` with the reason), so nothing computed from rows that no longer exist
+        can be read again (item ids are row indices of the set).
+        """
+        _check_name(name)
         with self.transaction() as f:
             parent = f["data"].require_group(kind)
             if name in parent:
-                del parent[name]  # re-importing under the same name replaces the data
+                if kind == "imagesets":
+                    users = _imageset_users(f, name)
+                    if users and not replace:
+                        raise ProjectError(
+                            f"image set '{name}' is used by {_summarize_users(users)}; its "
+                            "item ids would point at other images. Import it under another "
+                            "name, or replace it (CLI --replace) and redo what used it."
+                        )
+                    old_n = _attr(parent[name], "n")
+                    reason = (
+                        f"image set '{name}' was replaced ({old_n} → {attrs.get('n')} images, "
+                        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC); redo it"
+                    )
+                    for path in users:
+                        f[path].attrs["invalidated"] = reason
+                del parent[name]
             g = parent.create_group(name)
             for key, value in arrays.items():
                 _write_array(g, key, value)
             for key, value in attrs.items():
                 g.attrs[key] = _json(value)
+            if kind == "imagesets":
+                g.attrs["digest"] = _json(_digest(arrays))
             self._append_journal(f, {"event": "import", "kind": kind, "name": name})
+
+    def imageset_digest(self, name: str) -> str | None:
+        """The content digest (sha256 of the stored arrays) of image set ``name``; None for a
+        set written before digests were recorded."""
+        with self.reading() as f:
+            g = f["data"].get("imagesets", {}).get(name)
+            return None if g is None else _attr(g, "digest")
+
+    def _check_usable(self, f: h5py.File, path: str) -> None:
+        """Raise ProjectError when ``path`` (a data group or a run) was invalidated or reads
+        one that was (a replaced image set; see :meth:`_write_data`)."""
+        reasons = _unusable(f, path, {})
+        if reasons:
+            raise ProjectError(f"'{path}' in {self.path.name} is unusable: {reasons[0]}")
 
     def _read_data(self, kind: str, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         with self.reading() as f:
@@ -525,6 +660,7 @@ class Project:
                 have = sorted(f["data"][kind]) if kind in f["data"] else []
                 raise ProjectError(f"No {kind} named '{name}' in {self.path.name} (have: {have}).")
             g = f["data"][kind][name]
+            self._check_usable(f, g.name.lstrip("/"))
             return (
                 {k: _read_array(v) for k, v in g.items()},
                 {k: json.loads(v) for k, v in g.attrs.items()},
@@ -535,10 +671,15 @@ class Project:
         with self.reading() as f:
             return sorted(f["data"][kind]) if kind in f["data"] else []
 
-    def write_imageset(self, name: str, images: ImageSet, params: Mapping[str, Any]) -> None:
+    def write_imageset(
+        self, name: str, images: ImageSet, params: Mapping[str, Any], *, replace: bool = False
+    ) -> None:
         """Store ``images`` in its compact form (see :class:`ImageSet`): a byte blob of relative
         paths with offsets, category codes and names; the root is an attribute. 1.28 M ImageNet
-        paths take ~40 MB this way instead of ~130 MB of variable-length strings."""
+        paths take ~40 MB this way instead of ~130 MB of variable-length strings.
+
+        Replacing a set that judgments, matrices or runs use needs ``replace=True`` and makes
+        them unusable (see :meth:`_write_data`)."""
         self._write_data(
             "imagesets",
             name,
@@ -549,6 +690,7 @@ class Project:
                 "category_names": np.array(images.category_names, dtype=object),
             },
             {"params": dict(params), "n": len(images), "root": images.root},
+            replace=replace,
         )
 
     def imageset(self, name: str) -> ImageSet:
@@ -663,6 +805,13 @@ class Project:
         """A JSON-able overview: header, imported data, slots, runs, interrupted jobs."""
         with self.reading() as f:
             header = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+            unusable = {
+                f"{kind}/{name}": str(g.attrs["invalidated"])
+                for kind in ("judgments", "matrices")
+                if kind in f["data"]
+                for name, g in f["data"][kind].items()
+                if "invalidated" in g.attrs
+            }
         stale = self.staleness()
         return {
             "path": str(self.path),
@@ -683,6 +832,8 @@ class Project:
                 for r in self.runs()
             ],
             "interrupted": self.interrupted_jobs(),
+            # imported data whose image set was replaced (see _write_data), with the reason
+            "unusable": unusable,
         }
 
     def save_as(self, new_path: str | Path) -> Project:
