@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alignet_engine import __version__
-from alignet_engine.config import EXPORTABLE, JUDGMENT_FORMATS, POOLINGS, STRATEGIES
+from alignet_engine.config import (
+    DEFAULT_MEMORY_BUDGET_MB,
+    EXPORTABLE,
+    JUDGMENT_FORMATS,
+    POOLINGS,
+    STRATEGIES,
+)
 from alignet_engine.errors import AlignetError, InputError
 
 if TYPE_CHECKING:
@@ -286,6 +292,15 @@ def _parse_grid(items: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
+def _memory_budget_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--memory-budget-mb",
+        type=float,
+        default=DEFAULT_MEMORY_BUDGET_MB,
+        help="working memory of the chunked paths, MiB (larger pools are read in chunks)",
+    )
+
+
 def cmd_cluster(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.config import ClusterConfig
     from alignet_engine.stages.clusters import cluster
@@ -300,6 +315,7 @@ def cmd_cluster(args: argparse.Namespace) -> dict[str, Any]:
         n_nearest=args.n_nearest,
         device=args.device,
         random_state=args.seed,
+        memory_budget_mb=args.memory_budget_mb,
     )
     return _run_stage(args, "clusters", lambda p: cluster(p, cfg))
 
@@ -314,6 +330,7 @@ def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
         strategy=args.strategy,
         teacher_temperature=args.teacher_temperature,
         random_state=args.seed,
+        memory_budget_mb=args.memory_budget_mb,
     )
     return _run_stage(args, "triplets", lambda p: sample(p, cfg))
 
@@ -701,6 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    _memory_budget_flag(p)
 
     p = command("sample", cmd_sample, "sample pool triplets; the teacher picks the odd one out")
     p.add_argument("--n", type=int, default=20_000)
@@ -719,6 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="divides the teacher's logits (> 1: softer choice distributions)",
     )
     p.add_argument("--seed", type=int, default=0)
+    _memory_budget_flag(p)
 
     p = command("distill", cmd_distill, "distil the teacher's triplets into the student")
     # every default is None: unset flags take DistillConfig's defaults (shown in brackets),

@@ -41,6 +41,9 @@ JudgmentFormat = Literal[
 ]
 #: the human-judgment file formats ``import-judgments`` reads (``alignet_engine.stages.imports``)
 JUDGMENT_FORMATS: tuple[str, ...] = JudgmentFormat.__args__  # type: ignore[attr-defined]
+#: Default working memory of the chunked stages, MiB: a 1.28 M × 1280 float32 pool is 6.5 GB,
+#: so the budget, not the pool, sets their peak memory.
+DEFAULT_MEMORY_BUDGET_MB = 512
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,9 @@ class ClusterConfig(StageConfig):
     n_nearest: int = 8
     device: str = "auto"
     random_state: int = 0
+    # Working memory of the chunked paths (transform, mini-batch k-means), MiB: a pool larger
+    # than this is read in chunks and transformed into a temporary memory map.
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "diagnose_ks", tuple(self.diagnose_ks))
@@ -239,7 +245,7 @@ class ClusterConfig(StageConfig):
             raise ValueError(
                 f"ClusterConfig: every k must be >= 2, got {self.k}, {self.diagnose_ks}"
             )
-        _positive(self, "n_nearest")
+        _positive(self, "n_nearest", "memory_budget_mb")
 
 
 @dataclass(frozen=True)
@@ -252,9 +258,11 @@ class SampleConfig(StageConfig):
     # Divides the teacher's logits: > 1 makes its choice distributions softer.
     teacher_temperature: float = 1.0
     random_state: int = 0
+    # Working memory for the teacher representation, MiB (see ClusterConfig).
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
 
     def validate(self) -> None:
-        _positive(self, "n_triplets", "teacher_temperature")
+        _positive(self, "n_triplets", "teacher_temperature", "memory_budget_mb")
         if self.n_val < 0:
             raise ValueError("SampleConfig.n_val must be >= 0")
         if self.strategy not in STRATEGIES:

@@ -2,8 +2,12 @@
 
 Two back ends compute the same thing (Lloyd's algorithm from greedy k-means++ seeds):
 
-* scikit-learn on the CPU (:class:`~sklearn.cluster.KMeans`, or
-  :class:`~sklearn.cluster.MiniBatchKMeans` above ``minibatch_above`` rows);
+* on the CPU, scikit-learn's exact :class:`~sklearn.cluster.KMeans` for pools of up to
+  ``minibatch_above`` rows, and above that a mini-batch k-means (:func:`minibatch_kmeans`,
+  Sculley 2010 with scikit-learn's per-centre learning rates, early stopping and
+  reassignment of starved centres) that reads the rows in chunks from any row-sliceable
+  array (ndarray, memmap, ``h5py.Dataset``), so its memory is set by ``memory_budget_mb``,
+  not by the pool (1.28 M × 1280 float32 is 6.5 GB);
 * a torch implementation used on a CUDA GPU: full-batch Lloyd with the distance matrix built in
   row chunks, so a 1.28 M × 1152 ImageNet pool clusters in seconds instead of minutes.
 
@@ -24,6 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from alignet_engine.align.chunked import (
+    DEFAULT_MEMORY_BUDGET_MB,
+    RowArray,
+    as_float,
+    check_row_array,
+    is_in_memory,
+    iter_row_chunks,
+    rows_for_budget,
+)
 from alignet_engine.align.metrics import check_features
 from alignet_engine.errors import InputError
 
@@ -105,16 +118,29 @@ def _check_k(k: object, n: int, *, field: str = "k") -> int:
 def _check_not_constant(feats: np.ndarray) -> None:
     # max and min per column stream over Z without an (n, d) temporary (unlike Z == Z[0]).
     if np.array_equal(feats.max(axis=0), feats.min(axis=0)):
-        raise InputError(
-            f"all {feats.shape[0]} rows are identical, so k-means has nothing to split; check "
-            "that the features were extracted (an all-zero or constant matrix usually means a "
-            "failed extraction)",
-            field="Z",
-        )
+        _constant(feats.shape[0])
+
+
+def _constant(n: int) -> None:
+    raise InputError(
+        f"all {n} rows are identical, so k-means has nothing to split; check "
+        "that the features were extracted (an all-zero or constant matrix usually means a "
+        "failed extraction)",
+        field="Z",
+    )
+
+
+def _features(Z: RowArray) -> RowArray:
+    """An in-memory ``Z`` checked by :func:`check_features`; a lazy one (memmap, HDF5)
+    checked chunk by chunk and returned as is (no (n, d) temporary)."""
+    if is_in_memory(Z):
+        return check_features(Z, name="Z")
+    check_row_array(Z, rows_for_budget(int(Z.shape[1]) * 8, DEFAULT_MEMORY_BUDGET_MB * 2**20))
+    return Z
 
 
 def kmeans(
-    Z: np.ndarray,
+    Z: RowArray,
     k: int,
     *,
     random_state: int | None = 0,
@@ -124,19 +150,25 @@ def kmeans(
     batch_size: int = 4096,
     tol: float = 1e-4,
     device: str = "auto",
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Cluster the rows of ``Z`` into ``k`` groups.
 
     Parameters
     ----------
-    Z : (n, d) float embeddings (float32 stays float32, halving the memory).
+    Z : (n, d) float embeddings (float32 stays float32, halving the memory): an ndarray, or
+        any array-like read by row slices ``Z[a:b]`` (np.memmap, h5py.Dataset), which is
+        never loaded whole unless it fits in ``memory_budget_mb`` and has at most
+        ``minibatch_above`` rows.
     k : number of clusters, 2 <= k <= n (AligNet: 500).
     random_state : seed of the k-means++ initialisations and mini-batches.
     n_init : independent initialisations; the lowest-inertia run is kept.
     max_iter : iteration cap (epochs over the data for the mini-batch variant).
-    minibatch_above : on the CPU, use :class:`~sklearn.cluster.MiniBatchKMeans` when n exceeds
-        this (ignored on a GPU, which always runs full-batch Lloyd).
+    minibatch_above : on the CPU, use :func:`minibatch_kmeans` when n exceeds this (ignored on
+        a GPU, which always runs full-batch Lloyd).
     batch_size : mini-batch size of the mini-batch variant.
+    memory_budget_mb : working memory of the chunked paths, MiB (chunks of rows, distance
+        blocks); the result does not depend on it.
     tol : convergence tolerance on the squared centre shift, relative to the mean per-feature
         variance of ``Z`` (scikit-learn's definition).
     device : ``"auto"`` (CUDA when available, else scikit-learn on the CPU), ``"cpu"``,
@@ -163,19 +195,27 @@ def kmeans(
     computes in float32, and CUDA's atomic float additions make it reproducible only up to
     round-off.
     """
-    feats = check_features(Z, name="Z")
-    n = feats.shape[0]
-    k = _check_k(k, n)
     if n_init < 1 or max_iter < 1 or batch_size < 1:
         raise InputError("n_init, max_iter and batch_size must be >= 1")
     if not (tol >= 0 and math.isfinite(tol)):
         raise InputError(f"tol must be a finite number >= 0, got {tol}", field="tol")
-    _check_not_constant(feats)
+    if not memory_budget_mb > 0:
+        raise InputError(f"must be > 0, got {memory_budget_mb}", field="memory_budget_mb")
+    budget = int(memory_budget_mb * 2**20)
+    if is_in_memory(Z):
+        feats: RowArray = check_features(Z, name="Z")
+        n, d = feats.shape
+        k = _check_k(k, n)
+        _check_not_constant(feats)
+    else:
+        n, d, constant = check_row_array(Z, rows_for_budget(int(Z.shape[1]) * 8, budget), name="Z")
+        k = _check_k(k, n)
+        if constant:
+            _constant(n)
+        feats = Z
     dev = resolve_device(device)
-    if dev is not None and not fits_on_device(n * feats.shape[1] * 4 + _TORCH_BLOCK_BYTES, dev):
-        logger.warning(
-            "k-means: Z (%d × %d) does not fit on %s; using the CPU", n, feats.shape[1], dev
-        )
+    if dev is not None and not fits_on_device(n * d * 4 + _TORCH_BLOCK_BYTES, dev):
+        logger.warning("k-means: Z (%d × %d) does not fit on %s; using the CPU", n, d, dev)
         dev = None
     if dev is not None:
         labels, centroids, inertia = _kmeans_torch(
@@ -186,19 +226,31 @@ def kmeans(
             max_iter=max_iter,
             tol=tol,
             device=dev,
+            budget_bytes=budget,
         )
         kind = f"torch k-means on {dev}"
-    else:
-        labels, centroids, inertia, kind = _kmeans_sklearn(
-            feats,
+    elif n <= minibatch_above and (is_in_memory(feats) or n * d * 8 <= budget):
+        labels, centroids, inertia = _kmeans_sklearn(
+            as_float(np.asarray(feats[0:n])),
             k,
             random_state=random_state,
             n_init=n_init,
             max_iter=max_iter,
-            minibatch_above=minibatch_above,
-            batch_size=batch_size,
             tol=tol,
         )
+        kind = "KMeans"
+    else:
+        labels, centroids, inertia = minibatch_kmeans(
+            feats,
+            k,
+            random_state=random_state,
+            n_init=n_init,
+            max_epochs=max_iter,
+            batch_size=batch_size,
+            memory_budget_mb=memory_budget_mb,
+            validated=True,
+        )
+        kind = "mini-batch k-means"
     used = int(np.unique(labels).size)
     if used < k:
         logger.warning(
@@ -218,34 +270,185 @@ def _kmeans_sklearn(
     random_state: int | None,
     n_init: int,
     max_iter: int,
-    minibatch_above: int,
-    batch_size: int,
     tol: float,
-) -> tuple[np.ndarray, np.ndarray, float, str]:
+) -> tuple[np.ndarray, np.ndarray, float]:
     # imported here: scikit-learn takes ~1.5 s to import and most users of this package never
     # cluster
-    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.cluster import KMeans
 
-    model: KMeans | MiniBatchKMeans
-    if feats.shape[0] > minibatch_above:
-        model = MiniBatchKMeans(
-            n_clusters=k,
-            n_init=n_init,
-            max_iter=max_iter,
-            batch_size=max(batch_size, k),
-            random_state=random_state,
-        )
-    else:
-        model = KMeans(
-            n_clusters=k, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state
-        )
+    model = KMeans(
+        n_clusters=k, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state
+    )
     labels = model.fit_predict(feats)
     return (
         np.asarray(labels, dtype=np.int64),
         np.asarray(model.cluster_centers_, dtype=np.float32),
         float(model.inertia_),
-        type(model).__name__,
     )
+
+
+# Lloyd iterations of the exact k-means on the sample that seeds the mini-batches.
+_SEED_ITERATIONS = 10
+# Batches without improvement of the smoothed batch inertia before stopping (scikit-learn's
+# max_no_improvement default).
+_MAX_NO_IMPROVEMENT = 10
+# A centre whose accumulated count is below this fraction of the largest is starved and
+# moved to a random row of the batch (scikit-learn's reassignment_ratio default).
+_REASSIGNMENT_RATIO = 0.01
+
+
+class _Assigner:
+    """Nearest centre of rows in blocks whose (rows, k) distance matrix fits the budget."""
+
+    def __init__(self, C: np.ndarray, budget_bytes: int) -> None:
+        self.C = C
+        self.c_sq = np.einsum("ij,ij->i", C, C)
+        self.rows = rows_for_budget(C.shape[0] * 8 + C.shape[1] * 8, budget_bytes, lo=64)
+
+    def __call__(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels (r,) int64, squared distances (r,) float64)`` of the rows of ``X``."""
+        r = X.shape[0]
+        labels = np.empty(r, dtype=np.int64)
+        mind = np.empty(r, dtype=np.float64)
+        C = self.C.astype(X.dtype, copy=False)
+        for s in range(0, r, self.rows):
+            x = X[s : s + self.rows]
+            d = x @ C.T
+            d *= -2.0
+            d += self.c_sq
+            lab = np.argmin(d, axis=1)
+            labels[s : s + self.rows] = lab
+            val = d[np.arange(x.shape[0]), lab].astype(np.float64)
+            val += np.einsum("ij,ij->i", x, x)
+            mind[s : s + self.rows] = np.maximum(val, 0.0)
+        return labels, mind
+
+
+def _read_rows(X: RowArray, n: int, n_rows: int, rng: np.random.Generator) -> np.ndarray:
+    """About ``n_rows`` distinct rows of ``X`` drawn uniformly, read in increasing order.
+
+    Single rows, not runs of consecutive rows: a pool stored in class order (ImageNet's) read
+    in runs of 16 gave samples whose class sizes varied like 768 draws, not 12 288, and k-means
+    on them merged small classes (inertia +12 % on class-ordered blobs, every seed). A sorted
+    index list is a fast read for an ndarray or memmap and a valid h5py selection.
+    """
+    idx = np.unique(rng.integers(0, n, size=min(n, n_rows)))
+    return as_float(np.asarray(X[idx]))
+
+
+def minibatch_kmeans(
+    Z: RowArray,
+    k: int,
+    *,
+    random_state: int | None = 0,
+    n_init: int = 3,
+    max_epochs: int = 100,
+    batch_size: int = 4096,
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    validated: bool = False,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mini-batch k-means over a row-sliceable array, with memory bounded by a budget.
+
+    The algorithm is scikit-learn's :class:`~sklearn.cluster.MiniBatchKMeans` (Sculley 2010):
+    exact k-means (``n_init`` greedy k-means++ seedings) on a sample of
+    ``max(3 * batch_size, 3 * k)`` rows, 10 Lloyd steps, gives the starting centres; then each
+    batch moves every centre towards the mean of its batch members with learning rate
+    ``batch count / total count``;
+    a centre whose total count stays below 1 % of the largest is moved to a random batch row;
+    it stops when the exponentially smoothed batch inertia has not improved for 10 batches (or
+    after ``max_epochs`` passes' worth of batches). A final pass over all rows, in chunks,
+    gives the labels and the inertia. Sample and batches are uniformly drawn rows read in
+    increasing order, so only those reads touch ``Z``.
+
+    Parameters
+    ----------
+    Z : (n, d) array-like with row slicing (ndarray, np.memmap, h5py.Dataset).
+    k : clusters, 2 <= k <= n.
+    random_state : seed of the sample, the seedings and the batches (same seed, same result
+        on the same machine).
+    n_init : seedings compared on the sample.
+    max_epochs : cap on the batches drawn, in passes over n rows.
+    batch_size : rows per batch (at least k are used).
+    memory_budget_mb : MiB for one chunk of the final pass plus its (rows, k) distances.
+    validated : skip the finiteness / shape check (the caller did it).
+
+    Returns
+    -------
+    labels : (n,) int64; centroids : (k, d) float32; inertia : float, the sum of squared
+    distances of all n rows to their centroid (exact, float64 accumulation).
+
+    Memory: the sample ``(max(3 * batch_size, 3k), d)``, one batch, one chunk of the final
+    pass (set by the budget), the labels (8n bytes); never (n, d).
+    """
+    from sklearn.cluster import KMeans
+
+    budget = int(memory_budget_mb * 2**20)
+    if validated:
+        n, d = int(Z.shape[0]), int(Z.shape[1])
+    else:
+        n, d, constant = check_row_array(Z, rows_for_budget(int(Z.shape[1]) * 8, budget), name="Z")
+        if constant:
+            _constant(n)
+    k = _check_k(k, n)
+    rng = np.random.default_rng(random_state)
+    batch = min(n, max(int(batch_size), k))
+    sample = _read_rows(Z, n, min(n, max(3 * batch, 3 * k)), rng)
+    # Exact k-means (n_init k-means++ seedings, Lloyd) on the sample, not bare seeds: on class-
+    # ordered blobs bare k-means++ seeds left ~1 seed in 3 with two blobs merged (inertia
+    # +12 %), which the small late learning rates of the batches cannot undo.
+    # Ten Lloyd steps suffice for seeds (the batches refine them) and bound this step's cost:
+    # 3 × 10 × 12 288 × 500 × 1280 × 2 flop ≈ 0.5 Tflop for AligNet's k = 500.
+    seeded = KMeans(
+        n_clusters=k,
+        n_init=n_init,
+        max_iter=_SEED_ITERATIONS,
+        random_state=int(rng.integers(2**31)),
+    )
+    best_c = seeded.fit(sample).cluster_centers_
+    C = np.asarray(best_c, dtype=np.float64)
+    del sample
+    counts = np.zeros(k, dtype=np.float64)
+    alpha = min(1.0, 2.0 * batch / n)
+    ewa, best_ewa, no_improvement = None, math.inf, 0
+    n_steps = max(1, max_epochs * (-(-n // batch)))
+    step = 0
+    for step in range(n_steps):
+        X = _read_rows(Z, n, batch, rng)
+        labels, mind = _Assigner(C, budget)(X)
+        batch_inertia = float(mind.sum()) / X.shape[0]
+        # move each centre towards the mean of its members: c += (sum − m·c) / (count + m)
+        order = np.argsort(labels, kind="stable")
+        present, first = np.unique(labels[order], return_index=True)
+        sums = np.add.reduceat(X[order].astype(np.float64), first, axis=0)
+        m = np.diff(np.append(first, X.shape[0])).astype(np.float64)
+        counts[present] += m
+        C[present] += (sums - m[:, None] * C[present]) / counts[present][:, None]
+        if (step + 1) % 10 == 0 and counts.max() > 0:
+            starved = np.flatnonzero(counts < _REASSIGNMENT_RATIO * counts.max())
+            if starved.size:
+                take = rng.choice(X.shape[0], size=min(starved.size, X.shape[0]), replace=False)
+                starved = starved[: take.size]
+                C[starved] = X[take]
+                counts[starved] = counts[counts >= _REASSIGNMENT_RATIO * counts.max()].min()
+        if step == 0:
+            continue  # the first batch's inertia is that of the seeds
+        ewa = batch_inertia if ewa is None else ewa * (1.0 - alpha) + batch_inertia * alpha
+        if ewa < best_ewa:
+            best_ewa, no_improvement = ewa, 0
+        else:
+            no_improvement += 1
+            if no_improvement >= _MAX_NO_IMPROVEMENT:
+                break
+    logger.debug("mini-batch k-means: %d batches of %d rows", step + 1, batch)
+    centroids = C.astype(np.float32)
+    assign = _Assigner(centroids, budget)
+    labels_all = np.empty(n, dtype=np.int64)
+    inertia = 0.0
+    for start, block in iter_row_chunks(Z, rows_for_budget(d * 8, budget // 2)):
+        lab, mind = assign(block)
+        labels_all[start : start + lab.size] = lab
+        inertia += float(mind.sum())
+    return labels_all, centroids, inertia
 
 
 def _kmeans_torch(
@@ -257,8 +460,12 @@ def _kmeans_torch(
     max_iter: int,
     tol: float,
     device: torch.device | str,
+    budget_bytes: int = DEFAULT_MEMORY_BUDGET_MB * 2**20,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Full-batch Lloyd k-means in torch (float32) on ``device``; see :func:`kmeans`.
+
+    ``feats`` may be any row-sliceable array-like: it is copied to the device in chunks of
+    ``budget_bytes``, so the host never holds all of it.
 
     Random numbers come from a numpy Generator on the host (not a device generator), so the
     seeds do not depend on the device; only float round-off does. Runs on the CPU too (the
@@ -268,7 +475,10 @@ def _kmeans_torch(
 
     rng = np.random.default_rng(random_state)
     dev = torch.device(device)
-    X = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).to(dev)
+    n_rows, d = int(feats.shape[0]), int(feats.shape[1])
+    X = torch.empty((n_rows, d), dtype=torch.float32, device=dev)
+    for s, block in iter_row_chunks(feats, rows_for_budget(d * 8, budget_bytes)):
+        X[s : s + block.shape[0]] = torch.from_numpy(block.astype(np.float32, copy=False)).to(dev)
     x_sq = (X * X).sum(dim=1)
     # sklearn's tolerance: relative to the mean per-feature variance
     tol_abs = float(tol) * float(X.var(dim=0, unbiased=False).mean())
@@ -374,6 +584,7 @@ def kmeans_diagnostics(
     silhouette_sample: int = 2000,
     n_init: int = 3,
     device: str = "auto",
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
 ) -> dict[str, Any]:
     """Inertia and silhouette score of k-means for several k, to help choose k.
 
@@ -386,7 +597,7 @@ def kmeans_diagnostics(
     silhouette_sample : the silhouette needs all pairwise distances of the rows it scores
         (O(s²)), so it is computed on one random sample of ``min(n, silhouette_sample)`` rows,
         the same rows for every k, using the labels from the fit on all of ``Z``.
-    n_init, device : passed to :func:`kmeans`.
+    n_init, device, memory_budget_mb : passed to :func:`kmeans`.
 
     Returns
     -------
@@ -402,7 +613,7 @@ def kmeans_diagnostics(
     """
     from sklearn.metrics import silhouette_score
 
-    feats = check_features(Z, name="Z")
+    feats = _features(Z)
     n = feats.shape[0]
     try:
         ks_list = sorted({_check_k(k, n, field="ks") for k in ks})
@@ -417,12 +628,17 @@ def kmeans_diagnostics(
     rng = np.random.default_rng(random_state)
     s = min(n, int(silhouette_sample))
     sample = np.sort(rng.choice(n, size=s, replace=False)) if s < n else np.arange(n)
-    Xs = feats[sample]
+    Xs = as_float(np.asarray(feats[sample]))  # sorted rows: a valid memmap / HDF5 read
     inertias: list[float] = []
     silhouettes: list[float | None] = []
     for k in ks_list:
         labels, _, inertia = kmeans(
-            feats, k, random_state=random_state, n_init=n_init, device=device
+            feats,
+            k,
+            random_state=random_state,
+            n_init=n_init,
+            device=device,
+            memory_budget_mb=memory_budget_mb,
         )
         inertias.append(float(inertia))
         ls = labels[sample]
@@ -455,7 +671,7 @@ def cluster_summaries(
 
     Parameters
     ----------
-    Z : (n, d) float embeddings that were clustered.
+    Z : (n, d) float embeddings that were clustered (an array-like read in row chunks).
     labels : (n,) int cluster id per row, in [0, k).
     centroids : (k, d) float cluster centres.
     n_nearest : how many of each cluster's items to list (fewer if the cluster is smaller).
@@ -470,7 +686,7 @@ def cluster_summaries(
       * ``"mean_distance"`` : float mean Euclidean distance of the members to the centroid,
         ``None`` for an empty cluster.
     """
-    feats = check_features(Z, name="Z")
+    feats = _features(Z)
     cents = check_features(centroids, name="centroids")
     n, d = feats.shape
     k = cents.shape[0]
@@ -493,7 +709,7 @@ def cluster_summaries(
     dist = np.empty(n, dtype=np.float64)
     step = max(1, 2**24 // (8 * d))
     for s in range(0, n, step):
-        diff = feats[s : s + step].astype(np.float64) - cents[lab[s : s + step]]
+        diff = np.asarray(feats[s : s + step], dtype=np.float64) - cents[lab[s : s + step]]
         dist[s : s + step] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     # group rows by cluster, closest first inside a cluster (lexsort: last key is primary)
     order = np.lexsort((np.arange(n), dist, lab))

@@ -37,6 +37,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from alignet_engine.align.chunked import (
+    DEFAULT_MEMORY_BUDGET_MB,
+    RowArray,
+    as_float,
+    check_row_array,
+    is_in_memory,
+    map_rows,
+    rows_for_budget,
+)
 from alignet_engine.align.clustering import fits_on_device, resolve_device
 from alignet_engine.align.metrics import (
     SimilarityMetric,
@@ -511,7 +520,10 @@ def triplet_similarities(
 
     Parameters
     ----------
-    Z : (n, d) float features, one row per item.
+    Z : (n, d) float features, one row per item: an ndarray, a read-only np.memmap (gathered
+        from in place: only the pages of the rows used are read) or another row-sliceable
+        array-like such as an h5py.Dataset (copied once to a temporary memmap, since HDF5 has
+        no fast random row gather).
     triplets : (m, 3) int item ids, three distinct items per row.
     similarity : ``"dot"`` (AligNet), ``"cosine"`` (an all-zero row has similarity 0 to
         everything) or ``"euclidean"`` (minus the Euclidean distance).
@@ -530,7 +542,7 @@ def triplet_similarities(
     """
     _check_metric(similarity)
     chunk = _check_chunk(chunk_size)
-    feats = check_features(Z, name="Z")
+    feats = _gatherable(Z)
     trip = check_triplets(triplets, feats.shape[0])
     d, itemsize = feats.shape[1], feats.dtype.itemsize
     dev = resolve_device(device)
@@ -540,6 +552,17 @@ def triplet_similarities(
             return _sims_torch(feats, trip, similarity, c, dev)
         logger.warning("Z (%d × %d) does not fit on %s; computing on the CPU", *feats.shape, dev)
     return _sims_numpy(feats, trip, similarity, chunk or _auto_chunk(d, itemsize, _CPU_CHUNK_BYTES))
+
+
+def _gatherable(Z: RowArray) -> np.ndarray:
+    """``Z`` checked and ready for random row gathers, with no (n, d) temporary in memory."""
+    if is_in_memory(Z):
+        return check_features(Z, name="Z")
+    budget = DEFAULT_MEMORY_BUDGET_MB * 2**20
+    check_row_array(Z, rows_for_budget(int(Z.shape[1]) * 8, budget), name="Z")
+    if isinstance(Z, np.memmap) and Z.dtype in (np.float32, np.float64):
+        return Z
+    return map_rows(Z, as_float, budget_bytes=budget, in_memory_max_bytes=0)
 
 
 def _sims_numpy(feats: np.ndarray, trip: np.ndarray, metric: str, chunk: int) -> np.ndarray:

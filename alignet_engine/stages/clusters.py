@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from alignet_engine.align.chunked import map_rows
 from alignet_engine.align.clustering import cluster_summaries, kmeans, kmeans_diagnostics
-from alignet_engine.config import ClusterConfig, features_slot
+from alignet_engine.config import DEFAULT_MEMORY_BUDGET_MB, ClusterConfig, features_slot
 from alignet_engine.jobs import Job, JobControl, Message, StageDone
 from alignet_engine.stages._tracking import tracked
 from alignet_engine.stages.features import stored_features
@@ -19,11 +20,21 @@ SLOT = "clusters"
 
 
 def teacher_representation(
-    project: Project, image_set: str, model: str, transform: str | None
+    project: Project,
+    image_set: str,
+    model: str,
+    transform: str | None,
+    *,
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
 ) -> tuple[np.ndarray, dict[str, str]]:
     """The teacher's representation of ``image_set``: features, through the transform if named.
 
-    Returns ``(Z (n, d) float32, inputs)`` where ``inputs`` maps the slots read to run refs.
+    The transform is applied in row chunks of ``memory_budget_mb``; an output larger than the
+    budget goes to a temporary memory map next to the project (freed when dropped), so a
+    1.28 M × 1280 pool is never held twice in memory.
+
+    Returns ``(Z (n, d) float32 ndarray or read-only np.memmap, inputs)`` where ``inputs`` maps
+    the slots read to run refs.
     """
     X, feat_ref = stored_features(project, image_set, model)
     inputs = {features_slot(image_set, model): feat_ref}
@@ -31,7 +42,8 @@ def teacher_representation(
         return X, inputs
     est, t_ref = stored_transform(project, transform)
     inputs[transform_slot(transform)] = t_ref
-    return est.transform(X), inputs
+    budget = int(memory_budget_mb * 2**20)
+    return map_rows(X, est.transform, budget_bytes=budget, folder=project.path.parent), inputs
 
 
 def cluster(project: Project, config: ClusterConfig, control: JobControl | None = None) -> Job[str]:
@@ -40,12 +52,20 @@ def cluster(project: Project, config: ClusterConfig, control: JobControl | None 
 
     def body(run_id: str) -> Job[str]:
         Z, inputs = teacher_representation(
-            project, config.image_set, config.model, config.transform
+            project,
+            config.image_set,
+            config.model,
+            config.transform,
+            memory_budget_mb=config.memory_budget_mb,
         )
         yield Message(STAGE, f"k-means, k={config.k}, on {Z.shape[0]} pool items")
         control.check()
         labels, centroids, inertia = kmeans(
-            Z, config.k, random_state=config.random_state, device=config.device
+            Z,
+            config.k,
+            random_state=config.random_state,
+            device=config.device,
+            memory_budget_mb=config.memory_budget_mb,
         )
         sizes = np.bincount(labels, minlength=config.k)
         summary: dict[str, Any] = {
@@ -58,7 +78,11 @@ def cluster(project: Project, config: ClusterConfig, control: JobControl | None 
             yield Message(STAGE, f"diagnostics for k in {list(config.diagnose_ks)}")
             control.check()
             summary["diagnostics"] = kmeans_diagnostics(
-                Z, config.diagnose_ks, random_state=config.random_state, device=config.device
+                Z,
+                config.diagnose_ks,
+                random_state=config.random_state,
+                device=config.device,
+                memory_budget_mb=config.memory_budget_mb,
             )
         project.write_run(
             STAGE,

@@ -34,7 +34,13 @@ def sample(project: Project, config: SampleConfig, control: JobControl | None = 
     def body(run_id: str) -> Job[str]:
         clusters = project.run(CLUSTER_SLOT)
         cc = ClusterConfig.from_dict(clusters.params)
-        Z, inputs = teacher_representation(project, cc.image_set, cc.model, cc.transform)
+        Z, inputs = teacher_representation(
+            project,
+            cc.image_set,
+            cc.model,
+            cc.transform,
+            memory_budget_mb=config.memory_budget_mb,
+        )
         inputs[CLUSTER_SLOT] = f"{clusters.stage}/{clusters.run_id}"
         temperature = 1.0
         if cc.transform is not None:
