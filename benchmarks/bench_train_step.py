@@ -48,7 +48,7 @@ from alignet_engine.distill import (  # noqa: E402
     kl_triplet_loss,
     triplet_similarities,
 )
-from alignet_engine.distill.trainer import _TripletSampler  # noqa: E402
+from alignet_engine.distill.batching import TripletSampler  # noqa: E402
 from alignet_engine.jobs import run_job  # noqa: E402
 from alignet_engine.models import load_backbone  # noqa: E402
 
@@ -132,7 +132,7 @@ def time_bare(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     teacher = torch.tensor(sims, device=device)
     # the rows distill draws: its sampler, seeded the same way
-    sampler = _TripletSampler(len(triplets), config.batch_size, np.random.default_rng(config.seed))
+    sampler = TripletSampler(len(triplets), config.batch_size, np.random.default_rng(config.seed))
 
     def step() -> None:
         rows = next(sampler)

@@ -1,5 +1,7 @@
 """Stage 5: distil the surrogate teacher's triplet similarities into a student backbone."""
 
+from .config import DistillConfig
+from .guards import DistillDivergedError, DistillOutOfMemoryError
 from .losses import (
     contrastive_triplet_loss,
     jsd_triplet_loss,
@@ -7,21 +9,16 @@ from .losses import (
     odd_one_out_agreement,
     triplet_similarities,
 )
-from .trainer import (
+from .student import make_triplet_head
+from .student_io import (
     HEAD_PREFIX,
-    DistillConfig,
-    DistillDivergedError,
-    DistillOutOfMemoryError,
-    DistillResult,
-    Validator,
-    distill,
     load_student_config,
     load_student_head,
     load_student_state,
-    make_triplet_head,
     save_student,
     triplet_head_from_state,
 )
+from .trainer import DistillResult, TrainingRun, Validator, distill
 
 __all__ = [
     "HEAD_PREFIX",
@@ -29,6 +26,7 @@ __all__ = [
     "DistillDivergedError",
     "DistillOutOfMemoryError",
     "DistillResult",
+    "TrainingRun",
     "Validator",
     "contrastive_triplet_loss",
     "distill",

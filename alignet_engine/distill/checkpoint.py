@@ -42,6 +42,7 @@ configuration.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -55,8 +56,12 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from alignet_engine.errors import AlignetError, InputError
+
+from .config import RESUME_FREE, DistillConfig
+from .student_io import HEAD_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -327,3 +332,63 @@ def load_checkpoint(path: str | os.PathLike[str]) -> TrainingCheckpoint:
         raise InputError(
             f"incomplete distillation checkpoint (missing {exc})", source=path
         ) from exc
+
+
+def check_resume(
+    resume: TrainingCheckpoint,
+    path: Path,
+    feature_fn: nn.Module,
+    config: DistillConfig,
+    digest: str,
+) -> None:
+    """Raise :class:`InputError` unless ``resume`` can continue with these arguments."""
+    try:
+        saved = DistillConfig.from_dict(resume.config)
+    except InputError as exc:
+        raise InputError(f"the checkpoint's settings are unreadable ({exc})", source=path) from exc
+    if resume.steps_done > config.steps:
+        raise InputError(
+            f"the checkpoint has already made {resume.steps_done} steps, more than the "
+            f"{config.steps} asked for; steps may only be kept or increased on resume",
+            source=path,
+            field="steps",
+        )
+    differences = [
+        (f.name, getattr(saved, f.name), getattr(config, f.name))
+        for f in dataclasses.fields(DistillConfig)
+        if f.name not in RESUME_FREE and getattr(saved, f.name) != getattr(config, f.name)
+    ]
+    if config.steps < saved.steps:
+        differences.insert(0, ("steps", saved.steps, config.steps))
+    if differences:
+        listed = "; ".join(
+            f"{name} {old!r} in the checkpoint, {new!r} now" for name, old, new in differences
+        )
+        raise InputError(
+            f"cannot resume: the checkpoint was trained with other settings ({listed}). Resume "
+            "with the checkpoint's settings (steps may be increased) or start a new run",
+            source=path,
+            field=", ".join(name for name, _, _ in differences),
+        )
+    if resume.data_sha256 != digest:
+        raise InputError(
+            "cannot resume: the triplets or teacher similarities differ from those the "
+            "checkpoint was trained on",
+            source=path,
+            field="triplets",
+        )
+    trainable = [n for n, p in feature_fn.named_parameters() if p.requires_grad]
+    expected = {k: tuple(v.shape) for k, v in feature_fn.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in resume.model.items() if not k.startswith(HEAD_PREFIX)}
+    head_ok = (f"{HEAD_PREFIX}weight" in resume.model) == (config.head_dim > 0)
+    if set(trainable) != set(resume.init) or expected != found or not head_ok:
+        missing = sorted(set(expected) - set(found))[:3]
+        unexpected = sorted(set(found) - set(expected))[:3]
+        reshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])[:3]
+        raise InputError(
+            "cannot resume: the checkpoint's weights do not fit feature_fn (a different "
+            f"architecture?); missing {missing}, unexpected {unexpected}, other shapes "
+            f"{reshaped}, or other trainable parameters",
+            source=path,
+            field="feature_fn",
+        )
