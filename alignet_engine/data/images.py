@@ -158,6 +158,23 @@ def read_image_folder(
     return ImageSet.from_arrays(base, blob, offsets, codes, cats)
 
 
+_POSIX = os.sep == "/"
+
+
+def _absolute(base_sep: str, value: str) -> str:
+    """``os.path.abspath(os.path.join(base, os.path.expanduser(value)))``, with a fast path.
+
+    ``base_sep`` is the manifest's absolute folder with a trailing separator. On POSIX a
+    relative path without ``~``, ``.`` segments or doubled separators is already normal, so
+    string concatenation gives the same result as abspath (whose normpath was most of the
+    import's time at 1.28 M paths).
+    """
+    plain = value[0] not in "/~." and "/." not in value and "//" not in value
+    if _POSIX and plain and not value.endswith("/"):
+        return base_sep + value
+    return os.path.abspath(os.path.join(base_sep, os.path.expanduser(value)))
+
+
 def _missing_files(paths: list[str]) -> list[int]:
     """Indices of ``paths`` that are not existing files, with one listing per folder.
 
@@ -168,8 +185,12 @@ def _missing_files(paths: list[str]) -> list[int]:
     1.28 M stat calls.
     """
     by_dir: dict[str, list[int]] = {}
+    names: list[str] = []
     for i, q in enumerate(paths):
-        by_dir.setdefault(os.path.dirname(q), []).append(i)
+        # rpartition, not dirname/basename: a third of the import's time at 1.28 M paths
+        folder, _, name = q.rpartition(os.sep)
+        by_dir.setdefault(folder, []).append(i)
+        names.append(name)
     missing: list[int] = []
     for folder, idx in by_dir.items():
         try:
@@ -177,11 +198,7 @@ def _missing_files(paths: list[str]) -> list[int]:
                 files = {e.name for e in it if e.is_file()}
         except OSError:
             files = set()
-        missing.extend(
-            i
-            for i in idx
-            if os.path.basename(paths[i]) not in files and not os.path.isfile(paths[i])
-        )
+        missing.extend(i for i in idx if names[i] not in files and not os.path.isfile(paths[i]))
     return sorted(missing)
 
 
@@ -214,6 +231,7 @@ def read_image_manifest(csv_path: PathLike) -> ImageSet:
     """
     t = read_csv_table(csv_path, required=("path",), optional=("category",), schema=MANIFEST_SCHEMA)
     base = Path(os.path.abspath(t.path)).parent
+    base_sep = os.path.join(base, "")
     paths: list[str] = []
     for r, raw in enumerate(t.columns["path"]):
         value = raw.strip()
@@ -224,7 +242,7 @@ def read_image_manifest(csv_path: PathLike) -> ImageSet:
                 row=int(t.lines[r]),
                 field="path",
             )
-        paths.append(os.path.abspath(os.path.join(base, os.path.expanduser(value))))
+        paths.append(_absolute(base_sep, value))
     missing = [(int(t.lines[r]), paths[r]) for r in _missing_files(paths)]
     if missing:
         listed = "; ".join(
@@ -243,7 +261,7 @@ def read_image_manifest(csv_path: PathLike) -> ImageSet:
     first_line: dict[str, int] = {}
     dups: list[tuple[int, int]] = []  # (line, line it repeats)
     for r, q in enumerate(paths):
-        key = os.path.normcase(q)
+        key = q if _POSIX else os.path.normcase(q)
         if key in first_line:
             dups.append((int(t.lines[r]), first_line[key]))
         else:

@@ -126,3 +126,25 @@ def test_manifest_existence_check_lists_each_folder_once(
     text = str(err.value)
     assert "3 listed image file(s) do not exist" in text
     assert "line 3" in text and "line 4" in text and "(a folder)" in text and "line 5" in text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a/b.png",
+        "./a.png",
+        "../x/a.png",
+        "a//b.png",
+        "~/x.png",
+        "/abs/x.png",
+        "a/./b.png",
+        ".hidden.png",
+        "a/b/",
+        "a/../b.png",
+        "a/.x/b.png",
+    ],
+)
+def test_fast_manifest_paths_equal_abspath(value: str, tmp_path: Path) -> None:
+    base = str(tmp_path)
+    expected = os.path.abspath(os.path.join(base, os.path.expanduser(value)))
+    assert images_module._absolute(os.path.join(base, ""), value) == expected
