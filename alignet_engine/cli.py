@@ -483,7 +483,7 @@ def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.export import export
 
     with _project(args) as p:
-        return {"files": export(p, args.out, tuple(args.what))}
+        return {"files": export(p, args.out, tuple(args.what), overwrite=args.overwrite)}
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -849,6 +849,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=EXPORTABLE,
         help="student: safetensors + JSON + model card; torchscript, onnx: also those "
         "(checked against torch); transform: transform.npz; triplets: AligNet npz",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files of the same names in the output folder (refused otherwise)",
     )
 
     command(

@@ -28,6 +28,7 @@ import numpy as np
 from alignet_engine.config import StageConfig
 from alignet_engine.data.types import Judgments
 from alignet_engine.errors import InputError
+from alignet_engine.files import atomic_write_text
 
 FORMAT = "alignet-experiment"
 FORMAT_VERSION = 1
@@ -189,12 +190,7 @@ class ExperimentLog:
             "repeat_of": plan.repeat_of.tolist(),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(header) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(header) + "\n")
         return cls(path, config, plan, [])
 
     @classmethod

@@ -62,6 +62,7 @@ from alignet_engine.distill import (
     triplet_head_from_state,
 )
 from alignet_engine.errors import InputError, ModelUnavailableError
+from alignet_engine.files import atomic_path, atomic_write_text
 from alignet_engine.models.images import load_image, make_transform
 from alignet_engine.models.registry import Backbone, ModelSpec, Preprocess, load_backbone
 
@@ -447,23 +448,24 @@ def export_torchscript(model: AlignedModel, path: str | os.PathLike[str]) -> Pat
     RuntimeError
         The reloaded file differs from eager PyTorch by more than :data:`TORCHSCRIPT_TOL`.
     """
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
     example = model.example_input(2)
-    with torch.no_grad(), _shape_check_traced():
+    # written and checked under a temporary name: a failed check leaves no file behind
+    with atomic_path(final) as out, torch.no_grad(), _shape_check_traced():
         traced = torch.jit.trace(model, example)
         torch.jit.save(traced, str(out))
         reloaded = torch.jit.load(str(out), map_location=model.device)
         # a different batch size than the trace's, to show the batch axis is not frozen
         check = model.example_input(3)
         diff = _max_abs(model(check), reloaded(check))
-    if not diff <= TORCHSCRIPT_TOL:
-        raise RuntimeError(
-            f"TorchScript export differs from the model by {diff:.3g} (> {TORCHSCRIPT_TOL})"
-        )
-    logger.info("wrote TorchScript %s (max abs diff %.3g)", out, diff)
-    return out
+        if not diff <= TORCHSCRIPT_TOL:
+            raise RuntimeError(
+                f"TorchScript export differs from the model by {diff:.3g} (> {TORCHSCRIPT_TOL})"
+            )
+    logger.info("wrote TorchScript %s (max abs diff %.3g)", final, diff)
+    return final
 
 
 @contextlib.contextmanager
@@ -529,60 +531,62 @@ def export_onnx(
     onnx, ort = _require_onnx()
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
         raise InputError(f"opset must be an int >= 13, got {opset!r}", field="opset")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
     # Export from a CPU copy: the file must not depend on where the model happens to live.
     cpu_model = model if model.device.type == "cpu" else _cpu_copy(model)
     cpu_model.eval()
     example = cpu_model.example_input(2)
-    with torch.no_grad():
-        if opset < MIN_DYNAMO_OPSET or _reads_by_hook(cpu_model):
-            # torch.export's ONNX exporter writes opset 18+ and, asked for less, tries a
-            # version conversion that fails on Pad (TF "SAME" padding) and silently keeps 18.
-            # The TorchScript-based exporter writes older opsets natively (deprecated in torch,
-            # hence a FutureWarning, but still the only way to honour opset < 18). It also
-            # exports students read at a hooked layer: the hook ends the forward pass with an
-            # exception, which tracing follows and torch.export cannot.
-            with _shape_check_traced():
-                torch.onnx.export(
+    # written and checked under a temporary name: a failed check leaves no file behind
+    with atomic_path(final) as out:
+        with torch.no_grad():
+            if opset < MIN_DYNAMO_OPSET or _reads_by_hook(cpu_model):
+                # torch.export's ONNX exporter writes opset 18+ and, asked for less, tries a
+                # version conversion that fails on Pad (TF "SAME" padding) and silently keeps 18.
+                # The TorchScript-based exporter writes older opsets natively (deprecated in torch,
+                # hence a FutureWarning, but still the only way to honour opset < 18). It also
+                # exports students read at a hooked layer: the hook ends the forward pass with an
+                # exception, which tracing follows and torch.export cannot.
+                with _shape_check_traced():
+                    torch.onnx.export(
+                        cpu_model,
+                        (example,),
+                        str(out),
+                        input_names=["images"],
+                        output_names=["features"],
+                        opset_version=opset,
+                        dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                        dynamo=False,
+                    )
+            else:
+                program = torch.onnx.export(
                     cpu_model,
                     (example,),
-                    str(out),
                     input_names=["images"],
                     output_names=["features"],
                     opset_version=opset,
-                    dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
-                    dynamo=False,
+                    dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
+                    dynamo=True,
+                    verbose=False,
                 )
-        else:
-            program = torch.onnx.export(
-                cpu_model,
-                (example,),
-                input_names=["images"],
-                output_names=["features"],
-                opset_version=opset,
-                dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
-                dynamo=True,
-                verbose=False,
-            )
-            if program is None:  # only the TorchScript-based path returns None
-                raise RuntimeError("torch.onnx.export returned no ONNX program")
-            program.save(str(out))
-    onnx.checker.check_model(str(out))
-    written = {o.domain: o.version for o in onnx.load(str(out)).opset_import}.get("")
-    if written != opset:
-        raise RuntimeError(f"asked for ONNX opset {opset}, but the exporter wrote {written}")
+                if program is None:  # only the TorchScript-based path returns None
+                    raise RuntimeError("torch.onnx.export returned no ONNX program")
+                program.save(str(out))
+        onnx.checker.check_model(str(out))
+        written = {o.domain: o.version for o in onnx.load(str(out)).opset_import}.get("")
+        if written != opset:
+            raise RuntimeError(f"asked for ONNX opset {opset}, but the exporter wrote {written}")
 
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    check = cpu_model.example_input(3)  # a batch size unlike the export's: axis is dynamic
-    with torch.no_grad():
-        expected = cpu_model(check)
-    (got,) = session.run(["features"], {"images": check.numpy()})
-    diff = _max_abs(expected, got)
-    if not diff < ONNX_TOL:
-        raise RuntimeError(f"ONNX export differs from the model by {diff:.3g} (>= {ONNX_TOL})")
-    logger.info("wrote ONNX %s (opset %d, max abs diff %.3g)", out, opset, diff)
-    return {"path": str(out), "max_abs_diff": diff, "opset": opset}
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        check = cpu_model.example_input(3)  # a batch size unlike the export's: axis is dynamic
+        with torch.no_grad():
+            expected = cpu_model(check)
+        (got,) = session.run(["features"], {"images": check.numpy()})
+        diff = _max_abs(expected, got)
+        if not diff < ONNX_TOL:
+            raise RuntimeError(f"ONNX export differs from the model by {diff:.3g} (>= {ONNX_TOL})")
+    logger.info("wrote ONNX %s (opset %d, max abs diff %.3g)", final, opset, diff)
+    return {"path": str(final), "max_abs_diff": diff, "opset": opset}
 
 
 def _reads_by_hook(model: AlignedModel) -> bool:
@@ -743,9 +747,6 @@ def write_model_card(
         f"Card written {_dt.date.today().isoformat()}.",
         "",
     ]
-    path = out_dir / MODEL_CARD
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, path)  # a reader never sees a half-written card
+    path = atomic_write_text(out_dir / MODEL_CARD, "\n".join(lines))
     logger.info("wrote %s", path)
     return path

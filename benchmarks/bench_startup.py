@@ -47,6 +47,7 @@ def _measure(args: list[str], env: dict[str, str], repeat: int) -> tuple[float, 
         out = subprocess.run(
             [sys.executable, "-c", _WRAP, *args] if args else [sys.executable, "-c", _PASS],
             env=env,
+            cwd=tempfile.gettempdir(),  # not this checkout: -c puts the cwd on sys.path first
             capture_output=True,
             text=True,
         )
@@ -74,7 +75,7 @@ with Project.create({str(path)!r}, overwrite=True) as p:
     p.write_run("features", run, slot="features:pool:m", params={{}},
                 arrays={{"features": rng.standard_normal((n, d), dtype=np.float32)}})
 """
-    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=tempfile.gettempdir())
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -32,10 +33,12 @@ from PySide6.QtWidgets import (
 )
 
 from alignet_app.jobrunner import JobFailure
+from alignet_app.notify import dialogs_enabled
 from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
 from alignet_app.widgets.bar_charts import render_chart_pngs
 from alignet_engine.errors import AlignetError
+from alignet_engine.stages.export import existing_outputs
 from alignet_engine.stages.report import (
     EXPORT_DESCRIPTIONS,
     EXPORT_FORMATS,
@@ -168,8 +171,17 @@ class ExportPage(Page):
         if folder:
             self.folder.setText(folder)
 
-    def export_to(self, folder: str | Path, formats: tuple[str, ...] | None = None) -> bool:
-        """Export ``formats`` (default: the checked ones) into ``folder`` as an engine job."""
+    def export_to(
+        self,
+        folder: str | Path,
+        formats: tuple[str, ...] | None = None,
+        *,
+        overwrite: bool | None = None,
+    ) -> bool:
+        """Export ``formats`` (default: the checked ones) into ``folder`` as an engine job.
+
+        Files the export would replace are replaced only with ``overwrite=True``; with None
+        the user is asked (without dialogs: refused, with the files named)."""
         self.error.hide()
         if formats is not None:
             for fmt, check in self.checks.items():
@@ -190,6 +202,10 @@ class ExportPage(Page):
         except AlignetError as exc:
             self._show_error(str(exc))
             return False
+        if overwrite is None:
+            overwrite = self._confirm_overwrite(folder, what)
+            if overwrite is None:
+                return False
         pngs: dict[str, str] = {}
         if "report" in what and self.session.is_open:
             # Charts are widgets: render them here, the engine copies them in atomically.
@@ -200,9 +216,34 @@ class ExportPage(Page):
             pngs = {n: str(p) for n, p in render_chart_pngs(table, self._png_dir.name).items()}
         return self.run_job(
             self.JOB,
-            lambda project, control: export_job(project, folder, what, pngs, control=control),
+            lambda project, control: export_job(
+                project, folder, what, pngs, control=control, overwrite=bool(overwrite)
+            ),
             self._done,
         )
+
+    def _confirm_overwrite(self, folder: str | Path, what: tuple[str, ...]) -> bool | None:
+        """False when nothing would be replaced; True when the user agrees to replace the
+        files already there; None (and the files named) when not."""
+        if not self.session.is_open:
+            return False
+        engine = tuple(f for f in what if f != "report")
+        existing = existing_outputs(self.session.project, folder, engine)
+        if not existing:
+            return False
+        names = ", ".join(p.name for p in existing)
+        if dialogs_enabled():
+            answer = QMessageBox.question(
+                self,
+                "Replace files?",
+                f"{folder} already holds {names}. Replace them?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No,
+            )
+            if answer == QMessageBox.StandardButton.Yes:
+                return True
+        self._show_error(f"{folder} already holds {names}; choose another folder.")
+        return None
 
     def _done(self, files: dict[str, str]) -> None:
         self.files = dict(files)

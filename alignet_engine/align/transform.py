@@ -87,8 +87,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +101,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from alignet_engine.align.metrics import check_features, check_triplets, pair_similarities
 from alignet_engine.errors import InputError
+from alignet_engine.files import atomic_output
 from alignet_engine.models.devices import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -959,15 +958,8 @@ class AffineTransform(BaseEstimator):
         """Write ``transform.npz`` (gLocal layout, see :meth:`to_arrays`) atomically to ``path``
         (the exact path: no ``.npz`` is appended)."""
         arrays = self.to_arrays()
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)  # type: ignore[arg-type]
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(path) as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load_npz(cls, path: str | Path, **params: object) -> AffineTransform:

@@ -27,9 +27,7 @@ In every strategy the group(s) are drawn uniformly among the groups that can sup
 from __future__ import annotations
 
 import logging
-import os
 import struct
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -55,6 +53,7 @@ from alignet_engine.align.metrics import (
 )
 from alignet_engine.config import STRATEGIES
 from alignet_engine.errors import InputError
+from alignet_engine.files import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -819,20 +818,13 @@ def save_alignet_npz(
             f"must be (n,) names per item or {trip.shape} names per row, got {names.shape}",
             field="filenames",
         )
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with (
-            os.fdopen(fd, "wb") as fh,
-            zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
-        ):
-            _write_npy_member(zf, "filenames", (m, 3), names.dtype, name_blocks)
-            _write_npy_member(zf, "similarities", (m, 3), np.dtype(np.float32), [s])
-            _write_npy_member(zf, "indices", (m, 3), np.dtype(np.int64), [trip])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with (
+        atomic_output(path) as fh,
+        zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
+    ):
+        _write_npy_member(zf, "filenames", (m, 3), names.dtype, name_blocks)
+        _write_npy_member(zf, "similarities", (m, 3), np.dtype(np.float32), [s])
+        _write_npy_member(zf, "indices", (m, 3), np.dtype(np.int64), [trip])
     logger.info("wrote %d AligNet triplets to %s", m, path)
 
 

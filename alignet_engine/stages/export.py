@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,15 @@ from alignet_engine import __version__
 from alignet_engine.align import save_alignet_npz
 from alignet_engine.config import EXPORTABLE
 from alignet_engine.distill import load_student_config
+from alignet_engine.errors import InputError
 from alignet_engine.export_model import (
+    MODEL_CARD,
     export_onnx,
     export_torchscript,
     load_aligned_model,
     write_model_card,
 )
+from alignet_engine.files import atomic_path, atomic_write_text
 from alignet_engine.stages.distill import SLOT as DISTILL_SLOT
 from alignet_engine.stages.transform import stored_transform
 from alignet_engine.stages.triplets import SLOT as TRIPLET_SLOT
@@ -34,23 +36,13 @@ from alignet_engine.store import Project
 _DESCRIPTION = ("spec", "layer", "pooling", "feature_dim", "classifier", "num_classes")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def export_student(project: Project, out_dir: Path) -> dict[str, str]:
     """``student.safetensors`` + ``student.json`` (architecture, layer, preprocessing, metrics)."""
     run = project.run(DISTILL_SLOT, arrays=False)
     src = project.check_side_file(run.summary["checkpoint"], run.summary["checkpoint_sha256"])
     weights = out_dir / "student.safetensors"
-    tmp = weights.with_name(f".{weights.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, weights)
+    with atomic_path(weights) as tmp:
+        shutil.copyfile(src, tmp)
     # how to rebuild the student and read its representation (spec, layer, pooling, feature
     # length, class count), as the distill stage stored it in the file; older student files
     # have only the architecture, which then is the spec, read at pre_logits
@@ -76,7 +68,7 @@ def export_student(project: Project, out_dir: Path) -> dict[str, str]:
         "weights_sha256": run.summary["checkpoint_sha256"],
     }
     cfg = out_dir / "student.json"
-    _atomic_write_text(cfg, json.dumps(config, indent=2, sort_keys=True))
+    atomic_write_text(cfg, json.dumps(config, indent=2, sort_keys=True))
     metrics = {
         f"{r.params['model']} on {r.params.get('judgments') or r.params.get('matrix')}": {
             k: r.summary[k]
@@ -127,15 +119,64 @@ def export_triplets(project: Project, out_dir: Path) -> dict[str, str]:
     return out
 
 
+def planned_files(project: Project, what: tuple[str, ...]) -> list[str]:
+    """Names of the files :func:`export` writes for ``what`` (to check for existing ones)."""
+    names: list[str] = []
+    if {"student", "torchscript", "onnx"} & set(what):
+        names += ["student.safetensors", "student.json", MODEL_CARD]
+    if "torchscript" in what:
+        names.append("student.torchscript.pt")
+    if "onnx" in what:
+        names.append("student.onnx")
+    if "transform" in what:
+        names.append("transform.npz")
+    if "triplets" in what and project.current(TRIPLET_SLOT) is not None:
+        strategy = project.run(TRIPLET_SLOT, arrays=False).params["strategy"]
+        names += [f"train_{strategy}.npz", f"val_{strategy}.npz"]
+    return names
+
+
+def existing_outputs(project: Project, out_dir: str | Path, what: tuple[str, ...]) -> list[Path]:
+    """The files (or links, folders) in ``out_dir`` that exporting ``what`` would replace."""
+    out = Path(out_dir)
+    return [out / n for n in planned_files(project, what) if os.path.lexists(out / n)]
+
+
 def export(
-    project: Project, out_dir: str | Path, what: tuple[str, ...] = EXPORTABLE
+    project: Project,
+    out_dir: str | Path,
+    what: tuple[str, ...] = EXPORTABLE,
+    *,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Export ``what`` into ``out_dir``; returns ``{kind: path}`` and records an export run."""
+    """Export ``what`` into ``out_dir``; returns ``{kind: path}`` and records an export run.
+
+    Files already in ``out_dir`` under the names the export writes are refused (InputError,
+    nothing written) unless ``overwrite``; every file is written atomically through a fresh
+    temporary file (:mod:`alignet_engine.files`), never through a link planted there.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     unknown = set(what) - set(EXPORTABLE)
     if unknown:
-        raise ValueError(f"cannot export {sorted(unknown)}; choose from {EXPORTABLE}")
+        raise InputError(f"cannot export {sorted(unknown)}; choose from {EXPORTABLE}", field="what")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("is a file, not a folder; choose a folder to export into", source=out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the export folder ({exc.strerror or exc})", source=out_dir
+        ) from None
+    existing = existing_outputs(project, out_dir, what)
+    if existing and not overwrite:
+        raise InputError(
+            f"already holds {', '.join(p.name for p in existing)}; choose an empty folder or "
+            "replace them (CLI --overwrite)",
+            source=out_dir,
+        )
+    for path in existing:
+        if path.is_dir() and not path.is_symlink():
+            raise InputError("is a folder; it cannot be replaced by an exported file", source=path)
     files: dict[str, str] = {}
     if {"student", "torchscript", "onnx"} & set(what):
         files.update(export_student(project, out_dir))

@@ -37,6 +37,7 @@ from typing import Any
 from alignet_engine import __version__
 from alignet_engine.config import EvaluateConfig, features_slot
 from alignet_engine.errors import InputError
+from alignet_engine.files import atomic_write_bytes
 from alignet_engine.jobs import Job, JobControl, Message, Progress
 from alignet_engine.stages.evaluate import evaluate, evaluation_slot
 from alignet_engine.stages.transform import transform_slot
@@ -425,21 +426,6 @@ def evaluate_all(
 # --------------------------------------------------------------------------------------------
 # Atomic files
 # --------------------------------------------------------------------------------------------
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename it into place,
-    so a crash or full disk never leaves a half file under the final name."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def check_output_folder(folder: str | Path) -> Path:
     """Create ``folder`` if needed and check a file can be written there.
 
@@ -643,14 +629,14 @@ def write_report(
     for name, src in (plot_pngs or {}).items():
         target = out / f"plot_{_safe_name(name)}.png"
         if Path(src).resolve() != target.resolve():
-            _atomic_write_bytes(target, Path(src).read_bytes())
+            atomic_write_bytes(target, Path(src).read_bytes())
         plot_files[name] = target.name
         files[f"plot:{name}"] = str(target)
     data = report_data(project, plot_files, app_version)
     json_path = out / "report.json"
-    _atomic_write_bytes(json_path, json.dumps(data, indent=2, sort_keys=True).encode())
+    atomic_write_bytes(json_path, json.dumps(data, indent=2, sort_keys=True).encode())
     html_path = out / "report.html"
-    _atomic_write_bytes(html_path, report_html(data).encode())
+    atomic_write_bytes(html_path, report_html(data).encode())
     files["report_json"] = str(json_path)
     files["report_html"] = str(html_path)
     return files
@@ -707,11 +693,13 @@ def export_job(
     *,
     app_version: str | None = None,
     control: JobControl | None = None,
+    overwrite: bool = False,
 ) -> Job[dict[str, str]]:
     """Export ``what`` (a subset of :data:`EXPORT_FORMATS`) into ``folder`` as a job.
 
     The model / transform / triplet formats go through :func:`stages.export.export` (which
-    records an export run); ``"report"`` writes :func:`write_report`. Returns ``{kind: path}``.
+    records an export run, and refuses to replace existing files unless ``overwrite``);
+    ``"report"`` writes :func:`write_report`. Returns ``{kind: path}``.
     """
     from alignet_engine.stages.export import export
 
@@ -734,7 +722,7 @@ def export_job(
     if engine_formats:
         control.check()
         yield Message("export", f"exporting {', '.join(engine_formats)} to {out}")
-        files.update(export(project, out, engine_formats))
+        files.update(export(project, out, engine_formats, overwrite=overwrite))
         yield Progress("export", 1, total)
     if "report" in what:
         control.check()

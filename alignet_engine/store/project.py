@@ -168,10 +168,11 @@ def _imageset_users(f: h5py.File, name: str) -> list[str]:
         for run_id, g in f[stage].items():
             params = _attr(g, "params") or {}
             slot = str(g.attrs.get("slot", ""))
-            if (
-                name in (params.get("image_set"), params.get("pool"), params.get("val_set"))
-                or slot.startswith(f"features:{name}:")
-            ):
+            if name in (
+                params.get("image_set"),
+                params.get("pool"),
+                params.get("val_set"),
+            ) or slot.startswith(f"features:{name}:"):
                 users.append(f"{stage}/{run_id}")
     return users
 

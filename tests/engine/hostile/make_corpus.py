@@ -26,8 +26,10 @@ from corpus import Case, Result, build_base, cases, digest
 
 
 def _cli(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    # cwd: python -m puts the working folder first on sys.path, before PYTHONPATH
     return subprocess.run(
         [sys.executable, "-m", "alignet_engine.cli", *argv],
+        cwd=tempfile.gettempdir(),
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONHASHSEED": "0"},
@@ -56,7 +58,10 @@ def run_case(case: Case, base: Path, folder: Path) -> tuple[str | None, Result |
     except subprocess.TimeoutExpired:
         rc, out, err = -9, "", "timed out after 300 s"
     result = Result(rc, out, err, before, digest(project))
-    return case.check(result, folder), result
+    try:
+        return case.check(result, folder), result
+    except Exception as exc:  # a check that cannot read the outcome is a failed case
+        return f"check failed: {type(exc).__name__}: {exc}", result
 
 
 def main() -> int:

@@ -1,0 +1,58 @@
+"""The one atomic writer (alignet_engine.files): exclusive temporaries, no links followed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alignet_engine.files import atomic_output, atomic_path, atomic_write_text
+
+
+def test_a_symlink_at_the_target_is_replaced_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(outside, out / "card.md")
+    atomic_write_text(out / "card.md", "new")
+    assert outside.read_text() == "keep"
+    assert not (out / "card.md").is_symlink()
+    assert (out / "card.md").read_text() == "new"
+    assert sorted(p.name for p in out.iterdir()) == ["card.md"]  # no temporary left
+
+
+def test_overwrite_false_refuses_files_and_dangling_links(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text("mine")
+    with pytest.raises(FileExistsError):
+        atomic_write_text(tmp_path / "a.json", "theirs", overwrite=False)
+    os.symlink(tmp_path / "nowhere", tmp_path / "b.json")
+    with pytest.raises(FileExistsError):
+        atomic_write_text(tmp_path / "b.json", "theirs", overwrite=False)
+    assert (tmp_path / "a.json").read_text() == "mine"
+    assert not (tmp_path / "nowhere").exists()
+    atomic_write_text(tmp_path / "c.json", "new", overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "c.json"]
+
+
+def test_a_failed_write_leaves_neither_target_nor_temporary(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), atomic_output(tmp_path / "x.npz") as fh:
+        fh.write(b"half")
+        raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "y.pt") as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("check failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temporaries_are_fresh_and_keep_the_suffix(tmp_path: Path) -> None:
+    names = set()
+    for _ in range(3):
+        with atomic_path(tmp_path / "t.npz") as tmp:
+            assert tmp.parent == tmp_path and tmp.suffix == ".npz" and tmp.stat().st_size == 0
+            names.add(tmp.name)
+            np.savez(tmp, a=np.arange(3))  # writes exactly there: the suffix is .npz
+    assert len(names) == 3
+    assert np.load(tmp_path / "t.npz")["a"].tolist() == [0, 1, 2]
