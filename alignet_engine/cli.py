@@ -29,7 +29,7 @@ from alignet_engine.config import (
     POOLINGS,
     STRATEGIES,
 )
-from alignet_engine.errors import AlignetError, InputError
+from alignet_engine.errors import AlignetError, InputError, ProjectError
 
 if TYPE_CHECKING:
     from alignet_engine.jobs import Event, Job
@@ -142,6 +142,38 @@ def cmd_rerun_stale(args: argparse.Namespace) -> dict[str, Any]:
 
     with _project(args) as p:
         return {"rerun": _run(rerun_stale(p), args)}
+
+
+def cmd_gc(args: argparse.Namespace) -> dict[str, Any]:
+    """List (default) or delete (``--delete``) side files nothing refers to."""
+    with _project(args, readonly=not args.delete) as p:
+        report = p.collect_garbage(dry_run=not args.delete, verify=args.verify)
+    out = report.as_dict()
+    if not args.json:
+        verb = "would free" if report.dry_run else "freed"
+        for path in report.unreferenced:
+            print(("unreferenced " if report.dry_run else "deleted ") + path)
+        for path in report.in_use:
+            print(f"kept (a running job may still use it) {path}")
+        for line in report.missing + report.damaged:
+            print(f"PROBLEM {line}")
+        hint = (
+            " (run with --delete to delete them)" if report.dry_run and report.unreferenced else ""
+        )
+        print(f"{len(report.unreferenced)} file(s), {verb} {report.freed_bytes / 1e6:.1f} MB{hint}")
+    if report.missing or report.damaged:
+        raise ProjectError(
+            f"{len(report.missing)} side file(s) missing, {len(report.damaged)} damaged: "
+            + "; ".join(report.missing + report.damaged)
+        )
+    return out
+
+
+def cmd_pack(args: argparse.Namespace) -> dict[str, Any]:
+    """Write a self-contained single-file copy of the project (side arrays inlined)."""
+    with _project(args, readonly=True) as p:
+        out = p.pack(args.out, overwrite=args.overwrite)
+    return {"packed": str(out), "bytes": out.stat().st_size}
 
 
 def cmd_import_images(args: argparse.Namespace) -> dict[str, Any]:
@@ -551,6 +583,22 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--replace-with", help="make this run of the same slot current instead")
     choice.add_argument("--clear-slot", action="store_true", help="leave the slot without a run")
     command("rerun-stale", cmd_rerun_stale, "re-run every stale run with its own parameters")
+    p = command(
+        "gc",
+        cmd_gc,
+        "list side files (<project>.files/arrays) that nothing refers to; --delete sweeps them",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="only list them (the default)")
+    mode.add_argument("--delete", action="store_true", help="delete them and compact the index")
+    p.add_argument("--verify", action="store_true", help="also check every side file's sha256")
+    p = command(
+        "pack",
+        cmd_pack,
+        "write a self-contained single-file copy of the project (side arrays inlined)",
+    )
+    p.add_argument("out", help="the packed .alignet file to write")
+    p.add_argument("--overwrite", action="store_true")
 
     p = command(
         "import-images",

@@ -27,14 +27,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import h5py
 import numpy as np
 
 from alignet_engine.align.triplet_sampling import teacher_probabilities, triplet_similarities
 from alignet_engine.config import ClusterConfig
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Progress
-from alignet_engine.store import Project
+from alignet_engine.store import ArrayReader, Project
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +124,8 @@ def _current_labels(project: Project, image_set: str, n_items: int) -> tuple[np.
     if ref is not None:
         run = project.run(ref, arrays=False)
         if run.params.get("image_set") == image_set:
-            with project.reading() as f:
-                labels = np.asarray(f[ref]["labels"][()], dtype=np.int64)
+            with project.open_array(ref, "labels") as ds:
+                labels = np.asarray(ds[()], dtype=np.int64)
             if labels.shape == (n_items,):
                 return labels, ref
     return np.full(n_items, -1, dtype=np.int64), ""
@@ -149,9 +148,10 @@ def triplet_sources(project: Project) -> list[TripletSource]:
             g = group[name]
             kind = json.loads(g.attrs.get("kind", '""'))
             image_set = json.loads(g.attrs.get("image_set", '""'))
-            found.append((name, kind, image_set, int(g["triplets"].shape[0])))
-    for name, kind, image_set, n in found:
+            found.append((name, kind, image_set))
+    for name, kind, image_set in found:
         if kind == "oddone":
+            n = project.array_shape(f"data/judgments/{name}", "triplets")[0]
             out.append(
                 TripletSource("judgments", name, f"Human: {name} ({n:,} rows)", n, image_set)
             )
@@ -199,8 +199,8 @@ class TripletView:
 class PoolTriplets(TripletView):
     """The rows of a triplets run, read lazily from the project file.
 
-    The file stays open read-only for the view's life (writes replace the project file
-    atomically, so the view keeps reading the version it opened; reopen after a change).
+    The run's arrays stay open read-only for the view's life (side files never change,
+    and writes replace the index atomically, so the view keeps reading the run it opened).
     """
 
     def __init__(self, project: Project, ref: str = TRIPLET_SLOT) -> None:
@@ -214,7 +214,8 @@ class PoolTriplets(TripletView):
         self.kinds = (self.strategy,) if self.strategy else ()
         self.item_clusters, self.clusters_ref = _current_labels(project, image_set, len(self.paths))
         self.n_clusters = int(self.item_clusters.max()) + 1 if self.item_clusters.size else 0
-        self._file: h5py.File | None = None
+        self._project = project
+        self._reader: ArrayReader | None = None
         g = self._group()
         self.n = int(g["triplets"].shape[0])
         self.is_split = "is_val" in g
@@ -222,15 +223,15 @@ class PoolTriplets(TripletView):
             "pool", self.ref, f"Pool triplets ({self.strategy}, {self.n:,} rows)", self.n, image_set
         )
 
-    def _group(self) -> h5py.Group:
-        if self._file is None:
-            self._file = h5py.File(self.path, "r", locking=False)
-        return self._file[self.ref]
+    def _group(self) -> ArrayReader:
+        if self._reader is None:
+            self._reader = self._project.array_reader(self.ref)
+        return self._reader
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _read_arrays(self, idx: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Datasets ``names`` at rows ``idx``: sorted, grouped into nearby runs, one slice each."""
@@ -276,8 +277,7 @@ class PoolTriplets(TripletView):
     ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         """``(start, {name: rows start:start+chunk})`` over the whole run, from a fresh handle
         (so a filter on the engine thread never shares the GUI's file object)."""
-        with h5py.File(self.path, "r", locking=False) as f:
-            g = f[self.ref]
+        with self._project.array_reader(self.ref) as g:
             for start in range(0, self.n, chunk):
                 yield start, {name: g[name][start : start + chunk] for name in names}
 
@@ -667,8 +667,8 @@ def cluster_overview(project: Project, ref: str = CLUSTER_SLOT) -> ClusterOvervi
     """The :class:`ClusterOverview` of a clusters run (default: the current one)."""
     run = project.run(ref, arrays=False)
     full_ref = f"{run.stage}/{run.run_id}"
-    with project.reading() as f:
-        labels = np.asarray(f[full_ref]["labels"][()], dtype=np.int64)
+    with project.open_array(full_ref, "labels") as ds:
+        labels = np.asarray(ds[()], dtype=np.int64)
     images = project.imageset(run.params["image_set"])
     k = int(run.summary.get("k", run.params.get("k", labels.max() + 1)))
     summaries = sorted(run.summary.get("clusters", []), key=lambda c: c["cluster"])
@@ -746,8 +746,8 @@ def pool_map(project: Project, ref: str = CLUSTER_SLOT) -> PoolMap:
     cc = ClusterConfig.from_dict(run.params)
     Z, _ = teacher_representation(project, cc.image_set, cc.model, cc.transform)
     xy, explained = pca_2d(Z)
-    with project.reading() as f:
-        labels = np.asarray(f[full_ref]["labels"][()], dtype=np.int64)
+    with project.open_array(full_ref, "labels") as ds:
+        labels = np.asarray(ds[()], dtype=np.int64)
     return PoolMap(full_ref, xy, explained, labels)
 
 

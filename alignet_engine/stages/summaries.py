@@ -384,5 +384,5 @@ def run_arrays(project: Any, ref: str, prefix: str = "history_") -> dict[str, np
         key = str(current[ref]) if ref in current else ref
         if key not in f:
             return {}
-        group = f[key]
-        return {name: group[name][()] for name in group if name.startswith(prefix)}
+    with project.array_reader(key) as reader:
+        return {name: reader[name][()] for name in reader.names if name.startswith(prefix)}

@@ -1,10 +1,14 @@
-"""The project file: one HDF5 file per study, owned by this module alone.
+"""The project file: a small HDF5 index plus immutable side files, owned by this module alone.
 
-Layout (schema 100)::
+Layout (schema 200)::
+
+    <name>.alignet          the index (HDF5)
+    <name>.alignet.files/   side files: arrays/ (large arrays), leases/, model checkpoints
+    <name>.alignet.lock     the write lock, held for one index transaction at a time
 
     / attrs: format, schema_version, created_with, last_written_with, uuid, created
     /current                attrs: slot -> run id (the active run of each slot)
-    /journal                (J,) JSON strings, one record per job start / end
+    /journal                (J,) JSON strings, one record per job start / end / import
     /data/imagesets/<name>  path_bytes, path_offsets, category_codes, category_names; attrs
                             params, n, root (see ImageSet; older files: paths, categories)
     /data/judgments/<name>  triplets, participant[, votes]; attrs kind, image_set, params
@@ -14,24 +18,47 @@ Layout (schema 100)::
 A *slot* names what a run produces, e.g. ``features:stimuli:efficientnet_lite2`` or
 ``transform``; ``/current`` maps slots to run ids and is written last in a transaction.
 
-Crash safety: every write is a *copy-on-write transaction* — the file is copied to a
-temporary sibling, the copy is changed, flushed and fsynced, then renamed over the project
-(``os.replace`` is atomic on POSIX and Windows). A process killed at any point therefore
-leaves either the old or the new file, never a half-written one (HDF5 has no journal of its
-own: a crash while a file is open for writing can corrupt it). The cost is one file copy per
-transaction, which is why callers batch their writes (a stage writes its run once, at the
-end). Runs are append-only; a job records its start in ``/journal`` in its own transaction,
-so a job that started and never ended is reported as interrupted.
+Any array above :data:`~alignet_engine.store.sidefiles.SIDE_ARRAY_MIN_BYTES` (1 MiB) is
+not stored in the index: it is written once to its own file under ``<name>.alignet.files/
+arrays/`` (fsynced, then renamed into place) and the index holds a *reference group* in its
+place — file name, sha256, shape, dtype, size (:mod:`alignet_engine.store.sidefiles`).
+Callers see no difference: :meth:`Project.run` returns the arrays, :meth:`Project.open_array`
+gives a lazily read, row-sliceable dataset wherever the array lives, and
+:meth:`Project.new_side_array` streams arrays too large for memory.
+
+Crash safety: every change of the index is a *copy-on-write transaction* — the index is
+copied to a temporary sibling, the copy is changed, flushed and fsynced, then renamed over
+the index (``os.replace`` is atomic on POSIX and Windows). A process killed at any point
+leaves the old or the new index, never a half-written one (HDF5 has no journal of its own).
+Side files are complete before any index refers to them, so a kill leaves at worst an
+unreferenced side file, which ``gc`` sweeps.
+
+Why this design, not the alternatives: the copy-on-write transaction is the one HDF5
+write that is crash-safe without a journal of our own, and its cost is the index's size.
+Keeping the large, write-once arrays (features, triplets, pool paths, long curves) outside
+the index makes that size a few MB at any study size, so a journal record costs the same
+on an empty project and on one with 6 GB of features. Writing HDF5 in place (no copy)
+would corrupt the file on a kill; one HDF5 file per run would still need an index; a
+database (SQLite) would hold the arrays no better and lose h5dump/MATLAB/R access.
+
+Concurrency: readers never lock (they open the index read-only; a replace does not disturb
+an open reader). Writers take ``<name>.alignet.lock`` for one index transaction (waiting up
+to :data:`~alignet_engine.store.lock.LOCK_WAIT_S` for another), so a long job's
+journal and run writes interleave with short writes of other processes. A job's journal
+start record names its process; a second long job of the same stage from another live
+process is refused, and its side files are protected from ``gc`` by the process's lease.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -44,18 +71,33 @@ import numpy as np
 
 from alignet_engine import __version__
 from alignet_engine.data.types import ImageSet, Judgments
-from alignet_engine.errors import ProjectError
-from alignet_engine.store.lock import ProjectLock
+from alignet_engine.errors import ProjectError, ProjectLockedError
+from alignet_engine.store import maintenance
+from alignet_engine.store import sidefiles as sf
+from alignet_engine.store.checks import (
+    disk_full_as_error,
+    ensure_free_space,
+    fsync_dir,
+    fsync_path,
+    refuse_links,
+)
+from alignet_engine.store.lock import LOCK_WAIT_S, ProjectLock, identity_alive, process_identity
+from alignet_engine.store.maintenance import GcReport
+from alignet_engine.store.sidefiles import SideArray, SideArrayWriter
 
 log = logging.getLogger(__name__)
 
 FORMAT = "alignet-project"
-SCHEMA_VERSION = 100  # major * 100 + minor
+SCHEMA_VERSION = 200  # major * 100 + minor; 200: large arrays in side files
 _STR = h5py.string_dtype()
+#: Stages whose jobs run long enough that a second one of the same stage, started from
+#: another process while the first runs, is refused (both would race for /current).
+LONG_STAGES = frozenset({"features", "transform", "clusters", "triplets", "distill"})
 
-# Migrations from schema version v to the next one: (target_version, function(file)).
-# A migration runs inside a transaction after a backup copy of the old file was written.
-MIGRATIONS: dict[int, tuple[int, Callable[[h5py.File], None]]] = {}
+# Migrations from schema version v to the next one: (target_version, step(project, file)).
+# A migration runs inside a transaction after a backup copy of the old file was written;
+# the index is compacted afterwards.
+MIGRATIONS: dict[int, tuple[int, Callable[[Project, h5py.File], None]]] = {}
 
 
 def _json(value: Any) -> str:
@@ -74,44 +116,79 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported on every platform / filesystem
-        _fsync_path(path)
+def _keep_mode(tmp: Path, original: os.stat_result | None) -> None:
+    """Give ``tmp`` the permission bits and group of the file it replaces (a private 0600
+    project stays private; a group-shared one stays shared)."""
+    if original is None:
+        return
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, stat.S_IMODE(original.st_mode))
+    if hasattr(os, "chown"):
+        with contextlib.suppress(OSError):
+            os.chown(tmp, -1, original.st_gid)
 
 
 def _commit_file(tmp: Path, target: Path) -> None:
     """Make the finished temporary file ``tmp`` durable, then atomically put it at ``target``."""
-    _fsync_path(tmp)
+    try:
+        original = target.stat()
+    except OSError:
+        original = None
+    _keep_mode(tmp, original)
+    fsync_path(tmp)
     os.replace(tmp, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
-def _write_array(group: h5py.Group, name: str, value: np.ndarray) -> None:
+def _write_inline(group: h5py.Group, name: str, value: np.ndarray) -> None:
+    """A small array as a dataset of the index (no filters: any HDF5 reader reads it)."""
     value = np.asarray(value)
     if value.dtype.kind in "UO":
         group.create_dataset(name, data=value.astype(object), dtype=_STR)
         return
-    kwargs: dict[str, Any] = {}
-    if value.ndim >= 1 and value.nbytes > 1 << 20:
-        # Row chunks of ~1 MiB; lzf is fast and keeps feature matrices smaller on disk.
-        row_bytes = max(1, value.nbytes // max(1, value.shape[0]))
-        rows = int(max(1, min(value.shape[0], (1 << 20) // row_bytes)))
-        kwargs = {"chunks": (rows, *value.shape[1:]), "compression": "lzf"}
-    group.create_dataset(name, data=value, **kwargs)
+    group.create_dataset(name, data=value)
 
 
-def _read_array(ds: h5py.Dataset) -> np.ndarray:
-    if h5py.check_string_dtype(ds.dtype) is not None:
-        return np.array(ds.asstr()[()], dtype=object)
-    return ds[()]
+def _migrate_100_to_200(project: Project, f: h5py.File) -> None:
+    """Schema 200: move every dataset over 1 MiB out of the index into a side file.
+
+    Runs inside the migration's transaction, on its copy of the index; the side files are
+    complete before that copy is committed (a kill leaves them unreferenced, for ``gc``).
+    """
+    big: list[str] = []
+
+    def visit(name: str, obj: object) -> None:
+        if (
+            isinstance(obj, h5py.Dataset)
+            and obj.ndim >= 1
+            and name != "journal"
+            and obj.id.get_storage_size() > sf.SIDE_ARRAY_MIN_BYTES
+        ):
+            big.append(name)
+
+    f.visititems(visit)
+    for name in big:
+        ds = f[name]
+        project._lease.ensure()
+        with project.new_side_array(
+            name.rsplit("/", 1)[-1], ds.shape, ds.dtype, chunks=None
+        ) as writer:
+            maintenance.stream_rows(ds, _slice_writer(writer))
+            side = writer.finish()
+        parent, leaf = f[name].parent, name.rsplit("/", 1)[-1]
+        del parent[leaf]
+        sf.write_ref(parent, leaf, side)
+        log.info("Moved %s (%d bytes) to side file %s", name, side.size, side.file)
+
+
+def _slice_writer(writer: SideArrayWriter) -> Callable[[int, np.ndarray], None]:
+    def write(lo: int, rows: np.ndarray) -> None:
+        writer[lo : lo + len(rows)] = rows
+
+    return write
+
+
+MIGRATIONS[100] = (200, _migrate_100_to_200)
 
 
 def _check_name(name: str) -> None:
@@ -219,17 +296,31 @@ def new_run_id() -> str:
 
 
 class Project:
-    """An AligNet Studio project file (see the module docstring for the layout).
+    """An AligNet Studio project (see the module docstring for the layout).
 
-    Open with :meth:`create` or :meth:`open`; use as a context manager so the write lock is
-    released. Reading methods open the file briefly read-only; writing goes through
-    :meth:`transaction`.
+    Open with :meth:`create` or :meth:`open`; use as a context manager so this process's
+    lease on its side files is released. Reading methods open the index briefly read-only;
+    writing goes through :meth:`transaction`, which holds the write lock for its duration.
+
+    Attributes
+    ----------
+    readonly : whether writes are refused.
+    readonly_reason : why, in words the GUI and CLI show ("... you cannot write it ..."),
+        or None when writable.
     """
 
-    def __init__(self, path: Path, *, readonly: bool) -> None:
+    def __init__(self, path: Path, *, readonly: bool, reason: str | None = None) -> None:
         self.path = Path(path).resolve()
         self.readonly = readonly
+        self.readonly_reason = reason if readonly else None
+        if readonly and reason is None:
+            self.readonly_reason = "opened read-only"
+        self.files_dir = self.path.with_name(self.path.name + ".files")
+        self.arrays_dir = self.files_dir / sf.ARRAYS_DIR
         self._lock = ProjectLock(self.path)
+        self._lease = sf.Lease(self.files_dir)
+        self._closed = False
+        self._mode: int | None = None
 
     # ----------------------------------------------------------------- open / close
     @classmethod
@@ -240,65 +331,99 @@ class Project:
             raise ProjectError(f"{path} already exists; choose another name or open it.")
         path.parent.mkdir(parents=True, exist_ok=True)
         project = cls(path, readonly=False)
-        project._lock.acquire()
-        try:
+        with project._locked():
             tmp = path.with_name(f".{path.name}.new-{uuid.uuid4().hex[:8]}")
-            with h5py.File(tmp, "w", locking=False) as f:
-                f.attrs["format"] = FORMAT
-                f.attrs["schema_version"] = SCHEMA_VERSION
-                f.attrs["created_with"] = __version__
-                f.attrs["last_written_with"] = __version__
-                f.attrs["uuid"] = uuid.uuid4().hex
-                f.attrs["created"] = time.time()
-                f.create_group("current")
-                f.create_dataset("journal", shape=(0,), maxshape=(None,), dtype=_STR)
-                f.create_group("data")
-            _commit_file(tmp, path)
-        except BaseException:
-            project._lock.release()
-            raise
+            try:
+                with disk_full_as_error(path.parent), h5py.File(tmp, "w", locking=False) as f:
+                    f.attrs["format"] = FORMAT
+                    f.attrs["schema_version"] = SCHEMA_VERSION
+                    f.attrs["created_with"] = __version__
+                    f.attrs["last_written_with"] = __version__
+                    f.attrs["uuid"] = uuid.uuid4().hex
+                    f.attrs["created"] = time.time()
+                    f.create_group("current")
+                    f.create_dataset("journal", shape=(0,), maxshape=(None,), dtype=_STR)
+                    f.create_group("data")
+                _commit_file(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         return project
 
     @classmethod
     def open(cls, path: str | Path, *, readonly: bool = False) -> Project:
-        """Open an existing project; takes the write lock unless ``readonly``.
+        """Open an existing project, for writing unless ``readonly``.
+
+        Opening takes no lock: several processes may have a project open, and each write
+        waits for the others' transactions. A project this user cannot write (file mode,
+        folder mode, a read-only medium) opens read-only, with :attr:`readonly_reason`
+        saying why.
 
         Raises
         ------
         ProjectError
-            The file is missing, not a project, or written by a newer major schema.
+            The file is missing, not a project, holds HDF5 links or virtual datasets, or
+            was written by a newer major schema.
         ProjectLockedError
-            Another process holds the write lock.
+            A migration is needed and another process holds the write lock for too long.
         """
         path = Path(path).resolve()
         if not path.is_file():
             raise ProjectError(f"No project file at {path}.")
         version = cls._check_header(path)
-        project = cls(path, readonly=readonly)
-        if version > SCHEMA_VERSION and not readonly:
-            log.warning("%s has a newer minor schema (%d); opening read-only", path, version)
-            project.readonly = True
+        reason = "opened read-only" if readonly else cls._unwritable_reason(path)
+        if reason is None and version > SCHEMA_VERSION:
+            reason = (
+                f"written by a newer AligNet Studio (schema {version}; this version writes "
+                f"{SCHEMA_VERSION}): opened read-only so nothing it added is lost"
+            )
+            log.warning("%s: %s", path, reason)
+        if reason is not None and not readonly:
+            log.warning("%s opens read-only: %s", path, reason)
+        project = cls(path, readonly=reason is not None, reason=reason)
+        if version < SCHEMA_VERSION and not project.readonly:
+            # Read-only access needs no migration: older schemas hold plain datasets only.
+            project._migrate(version)
         if not project.readonly:
-            project._lock.acquire()
-            try:
+            # Sweep a killed writer's temporaries if the lock is free now; never wait for it
+            # (a busy lock means a live writer, and the next free open sweeps).
+            with contextlib.suppress(ProjectLockedError), project._locked(wait=0.0):
                 project._sweep_temporaries()
-                if version < SCHEMA_VERSION:
-                    project._migrate(version)
-            except BaseException:
-                project._lock.release()
-                raise
         return project
+
+    @staticmethod
+    def _unwritable_reason(path: Path) -> str | None:
+        """Why this user cannot replace ``path`` (None when they can)."""
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError as exc:
+            return f"cannot read its permissions ({exc})"
+        if not os.access(path, os.W_OK):
+            return f"you cannot write {path} (mode {mode:04o}); opened read-only"
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            return (
+                f"you cannot create files in {path.parent}, which each save needs; opened read-only"
+            )
+        return None
 
     @staticmethod
     def _check_header(path: Path) -> int:
         try:
             with h5py.File(path, "r", locking=False) as f:
                 fmt = f.attrs.get("format")
-                version = int(f.attrs.get("schema_version", -1))
+                raw = f.attrs.get("schema_version", -1)
+                if fmt == FORMAT:
+                    refuse_links(f, path)
         except OSError as exc:
             raise ProjectError(f"{path} is not a readable project file ({exc}).") from exc
         if fmt != FORMAT:
             raise ProjectError(f"{path} is an HDF5 file but not an AligNet Studio project.")
+        try:
+            version = int(raw)
+        except (TypeError, ValueError):
+            raise ProjectError(
+                f"{path}: the schema version {raw!r} is not a number; the file is damaged."
+            ) from None
         if version // 100 > SCHEMA_VERSION // 100:
             raise ProjectError(
                 f"{path} was written by a newer AligNet Studio (schema {version}, this version "
@@ -307,7 +432,9 @@ class Project:
         return version
 
     def close(self) -> None:
-        self._lock.release()
+        """Release this process's lease on its side files; the project is then closed."""
+        self._lease.release()
+        self._closed = True
 
     def __enter__(self) -> Project:
         return self
@@ -315,49 +442,88 @@ class Project:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def _locked(self, wait: float = LOCK_WAIT_S) -> Iterator[None]:
+        self._lock.acquire(timeout=wait)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def _sweep_temporaries(self) -> None:
-        """Delete transaction copies left behind by a killed writer (we hold the lock)."""
+        """Delete transaction copies left behind by a killed writer (we hold the lock, so no
+        live transaction has a temporary file)."""
         for stray in self.path.parent.glob(f".{self.path.name}.*-*"):
+            if stray.name.startswith(f".{self.path.name}.saveas-"):
+                continue  # a Save As to this name is another project's business
             log.info("Removing leftover temporary file %s", stray)
             stray.unlink(missing_ok=True)
 
     def _migrate(self, version: int) -> None:
         backup = self.path.with_name(f"{self.path.name}.schema{version}.bak")
-        shutil.copyfile(self.path, backup)
-        log.info("Backed up %s to %s before migrating from schema %d", self.path, backup, version)
-        with self.transaction() as f:
-            while version < SCHEMA_VERSION:
-                if version not in MIGRATIONS:
-                    raise ProjectError(f"No migration from schema {version}; backup at {backup}.")
-                version, step = MIGRATIONS[version]
-                step(f)
-                f.attrs["schema_version"] = version
+        with self._locked():
+            with disk_full_as_error(self.path.parent, self.path.stat().st_size):
+                ensure_free_space(self.path.parent, 2 * self.path.stat().st_size, what="backup")
+                shutil.copyfile(self.path, backup)
+            log.info(
+                "Backed up %s to %s before migrating from schema %d", self.path, backup, version
+            )
+            with self.transaction() as f:
+                while version < SCHEMA_VERSION:
+                    if version not in MIGRATIONS:
+                        raise ProjectError(
+                            f"No migration from schema {version}; backup at {backup}."
+                        )
+                    version, step = MIGRATIONS[version]
+                    step(self, f)
+                    f.attrs["schema_version"] = version
+            self.compact()
 
     # ----------------------------------------------------------------- transactions
     @contextlib.contextmanager
     def reading(self) -> Iterator[h5py.File]:
-        """The project opened read-only for the duration of the ``with`` block."""
+        """The index opened read-only for the duration of the ``with`` block.
+
+        Large arrays in it are reference groups; read arrays with :meth:`run`,
+        :meth:`open_array` or :meth:`array_reader`, which resolve them.
+        """
         with h5py.File(self.path, "r", locking=False) as f:
             yield f
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[h5py.File]:
-        """Copy-on-write transaction: changes become visible atomically on success only."""
+    def _check_writable(self) -> None:
         if self.readonly:
-            raise ProjectError(f"{self.path} is open read-only.")
-        if not self._lock.held:
+            raise ProjectError(f"{self.path} is read-only: {self.readonly_reason}.")
+        if self._closed:
             raise ProjectError(f"{self.path} is closed; open it again to write.")
-        tmp = self.path.with_name(f".{self.path.name}.tx-{uuid.uuid4().hex[:8]}")
-        shutil.copyfile(self.path, tmp)
-        try:
-            with h5py.File(tmp, "r+", locking=False) as f:
-                yield f
-                f.attrs["last_written_with"] = __version__
-                f.flush()
-            _commit_file(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+
+    @contextlib.contextmanager
+    def transaction(self, wait: float = LOCK_WAIT_S) -> Iterator[h5py.File]:
+        """Copy-on-write transaction on the index: changes become visible atomically on
+        success only. Holds the write lock (waiting up to ``wait`` s for another writer).
+
+        Raises
+        ------
+        DiskFullError
+            The copy or a write ran out of space; nothing changed, no temporary is left.
+        ProjectLockedError
+            Another process's transaction held the lock longer than ``wait``.
+        """
+        self._check_writable()
+        with self._locked(wait):
+            tmp = self.path.with_name(f".{self.path.name}.tx-{uuid.uuid4().hex[:8]}")
+            size = self.path.stat().st_size
+            try:
+                with disk_full_as_error(self.path.parent, size):
+                    ensure_free_space(self.path.parent, size, what="the project index")
+                    shutil.copyfile(self.path, tmp)
+                    with h5py.File(tmp, "r+", locking=False) as f:
+                        yield f
+                        f.attrs["last_written_with"] = __version__
+                        f.flush()
+                    _commit_file(tmp, self.path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
 
     # ----------------------------------------------------------------- journal
     @staticmethod
@@ -367,11 +533,41 @@ class Project:
         ds[-1] = _json({"time": time.time(), **record})
 
     def begin_job(self, stage: str, params: Mapping[str, Any]) -> str:
-        """Record that a job of ``stage`` starts; returns the run id it will write."""
+        """Record that a job of ``stage`` starts; returns the run id it will write.
+
+        The start record names this process (pid, host, start time): while it lives, the
+        job is *running* for every other process (:meth:`running_jobs`), its side files
+        are safe from ``gc``, and a second job of a long stage (:data:`LONG_STAGES`) from
+        another process is refused.
+
+        Raises
+        ------
+        ProjectLockedError
+            A job of the same long stage runs in another live process.
+        """
         run_id = new_run_id()
         with self.transaction() as f:
+            if stage in LONG_STAGES:
+                for other in self._running_in(f, others_only=True):
+                    if other["stage"] == stage:
+                        owner = other.get("owner", {})
+                        since = time.strftime(
+                            "%Y-%m-%d %H:%M:%S", time.localtime(other.get("time", 0))
+                        )
+                        raise ProjectLockedError(
+                            f"A {stage} job (run {other['run']}) is running on {self.path.name} "
+                            f"in process {owner.get('pid')} on {owner.get('host')} since "
+                            f"{since}. Wait for it to end or cancel it, then start this one."
+                        )
             self._append_journal(
-                f, {"event": "start", "stage": stage, "run": run_id, "params": dict(params)}
+                f,
+                {
+                    "event": "start",
+                    "stage": stage,
+                    "run": run_id,
+                    "params": dict(params),
+                    "owner": process_identity(),
+                },
             )
         return run_id
 
@@ -389,15 +585,42 @@ class Project:
                 },
             )
 
+    @staticmethod
+    def _records(f: h5py.File) -> list[dict[str, Any]]:
+        return [json.loads(s) for s in f["journal"].asstr()[()]]
+
     def journal(self) -> list[dict[str, Any]]:
         with self.reading() as f:
-            return [json.loads(s) for s in f["journal"].asstr()[()]]
+            return self._records(f)
 
-    def interrupted_jobs(self) -> list[dict[str, Any]]:
-        """Start records that have no end record: jobs killed while running."""
-        records = self.journal()
+    @staticmethod
+    def _open_starts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ended = {r["run"] for r in records if r["event"] == "end"}
         return [r for r in records if r["event"] == "start" and r["run"] not in ended]
+
+    @classmethod
+    def _running_in(cls, f: h5py.File, *, others_only: bool) -> list[dict[str, Any]]:
+        me = process_identity()
+        out = []
+        for r in cls._open_starts(cls._records(f)):
+            owner = r.get("owner")
+            if not isinstance(owner, dict) or not identity_alive(owner):
+                continue
+            mine = owner.get("pid") == me["pid"] and owner.get("host") == me["host"]
+            if not (mine and others_only):
+                out.append(r)
+        return out
+
+    def running_jobs(self) -> list[dict[str, Any]]:
+        """Start records without an end whose process (another one) is still alive."""
+        with self.reading() as f:
+            return self._running_in(f, others_only=True)
+
+    def interrupted_jobs(self) -> list[dict[str, Any]]:
+        """Start records that have no end record and no other live process running them:
+        jobs killed while running (or, in this process, jobs that never recorded an end)."""
+        running = {r["run"] for r in self.running_jobs()}
+        return [r for r in self._open_starts(self.journal()) if r["run"] not in running]
 
     # ----------------------------------------------------------------- runs
     def write_run(
@@ -407,7 +630,7 @@ class Project:
         *,
         slot: str,
         params: Mapping[str, Any],
-        arrays: Mapping[str, np.ndarray],
+        arrays: Mapping[str, np.ndarray | SideArray],
         inputs: Mapping[str, str] | None = None,
         summary: Mapping[str, Any] | None = None,
         make_current: bool = True,
@@ -417,13 +640,17 @@ class Project:
         ``run_id`` comes from :meth:`begin_job`. ``inputs`` maps the slots this run read to
         the run ids it read, which is how staleness is derived. ``make_current=False`` keeps
         the slot's current run (a new run worse than it waits for the user: :meth:`set_current`).
+        ``arrays`` values are numpy arrays (those over 1 MiB are written to side files first,
+        outside the index transaction) or finished :class:`SideArray` s from
+        :meth:`new_side_array`.
         """
+        prepared = self._prepare_arrays(arrays)
         with self.transaction() as f:
             if f"{stage}/{run_id}" in f:
                 raise ProjectError(f"Run {stage}/{run_id} already exists (runs are append-only).")
             g = f.require_group(stage).create_group(run_id)
-            for name, value in arrays.items():
-                _write_array(g, name, value)
+            for name, value in prepared.items():
+                self._write_entry(g, name, value)
             g.attrs["slot"] = slot
             g.attrs["params"] = _json(dict(params))
             g.attrs["inputs"] = _json(dict(inputs or {}))
@@ -450,15 +677,7 @@ class Project:
     def run(self, ref: str, *, arrays: bool = True) -> Run:
         """Read a run by ``"<stage>/<run_id>"`` or by slot name (its current run)."""
         with self.reading() as f:
-            if ref in f["current"].attrs:
-                key = str(f["current"].attrs[ref])
-            elif "/" in ref and not ref.startswith("data/") and ref in f:
-                key = ref
-            else:
-                raise ProjectError(
-                    f"No run '{ref}' in {self.path.name}; run that stage first "
-                    f"(slots present: {sorted(f['current'].attrs)})."
-                )
+            key = self._run_key(f, ref)
             g = f[key]
             if arrays:
                 self._check_usable(f, key)
@@ -471,8 +690,35 @@ class Project:
                 inputs=json.loads(g.attrs["inputs"]),
                 summary=json.loads(g.attrs["summary"]),
                 created=float(g.attrs["created"]),
-                arrays={k: _read_array(v) for k, v in g.items()} if arrays else {},
+                arrays={k: self._entry_array(v, f"{key}/{k}") for k, v in g.items()}
+                if arrays
+                else {},
             )
+
+    def _run_key(self, f: h5py.File, ref: str) -> str:
+        if ref in f["current"].attrs:
+            key = str(f["current"].attrs[ref])
+            if key in f:
+                return key
+            raise ProjectError(
+                f"Slot '{ref}' of {self.path.name} names run {key}, which is not in the file; "
+                f"re-run that stage."
+            )
+        if "/" in ref and not ref.startswith("data/") and ref in f:
+            return ref
+        raise ProjectError(
+            f"No run '{ref}' in {self.path.name}; run that stage first "
+            f"(slots present: {sorted(f['current'].attrs)})."
+        )
+
+    def _array_group_key(self, f: h5py.File, ref: str) -> str:
+        """Index path of the group holding arrays: a run (slot or ``stage/id``) or imported
+        data (``data/<kind>/<name>``)."""
+        if ref.startswith("data/"):
+            if ref.count("/") == 2 and ref in f and isinstance(f[ref], h5py.Group):
+                return ref
+            raise ProjectError(f"No imported data '{ref}' in {self.path.name}.")
+        return self._run_key(f, ref)
 
     def runs(self, stage: str | None = None) -> list[Run]:
         """Every run (of ``stage``), oldest first, without arrays."""
@@ -613,6 +859,7 @@ class Project:
         can be read again (item ids are row indices of the set).
         """
         _check_name(name)
+        prepared = self._prepare_arrays(arrays)
         with self.transaction() as f:
             parent = f["data"].require_group(kind)
             if name in parent:
@@ -633,8 +880,8 @@ class Project:
                         f[path].attrs["invalidated"] = reason
                 del parent[name]
             g = parent.create_group(name)
-            for key, value in arrays.items():
-                _write_array(g, key, value)
+            for key, value in prepared.items():
+                self._write_entry(g, key, value)
             for key, value in attrs.items():
                 g.attrs[key] = _json(value)
             if kind == "imagesets":
@@ -663,7 +910,7 @@ class Project:
             g = f["data"][kind][name]
             self._check_usable(f, g.name.lstrip("/"))
             return (
-                {k: _read_array(v) for k, v in g.items()},
+                {k: self._entry_array(v, f"{g.name}/{k}") for k, v in g.items()},
                 {k: json.loads(v) for k, v in g.attrs.items()},
             )
 
@@ -775,16 +1022,172 @@ class Project:
         arrays, attrs = self._read_data("matrices", name)
         return arrays["matrix"], attrs["kind"], attrs["image_set"]
 
+    # ----------------------------------------------------------------- side arrays
+    def _side_mode(self) -> int | None:
+        """Permission bits for new side files: the index's (rw bits only)."""
+        try:
+            return stat.S_IMODE(self.path.stat().st_mode) & 0o666
+        except OSError:
+            return None
+
+    def new_side_array(
+        self,
+        name: str,
+        shape: tuple[int | None, ...],
+        dtype: Any,
+        *,
+        chunks: tuple[int, ...] | None = None,
+        compression: str | None = None,
+    ) -> SideArrayWriter:
+        """A writer that streams one array into a new side file, for arrays too large for
+        memory and for curves grown during a long job.
+
+        Parameters
+        ----------
+        name : the array's name (used in the file name only).
+        shape : full shape, e.g. ``(n, d)`` (write blocks with ``writer[lo:hi] = block`` or
+            :meth:`~SideArrayWriter.append`), or ``(None, *rest)`` to grow by appending.
+        dtype : numpy dtype (``str`` for strings).
+        chunks : HDF5 chunk shape; default whole rows, ~1 MiB per chunk.
+        compression : None (default, fastest) or ``"gzip"``.
+
+        Returns
+        -------
+        SideArrayWriter
+            Call ``finish()`` → :class:`SideArray`, then pass it as a value of
+            ``write_run(arrays=...)``. A writer left without ``finish()`` deletes its file.
+            Until an index transaction references it, the file is protected from ``gc`` by
+            this process's lease, as long as this process lives.
+
+        Raises
+        ------
+        DiskFullError
+            The full size is known and the disk cannot hold it.
+        """
+        self._check_writable()
+        self._lease.ensure()
+        with disk_full_as_error(self.arrays_dir):
+            return SideArrayWriter(
+                self.arrays_dir,
+                self._lease.token,
+                name,
+                tuple(shape),
+                dtype,
+                chunks=chunks,
+                compression=compression,
+                mode=self._side_mode(),
+            )
+
+    def _prepare_arrays(
+        self, arrays: Mapping[str, np.ndarray | SideArray]
+    ) -> dict[str, np.ndarray | SideArray]:
+        """Write the large arrays of ``arrays`` to side files (before the index transaction,
+        so the write lock is held only for the small index change)."""
+        out: dict[str, np.ndarray | SideArray] = {}
+        written: list[SideArray] = []
+        try:
+            for name, value in arrays.items():
+                if isinstance(value, SideArray):
+                    self._check_own_side(value, name)
+                    out[name] = value
+                    continue
+                value = np.asarray(value)
+                if value.ndim >= 1 and sf.estimated_nbytes(value) > sf.SIDE_ARRAY_MIN_BYTES:
+                    self._check_writable()
+                    self._lease.ensure()
+                    with disk_full_as_error(self.arrays_dir, sf.estimated_nbytes(value)):
+                        side = sf.write_side_array(
+                            self.arrays_dir,
+                            self._lease.token,
+                            name,
+                            value,
+                            mode=self._side_mode(),
+                        )
+                    written.append(side)
+                    out[name] = side
+                else:
+                    out[name] = value
+        except BaseException:
+            for side in written:  # unreferenced: delete now rather than leave them to gc
+                (self.arrays_dir / side.file).unlink(missing_ok=True)
+            raise
+        return out
+
+    def _check_own_side(self, side: SideArray, name: str) -> None:
+        path = self.arrays_dir / side.file
+        try:
+            size = path.stat().st_size
+        except OSError:
+            raise ProjectError(
+                f"Array '{name}': side file {path} does not exist (was it written by "
+                f"new_side_array of this project, and finished?)."
+            ) from None
+        if size != side.size:
+            raise ProjectError(f"Array '{name}': side file {path} changed after it was finished.")
+
+    @staticmethod
+    def _write_entry(group: h5py.Group, name: str, value: np.ndarray | SideArray) -> None:
+        if isinstance(value, SideArray):
+            sf.write_ref(group, name, value)
+        else:
+            _write_inline(group, name, value)
+
+    def _entry_array(self, obj: Any, where: str) -> np.ndarray:
+        """The whole array behind an index entry (inline dataset or side-file reference)."""
+        if sf.is_ref(obj):
+            side = sf.read_ref(obj)
+            with sf.open_side(self.arrays_dir, side, where) as f:
+                return sf.read_dataset(f["data"])
+        if isinstance(obj, h5py.Dataset):
+            return sf.read_dataset(obj)
+        raise ProjectError(f"{where} in {self.path.name} is a group, not an array.")
+
+    def array_reader(self, ref: str) -> ArrayReader:
+        """Lazy, read-only access to the arrays of a run (slot or ``stage/id``) or of
+        imported data (``data/<kind>/<name>``), wherever each array lives.
+
+        Close it (or use it as a context manager) to release the files it opened.
+        """
+        return ArrayReader(self, ref)
+
+    @contextlib.contextmanager
+    def open_array(self, ref: str, name: str) -> Iterator[h5py.Dataset]:
+        """The array ``name`` of ``ref`` (see :meth:`array_reader`) as a read-only
+        :class:`h5py.Dataset`: slice rows (``ds[lo:hi]``) to stream it in chunks.
+
+        Raises
+        ------
+        ProjectError
+            No such run or array, or its side file is missing or damaged (names the file).
+        """
+        with self.array_reader(ref) as reader:
+            yield reader[name]
+
+    def array_shape(self, ref: str, name: str) -> tuple[int, ...]:
+        """Shape of the array ``name`` of ``ref`` (see :meth:`array_reader`), reading no data."""
+        with self.reading() as f:
+            key = self._array_group_key(f, ref)
+            obj = f[key].get(name)
+            if obj is None:
+                raise ProjectError(f"{key} in {self.path.name} has no array '{name}'.")
+            return sf.read_ref(obj).shape if sf.is_ref(obj) else tuple(obj.shape)
+
+    def array_info(self, ref: str) -> dict[str, dict[str, Any]]:
+        """Per array of ``ref``: shape, dtype and where it lives (``inline`` or the side
+        file's path), without reading any data."""
+        with self.array_reader(ref) as reader:
+            return reader.describe()
+
     # ----------------------------------------------------------------- side files
     def side_path(self, name: str) -> Path:
         """Where a large side file (a model checkpoint) of this project lives.
 
         Side files sit in ``<project>.files/`` next to the project and are referenced from
-        a run together with their sha256, so a moved or damaged file is detected.
+        a run together with their sha256, so a moved or damaged file is detected. (Arrays
+        live in its ``arrays/`` sub-folder; see :meth:`new_side_array`.)
         """
-        folder = self.path.with_name(self.path.name + ".files")
-        folder.mkdir(exist_ok=True)
-        return folder / name
+        self.files_dir.mkdir(exist_ok=True)
+        return self.files_dir / name
 
     def check_side_file(self, path: str | Path, sha256: str) -> Path:
         """Return ``path`` if it exists and has checksum ``sha256``; raise ProjectError if not."""
@@ -803,7 +1206,8 @@ class Project:
 
     # ----------------------------------------------------------------- whole file
     def info(self) -> dict[str, Any]:
-        """A JSON-able overview: header, imported data, slots, runs, interrupted jobs."""
+        """A JSON-able overview: header, imported data, slots, runs, running and interrupted
+        jobs, and whether (and why) the project is read-only."""
         with self.reading() as f:
             header = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
             unusable = {
@@ -813,11 +1217,16 @@ class Project:
                 for name, g in f["data"][kind].items()
                 if "invalidated" in g.attrs
             }
+            sets = f["data"].get("imagesets", {})
+            # the count is an attribute: reading 1.28M paths to count them would take seconds
+            counted = {n: json.loads(sets[n].attrs["n"]) for n in sets if "n" in sets[n].attrs}
+        imagesets = {n: counted.get(n) or len(self.imageset(n)) for n in self.names("imagesets")}
         stale = self.staleness()
         return {
             "path": str(self.path),
             "header": header,
-            "imagesets": {n: len(self.imageset(n)) for n in self.names("imagesets")},
+            "readonly": self.readonly_reason,
+            "imagesets": imagesets,
             "judgments": self.names("judgments"),
             "matrices": self.names("matrices"),
             "current": self.slots(),
@@ -832,25 +1241,231 @@ class Project:
                 }
                 for r in self.runs()
             ],
+            "running": self.running_jobs(),
             "interrupted": self.interrupted_jobs(),
             # imported data whose image set was replaced (see _write_data), with the reason
             "unusable": unusable,
         }
 
-    def save_as(self, new_path: str | Path) -> Project:
-        """Copy the project to ``new_path`` (temp file, fsync, rename) and open the copy.
+    def _snapshot(self, target: Path) -> None:
+        """Copy the index to ``target`` (one open file: a consistent version)."""
+        size = self.path.stat().st_size
+        with disk_full_as_error(target.parent, size):
+            ensure_free_space(target.parent, size, what="a copy of the index")
+            shutil.copyfile(self.path, target)
 
-        This project is closed (its lock released) once the copy is open for writing.
+    def compact(self) -> None:
+        """Rewrite the index without the space HDF5 leaves behind deleted objects."""
+        self._check_writable()
+        with self._locked():
+            tmp = self.path.with_name(f".{self.path.name}.compact-{uuid.uuid4().hex[:8]}")
+            try:
+                with disk_full_as_error(self.path.parent, self.path.stat().st_size):
+                    with self.reading() as src, h5py.File(tmp, "w", locking=False) as dst:
+                        maintenance.copy_tree(src, dst, arrays_dir=self.arrays_dir, inline=False)
+                    _commit_file(tmp, self.path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+
+    def pack(self, out: str | Path, *, overwrite: bool = False) -> Path:
+        """Write a self-contained single-file copy of the project at ``out`` (every side
+        array inlined), for sending a study to a colleague; it opens like any project.
+
+        Model checkpoints and other non-array side files (``<project>.files/*``) are not
+        included: export the student to send it.
+        """
+        out = Path(out).resolve()
+        if out.exists() and not overwrite:
+            raise ProjectError(f"{out} already exists; choose another name or allow overwrite.")
+        if out == self.path:
+            raise ProjectError(f"Cannot pack {self.path} onto itself.")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.pack-{uuid.uuid4().hex[:8]}")
+        snap = out.with_name(f".{out.name}.snap-{uuid.uuid4().hex[:8]}")
+        try:
+            self._snapshot(snap)
+            with h5py.File(snap, "r", locking=False) as src:
+                needed = sum(side.size for _, side in maintenance.referenced(src).values())
+                with disk_full_as_error(out.parent, needed):
+                    ensure_free_space(out.parent, needed, what=f"the packed project {out.name}")
+                    with h5py.File(tmp, "w", locking=False) as dst:
+                        maintenance.copy_tree(src, dst, arrays_dir=self.arrays_dir, inline=True)
+                        dst.attrs["packed_from"] = str(self.path)
+            _commit_file(tmp, out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            snap.unlink(missing_ok=True)
+        return out
+
+    def collect_garbage(self, *, dry_run: bool = True, verify: bool = False) -> GcReport:
+        """Sweep side files no run or data set refers to (see :class:`GcReport`).
+
+        Safe while other processes use the project: it holds the write lock (no index
+        transaction can add a reference meanwhile), and files written by a live process
+        that may still reference them (its lease is alive) are kept. ``verify`` also checks
+        the sha256 of every referenced file (reads them all). Also compacts the index.
+        """
+        if not dry_run:
+            self._check_writable()
+        with self._locked():
+            with self.reading() as f:
+                report = maintenance.sweep(f, self.files_dir, dry_run=dry_run, verify=verify)
+            if not dry_run:
+                self.compact()
+        return report
+
+    def verify(self) -> None:
+        """Check the sha256 of every side file the project refers to.
+
+        Raises
+        ------
+        ProjectError
+            Naming the first missing or damaged file.
+        """
+        with self.reading() as f:
+            refs = maintenance.referenced(f)
+        for _, (where, side) in sorted(refs.items()):
+            sf.verify(self.arrays_dir, side, where)
+
+    def save_as(self, new_path: str | Path) -> Project:
+        """Copy the project to ``new_path`` — the index (temp file, fsync, rename) and its
+        side files (hard links where possible: side arrays never change, so sharing them is
+        safe; a copy otherwise) — and return the copy, open for writing. This project is
+        closed. For a single self-contained file use :meth:`pack` instead.
         """
         new_path = Path(new_path).resolve()
+        if new_path == self.path:
+            raise ProjectError(f"{new_path} is this project; choose another name.")
         new = Project(new_path, readonly=False)
-        new._lock.acquire()
-        try:
+        with new._locked():
             tmp = new_path.with_name(f".{new_path.name}.saveas-{uuid.uuid4().hex[:8]}")
-            shutil.copyfile(self.path, tmp)
-            _commit_file(tmp, new_path)
-        except BaseException:
-            new._lock.release()
-            raise
+            try:
+                self._snapshot(tmp)
+                with h5py.File(tmp, "r", locking=False) as f:
+                    refs = maintenance.referenced(f)
+                self._copy_side_files(refs, new)
+                _commit_file(tmp, new_path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         self.close()
         return new
+
+    def _copy_side_files(self, refs: dict[str, tuple[str, SideArray]], new: Project) -> None:
+        needed = 0
+        if self.files_dir.is_dir():
+            needed = sum(p.stat().st_size for p in self.files_dir.iterdir() if p.is_file())
+        with disk_full_as_error(new.files_dir, needed):
+            ensure_free_space(new.path.parent, needed, what="side files")
+            new.arrays_dir.mkdir(parents=True, exist_ok=True)
+            for name in refs:
+                src, dst = self.arrays_dir / name, new.arrays_dir / name
+                if dst.exists():
+                    continue
+                if not src.is_file():
+                    raise ProjectError(f"Side file {src} is missing; cannot Save As.")
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copyfile(src, dst)
+                    fsync_path(dst)
+            if self.files_dir.is_dir():  # checkpoints, experiment logs
+                for path in self.files_dir.iterdir():
+                    if path.is_file() and not path.name.startswith("."):
+                        shutil.copy2(path, new.files_dir / path.name)
+            fsync_dir(new.arrays_dir)
+
+
+class ArrayReader:
+    """Read-only, lazy access to the arrays of one run or imported data set.
+
+    ``reader[name]`` is an :class:`h5py.Dataset` opened read-only: in its side file, or —
+    for a small inline array — in an in-memory copy, so the index itself is not held open
+    (a writer may replace it meanwhile; a side file never changes). Side files are opened
+    on first access after the cheap checks (exists, size, shape, dtype).
+
+    Parameters
+    ----------
+    project : the project. ref : slot, ``stage/run_id`` or ``data/<kind>/<name>``.
+    """
+
+    def __init__(self, project: Project, ref: str) -> None:
+        self.project = project
+        self._sides: dict[str, SideArray] = {}
+        self._files: dict[str, h5py.File] = {}
+        self._inline: h5py.File | None = None
+        self._index: h5py.File | None = None  # only for large inline arrays (old schemas)
+        with project.reading() as f:
+            self.key = project._array_group_key(f, ref)
+            g = f[self.key]
+            small: list[str] = []
+            large: list[str] = []
+            for name, obj in g.items():
+                if sf.is_ref(obj):
+                    self._sides[name] = sf.read_ref(obj)
+                elif isinstance(obj, h5py.Dataset):
+                    size = obj.id.get_storage_size()
+                    (large if size > sf.SIDE_ARRAY_MIN_BYTES else small).append(name)
+            self.names: tuple[str, ...] = tuple(g)
+            if small:
+                buf = io.BytesIO()
+                with h5py.File(buf, "w") as mem:
+                    for name in small:
+                        f.copy(g[name], mem, name)
+                self._inline = h5py.File(buf, "r")
+        self._large = set(large)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __getitem__(self, name: str) -> h5py.Dataset:
+        if name in self._sides:
+            if name not in self._files:
+                self._files[name] = sf.open_side(
+                    self.project.arrays_dir, self._sides[name], f"{self.key}/{name}"
+                )
+            return self._files[name]["data"]
+        if name in self._large:
+            if self._index is None:
+                self._index = h5py.File(self.project.path, "r", locking=False)
+            return self._index[self.key][name]
+        if self._inline is not None and name in self._inline:
+            return self._inline[name]
+        raise ProjectError(
+            f"{self.key} in {self.project.path.name} has no array '{name}' "
+            f"(it has: {list(self.names)})."
+        )
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.names:
+            side = self._sides.get(name)
+            if side is not None:
+                out[name] = {
+                    "shape": list(side.shape),
+                    "dtype": side.dtype,
+                    "file": str(self.project.arrays_dir / side.file),
+                    "sha256": side.sha256,
+                }
+            elif name in self._large or (self._inline is not None and name in self._inline):
+                ds = self[name]
+                out[name] = {"shape": list(ds.shape), "dtype": str(ds.dtype), "file": "inline"}
+        return out
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        for f in (self._inline, self._index):
+            if f is not None:
+                f.close()
+        self._inline = self._index = None
+
+    def __enter__(self) -> ArrayReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

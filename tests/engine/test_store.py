@@ -102,23 +102,49 @@ def test_stale_runs_and_interrupted_jobs(tmp_path: Path) -> None:
         assert p.interrupted_jobs() == []
 
 
-def test_second_writer_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+_HOLD_LOCK = (
+    "import sys, time\nfrom alignet_engine.store import Project\n"
+    "p = Project.open(sys.argv[1])\n"
+    "with p.transaction():\n    print('holding', flush=True)\n    time.sleep(float(sys.argv[2]))\n"
+)
+
+
+def test_a_second_writer_waits_for_the_transaction_then_is_refused_clearly(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "p.alignet"
     Project.create(path).close()
-    first = Project.open(path)
-    code = (
-        "import sys\nfrom alignet_engine.store import Project\n"
-        "try:\n    Project.open(sys.argv[1])\nexcept Exception as e:\n"
-        "    print(type(e).__name__, e); sys.exit(3)\n"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(path), "30"], stdout=subprocess.PIPE, text=True
     )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
-    assert out.returncode == 3, out.stderr
-    assert "ProjectLockedError" in out.stdout and f"process {os.getpid()}" in out.stdout
-    # Read-only access still works while another process writes.
-    with Project.open(path, readonly=True) as ro:
-        assert ro.slots() == {}
-    first.close()
-    Project.open(path).close()  # the lock is free again
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        with Project.open(path) as p:  # opening takes no lock
+            locked = pytest.raises(ProjectLockedError, match=f"process {holder.pid}")
+            with locked as err, p.transaction(wait=0.3):
+                pass
+            assert "reading the project works meanwhile" in str(err.value)
+            # Read-only access works while another process writes.
+            assert p.slots() == {}
+    finally:
+        holder.kill()
+        holder.wait()
+    with Project.open(path) as p:  # the dead holder's lock is stale and taken over
+        p.write_imageset("s", _images(), {})
+        assert p.imageset("s") == _images()
+
+
+def test_a_short_write_waits_for_another_process_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "p.alignet"
+    Project.create(path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(path), "0.5"], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+    with Project.open(path) as p:
+        p.write_imageset("s", _images(), {})  # waits the half second, then writes
+        assert p.imageset("s") == _images()
+    assert holder.wait() == 0
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
@@ -134,8 +160,23 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     Project.open(path).close()
     # A lock from another host is never assumed stale.
     lock.write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "time": time.time()}))
-    with pytest.raises(ProjectLockedError, match=r"elsewhere\.example"):
-        Project.open(path)
+    with Project.open(path) as p, pytest.raises(ProjectLockedError, match=r"elsewhere\.example"):
+        p.write_imageset("s", _images(), {})
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", "\x00\x00"])
+def test_an_empty_or_garbage_lock_file_is_stale_with_a_warning(
+    tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "p.alignet"
+    Project.create(path).close()
+    lock = path.with_name(path.name + ".lock")
+    lock.write_text(content)
+    with caplog.at_level("WARNING"), Project.open(path) as p:
+        p.write_imageset("s", _images(), {})
+        assert p.imageset("s") == _images()
+    assert any("stale" in r.getMessage() for r in caplog.records)
+    assert not lock.exists()
 
 
 def test_newer_schema_is_refused_and_not_a_project_is_explained(tmp_path: Path) -> None:
@@ -162,7 +203,7 @@ def test_older_schema_is_backed_up_then_migrated(tmp_path: Path, monkeypatch) ->
     with h5py.File(path, "r+") as f:
         f.attrs["schema_version"] = SCHEMA_VERSION - 1
 
-    def add_marker(f: h5py.File) -> None:
+    def add_marker(project: Project, f: h5py.File) -> None:
         f.attrs["migrated"] = True
 
     monkeypatch.setitem(project_module.MIGRATIONS, SCHEMA_VERSION - 1, (SCHEMA_VERSION, add_marker))
@@ -174,15 +215,23 @@ def test_older_schema_is_backed_up_then_migrated(tmp_path: Path, monkeypatch) ->
         assert f.attrs["schema_version"] == SCHEMA_VERSION - 1
 
 
-def test_save_as_copies_and_moves_the_lock(tmp_path: Path) -> None:
+def test_save_as_copies_the_index_and_its_side_files(tmp_path: Path) -> None:
     p = Project.create(tmp_path / "a.alignet")
     p.write_imageset("s", _images(), {})
+    X = np.arange(2 << 18, dtype=np.float32).reshape(-1, 64)  # 2 MiB: a side file
+    rid = p.begin_job("features", {})
+    p.write_run("features", rid, slot="feat", params={}, arrays={"X": X})
     q = p.save_as(tmp_path / "b.alignet")
     try:
         assert q.imageset("s") == _images()
-        Project.open(tmp_path / "a.alignet").close()  # the old file is no longer locked
-        with pytest.raises(ProjectLockedError):
-            Project.open(tmp_path / "b.alignet")
+        with pytest.raises(ProjectError, match="closed"):
+            p.write_imageset("t", _images(), {})
+        # The copy stands alone: deleting the original's folder does not touch it.
+        import shutil
+
+        shutil.rmtree(tmp_path / "a.alignet.files")
+        np.testing.assert_array_equal(q.run("feat").arrays["X"], X)
+        q.verify()
     finally:
         q.close()
 
