@@ -25,8 +25,11 @@ class DiskFullError(ProjectError):
     """A write ran out of space (ENOSPC, EFBIG or a quota); nothing was changed."""
 
 
-#: Slack kept free beyond a write's known size: HDF5 metadata, the journal, the filesystem.
-FREE_SPACE_MARGIN = 16 << 20
+#: Slack kept free beyond a large write's known size (HDF5 metadata, chunk rounding).
+FREE_SPACE_MARGIN = 1 << 20
+#: Slack for an index transaction: small, so the journal can still record a failed job on
+#: an almost full disk.
+INDEX_MARGIN = 64 << 10
 _FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # HDF5 reports the C errno inside its message, not as OSError.errno.
 _FULL_TEXT = re.compile(r"errno = (28|27|122)\b|No space left|File too large|quota exceeded", re.I)
@@ -65,12 +68,14 @@ def disk_full_message(needed: int | None, path: Path) -> str:
     return f"disk full: {need}{_mb(free)} free at {_existing(Path(path))}"
 
 
-def ensure_free_space(path: Path, needed: int, *, what: str = "") -> None:
+def ensure_free_space(
+    path: Path, needed: int, *, what: str = "", margin: int = FREE_SPACE_MARGIN
+) -> None:
     """Raise :class:`DiskFullError` before writing ``needed`` bytes under ``path`` when the
-    filesystem cannot hold them (plus :data:`FREE_SPACE_MARGIN`)."""
-    if needed + FREE_SPACE_MARGIN > free_bytes(path):
+    filesystem cannot hold them (plus ``margin``)."""
+    if needed + margin > free_bytes(path):
         suffix = f" (writing {what})" if what else ""
-        raise DiskFullError(disk_full_message(needed + FREE_SPACE_MARGIN, path) + suffix)
+        raise DiskFullError(disk_full_message(needed + margin, path) + suffix)
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -75,6 +75,8 @@ from alignet_engine.errors import ProjectError, ProjectLockedError
 from alignet_engine.store import maintenance
 from alignet_engine.store import sidefiles as sf
 from alignet_engine.store.checks import (
+    INDEX_MARGIN,
+    DiskFullError,
     disk_full_as_error,
     ensure_free_space,
     fsync_dir,
@@ -398,7 +400,9 @@ class Project:
             mode = stat.S_IMODE(path.stat().st_mode)
         except OSError as exc:
             return f"cannot read its permissions ({exc})"
-        if not os.access(path, os.W_OK):
+        # No write bit at all: the owner made it read-only on purpose, which even an
+        # administrator (for whom os.access always says yes) should respect.
+        if not os.access(path, os.W_OK) or not mode & 0o222:
             return f"you cannot write {path} (mode {mode:04o}); opened read-only"
         if not os.access(path.parent, os.W_OK | os.X_OK):
             return (
@@ -509,12 +513,14 @@ class Project:
             Another process's transaction held the lock longer than ``wait``.
         """
         self._check_writable()
-        with self._locked(wait):
+        size = self.path.stat().st_size
+        with disk_full_as_error(self.path.parent, size), self._locked(wait):
             tmp = self.path.with_name(f".{self.path.name}.tx-{uuid.uuid4().hex[:8]}")
-            size = self.path.stat().st_size
             try:
                 with disk_full_as_error(self.path.parent, size):
-                    ensure_free_space(self.path.parent, size, what="the project index")
+                    ensure_free_space(
+                        self.path.parent, size, what="the project index", margin=INDEX_MARGIN
+                    )
                     shutil.copyfile(self.path, tmp)
                     with h5py.File(tmp, "r+", locking=False) as f:
                         yield f
@@ -572,8 +578,13 @@ class Project:
         return run_id
 
     def end_job(self, stage: str, run_id: str, status: str, message: str = "") -> None:
-        """Record that a job ended without writing a run (``status``: cancelled / failed)."""
+        """Record that a job ended without writing a run (``status``: cancelled / failed).
+
+        A job already recorded as ended keeps its first end record.
+        """
         with self.transaction() as f:
+            if any(r["event"] == "end" and r["run"] == run_id for r in self._records(f)):
+                return
             self._append_journal(
                 f,
                 {
@@ -644,7 +655,13 @@ class Project:
         outside the index transaction) or finished :class:`SideArray` s from
         :meth:`new_side_array`.
         """
-        prepared = self._prepare_arrays(arrays)
+        try:
+            prepared = self._prepare_arrays(arrays)
+        except DiskFullError as exc:
+            # A job that cannot write its result failed (not "interrupted"), whoever runs it.
+            with contextlib.suppress(ProjectError):
+                self.end_job(stage, run_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
         with self.transaction() as f:
             if f"{stage}/{run_id}" in f:
                 raise ProjectError(f"Run {stage}/{run_id} already exists (runs are append-only).")

@@ -37,7 +37,12 @@ import h5py
 import numpy as np
 
 from alignet_engine.errors import ProjectError
-from alignet_engine.store.checks import ensure_free_space, fsync_dir, fsync_path
+from alignet_engine.store.checks import (
+    disk_full_as_error,
+    ensure_free_space,
+    fsync_dir,
+    fsync_path,
+)
 from alignet_engine.store.lock import identity_alive, process_identity
 
 log = logging.getLogger(__name__)
@@ -258,6 +263,10 @@ class SideArrayWriter:
         rows = np.asarray(rows)
         if self.dtype == STR_DTYPE:
             rows = rows.astype(object)
+        elif self.growable:
+            # The size of a growing array is known block by block: stop before the disk is
+            # full rather than let HDF5 fail mid-write (it may then crash on close).
+            ensure_free_space(self.final.parent, rows.nbytes, what=f"array '{self.name}'")
         k = int(rows.shape[0]) if rows.ndim else 1
         end = self.rows + k
         if self.growable and end > self._ds.shape[0]:
@@ -267,23 +276,31 @@ class SideArrayWriter:
                 f"Side array '{self.name}' holds {self._ds.shape[0]} rows; appending {k} "
                 f"after row {self.rows} would overflow it."
             )
-        self._ds[self.rows : end] = rows
+        with disk_full_as_error(self.final.parent):
+            self._ds[self.rows : end] = rows
         self.rows = end
 
     def __setitem__(self, key: Any, value: Any) -> None:
         """Write a slice of a preallocated array, e.g. ``writer[lo:hi] = block``."""
-        self._ds[key] = value
+        with disk_full_as_error(self.final.parent):
+            self._ds[key] = value
 
     def flush(self) -> None:
         """Push written rows to the operating system (not durable until :meth:`finish`)."""
-        self._file.flush()
+        with disk_full_as_error(self.final.parent):
+            self._file.flush()
 
     def finish(self) -> SideArray:
         """Close, fsync and rename the file; return its reference (shape, dtype, sha256)."""
         if self._done:
             raise ProjectError(f"Side array '{self.name}' is already finished.")
         shape = self.shape
-        self._file.close()
+        try:
+            with disk_full_as_error(self.final.parent):
+                self._file.close()
+        except BaseException:
+            self.abort()
+            raise
         try:
             if self._mode is not None:
                 with contextlib.suppress(OSError):
@@ -300,6 +317,7 @@ class SideArrayWriter:
             fsync_dir(self.final.parent)
         except BaseException:
             self.tmp.unlink(missing_ok=True)
+            self._done = True
             raise
         self._done = True
         return side
@@ -308,6 +326,10 @@ class SideArrayWriter:
         """Drop the unfinished file."""
         if self._done:
             return
+        # Free the file's space first: after ENOSPC, HDF5 closing a file whose metadata it
+        # cannot write fails (and may crash the process); into a truncated file it can.
+        with contextlib.suppress(OSError):
+            os.truncate(self.tmp, 0)
         with contextlib.suppress(Exception):
             self._file.close()
         self.tmp.unlink(missing_ok=True)
