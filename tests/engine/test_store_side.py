@@ -57,7 +57,7 @@ def test_large_arrays_live_in_side_files_and_round_trip(tmp_path: Path) -> None:
 
 def test_open_array_reads_rows_lazily_wherever_the_array_lives(tmp_path: Path) -> None:
     X = _features()
-    paths = np.array([f"/pool/{i:07d}.jpg" for i in range(60_000)], dtype=object)  # > 1 MiB
+    paths = np.array([f"/pool/{i:07d}.jpg" for i in range(100_000)], dtype=object)  # 1.7 MB
     with Project.create(tmp_path / "p.alignet") as p:
         p.write_imageset("pool", ImageSet(tuple(paths), ("",) * len(paths)), {})
         rid = p.begin_job("features", {})
@@ -69,10 +69,11 @@ def test_open_array_reads_rows_lazily_wherever_the_array_lives(tmp_path: Path) -
                 ds[0] = 1.0  # read-only
         with p.open_array(f"features/{rid}", "y") as ds:
             np.testing.assert_array_equal(ds[()], X[:3, :3])
-        with p.open_array("data/imagesets/pool", "paths") as ds:
-            assert ds.asstr()[59_999] == "/pool/0059999.jpg"
+        with p.open_array("data/imagesets/pool", "path_bytes") as ds:  # UTF-8 path blob
+            assert ds.shape[0] > sf.SIDE_ARRAY_MIN_BYTES
+            assert p.array_info("data/imagesets/pool")["path_bytes"]["file"] != "inline"
         assert p.imageset("pool").paths[12_345] == "/pool/0012345.jpg"
-        assert p.info()["imagesets"] == {"pool": 60_000}
+        assert p.info()["imagesets"] == {"pool": 100_000}
         with pytest.raises(ProjectError, match="no array 'Z'"), p.open_array("feat", "Z"):
             pass
 
@@ -170,10 +171,10 @@ def test_gc_sweeps_only_unreferenced_files_of_dead_writers(tmp_path: Path) -> No
         p.write_run("features", rid, slot="feat", params={}, arrays={"X": _features()})
         kept = _side_of(p, "feat", "X")
         # Replacing an image set leaves its old paths file unreferenced.
-        big = tuple(f"/a/{i:07d}.png" for i in range(60_000))
+        big = tuple(f"/a/{i:07d}.png" for i in range(100_000))
         p.write_imageset("s", ImageSet(big, ("",) * len(big)), {})
-        old = _side_of(p, "data/imagesets/s", "paths")
-        p.write_imageset("s", ImageSet(big[::-1], ("",) * len(big)), {})
+        old = _side_of(p, "data/imagesets/s", "path_bytes")
+        p.write_imageset("s", ImageSet(big[::-1], ("",) * len(big)), {}, replace=True)
         # This process's own not-yet-referenced array is protected by its live lease.
         mine = p.new_side_array("pending", (600_000,), np.float32)
         mine[:] = np.ones(600_000, np.float32)
@@ -210,14 +211,14 @@ def test_gc_sweeps_only_unreferenced_files_of_dead_writers(tmp_path: Path) -> No
             assert not old.exists() and other.exists() and kept.exists()
             assert report.freed_bytes > 0
             np.testing.assert_array_equal(q.run("feat").arrays["X"], _features())
-            assert len(q.imageset("s")) == 60_000
+            assert len(q.imageset("s")) == 100_000
     finally:
         proc.kill()
         proc.wait()
     with Project.open(path) as q:
         report = q.collect_garbage(dry_run=False)  # the writer died: its file is garbage
         assert str(other) in report.unreferenced and not other.exists()
-        assert set(_files(q)) == {kept, _side_of(q, "data/imagesets/s", "paths")}
+        assert set(_files(q)) == {kept, _side_of(q, "data/imagesets/s", "path_bytes")}
         q.verify()
 
 
