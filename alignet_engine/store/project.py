@@ -322,7 +322,6 @@ class Project:
         self._lock = ProjectLock(self.path)
         self._lease = sf.Lease(self.files_dir)
         self._closed = False
-        self._mode: int | None = None
 
     # ----------------------------------------------------------------- open / close
     @classmethod

@@ -159,6 +159,8 @@ class Lease:
     def release(self) -> None:
         if self._written:
             self.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: another process's lease
+                self.path.parent.rmdir()
             self._written = False
 
 

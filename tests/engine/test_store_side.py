@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -322,3 +324,65 @@ def test_save_as_hard_links_immutable_side_files(tmp_path: Path) -> None:
 
 def test_side_threshold_is_one_mib() -> None:
     assert sf.SIDE_ARRAY_MIN_BYTES == _MIB
+
+
+_SIDE_WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from alignet_engine.store import Project
+    p = Project.open(sys.argv[1])
+    print("ready", flush=True)
+    i = p.run("feat").params["i"] + 1 if "feat" in p.slots() else 0
+    while True:
+        rid = p.begin_job("features", {"i": i})
+        X = np.full((2048, 160), float(i), dtype=np.float32)  # 1.3 MB: written as a side file
+        with p.new_side_array("curve", (None,), np.float64) as w:  # streamed, appended
+            for step in range(0, 200_000, 20_000):
+                w.append(np.arange(step, step + 20_000, dtype=np.float64) + i)
+                w.flush()
+            curve = w.finish()
+        p.write_run("features", rid, slot="feat", params={"i": i},
+                    arrays={"X": X, "curve": curve}, summary={"i": i})
+        i += 1
+    """
+)
+
+
+def test_sigkill_during_side_file_writes_leaves_a_consistent_project(tmp_path: Path) -> None:
+    path = tmp_path / "p.alignet"
+    Project.create(path).close()
+    script = tmp_path / "writer.py"
+    script.write_text(_SIDE_WRITER)
+    rng = random.Random(99)
+    last_i = -1
+    for trial in range(14):
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 1.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with Project.open(path) as p:
+            if "feat" in p.slots():
+                run = p.run("feat")
+                i = run.params["i"]
+                assert run.summary == {"i": i}, f"trial {trial}"
+                np.testing.assert_array_equal(run.arrays["X"], np.full((2048, 160), float(i)))
+                np.testing.assert_array_equal(run.arrays["curve"], np.arange(200_000.0) + i)
+                assert i >= last_i
+                last_i = i
+            p.verify()  # every referenced side file is whole (sha256)
+            assert list(tmp_path.glob(".p.alignet.*")) == []
+    assert last_i > 0, "the writer never committed a run; the kills were all too early"
+    with Project.open(path) as p:
+        p.collect_garbage(dry_run=False)  # the killed writers' leftovers: all dead leases
+        referenced = {
+            Path(a["file"]).name
+            for r in p.runs()
+            for a in p.array_info(f"{r.stage}/{r.run_id}").values()
+            if a["file"] != "inline"
+        }
+        assert {f.name for f in p.arrays_dir.iterdir()} == referenced
+        assert not list((p.files_dir / "leases").glob("*"))
+        p.verify()
