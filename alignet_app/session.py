@@ -17,6 +17,7 @@ from PySide6.QtCore import QObject, Signal
 
 from alignet_app import settings
 from alignet_app.jobrunner import JobRunner
+from alignet_app.viewjobs import ViewJobs
 from alignet_engine.errors import ProjectError, ProjectLockedError
 from alignet_engine.jobs import Job, JobControl
 from alignet_engine.models import set_cpu_threads
@@ -50,6 +51,8 @@ class Session(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.runner = JobRunner(self)
+        # read-only browsing (filters, maps) runs beside the engine thread, never behind it
+        self.views = ViewJobs(self)
         self.runner.started.connect(lambda _label: self.busy_changed.emit(True))
         self.runner.idle.connect(self._after_job)
         self._project: Project | None = None
@@ -160,6 +163,7 @@ class Session(QObject):
             self.refresh()
 
     def shutdown(self) -> None:
+        self.views.shutdown()
         self.runner.shutdown()
         if self._project is not None:
             self._project.close()

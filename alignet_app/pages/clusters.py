@@ -26,11 +26,13 @@ from PySide6.QtWidgets import (
 
 from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
+from alignet_app.viewjobs import read_only
 from alignet_app.widgets.cluster_views import DiagnosticsView, PoolMapView, TypicalGrid
 from alignet_app.widgets.config_form import ConfigForm
 from alignet_app.widgets.thumbnails import ThumbnailCache
 from alignet_engine.config import ClusterConfig
 from alignet_engine.errors import AlignetError
+from alignet_engine.jobs import Job, JobControl
 from alignet_engine.stages import browse
 from alignet_engine.stages.clusters import cluster
 
@@ -251,29 +253,40 @@ class ClustersPage(Page):
 
     # ----------------------------------------------------------------- map
     def compute_map(self) -> None:
-        """Compute the PCA map of the current clusters run on the engine thread."""
+        """Compute the PCA map of the current clusters run as a read-only view job (it never
+        waits for a training job on the engine thread)."""
         overview = self.overview
         if overview is None:
             return
         ref = overview.ref
-        started = self.session.run(
-            "Map the pool",
-            lambda project, control: browse.pool_map_job(project, ref, control),
-            self._map_ready,
-        )
-        if started:
-            self.map_status.setText("Computing the map…")
-            self.map_button.hide()
-        else:
-            self.map_status.setText(f"'{self.session.runner.label}' is running.")
-            self.map_button.show()
+        path = self.session.project.path
+
+        def job(control: JobControl) -> Job[browse.PoolMap]:
+            project = read_only(path)
+            try:
+                return (yield from browse.pool_map_job(project, ref, control))
+            finally:
+                project.close()
+
+        self.session.views.submit("clusters:map", job, self._map_ready, self._map_failed)
+        self.map_status.setText("Computing the map…")
+        self.map_button.hide()
+
+    def _map_failed(self, text: str) -> None:
+        self.map_status.setText(f"Cannot map the pool: {text}")
+        self.map_button.show()
 
     def _map_ready(self, pool_map: browse.PoolMap) -> None:
         if self.overview is None or pool_map.ref != self.overview.ref:
             return  # clustered again meanwhile
         self.pool_map = pool_map
-        self.map_view.set_map(pool_map, self.overview.k)
-        self.map_status.setText("Click a point to see its image.")
+        self.map_view.set_map(pool_map, self.overview.k, self.overview.categories)
+        n = pool_map.labels.size
+        shown = self.map_view.shown.size
+        self.map_status.setText(
+            "Hover a point for its item, click it to see its image."
+            + (f" Showing a fixed sample of {shown:,} of {n:,} images." if shown < n else "")
+        )
         self.map_button.hide()
         if self.selected is not None:
             self.map_view.mark(self.selected)

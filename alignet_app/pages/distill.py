@@ -222,7 +222,10 @@ class DistillPage(Page):
                 "Drift from θ₀ (‖θ − θ₀‖ / ‖θ₀‖)",
             ),
             columns=3,
-            legend_bottom=("Agreement (train batch, validation)",),
+            x_label="step (optimizer steps)",
+            best=("val_agreement", "max"),
+            empty_text="No curves yet: set the training up and press Start; the losses, "
+            "agreement, learning rate, gradient norm and drift appear here live.",
         )
 
         left = QWidget()
@@ -294,7 +297,9 @@ class DistillPage(Page):
             self.curves.clear()
             return
         run = self.session.project.run("distill")
-        self.curves.load_history(stored_history(run.arrays))
+        self.curves.load_history(
+            stored_history(run.arrays), planned=run.params.get("training", {}).get("steps")
+        )
         self.summary.setText(summary_text(f"{run.stage}/{run.run_id}", run.summary))
 
     def _list_resumable(self) -> list[dict[str, Any]]:
@@ -384,7 +389,8 @@ class DistillPage(Page):
         self._device = device
         self._phase = "starting"
         self._meter = RateMeter(steps, 3 * batch)
-        self.curves.clear()
+        self.curves.clear(live=True)
+        self.curves.set_planned(steps)
         self.summary.setText("Training…")
         self._tick.start()
         self._update_buttons()

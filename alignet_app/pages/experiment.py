@@ -7,6 +7,7 @@ progress, resumes unfinished ones, and saves answers as a judgments set ready fo
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from PySide6.QtWidgets import (
@@ -83,6 +84,12 @@ class ExperimentPage(Page):
         start = QPushButton("Start new session")
         start.setToolTip("Open the participant's screen (full screen; Esc pauses)")
         start.clicked.connect(self.start_new)
+        preview = QPushButton("Preview the participant screen")
+        preview.setToolTip(
+            "See the consent, instructions, trials and breaks as a participant will, in a "
+            "window; nothing is stored"
+        )
+        preview.clicked.connect(self.preview)
 
         setup = QGroupBox("New session")
         setup_layout = QVBoxLayout(setup)
@@ -92,7 +99,10 @@ class ExperimentPage(Page):
         setup_layout.addWidget(QLabel("Instructions"))
         setup_layout.addWidget(self.instructions)
         setup_layout.addWidget(self.error)
-        setup_layout.addWidget(start)
+        start_row = QHBoxLayout()
+        start_row.addWidget(start)
+        start_row.addWidget(preview)
+        setup_layout.addLayout(start_row)
 
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(
@@ -171,6 +181,32 @@ class ExperimentPage(Page):
             return None
         self.refresh()
         return self._open(log)
+
+    def preview(self) -> ExperimentWindow | None:
+        """The participant's screen with the form's settings, in a window; the answers go to
+        a temporary file that is deleted when the preview closes."""
+        self.error.hide()
+        try:
+            config = self.form.config(
+                consent=self.consent.toPlainText().strip(),
+                instructions=self.instructions.toPlainText().strip(),
+            )
+            n_items = len(self.session.project.imageset(config.image_set))
+            folder = tempfile.TemporaryDirectory(prefix="alignet-preview-")
+            log = ExperimentLog.create(Path(folder.name) / "preview.jsonl", config, n_items)
+        except (AlignetError, ValueError) as exc:
+            self.error.setText(str(exc))
+            self.error.show()
+            return None
+        paths = self.session.project.imageset(config.image_set).paths
+        window = ExperimentWindow(log, paths)
+        window.setWindowTitle("Preview of the participant screen (nothing is stored)")
+        window.ended.connect(lambda _outcome, folder=folder: folder.cleanup())
+        self.window_ = window
+        window.resize(1000, 650)
+        window.show()
+        window.activateWindow()
+        return window
 
     def resume(self, log: ExperimentLog | None) -> ExperimentWindow | None:
         if log is None:

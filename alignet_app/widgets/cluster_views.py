@@ -16,27 +16,47 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from alignet_app.widgets import figure_export, theme
 from alignet_app.widgets.thumbnails import ThumbnailCache
 from alignet_engine.stages.browse import ClusterOverview, PoolMap
 
-INERTIA_COLOUR = "#1c71d8"
-SILHOUETTE_COLOUR = "#c01c28"
+INERTIA_COLOUR = theme.OKABE_ITO[0]
+SILHOUETTE_COLOUR = theme.OKABE_ITO[3]
+
+#: cluster colours: Okabe–Ito without black, then Paul Tol's "muted" set — 14 colours that
+#: stay apart for colour-blind readers; beyond them the marker shape changes too
+CLUSTER_COLOURS = (
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+    "#332288", "#88CCEE", "#44AA99", "#999933", "#882255", "#AA4499", "#DDCC77",
+)  # fmt: skip
+CLUSTER_SYMBOLS = ("o", "s", "t", "d", "star", "h")
+
+#: points the map draws at most: a larger pool is shown as a fixed random subsample (the
+#: status line says so); a scatter of 200 k points would take seconds per repaint
+MAP_POINTS = 20_000
 
 
-def cluster_colour(c: int, k: int) -> Any:
-    """A distinct colour per cluster (hue wheel, two brightness levels so neighbours differ)."""
-    return pg.intColor(int(c), hues=max(k, 1), values=1 if k <= 12 else 2, maxValue=230)
+def cluster_colour(c: int, k: int = 0) -> Any:
+    """The colour of cluster ``c`` (a QColor)."""
+    return pg.mkColor(CLUSTER_COLOURS[int(c) % len(CLUSTER_COLOURS)])
+
+
+def cluster_symbol(c: int) -> str:
+    """The marker of cluster ``c``: a new shape each time the colours wrap round."""
+    return CLUSTER_SYMBOLS[(int(c) // len(CLUSTER_COLOURS)) % len(CLUSTER_SYMBOLS)]
 
 
 def _plot(title: str, ylabel: str) -> pg.PlotWidget:
-    plot = pg.PlotWidget(background="w")
-    plot.setTitle(title, size="9pt", color="#333")
+    plot = pg.PlotWidget()
+    theme.style_canvas(plot)
+    c = theme.colours()
+    plot.setTitle(title, size="9pt", color=c.foreground)
     plot.setLabel("left", ylabel)
     plot.getAxis("left").enableAutoSIPrefix(False)  # "silhouette (x0.001)" reads badly
-    plot.setLabel("bottom", "k (clusters)")
-    plot.showGrid(x=True, y=True, alpha=0.2)
+    plot.setLabel("bottom", "k (number of clusters)")
     plot.setMouseEnabled(x=False, y=False)
     plot.hideButtons()
+    plot.setMenuEnabled(False)
     return plot
 
 
@@ -58,7 +78,9 @@ class DiagnosticsView(QWidget):
             symbolBrush=SILHOUETTE_COLOUR,
         )
         self.k_lines = [
-            pg.InfiniteLine(angle=90, pen=pg.mkPen("#555", style=Qt.PenStyle.DashLine))
+            pg.InfiniteLine(
+                angle=90, pen=pg.mkPen(theme.colours().muted, style=Qt.PenStyle.DashLine)
+            )
             for _ in range(2)
         ]
         self.inertia_plot.addItem(self.k_lines[0])
@@ -70,18 +92,33 @@ class DiagnosticsView(QWidget):
         layout.addWidget(self.inertia_plot, 1)
         layout.addWidget(self.silhouette_plot, 1)
         layout.addWidget(self.note)
+        layout.addStretch(0)
+        for plot in (self.inertia_plot, self.silhouette_plot):
+            figure_export.install(plot, self._csv, name="k_diagnostics")
+        self._diag: dict[str, Any] | None = None
         self.set_overview(None)
+
+    def _csv(self) -> str:
+        d = self._diag or {"k": [], "inertia": [], "silhouette": []}
+        return figure_export.rows_csv(
+            ("k", "inertia", "silhouette"),
+            zip(d["k"], d["inertia"], d["silhouette"], strict=True),
+        )
 
     def set_overview(self, overview: ClusterOverview | None) -> None:
         diag = overview.diagnostics if overview is not None else None
+        self._diag = diag
+        # no empty plots taking the space: a sentence says how to get them
+        self.inertia_plot.setVisible(bool(diag))
+        self.silhouette_plot.setVisible(bool(diag))
         if not diag:
             self.inertia_curve.setData([], [])
             self.silhouette_curve.setData([], [])
             for line in self.k_lines:
                 line.hide()
             self.note.setText(
-                "No diagnostics: list some k under 'diagnose ks' (e.g. 2-12) and cluster again "
-                "to compare inertia and silhouette."
+                "Run diagnostics to see inertia and silhouette against k: list some k under "
+                "'diagnose ks' (e.g. 2-12) and cluster again."
                 if overview is not None
                 else ""
             )
@@ -110,40 +147,108 @@ class PoolMapView(pg.PlotWidget):
     picked = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent, background="w")
-        self.setTitle("Pool map (PCA of the teacher's representation)", size="9pt", color="#333")
-        self.showGrid(x=True, y=True, alpha=0.15)
-        self.scatter = pg.ScatterPlotItem(size=9, pen=pg.mkPen("#333", width=0.5), hoverable=True)
+        super().__init__(parent)
+        c = theme.colours()
+        theme.style_canvas(self, c)
+        self.setTitle(
+            "Pool map (PCA of the teacher's representation)", size="9pt", color=c.foreground
+        )
+        self.setMenuEnabled(False)
+        self.scatter = pg.ScatterPlotItem(
+            size=9,
+            pen=pg.mkPen(c.axis, width=0.5),
+            hoverable=True,
+            hoverSize=13,
+            hoverPen=pg.mkPen(c.foreground, width=1.5),
+            tip=self._tip,
+        )
         self.scatter.sigClicked.connect(self._clicked)
+        # the selection: a thick ring in the text colour around a white one, visible on any
+        # cluster colour and on both backgrounds
         self.marker = pg.ScatterPlotItem(
-            size=20, pen=pg.mkPen("#000", width=2.5), brush=pg.mkBrush(None)
+            size=24, pen=pg.mkPen(c.foreground, width=3), brush=pg.mkBrush(None)
+        )
+        self.marker_inner = pg.ScatterPlotItem(
+            size=17, pen=pg.mkPen(c.background, width=2), brush=pg.mkBrush(None)
         )
         self.addItem(self.scatter)
+        self.addItem(self.marker_inner)
         self.addItem(self.marker)
+        # the legend sits right of the plot (in the PlotItem's grid), never over the points
+        self.legend = pg.LegendItem(labelTextSize="8pt", labelTextColor=c.foreground)
+        self.getPlotItem().layout.addItem(self.legend, 2, 3)
         self.map: PoolMap | None = None
+        self.shown: np.ndarray = np.zeros(0, dtype=np.int64)  # item ids drawn
+        self.categories: tuple[str, ...] = ()
+        figure_export.install(self, self._csv, name="pool_map")
 
-    def set_map(self, pool_map: PoolMap | None, k: int = 0) -> None:
+    def set_map(
+        self, pool_map: PoolMap | None, k: int = 0, categories: tuple[str, ...] = ()
+    ) -> None:
         self.map = pool_map
+        self.categories = categories
         self.marker.setData([], [])
+        self.marker_inner.setData([], [])
+        self.legend.clear()
         if pool_map is None:
             self.scatter.setData([], [])
+            self.shown = np.zeros(0, dtype=np.int64)
             return
-        brushes = [pg.mkBrush(cluster_colour(c, k)) for c in range(max(k, 1))]
         labels = pool_map.labels
+        n = labels.size
+        if n > MAP_POINTS:  # a fixed subsample: the same picture every time
+            rng = np.random.default_rng(0)
+            self.shown = np.sort(rng.choice(n, MAP_POINTS, replace=False))
+        else:
+            self.shown = np.arange(n)
+        k = max(k, int(labels.max()) + 1 if n else 1)
+        brushes = [pg.mkBrush(cluster_colour(c)) for c in range(k)]
+        drawn = labels[self.shown]
         self.scatter.setData(
-            x=pool_map.xy[:, 0],
-            y=pool_map.xy[:, 1],
-            brush=[brushes[int(c)] for c in labels],
-            data=np.arange(labels.size),
+            x=pool_map.xy[self.shown, 0],
+            y=pool_map.xy[self.shown, 1],
+            brush=[brushes[int(c)] for c in drawn],
+            symbol=[cluster_symbol(int(c)) for c in drawn],
+            data=self.shown,
         )
+        sizes = np.bincount(labels, minlength=k)
+        if k <= 40:  # a legend of hundreds of clusters would hide the map
+            for c in range(k):
+                sample = pg.ScatterPlotItem(
+                    symbol=cluster_symbol(c), brush=brushes[c], pen=pg.mkPen(None), size=9
+                )
+                self.legend.addItem(sample, f"{c} ({int(sizes[c])})")
         ex = pool_map.explained
         self.setLabel("bottom", f"PC 1 ({ex[0]:.0%} of the variance)")
         self.setLabel("left", f"PC 2 ({ex[1]:.0%})")
         self.autoRange()
 
+    def _tip(self, x: float, y: float, data: Any) -> str:
+        item = int(data)
+        if self.map is None:
+            return ""
+        text = f"item {item} · cluster {int(self.map.labels[item])}"
+        if item < len(self.categories) and self.categories[item]:
+            text += f" · {self.categories[item]}"
+        return text
+
+    def _csv(self) -> str:
+        if self.map is None:
+            return figure_export.rows_csv(("item", "pc1", "pc2", "cluster"), [])
+        m = self.map
+        return figure_export.rows_csv(
+            ("item", "pc1", "pc2", "cluster"),
+            (
+                (i, float(m.xy[i, 0]), float(m.xy[i, 1]), int(m.labels[i]))
+                for i in range(m.labels.size)
+            ),
+        )
+
     def mark(self, item: int) -> None:
         if self.map is not None and 0 <= item < self.map.xy.shape[0]:
-            self.marker.setData([float(self.map.xy[item, 0])], [float(self.map.xy[item, 1])])
+            x, y = float(self.map.xy[item, 0]), float(self.map.xy[item, 1])
+            self.marker.setData([x], [y])
+            self.marker_inner.setData([x], [y])
 
     def _clicked(self, _item: Any, points: Any, *_args: Any) -> None:
         if len(points):

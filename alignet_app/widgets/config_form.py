@@ -64,6 +64,8 @@ class ConfigForm(QWidget):
         self._kinds: dict[str, tuple[Any, bool]] = {}
         layout = QFormLayout(self)
         layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        # a narrow side panel (laptop screens) puts long rows' fields under their labels
+        layout.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         tooltips = tooltips or {}
         labels = labels or {}
         for name in self.names:
@@ -77,6 +79,7 @@ class ConfigForm(QWidget):
             self._kinds[name] = (tp, optional)
             editor = self._editor(tp, optional, (choices or {}).get(name))
             editor.setObjectName(f"field_{name}")
+            _narrowable(editor)
             if name in tooltips:
                 editor.setToolTip(tooltips[name])
             self.editors[name] = editor
@@ -189,3 +192,13 @@ def _parse(name: str, text: str, tp: Any) -> Any:
     except ValueError:
         raise ValueError(f"{name.replace('_', ' ')}: '{text}' is not a valid number") from None
     return text
+
+
+def _narrowable(editor: QWidget) -> None:
+    """Let an editor shrink below its longest entry / widest number (±1e9 with separators
+    asks for ~120 px), so forms fit a narrow side panel."""
+    if isinstance(editor, QComboBox):
+        editor.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        editor.setMinimumContentsLength(8)
+    elif isinstance(editor, QSpinBox):
+        editor.setMinimumWidth(70)

@@ -8,12 +8,23 @@ which trials are shown: the plan comes from the engine.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QElapsedTimer, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QImageReader, QKeyEvent, QMouseEvent, QPixmap
+from PySide6.QtCore import QElapsedTimer, QRect, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QFont,
+    QFontMetrics,
+    QImageReader,
+    QKeyEvent,
+    QMouseEvent,
+    QPixmap,
+    QResizeEvent,
+)
 from PySide6.QtWidgets import (
+    QFrame,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -49,28 +60,107 @@ class _ImageChoice(QLabel):
             self.clicked.emit(self.position)
 
 
-def _text_screen(text: str, *buttons: QPushButton) -> QWidget:
-    screen = QWidget()
-    label = QLabel(text)
-    label.setWordWrap(True)
-    label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-    label.setMaximumWidth(900)
-    font = QFont(label.font())
-    font.setPointSize(16)
-    label.setFont(font)
-    row = QHBoxLayout()
-    row.addStretch(1)
-    for b in buttons:
-        b.setMinimumHeight(40)
-        row.addWidget(b)
-    row.addStretch(1)
-    layout = QVBoxLayout(screen)
-    layout.addStretch(1)
-    layout.addWidget(label, 0, Qt.AlignmentFlag.AlignHCenter)
-    layout.addSpacing(30)
-    layout.addLayout(row)
-    layout.addStretch(1)
-    return screen
+#: the text's font size range (points): as large as fits, never smaller than the minimum
+MAX_POINTS = 18.0
+MIN_POINTS = 10.0
+#: the text column's widest measure (px): long lines are hard to read
+MAX_TEXT_WIDTH = 900
+
+
+class FittedText(QLabel):
+    """Word-wrapped, centred text whose font its :class:`TextScreen` chooses."""
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__(text)
+        self.setWordWrap(True)
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        screen = self.parentWidget()
+        while screen is not None and not isinstance(screen, TextScreen):
+            screen = screen.parentWidget()
+        if screen is not None:
+            screen.fit()
+
+    def needed_height(self, width: int | None = None, font: QFont | None = None) -> int:
+        """Pixels the text needs wrapped at ``width`` (default: the label's own)."""
+        width = width or self.contentsRect().width()
+        rect = QFontMetrics(font or self.font()).boundingRect(
+            QRect(0, 0, max(width, 1), 1_000_000),
+            int(Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignCenter),
+            self.text(),
+        )
+        return rect.height()
+
+
+class TextScreen(QScrollArea):
+    """A screen of text over a row of buttons that re-lays itself out on every resize.
+
+    The text takes the largest font (18 pt down to 10 pt) at which all of it fits above the
+    buttons, so no line is ever cut off on any window or screen size; when even 10 pt does
+    not fit (a tiny window), the text keeps its full height and the screen scrolls.
+    """
+
+    MARGIN = 24
+    SPACING = 16
+
+    def __init__(self, text: str, *buttons: QPushButton) -> None:
+        super().__init__()
+        self.label = FittedText(text)
+        self.label.setMaximumWidth(MAX_TEXT_WIDTH)
+        self.buttons = QHBoxLayout()
+        self.buttons.addStretch(1)
+        for b in buttons:
+            b.setMinimumHeight(40)
+            self.buttons.addWidget(b)
+        self.buttons.addStretch(1)
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
+        layout.setContentsMargins(self.MARGIN, self.MARGIN, self.MARGIN, self.MARGIN)
+        layout.setSpacing(self.SPACING)
+        centred = QHBoxLayout()  # the label grows to MAX_TEXT_WIDTH, centred
+        centred.addStretch(1)
+        centred.addWidget(self.label, 100)
+        centred.addStretch(1)
+        layout.addLayout(centred, 1)
+        layout.addLayout(self.buttons)
+        self.setWidget(inner)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.fit()
+
+    def fit(self) -> None:
+        """Choose the label's font from the room the viewport leaves it (not from the label's
+        own size, which follows the font: no feedback loop)."""
+        viewport = self.viewport().size()
+        width = min(viewport.width() - 2 * self.MARGIN, MAX_TEXT_WIDTH)
+        buttons = self.buttons.sizeHint().height()
+        room = viewport.height() - 2 * self.MARGIN - self.SPACING - buttons
+        if width <= 0 or room <= 0:
+            return
+        font = QFont(self.label.font())
+        size = MAX_POINTS
+        while size > MIN_POINTS:
+            font.setPointSizeF(size)
+            if self.label.needed_height(width, font) <= room:
+                break
+            size -= 1.0
+        font.setPointSizeF(size)
+        self.label.setFont(font)
+        needed = self.label.needed_height(width, font)
+        self.label.setMinimumHeight(needed if needed > room else 0)
+
+
+def _text_screen(text: str, *buttons: QPushButton) -> tuple[TextScreen, FittedText]:
+    screen = TextScreen(text, *buttons)
+    return screen, screen.label
 
 
 class ExperimentWindow(QWidget):
@@ -98,28 +188,30 @@ class ExperimentWindow(QWidget):
         agree, decline = QPushButton("I agree — continue"), QPushButton("I do not agree")
         agree.clicked.connect(self._show_instructions)
         decline.clicked.connect(self._decline)
-        self.consent_screen = _text_screen(log.config.consent, agree, decline)
+        self.consent_screen, self.consent_text = _text_screen(log.config.consent, agree, decline)
         start = QPushButton("Start (space)")
         start.clicked.connect(self._next)
-        self.instructions_screen = _text_screen(log.config.instructions, start)
+        self.instructions_screen, self.instructions_text = _text_screen(
+            log.config.instructions, start
+        )
         go_on = QPushButton("Continue (space)")
         go_on.clicked.connect(self._show_trial)
-        self.break_label = QLabel()
-        self.break_screen = _text_screen("Take a short break. Continue when you are ready.", go_on)
-        self.break_screen.layout().insertWidget(
-            1, self.break_label, 0, Qt.AlignmentFlag.AlignHCenter
-        )  # type: ignore[union-attr]
+        # the break screen's message carries its own progress line: one text, nothing overlaps
+        self.break_message = "Take a short break. Continue when you are ready."
+        self.break_screen, self.break_text = _text_screen(self.break_message, go_on)
         resume, stop = QPushButton("Continue (space)"), QPushButton("Stop for now")
         resume.clicked.connect(self._show_trial)
         stop.clicked.connect(self.close)
-        self.pause_screen = _text_screen(
+        self.pause_screen, self.pause_text = _text_screen(
             "Paused. Your answers so far are saved; you can stop now and continue later.",
             resume,
             stop,
         )
         close = QPushButton("Close")
         close.clicked.connect(self.close)
-        self.end_screen = _text_screen("Thank you! The experiment is complete.", close)
+        self.end_screen, self.end_text = _text_screen(
+            "Thank you! The experiment is complete.", close
+        )
 
         self.trial_screen = QWidget()
         self.choices = [_ImageChoice(i) for i in range(3)]
@@ -181,7 +273,7 @@ class ExperimentWindow(QWidget):
         trial = self.log.next_trial
         if self.log.is_break_before(trial) and self.screen_name == "trial":
             done, total = trial, len(self.log.plan)
-            self.break_label.setText(f"{done} of {total} trials done.")
+            self.break_text.setText(f"{done} of {total} trials done.\n\n{self.break_message}")
             self.stack.setCurrentWidget(self.break_screen)
             return
         self._show_trial()
@@ -235,6 +327,14 @@ class ExperimentWindow(QWidget):
     def pause(self) -> None:
         if self.screen_name == "trial":
             self.stack.setCurrentWidget(self.pause_screen)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        """Re-lay the trial out for the new size: the images are decoded at the cell size."""
+        super().resizeEvent(event)
+        self._next_pixmaps = {}
+        if self.screen_name == "trial" and 0 <= self._trial < len(self.log.plan):
+            for choice, item in zip(self.choices, self.log.plan.items[self._trial], strict=True):
+                choice.setPixmap(self._load(int(item)))
 
     # ----------------------------------------------------------------- input
     def keyPressEvent(self, event: QKeyEvent) -> None:

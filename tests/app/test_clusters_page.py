@@ -61,6 +61,12 @@ def test_cluster_with_diagnostics_map_and_typical_images(window, qtbot, copy_dem
     )
     np.testing.assert_array_equal(page.pool_map.labels, run.arrays["labels"])
     assert len(page.map_view.scatter.points()) == run.arrays["labels"].size
+    # a legend of the 4 clusters with their sizes, beside the map; hover names the point
+    sizes = np.bincount(run.arrays["labels"], minlength=4)
+    assert [label.text for _, label in page.map_view.legend.items] == [
+        f"{c} ({sizes[c]})" for c in range(4)
+    ]
+    assert page.map_view._tip(0, 0, 17).startswith(f"item 17 · cluster {run.arrays['labels'][17]}")
     item = 17
     view_box = page.map_view.plotItem.vb
     scene_pos = view_box.mapViewToScene(QPointF(*page.pool_map.xy[item].astype(float)))

@@ -97,3 +97,82 @@ def test_bad_settings_show_an_error_and_create_no_session(window, tmp_path, shar
     assert page.start_new() is None
     assert "repeat_fraction" in page.error.text() or "0.5" in page.error.text()
     assert page.table.rowCount() == 0
+
+
+def _text_fits(screen, label) -> None:
+    """Every line of ``label`` is on screen: the wrapped text fits the label, the label lies
+    inside the window (not scrolled away), and it overlaps no button."""
+    from PySide6.QtCore import QRect
+
+    assert label.isVisible(), label.text()
+    needed = label.needed_height()
+    assert needed <= label.contentsRect().height(), (label.text()[:40], needed, label.height())
+    top_left = label.mapTo(screen, label.contentsRect().topLeft())
+    box = QRect(top_left, label.contentsRect().size())
+    assert screen.rect().contains(box), (box, screen.rect())
+    for button in label.parentWidget().findChildren(QPushButton):
+        if button.isVisible():
+            other = QRect(button.mapTo(screen, button.rect().topLeft()), button.size())
+            assert not box.intersects(other), button.text()
+
+
+def test_consent_and_break_text_are_whole_at_every_size(
+    window, qtbot, tmp_path: Path, shared_data: Path
+) -> None:
+    from alignet_engine.experiment import ExperimentConfig
+
+    assert window.open_project(str(_project(tmp_path, shared_data)))
+    window.show_page("experiment")
+    page = window.page("experiment")
+    page.form.set_value("image_set", "photos")
+    page.form.set_value("n_trials", 6)
+    page.form.set_value("break_every", 3)
+    page.form.set_value("repeat_fraction", "0")
+    # a long consent text (the default one, twice)
+    page.consent.setPlainText("\n\n".join([ExperimentConfig(image_set="x").consent] * 2))
+    screen = page.preview()  # the "preview the participant screen" button
+    assert screen is not None and "Preview" in screen.windowTitle()
+    qtbot.addWidget(screen)
+    sizes = [(800, 600), (1280, 800), None]  # None: full screen
+    for size in sizes:
+        if size is None:
+            screen.showFullScreen()
+        else:
+            screen.showNormal()
+            screen.resize(*size)
+        qtbot.wait(50)
+        assert screen.screen_name == "consent"
+        _text_fits(screen, screen.consent_text)
+        name = "fullscreen" if size is None else f"{size[0]}x{size[1]}"
+        save_screenshot(screen, f"participant_consent_{name}")
+    # through the instructions and three trials to the break
+    screen.showNormal()
+    screen.resize(800, 600)
+    agree = next(b for b in screen.consent_screen.findChildren(QPushButton) if "agree" in b.text())
+    qtbot.mouseClick(agree, Qt.MouseButton.LeftButton)
+    qtbot.keyClick(screen, Qt.Key.Key_Space)
+    for _ in range(3):
+        qtbot.keyClick(screen, Qt.Key.Key_1)
+    assert screen.screen_name == "break"
+    assert "3 of 6 trials done." in screen.break_text.text()
+    for size in sizes:
+        if size is None:
+            screen.showFullScreen()
+        else:
+            screen.showNormal()
+            screen.resize(*size)
+        qtbot.wait(50)
+        _text_fits(screen, screen.break_text)
+        name = "fullscreen" if size is None else f"{size[0]}x{size[1]}"
+        save_screenshot(screen, f"participant_break_{name}")
+    # a resized trial re-lays its images out at the new size
+    qtbot.keyClick(screen, Qt.Key.Key_Space)
+    assert screen.screen_name == "trial"
+    screen.resize(1280, 800)
+    qtbot.wait(50)
+    big = screen.choices[0].pixmap().width()
+    screen.resize(800, 600)
+    qtbot.wait(50)
+    assert screen.choices[0].pixmap().width() < big
+    save_screenshot(screen, "participant_trial_800x600")
+    screen.close()

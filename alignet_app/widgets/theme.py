@@ -1,0 +1,159 @@
+"""Colours of the GUI: one colour-blind-safe palette and plot colours that follow light / dark.
+
+Every plot and every hand-coloured label takes its colours from here, so a dark window
+palette (the system's, or Preferences ▸ Theme) gives dark plots and readable highlights.
+Series colours are Okabe & Ito's eight (Okabe & Ito 2008, "Color Universal Design"), which
+stay distinct for the common colour-vision deficiencies; on a dark background the black entry
+is swapped for light grey.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyqtgraph as pg
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+#: Okabe–Ito, ordered so the first few are the most distinct (blue, orange, green, …)
+OKABE_ITO = (
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#D55E00",  # vermillion
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#F0E442",  # yellow (last: weak on white)
+    "#000000",  # black
+)
+
+
+@dataclass(frozen=True)
+class PlotColours:
+    """background, foreground (text, axes), grid, muted (reference lines), legend brush."""
+
+    dark: bool
+    background: str
+    foreground: str
+    axis: str
+    muted: str
+    legend_brush: tuple[int, int, int, int]
+    disagree_bg: str
+    stale: str
+    panel: str
+    error: str
+
+    def series(self, i: int) -> str:
+        """The ``i``-th series colour (cycles; black becomes light grey on dark)."""
+        colour = OKABE_ITO[i % len(OKABE_ITO)]
+        if self.dark and colour == "#000000":
+            return "#DDDDDD"
+        return colour
+
+
+LIGHT = PlotColours(
+    dark=False,
+    background="#FFFFFF",
+    foreground="#202020",
+    axis="#606060",
+    muted="#333333",
+    legend_brush=(255, 255, 255, 210),
+    disagree_bg="#FBE3E3",
+    stale="#8A5A00",
+    panel="#F4F4F4",
+    error="#B00020",
+)
+DARK = PlotColours(
+    dark=True,
+    background="#1E1E1E",
+    foreground="#E6E6E6",
+    axis="#A0A0A0",
+    muted="#D0D0D0",
+    legend_brush=(30, 30, 30, 210),
+    disagree_bg="#5A2A2A",
+    stale="#FFC857",
+    panel="#2A2A2A",
+    error="#FF6B6B",
+)
+
+
+def is_dark(palette: QPalette | None = None) -> bool:
+    """True when the window background is darker than its text (the palette is dark)."""
+    if palette is None:
+        app = QApplication.instance()
+        if app is None:
+            return False
+        palette = app.palette()  # type: ignore[attr-defined]
+    window = palette.color(QPalette.ColorRole.Window)
+    text = palette.color(QPalette.ColorRole.WindowText)
+    return window.lightnessF() < text.lightnessF()
+
+
+def colours() -> PlotColours:
+    """The colours for the application's current palette."""
+    return DARK if is_dark() else LIGHT
+
+
+def dark_palette() -> QPalette:
+    """A dark Fusion palette (Preferences ▸ Theme ▸ dark, and the dark screenshots)."""
+    p = QPalette()
+    roles = QPalette.ColorRole
+    for role, colour in (
+        (roles.Window, "#2B2B2B"),
+        (roles.WindowText, "#E6E6E6"),
+        (roles.Base, "#1E1E1E"),
+        (roles.AlternateBase, "#262626"),
+        (roles.ToolTipBase, "#3A3A3A"),
+        (roles.ToolTipText, "#E6E6E6"),
+        (roles.Text, "#E6E6E6"),
+        (roles.Button, "#353535"),
+        (roles.ButtonText, "#E6E6E6"),
+        (roles.BrightText, "#FF6B6B"),
+        (roles.Link, "#56B4E9"),
+        (roles.Highlight, "#0072B2"),
+        (roles.HighlightedText, "#FFFFFF"),
+        (roles.PlaceholderText, "#9A9A9A"),
+        (roles.Mid, "#505050"),
+        (roles.Dark, "#202020"),
+        (roles.Light, "#505050"),
+    ):
+        p.setColor(role, QColor(colour))
+    for role in (roles.WindowText, roles.Text, roles.ButtonText):
+        p.setColor(QPalette.ColorGroup.Disabled, role, QColor("#808080"))
+    return p
+
+
+def apply_theme(name: str) -> None:
+    """Set the application palette: ``"light"``, ``"dark"`` or ``"system"`` (Qt's default)."""
+    app = QApplication.instance()
+    if not isinstance(app, QApplication):
+        return
+    if name == "dark":
+        app.setStyle("Fusion")
+        app.setPalette(dark_palette())
+    elif name == "light":
+        app.setStyle("Fusion")
+        app.setPalette(app.style().standardPalette())
+    else:
+        app.setPalette(QPalette())
+
+
+def style_plot(plot: pg.PlotItem, c: PlotColours | None = None) -> PlotColours:
+    """Give ``plot`` the theme's axis and title colours; returns the colours used."""
+    c = c or colours()
+    for axis in ("left", "bottom", "right", "top"):
+        ax = plot.getAxis(axis)
+        ax.setPen(c.axis)
+        ax.setTextPen(c.foreground)
+    title = plot.titleLabel
+    if title is not None and title.text:
+        title.setText(title.text, color=c.foreground)
+    return c
+
+
+def style_canvas(widget: pg.GraphicsView | pg.PlotWidget, c: PlotColours | None = None) -> None:
+    """Set a pyqtgraph canvas's background (and its plot's axes) from the theme."""
+    c = c or colours()
+    widget.setBackground(c.background)
+    if isinstance(widget, pg.PlotWidget):
+        style_plot(widget.getPlotItem(), c)
