@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from alignet_engine.errors import ProjectError
 from alignet_engine.store import sidefiles as sf
 from alignet_engine.store.sidefiles import SideArray
 
@@ -124,6 +123,7 @@ class GcReport:
     damaged : referenced files that fail verification, each with the reason.
     missing : referenced files that are not there, each with the index path using them.
     freed_bytes : total size of ``unreferenced``.
+    stale_leases : lease files of dead processes (deleted unless ``dry_run``).
     """
 
     dry_run: bool
@@ -132,7 +132,7 @@ class GcReport:
     damaged: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
     freed_bytes: int = 0
-    stale_leases: tuple[str, ...] = field(default=())
+    stale_leases: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -145,23 +145,20 @@ class GcReport:
         }
 
 
-def sweep(f: h5py.File, files_dir: Path, *, dry_run: bool, verify: bool) -> GcReport:
-    """Find (and unless ``dry_run`` delete) unreferenced side files of dead writers.
+def sweep(f: h5py.File, files_dir: Path, *, dry_run: bool) -> GcReport:
+    """Find (and unless ``dry_run`` delete) unreferenced side files of dead writers, and
+    list referenced files that are missing.
 
     The caller holds the project's write lock, so no index transaction adds a reference
     while this runs; a live writer's not-yet-referenced files are protected by its lease.
     """
     arrays_dir = files_dir / sf.ARRAYS_DIR
     refs = referenced(f)
-    missing, damaged = [], []
-    for name, (where, side) in sorted(refs.items()):
-        if not (arrays_dir / name).exists():
-            missing.append(f"{arrays_dir / name} (used by {where})")
-        elif verify:
-            try:
-                sf.verify(arrays_dir, side, where)
-            except ProjectError as exc:
-                damaged.append(str(exc))
+    missing = [
+        f"{arrays_dir / name} (used by {where})"
+        for name, (where, _) in sorted(refs.items())
+        if not (arrays_dir / name).exists()
+    ]
     unreferenced, in_use = [], []
     freed = 0
     present = sorted(arrays_dir.iterdir()) if arrays_dir.is_dir() else []
@@ -193,7 +190,6 @@ def sweep(f: h5py.File, files_dir: Path, *, dry_run: bool, verify: bool) -> GcRe
         dry_run=dry_run,
         unreferenced=tuple(unreferenced),
         in_use=tuple(in_use),
-        damaged=tuple(damaged),
         missing=tuple(missing),
         freed_bytes=freed,
         stale_leases=tuple(stale),

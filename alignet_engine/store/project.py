@@ -52,6 +52,7 @@ process is refused, and its side files are protected from ``gc`` by the process'
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -1242,6 +1243,8 @@ class Project:
             "path": str(self.path),
             "header": header,
             "readonly": self.readonly_reason,
+            # why nobody opening it as this user could write it (None: writable)
+            "unwritable": self._unwritable_reason(self.path),
             "imagesets": imagesets,
             "judgments": self.names("judgments"),
             "matrices": self.names("matrices"),
@@ -1326,12 +1329,22 @@ class Project:
         """
         if not dry_run:
             self._check_writable()
+        damaged: list[str] = []
+        if verify:  # reads every side file: outside the lock, which writers need meanwhile
+            with self.reading() as f:
+                refs = maintenance.referenced(f)
+            for _, (where, side) in sorted(refs.items()):
+                if (self.arrays_dir / side.file).exists():
+                    try:
+                        sf.verify(self.arrays_dir, side, where)
+                    except ProjectError as exc:
+                        damaged.append(str(exc))
         with self._locked():
             with self.reading() as f:
-                report = maintenance.sweep(f, self.files_dir, dry_run=dry_run, verify=verify)
+                report = maintenance.sweep(f, self.files_dir, dry_run=dry_run)
             if not dry_run:
                 self.compact()
-        return report
+        return dataclasses.replace(report, damaged=tuple(damaged))
 
     def verify(self) -> None:
         """Check the sha256 of every side file the project refers to.

@@ -91,6 +91,9 @@ def test_a_read_only_project_opens_read_only_with_the_reason(tmp_path: Path) -> 
     with Project.open(path) as p:
         assert p.readonly and "0444" in p.readonly_reason
         assert p.info()["readonly"] == p.readonly_reason
+    with Project.open(path, readonly=True) as p:  # what `alignet-cli info` shows
+        assert "0444" in p.info()["unwritable"]
+    with Project.open(path) as p:
         assert p.imageset("s") == _images()  # reading works
         with pytest.raises(ProjectError, match=r"read-only.*0444"):
             p.write_imageset("t", _images(), {})

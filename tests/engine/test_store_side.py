@@ -386,3 +386,34 @@ def test_sigkill_during_side_file_writes_leaves_a_consistent_project(tmp_path: P
         assert {f.name for f in p.arrays_dir.iterdir()} == referenced
         assert not list((p.files_dir / "leases").glob("*"))
         p.verify()
+
+
+def test_cli_gc_lists_by_default_deletes_on_request_and_pack_writes_one_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alignet_engine.cli import main
+
+    path = tmp_path / "p.alignet"
+    with Project.create(path) as p:
+        old = p.begin_job("features", {})
+        p.write_run("features", old, slot="feat", params={}, arrays={"X": _features()})
+        first = _side_of(p, "feat", "X")
+        rid = p.begin_job("features", {})
+        p.write_run("features", rid, slot="feat", params={}, arrays={"X": _features(seed=1)})
+        p.delete_run(f"features/{old}")  # its side file is left to gc
+    assert main(["gc", str(path), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["dry_run"] and listed["unreferenced"] == [str(first)] and first.exists()
+    assert main(["gc", str(path), "--delete", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unreferenced"] == [str(first)]
+    assert not first.exists()
+
+    out = tmp_path / "send.alignet"
+    assert main(["pack", str(path), str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["packed"] == str(out)
+    with Project.open(out, readonly=True) as q:
+        np.testing.assert_array_equal(q.run("feat").arrays["X"], _features(seed=1))
+
+    _side_of(Project.open(path, readonly=True), "feat", "X").unlink()
+    assert main(["gc", str(path), "--verify"]) == 2  # a missing file is an error
+    assert "missing" in capsys.readouterr().err
