@@ -153,32 +153,36 @@ def _write_inline(group: h5py.Group, name: str, value: np.ndarray) -> None:
 
 
 def _migrate_100_to_200(project: Project, f: h5py.File) -> None:
-    """Schema 200: move every dataset over 1 MiB out of the index into a side file.
+    """Schema 200: move every dataset over 1 MiB out of the index into a side file, and
+    rewrite the smaller lzf-compressed ones (an h5py-only filter) without compression.
 
     Runs inside the migration's transaction, on its copy of the index; the side files are
     complete before that copy is committed (a kill leaves them unreferenced, for ``gc``).
     """
-    big: list[str] = []
+    found: list[tuple[str, bool]] = []  # (path, to a side file)
 
     def visit(name: str, obj: object) -> None:
-        if (
-            isinstance(obj, h5py.Dataset)
-            and obj.ndim >= 1
-            and name != "journal"
-            and obj.id.get_storage_size() > sf.SIDE_ARRAY_MIN_BYTES
-        ):
-            big.append(name)
+        if not isinstance(obj, h5py.Dataset) or obj.ndim == 0 or name == "journal":
+            return
+        strings = h5py.check_string_dtype(obj.dtype) is not None
+        size = obj.id.get_storage_size() if strings else obj.size * obj.dtype.itemsize
+        if size > sf.SIDE_ARRAY_MIN_BYTES:
+            found.append((name, True))
+        elif obj.compression == "lzf":
+            found.append((name, False))
 
     f.visititems(visit)
-    for name in big:
+    for name, external in found:
         ds = f[name]
-        project._lease.ensure()
-        with project.new_side_array(
-            name.rsplit("/", 1)[-1], ds.shape, ds.dtype, chunks=None
-        ) as writer:
+        parent, leaf = ds.parent, name.rsplit("/", 1)[-1]
+        if not external:
+            data = sf.read_dataset(ds)
+            del parent[leaf]
+            _write_inline(parent, leaf, data)
+            continue
+        with project.new_side_array(leaf, ds.shape, ds.dtype) as writer:
             maintenance.stream_rows(ds, _slice_writer(writer))
             side = writer.finish()
-        parent, leaf = f[name].parent, name.rsplit("/", 1)[-1]
         del parent[leaf]
         sf.write_ref(parent, leaf, side)
         log.info("Moved %s (%d bytes) to side file %s", name, side.size, side.file)
