@@ -60,6 +60,7 @@ import logging
 import os
 import shutil
 import stat
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -326,6 +327,7 @@ class Project:
         self.arrays_dir = self.files_dir / sf.ARRAYS_DIR
         self._lock = ProjectLock(self.path)
         self._lease = sf.Lease(self.files_dir)
+        self._threads = threading.RLock()
         self._closed = False
 
     # ----------------------------------------------------------------- open / close
@@ -452,11 +454,21 @@ class Project:
 
     @contextlib.contextmanager
     def _locked(self, wait: float = LOCK_WAIT_S) -> Iterator[None]:
-        self._lock.acquire(timeout=wait)
+        # The thread lock first: the file lock is re-entrant per Project, so without it two
+        # threads of one process could run transactions at once and lose one's changes.
+        if not self._threads.acquire(timeout=wait):
+            raise ProjectLockedError(
+                f"Project {self.path.name} is being written by another thread of this "
+                f"process; waited {wait:.0f} s."
+            )
         try:
-            yield
+            self._lock.acquire(timeout=wait)
+            try:
+                yield
+            finally:
+                self._lock.release()
         finally:
-            self._lock.release()
+            self._threads.release()
 
     def _sweep_temporaries(self) -> None:
         """Delete transaction copies left behind by a killed writer (we hold the lock, so no

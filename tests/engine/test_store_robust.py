@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import h5py
@@ -243,3 +244,19 @@ def test_reads_and_short_writes_work_while_a_long_job_runs(tmp_path: Path) -> No
         assert p.imageset("s") == _images() and len(p.names("imagesets")) == 6
         p.end_job("distill", rid, "failed", "killed")
         p.begin_job("distill", {})  # a new one may start now
+
+
+def test_two_threads_writing_through_one_project_lose_nothing(tmp_path: Path) -> None:
+    path = _project(tmp_path)
+    with Project.open(path) as p:
+
+        def writer(prefix: str) -> None:
+            for i in range(10):
+                p.write_imageset(f"{prefix}{i}", _images(2), {})
+
+        threads = [threading.Thread(target=writer, args=(c,)) for c in "ab"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(p.names("imagesets")) == 21
