@@ -98,6 +98,12 @@ _STR = h5py.string_dtype()
 #: another process while the first runs, is refused (both would race for /current).
 LONG_STAGES = frozenset({"features", "transform", "clusters", "triplets", "distill"})
 
+#: Where a packed project (:meth:`Project.pack`) carries its non-array side files
+#: (checkpoints), as uint8 datasets; unpacked on the first writable open.
+PACKED_FILES = "packed_files"
+#: Top-level groups of the index that are not stages.
+_NOT_STAGES = ("current", "journal", "data", PACKED_FILES)
+
 # Migrations from schema version v to the next one: (target_version, step(project, file)).
 # A migration runs inside a transaction after a backup copy of the old file was written;
 # the index is compacted afterwards.
@@ -153,9 +159,10 @@ def _write_inline(group: h5py.Group, name: str, value: np.ndarray) -> None:
     group.create_dataset(name, data=value)
 
 
-def _migrate_100_to_200(project: Project, f: h5py.File) -> None:
-    """Schema 200: move every dataset over 1 MiB out of the index into a side file, and
-    rewrite the smaller lzf-compressed ones (an h5py-only filter) without compression.
+def _externalize(project: Project, f: h5py.File) -> None:
+    """Move every dataset over 1 MiB out of the index into a side file, and rewrite the
+    smaller lzf-compressed ones (an h5py-only filter) without compression: the schema
+    100 -> 200 migration, and unpacking a packed project.
 
     Runs inside the migration's transaction, on its copy of the index; the side files are
     complete before that copy is committed (a kill leaves them unreferenced, for ``gc``).
@@ -163,7 +170,8 @@ def _migrate_100_to_200(project: Project, f: h5py.File) -> None:
     found: list[tuple[str, bool]] = []  # (path, to a side file)
 
     def visit(name: str, obj: object) -> None:
-        if not isinstance(obj, h5py.Dataset) or obj.ndim == 0 or name == "journal":
+        skip = name == "journal" or name.startswith(PACKED_FILES + "/")
+        if not isinstance(obj, h5py.Dataset) or obj.ndim == 0 or skip:
             return
         strings = h5py.check_string_dtype(obj.dtype) is not None
         size = obj.id.get_storage_size() if strings else obj.size * obj.dtype.itemsize
@@ -196,7 +204,7 @@ def _slice_writer(writer: SideArrayWriter) -> Callable[[int, np.ndarray], None]:
     return write
 
 
-MIGRATIONS[100] = (200, _migrate_100_to_200)
+MIGRATIONS[100] = (200, _externalize)
 
 
 def _check_name(name: str) -> None:
@@ -248,7 +256,7 @@ def _imageset_users(f: h5py.File, name: str) -> list[str]:
         if _attr(g, "image_set") == name
     ]
     for stage in f:
-        if stage in ("current", "journal", "data"):
+        if stage in _NOT_STAGES:
             continue
         for run_id, g in f[stage].items():
             params = _attr(g, "params") or {}
@@ -378,7 +386,7 @@ class Project:
         path = Path(path).resolve()
         if not path.is_file():
             raise ProjectError(f"No project file at {path}.")
-        version = cls._check_header(path)
+        version, packed = cls._check_header(path)
         reason = "opened read-only" if readonly else cls._unwritable_reason(path)
         if reason is None and version > SCHEMA_VERSION:
             reason = (
@@ -392,6 +400,8 @@ class Project:
         if version < SCHEMA_VERSION and not project.readonly:
             # Read-only access needs no migration: older schemas hold plain datasets only.
             project._migrate(version)
+        if packed and not project.readonly:
+            project._unpack()
         if not project.readonly:
             # Sweep a killed writer's temporaries if the lock is free now; never wait for it
             # (a busy lock means a live writer, and the next free open sweeps).
@@ -417,11 +427,14 @@ class Project:
         return None
 
     @staticmethod
-    def _check_header(path: Path) -> int:
+    def _check_header(path: Path) -> tuple[int, bool]:
+        """(schema version, whether it is a packed project); refuses what is not a
+        project, a newer major schema, and HDF5 links or virtual datasets."""
         try:
             with h5py.File(path, "r", locking=False) as f:
                 fmt = f.attrs.get("format")
                 raw = f.attrs.get("schema_version", -1)
+                packed = "packed_from" in f.attrs or PACKED_FILES in f
                 if fmt == FORMAT:
                     refuse_links(f, path)
         except OSError as exc:
@@ -439,7 +452,7 @@ class Project:
                 f"{path} was written by a newer AligNet Studio (schema {version}, this version "
                 f"reads up to {SCHEMA_VERSION}). Update AligNet Studio to open it."
             )
-        return version
+        return version, packed
 
     def close(self) -> None:
         """Release this process's lease on its side files; the project is then closed."""
@@ -756,7 +769,7 @@ class Project:
     def runs(self, stage: str | None = None) -> list[Run]:
         """Every run (of ``stage``), oldest first, without arrays."""
         with self.reading() as f:
-            stages = [stage] if stage else [k for k in f if k not in ("current", "journal", "data")]
+            stages = [stage] if stage else [k for k in f if k not in _NOT_STAGES]
             keys = [f"{s}/{r}" for s in stages if s in f for r in f[s]]
         return sorted((self.run(k, arrays=False) for k in keys), key=lambda r: r.created)
 
@@ -781,7 +794,7 @@ class Project:
             inputs = {
                 f"{s}/{r}": json.loads(f[s][r].attrs["inputs"])
                 for s in f
-                if s not in ("current", "journal", "data")
+                if s not in _NOT_STAGES
                 for r in f[s]
             }
             # runs made unusable by replacing the image set they read (see _write_data)
@@ -1307,8 +1320,10 @@ class Project:
         """Write a self-contained single-file copy of the project at ``out`` (every side
         array inlined), for sending a study to a colleague; it opens like any project.
 
-        Model checkpoints and other non-array side files (``<project>.files/*``) are not
-        included: export the student to send it.
+        Model checkpoints and other side files (``<project>.files/*``) travel inside it too
+        (``/packed_files``). The first writable open of a packed project unpacks it: large
+        arrays move back into side files and the other files into ``<out>.files/``, so its
+        writes are cheap again; read-only opening reads it as it is.
         """
         out = Path(out).resolve()
         if out.exists() and not overwrite:
@@ -1321,12 +1336,21 @@ class Project:
         try:
             self._snapshot(snap)
             with h5py.File(snap, "r", locking=False) as src:
+                extra = self._plain_side_files()
                 needed = sum(side.size for _, side in maintenance.referenced(src).values())
+                needed += sum(path.stat().st_size for path in extra)
                 with disk_full_as_error(out.parent, needed):
                     ensure_free_space(out.parent, needed, what=f"the packed project {out.name}")
                     with h5py.File(tmp, "w", locking=False) as dst:
                         maintenance.copy_tree(src, dst, arrays_dir=self.arrays_dir, inline=True)
                         dst.attrs["packed_from"] = str(self.path)
+                        if extra:
+                            packed = dst.create_group(PACKED_FILES)
+                            for path in extra:
+                                ds = packed.create_dataset(
+                                    path.name, data=np.fromfile(path, dtype=np.uint8)
+                                )
+                                ds.attrs["sha256"] = sf.sha256_file(path)
             _commit_file(tmp, out)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -1334,6 +1358,39 @@ class Project:
         finally:
             snap.unlink(missing_ok=True)
         return out
+
+    def _plain_side_files(self) -> list[Path]:
+        """The non-array side files (checkpoints, logs) in ``<project>.files/``."""
+        if not self.files_dir.is_dir():
+            return []
+        return sorted(
+            p for p in self.files_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+        )
+
+    def _unpack(self) -> None:
+        """Turn a packed project back into index + side files (see :meth:`pack`)."""
+        with self._locked(), self.transaction() as f:
+            _externalize(self, f)
+            packed = f.get(PACKED_FILES)
+            if isinstance(packed, h5py.Group):
+                self.files_dir.mkdir(parents=True, exist_ok=True)
+                for name, ds in packed.items():
+                    target = self.files_dir / name
+                    if name.startswith(".") or target.exists():
+                        continue  # never overwrite what is already beside the project
+                    tmp = self.files_dir / f".{name}.unpack-{uuid.uuid4().hex[:8]}"
+                    try:
+                        ds[()].tofile(tmp)
+                        fsync_path(tmp)
+                        os.replace(tmp, target)
+                    finally:
+                        tmp.unlink(missing_ok=True)
+                del f[PACKED_FILES]
+            if "packed_from" in f.attrs:
+                f.attrs["unpacked_from"] = f.attrs["packed_from"]
+                del f.attrs["packed_from"]
+        self.compact()
+        log.info("Unpacked %s into %s", self.path, self.files_dir)
 
     def collect_garbage(self, *, dry_run: bool = True, verify: bool = False) -> GcReport:
         """Sweep side files no run or data set refers to (see :class:`GcReport`).

@@ -233,6 +233,7 @@ def test_pack_writes_one_self_contained_file_that_opens(tmp_path: Path) -> None:
         j = Judgments("oddone", np.tile([[0, 1, 2]], (90_000, 1)), np.full(90_000, -1))
         p.write_imageset("s", ImageSet(("a", "b", "c"), ("", "", "")), {})
         p.write_judgments("human", j, image_set="s", params={})
+        p.side_path("distill-r.safetensors").write_bytes(b"student weights")
         out = p.pack(tmp_path / "send" / "packed.alignet")
         with pytest.raises(ProjectError, match="already exists"):
             p.pack(out)
@@ -241,12 +242,19 @@ def test_pack_writes_one_self_contained_file_that_opens(tmp_path: Path) -> None:
     with h5py.File(out, "r") as f:
         assert isinstance(f[f"features/{rid}/X"], h5py.Dataset)
         assert f[f"features/{rid}/X"].compression is None
-    with Project.open(out) as q:
+    with Project.open(out, readonly=True) as q:  # read as it is
         np.testing.assert_array_equal(q.run("feat").arrays["X"], X)
-        np.testing.assert_array_equal(q.judgments("human")[0].triplets, j.triplets)
         with q.open_array("feat", "X") as ds:
             np.testing.assert_array_equal(ds[5:9], X[5:9])
-        q.write_imageset("t", ImageSet(("x",), ("",)), {})  # a packed project is writable
+    packed_size = out.stat().st_size
+    with Project.open(out) as q:  # the first writable open unpacks it: writes stay cheap
+        assert out.stat().st_size < packed_size / 4 and len(_files(q)) == 2
+        np.testing.assert_array_equal(q.run("feat").arrays["X"], X)
+        np.testing.assert_array_equal(q.judgments("human")[0].triplets, j.triplets)
+        assert (q.files_dir / "distill-r.safetensors").read_bytes() == b"student weights"
+        assert [r.stage for r in q.runs()] == ["features"]
+        q.write_imageset("t", ImageSet(("x",), ("",)), {})
+        q.verify()
 
 
 def _write_schema100_project(path: Path, X: np.ndarray) -> None:
