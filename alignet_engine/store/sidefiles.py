@@ -246,7 +246,9 @@ class SideArrayWriter:
                 maxshape=shape,
                 dtype=h5dtype,
                 # A growing array (a loss curve) starts small: 64 KiB chunks waste little.
-                chunks=chunks
+                chunks=None
+                if shape[0] == 0  # a fixed empty array cannot be chunked
+                else chunks
                 or row_chunks(shape, itemsize, GROW_CHUNK_BYTES if self.growable else CHUNK_BYTES),
                 compression=compression,
             )
