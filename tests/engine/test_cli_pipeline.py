@@ -83,7 +83,8 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, cli) -> None:
 
     with h5py.File(project, "r") as f:
         distilled = f[f["current"].attrs["features:stimuli:efficientnet_lite0+distilled"]]["X"][()]
-        paths = f["data/imagesets/stimuli/paths"].asstr()[:5]
+    with Project.open(project, readonly=True) as p:  # paths are stored compactly
+        paths = p.imageset("stimuli").paths[:5]
     student = load_aligned_model(Path(files["weights"]).parent)
     np.testing.assert_allclose(student.embed(list(paths)), distilled[:5], atol=1e-4)
     compiled = cli(
