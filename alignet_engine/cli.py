@@ -222,8 +222,18 @@ def cmd_import_features(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.imports import import_features
 
     with _project(args) as p:
-        run_id = import_features(p, args.file, image_set=args.set, label=args.name, key=args.key)
-    return {"run": f"features/{run_id}", "set": args.set, "label": args.name}
+        run_id = import_features(
+            p,
+            args.file,
+            image_set=args.set,
+            label=args.name,
+            key=args.key,
+            similarity=args.similarity,
+        )
+    out = {"run": f"features/{run_id}", "set": args.set, "label": args.name}
+    if args.similarity:
+        out["similarity"] = args.similarity
+    return out
 
 
 def cmd_import_transform(args: argparse.Namespace) -> dict[str, Any]:
@@ -506,9 +516,17 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         metric=args.metric,
         n_boot=args.n_boot,
         random_state=args.seed,
+        compare=args.compare,
+        compare_transform=args.compare_transform,
+        ci_unit=args.ci_unit,
     )
     with _project(args) as p:
-        return dict(_run(evaluate(p, cfg), args))
+        result = dict(_run(evaluate(p, cfg), args))
+    if not args.json:
+        from alignet_engine.stages.report import evaluation_text
+
+        print(evaluation_text(result))
+    return result
 
 
 def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
@@ -650,6 +668,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", required=True)
     p.add_argument("--name", required=True, help="label of the representation, e.g. clip-vit-b")
     p.add_argument("--key", help="array / dataset name inside npz, h5 or pt files")
+    p.add_argument(
+        "--similarity",
+        choices=("dot", "cosine"),
+        help="the representation's natural similarity, used by evaluate by default: dot for "
+        "a dot-product model such as a VICE/SPoSE embedding, cosine for network features "
+        "[not recorded: evaluate uses cosine]",
+    )
 
     p = command(
         "import-transform",
@@ -887,6 +912,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--compare",
+        metavar="LABEL",
+        help="paired test against this features label on the same items: the difference "
+        "(--model minus LABEL) with a paired bootstrap CI and p-value",
+    )
+    p.add_argument(
+        "--compare-transform", metavar="NAME", help="score --compare through this transform"
+    )
+    p.add_argument(
+        "--ci-unit",
+        choices=("triplets", "items", "responses"),
+        default="triplets",
+        help="what accuracy CIs resample: triplets (default; responses to one triplet are not "
+        "independent), items (the question is about the stimuli) or responses; RSA: items",
+    )
 
     p = command("export", cmd_export, "export the student, transform and triplets")
     p.add_argument("--out", required=True, help="output folder")

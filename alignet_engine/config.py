@@ -285,10 +285,21 @@ class EvaluateConfig(StageConfig):
     metric: Literal["cosine", "dot", "euclidean", "pearson"] | None = None
     n_boot: int = 1000
     random_state: int = 0
+    # Paired comparison: a second representation (features label, optionally through a
+    # transform) scored on the same items; the result gets A − B with a paired bootstrap CI.
+    compare: str | None = None
+    compare_transform: str | None = None
+    # What accuracy CIs resample: triplets (responses to one triplet are not independent),
+    # items (when the question is about the stimuli), or responses. RSA always uses items.
+    ci_unit: Literal["triplets", "items", "responses"] = "triplets"
 
     def validate(self) -> None:
         if (self.judgments is None) == (self.matrix is None):
             raise ValueError("EvaluateConfig: give exactly one of judgments or matrix")
+        if self.ci_unit not in ("triplets", "items", "responses"):
+            raise ValueError("EvaluateConfig.ci_unit must be triplets, items or responses")
+        if self.compare_transform is not None and self.compare is None:
+            raise ValueError("EvaluateConfig.compare_transform needs compare (a features label)")
         _positive(self, "n_boot")
         if self.metric == "pearson" and self.matrix is None:
             raise ValueError("EvaluateConfig.metric 'pearson' applies to matrices (RSA) only")

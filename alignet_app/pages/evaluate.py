@@ -46,6 +46,7 @@ from alignet_engine.stages.evaluate import evaluate
 from alignet_engine.stages.report import (
     EvaluationTable,
     check_output_folder,
+    comparison_text,
     evaluate_all,
     evaluation_table,
     format_cell,
@@ -65,6 +66,11 @@ _TOOLTIPS = {
     "metric": "Similarity used to pick the odd one out; auto = dot through a transform, "
     "cosine otherwise; pearson applies to matrices only.",
     "n_boot": "Bootstrap resamples for the 95% confidence interval.",
+    "compare": "Paired test against this representation on the same items: the difference "
+    "with its paired-bootstrap CI and p-value (auto = no comparison).",
+    "compare_transform": "Score the compared features through this transform.",
+    "ci_unit": "What accuracy CIs resample: triplets (responses to one triplet are not "
+    "independent), items (a question about the stimuli) or responses. RSA: always items.",
 }
 
 
@@ -132,7 +138,18 @@ class EvaluatePage(Page):
         # ---- one evaluation
         self.form = ConfigForm(
             EvaluateConfig,
-            fields=["image_set", "model", "judgments", "matrix", "transform", "metric", "n_boot"],
+            fields=[
+                "image_set",
+                "model",
+                "judgments",
+                "matrix",
+                "transform",
+                "metric",
+                "n_boot",
+                "compare",
+                "compare_transform",
+                "ci_unit",
+            ],
             tooltips=_TOOLTIPS,
             choices={
                 "image_set": [],
@@ -140,8 +157,16 @@ class EvaluatePage(Page):
                 "judgments": [],
                 "matrix": [],
                 "transform": [],
+                "compare": [],
+                "compare_transform": [],
             },
-            labels={"image_set": "image set", "n_boot": "bootstrap"},
+            labels={
+                "image_set": "image set",
+                "n_boot": "bootstrap",
+                "compare": "compare with",
+                "compare_transform": "its transform",
+                "ci_unit": "CI resamples",
+            },
         )
         self.one_button = QPushButton("Evaluate")
         self.one_button.clicked.connect(lambda: self.evaluate_one())
@@ -236,10 +261,13 @@ class EvaluatePage(Page):
                     item.setToolTip("not evaluated")
                 else:
                     text = format_cell(cell) + (" ◐" if cell.is_stale else "")
+                    if cell.comparison:
+                        text += "\n" + comparison_text(cell.comparison, short=True)
                     item = QTableWidgetItem(text)
                     tip = [
                         f"{cell.representation} on {row.name}",
-                        f"n = {cell.n}, metric {cell.metric}, {cell.n_boot} bootstrap resamples",
+                        f"n = {cell.n}, metric {cell.metric}, {cell.n_boot} bootstrap resamples"
+                        + (f" over {cell.ci_unit}" if cell.ci_unit else ""),
                         f"run {cell.run}",
                     ]
                     if cell.is_stale:
@@ -279,6 +307,8 @@ class EvaluatePage(Page):
         self.form.set_choices("judgments", info["judgments"])
         self.form.set_choices("matrix", info["matrices"])
         self.form.set_choices("transform", transforms)
+        self.form.set_choices("compare", models)
+        self.form.set_choices("compare_transform", transforms)
         # Sensible starting values (the form starts empty): the first image set, the
         # teacher, the first judgment set.
         values = self.form.values()

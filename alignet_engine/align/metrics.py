@@ -698,6 +698,9 @@ def levels_scores(
     n_boot: int = 1000,
     level: float = 0.95,
     random_state: int | None = 0,
+    unit: Literal["triplets", "items"] = "triplets",
+    features_b: np.ndarray | None = None,
+    metric_b: SimilarityMetric | None = None,
 ) -> dict[str, Any]:
     """Score a representation with the Levels authors' protocol, overall and per level.
 
@@ -713,16 +716,22 @@ def levels_scores(
     ----------
     features : (n, d) float.
     judgments : odd-one-out judgments; ``types`` (the level per row) give the breakdown.
+    unit : what the CI resamples: ``"triplets"`` or ``"items"`` (see :func:`_boot_weights`).
+    features_b, metric_b : a second representation of the same items: adds a paired
+        ``"comparison"`` (:func:`paired_accuracy_test`, A − B) to every score.
 
     Returns
     -------
     ``{"overall": {...}, "by_level": {level: {...}}, "n_sample", "tie_credit", "unit"}``
     where each ``{...}`` holds ``accuracy, ci_low, ci_high, n`` (untied triplets),
-    ``n_tied``, ``tied_model_in_top``, ``ceiling_leave_one_out``, ``ceiling_majority``,
-    ``n_triplets``, ``n_responses``.
+    ``ci_unit``, ``n_tied``, ``tied_model_in_top``, ``ceiling_leave_one_out``,
+    ``ceiling_majority``, ``n_triplets``, ``n_responses``.
     """
     keys, counts, first = sample_choice_counts(judgments, n_sample, random_state)
     model = model_odd_position(features, keys, metric)
+    model_b = (
+        None if features_b is None else model_odd_position(features_b, keys, metric_b or metric)
+    )
     human = majority_choice(counts)
     types = (
         np.asarray(judgments.types)[first]
@@ -734,12 +743,19 @@ def levels_scores(
         c, h, m = counts[sel], human[sel], model[sel]
         untied = h >= 0
         out: dict[str, Any] = {}
+        boot = {"unit": unit, "n_boot": n_boot, "level": level, "random_state": random_state}
         if untied.any():
             out.update(
-                accuracy_summary(m[untied] == h[untied], random_state, n_boot=n_boot, level=level)
+                clustered_accuracy_summary(m[untied] == h[untied], keys[sel][untied], **boot)
             )
+            if model_b is not None:
+                mb = model_b[sel][untied]
+                out["comparison"] = paired_accuracy_test(
+                    m[untied] == h[untied], mb == h[untied], keys[sel][untied], **boot
+                )
         else:
-            out.update(accuracy=float("nan"), ci_low=float("nan"), ci_high=float("nan"), n=0)
+            nan = float("nan")
+            out.update(accuracy=nan, ci_low=nan, ci_high=nan, n=0, ci_unit=unit)
         tied = ~untied
         in_top = [
             bool(mi >= 0 and ci[mi] == ci.max()) for ci, mi in zip(c[tied], m[tied], strict=True)
@@ -763,7 +779,246 @@ def levels_scores(
         "protocol": "levels",
         "n_sample": int(n_sample),
         "tie_credit": float(tie_credit),
-        "unit": "triplet (majority of sampled responses)",
+        "unit": f"{unit} (each triplet scored against the majority of its sampled responses)",
         "overall": score(np.ones(keys.shape[0], dtype=bool)),
         "by_level": {str(t): score(types == t) for t in sorted(set(types.tolist()))},
     }
+
+
+# --------------------------------------------------------------------------------------------
+# cluster bootstrap and paired comparisons
+# --------------------------------------------------------------------------------------------
+CiUnit = Literal["triplets", "items", "responses"]
+CI_UNITS: tuple[str, ...] = ("triplets", "items", "responses")
+# Elements of one (chunk, groups) weight matrix: bounds a bootstrap chunk to ~32 MiB.
+_BOOT_ELEMS = 4_000_000
+
+
+def _group_by_triplet(triplets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keys (g, 3) sorted unique triplets, inverse (t,) row → group)."""
+    keys, inv = np.unique(np.sort(triplets, axis=1), axis=0, return_inverse=True)
+    return keys, inv.reshape(-1)
+
+
+def _draw_counts(rng: np.random.Generator, size: int, g: int) -> np.ndarray:
+    """(size, g) float64: how often each of g units is drawn in each of ``size`` resamples of
+    g draws with replacement (one bincount over offset draws instead of a Python loop)."""
+    draws = rng.integers(0, g, size=(size, g)) + (np.arange(size) * g)[:, None]
+    return np.bincount(draws.ravel(), minlength=size * g).reshape(size, g).astype(np.float64)
+
+
+def _boot_weights(unit: str, keys: np.ndarray, n_boot: int, rng: np.random.Generator) -> Any:
+    """Yield (chunk, g) float64 bootstrap weights of the g groups ``keys`` (unique triplets).
+
+    * ``triplets`` — triplets drawn with replacement: a group's weight is how often it was drawn;
+    * ``items`` — items drawn with replacement: a triplet counts once per combination of the
+      drawn copies of its three items, i.e. ``m_i · m_j · m_k`` (the triplet analogue of the
+      item bootstrap of RSA, where a pair counts ``m_i · m_j`` times).
+    """
+    g = keys.shape[0]
+    if unit == "items":
+        items, local = np.unique(keys, return_inverse=True)
+        local = local.reshape(keys.shape)
+        n = items.size
+        chunk = max(1, _BOOT_ELEMS // max(g, n))
+        for start in range(0, n_boot, chunk):
+            size = min(chunk, n_boot - start)
+            m = _draw_counts(rng, size, n)
+            yield m[:, local[:, 0]] * m[:, local[:, 1]] * m[:, local[:, 2]]
+    else:
+        chunk = max(1, _BOOT_ELEMS // g)
+        for start in range(0, n_boot, chunk):
+            size = min(chunk, n_boot - start)
+            yield _draw_counts(rng, size, g)
+
+
+def _grouped(
+    values: list[np.ndarray], triplets: np.ndarray, unit: str
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Per-group sums of each value array and per-group row counts (groups = the unit)."""
+    trip = check_triplets(triplets)
+    if unit not in CI_UNITS:
+        raise InputError(f"unknown bootstrap unit {unit!r}; use one of {CI_UNITS}")
+    if unit == "responses":
+        keys = np.sort(trip, axis=1)
+        inv = np.arange(trip.shape[0])
+    else:
+        keys, inv = _group_by_triplet(trip)
+    counts = np.bincount(inv, minlength=keys.shape[0]).astype(np.float64)
+    sums = [
+        np.bincount(inv, weights=np.asarray(v, np.float64), minlength=keys.shape[0]) for v in values
+    ]
+    return keys, sums, counts
+
+
+def clustered_accuracy_summary(
+    correct: np.ndarray,
+    triplets: np.ndarray,
+    *,
+    unit: CiUnit = "triplets",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    random_state: int | None = 0,
+) -> dict[str, Any]:
+    """Accuracy with a bootstrap CI that resamples triplets (or items, or responses).
+
+    Responses to one triplet are not independent of each other, nor are triplets sharing an
+    item: resampling responses (a binomial CI) understates the uncertainty of repeated data.
+
+    Parameters
+    ----------
+    correct : (t,) bool per response row.
+    triplets : (t, 3) int, the row's items (grouped as UNORDERED triplets).
+    unit : ``"triplets"`` (cluster bootstrap over unique triplets; the default), ``"items"``
+        (see :func:`_boot_weights`) or ``"responses"`` (rows independent).
+
+    Returns
+    -------
+    ``{"accuracy", "ci_low", "ci_high", "n", "n_units", "ci_unit"}``.
+    """
+    c = np.asarray(correct, dtype=np.float64)
+    if c.ndim != 1 or c.size == 0 or c.size != np.asarray(triplets).shape[0]:
+        raise InputError(f"needs one value per triplet row, got {c.shape}", field="correct")
+    keys, (sums,), counts = _grouped([c], triplets, unit)
+    rng = np.random.default_rng(random_state)
+    means = np.concatenate(
+        [
+            (w @ sums) / np.maximum(w @ counts, 1e-300)
+            for w in _boot_weights(unit, keys, n_boot, rng)
+        ]
+    )
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    n_units = keys.shape[0] if unit != "items" else int(np.unique(keys).size)
+    return {
+        "accuracy": float(c.mean()),
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "n": int(c.size),
+        "n_units": int(n_units),
+        "ci_unit": unit,
+    }
+
+
+def _paired_result(diff: float, boots: np.ndarray, level: float, unit: str) -> dict[str, Any]:
+    """Difference, percentile CI and two-sided bootstrap p-value of H0: no difference.
+
+    p = 2 · min(share of resampled differences ≤ 0, share ≥ 0), each share counted as
+    (k + 1) / (B + 1) so that p is never exactly 0 (its resolution is 1 / (B + 1)).
+    """
+    boots = boots[np.isfinite(boots)]
+    b = boots.size
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(boots, [alpha, 1.0 - alpha]) if b else (float("nan"),) * 2
+    p = min(
+        1.0,
+        2.0 * min((np.sum(boots <= 0) + 1) / (b + 1), (np.sum(boots >= 0) + 1) / (b + 1)),
+    )
+    return {
+        "difference": float(diff),
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "p_value": float(p),
+        "n_boot": int(b),
+        "unit": unit,
+        "level": float(level),
+    }
+
+
+def paired_accuracy_test(
+    correct_a: np.ndarray,
+    correct_b: np.ndarray,
+    triplets: np.ndarray,
+    *,
+    unit: CiUnit = "triplets",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    random_state: int | None = 0,
+) -> dict[str, Any]:
+    """Paired bootstrap of accuracy(A) − accuracy(B) on the same triplet rows.
+
+    Each resample draws triplets (or items, see :func:`_boot_weights`) once and scores both
+    representations on it, so what the two share cancels out of the difference.
+
+    Parameters
+    ----------
+    correct_a, correct_b : (t,) bool per response row, for representations A and B.
+    triplets : (t, 3) int, the rows' items.
+
+    Returns
+    -------
+    ``{"difference", "ci_low", "ci_high", "p_value", "n_boot", "unit", "level",
+    "accuracy_a", "accuracy_b", "n"}``.
+    """
+    a = np.asarray(correct_a, dtype=np.float64)
+    b = np.asarray(correct_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size != np.asarray(triplets).shape[0]:
+        raise InputError(
+            f"needs one value per triplet row for both, got {a.shape} and {b.shape}",
+            field="correct",
+        )
+    keys, (sa, sb), counts = _grouped([a, b], triplets, unit)
+    rng = np.random.default_rng(random_state)
+    diffs = np.concatenate(
+        [
+            (w @ (sa - sb)) / np.maximum(w @ counts, 1e-300)
+            for w in _boot_weights(unit, keys, n_boot, rng)
+        ]
+    )
+    out = _paired_result(a.mean() - b.mean(), diffs, level, unit)
+    out.update(accuracy_a=float(a.mean()), accuracy_b=float(b.mean()), n=int(a.size))
+    return out
+
+
+def paired_rsa_test(
+    features_a: np.ndarray,
+    features_b: np.ndarray,
+    matrix: np.ndarray,
+    *,
+    metric_a: Literal["cosine", "pearson"] = "cosine",
+    metric_b: Literal["cosine", "pearson"] = "cosine",
+    kind: Literal["similarity", "dissimilarity"] = "similarity",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    random_state: int | None = 0,
+) -> dict[str, Any]:
+    """Paired bootstrap over items of ρ(A) − ρ(B), the Spearman RSA of two representations.
+
+    Each resample draws the items once and computes both ρ on it (pairs of an item with its
+    own copy dropped, as in :func:`rsa_bootstrap_ci`).
+
+    Returns
+    -------
+    ``{"difference", "ci_low", "ci_high", "p_value", "n_boot", "unit": "items", "level",
+    "spearman_a", "spearman_b", "n"}``.
+    """
+    from scipy.stats import rankdata
+
+    rho_a = rsa(features_a, matrix, metric=metric_a, kind=kind)
+    rho_b = rsa(features_b, matrix, metric=metric_b, kind=kind)
+    ma = model_rsm(check_features(features_a), metric_a)
+    mb = model_rsm(check_features(features_b), metric_b)
+    human = np.asarray(matrix, dtype=np.float64)
+    if kind == "dissimilarity":
+        human = -human
+    n = ma.shape[0]
+    if mb.shape[0] != n:
+        raise InputError(
+            f"A has {n} items but B has {mb.shape[0]}; a paired test needs the same items",
+            field="features",
+        )
+    rng = np.random.default_rng(random_state)
+    iu = np.triu_indices(n, k=1)
+    diffs = np.empty(int(n_boot))
+    for k in range(int(n_boot)):
+        idx = rng.integers(0, n, size=n)
+        r, c = idx[iu[0]], idx[iu[1]]
+        keep = r != c
+        rh = rankdata(human[r, c][keep])
+        ra = rankdata(ma[r, c][keep])
+        rb = rankdata(mb[r, c][keep])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            diffs[k] = np.corrcoef(ra, rh)[0, 1] - np.corrcoef(rb, rh)[0, 1]
+    out = _paired_result(rho_a - rho_b, diffs, level, "items")
+    out.update(spearman_a=float(rho_a), spearman_b=float(rho_b), n=int(n))
+    return out

@@ -197,7 +197,8 @@ def _grey_array_to_rgb(arr: np.ndarray) -> Image.Image:
 def make_transform(
     preprocess: Preprocess, image_size: int | None = None
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """The eval transform: resize the shorter side, centre crop, to tensor, normalise.
+    """The eval transform: resize the shorter side, centre crop, to tensor, normalise (or,
+    for a whole-stimulus preprocessing, resize the whole image to the square input).
 
     Parameters
     ----------
@@ -215,6 +216,15 @@ def make_transform(
     size = preprocess.input_size if image_size is None else int(image_size)
     if size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
+    if preprocess.whole:  # the whole stimulus, squeezed to the square input: nothing cut off
+        return T.Compose(
+            [
+                T.Resize((size, size), interpolation=_RESAMPLE[preprocess.interpolation]),
+                T.PILToTensor(),
+                T.ToDtype(torch.float32, scale=True),
+                T.Normalize(mean=list(preprocess.mean), std=list(preprocess.std)),
+            ]
+        )
     scale_size = math.floor(size / preprocess.crop_pct)
     # Resize and crop the PIL image (Pillow's antialiased resampling) before converting to a
     # tensor: the same order and backend as timm's eval transform, so features match timm.

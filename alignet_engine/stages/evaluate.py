@@ -8,17 +8,19 @@ from typing import Any
 import numpy as np
 
 from alignet_engine.align.metrics import (
-    accuracy_summary,
+    clustered_accuracy_summary,
     levels_scores,
     noise_ceiling_matrix,
     noise_ceiling_oddone,
     noise_ceiling_twoafc,
     oddone_correct,
+    paired_accuracy_test,
+    paired_rsa_test,
     rsa,
     rsa_bootstrap_ci,
     twoafc_correct,
 )
-from alignet_engine.config import EvaluateConfig
+from alignet_engine.config import EvaluateConfig, features_slot
 from alignet_engine.data.types import Judgments
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, StageDone
@@ -37,15 +39,59 @@ def evaluation_slot(config: EvaluateConfig) -> str:
     return f"evaluate:{config.image_set}:{rep}:{target}"
 
 
+def representation_similarity(
+    project: Project, image_set: str, model: str, transform: str | None
+) -> tuple[str, str]:
+    """The similarity a representation is meant to be compared with, and where that comes from.
+
+    Through a transform: the similarity it was fitted with. Raw features: the similarity
+    recorded with the features run (``import-features --similarity``; a human embedding such
+    as VICE is a dot-product model), else cosine (the zero-shot convention, method.md §6).
+
+    Returns
+    -------
+    (metric, source) — source is a short phrase for the output.
+    """
+    if transform is not None:
+        return (
+            transform_similarity(project, transform),
+            f"the similarity transform '{transform}' was fitted with",
+        )
+    run = project.run(features_slot(image_set, model), arrays=False)
+    recorded = run.params.get("similarity")
+    if recorded:
+        return str(recorded), f"recorded with the features of {model}"
+    return "cosine", "default for raw features"
+
+
 def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, str]]:
     """The evaluation's result dict and the runs it read (no write)."""
     F, inputs = teacher_representation(project, config.image_set, config.model, config.transform)
-    metric = config.metric or transform_similarity(project, config.transform)
+    if config.metric:
+        metric, source = config.metric, "given"
+    else:
+        metric, source = representation_similarity(
+            project, config.image_set, config.model, config.transform
+        )
     result: dict[str, Any] = {
         "representation": config.model,
         "transform": config.transform,
         "metric": metric,
+        "metric_source": source,
     }
+    Fb = metric_b = None
+    if config.compare is not None:
+        Fb, inputs_b = teacher_representation(
+            project, config.image_set, config.compare, config.compare_transform
+        )
+        inputs.update(inputs_b)
+        metric_b = (
+            config.metric
+            or representation_similarity(
+                project, config.image_set, config.compare, config.compare_transform
+            )[0]
+        )
+    boot = {"n_boot": config.n_boot, "random_state": config.random_state}
     if config.judgments is not None:
         j, image_set = project.judgments(config.judgments)
         if image_set != config.image_set:
@@ -55,28 +101,34 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
                 field="judgments",
             )
         if j.kind == "oddone" and j.meta.get("protocol") == "levels":
-            result.update(_levels(F, j, metric, config))
+            result.update(_levels(F, j, metric, config, Fb, metric_b))
             ceiling = result.pop("noise_ceiling")
-            correct = None
-        elif j.kind == "oddone":
-            correct = oddone_correct(F, j.triplets, metric=metric)
-            ceiling = noise_ceiling_oddone(j)
         else:
-            # With vote counts, a tied triplet has no majority answer to agree with: score the
-            # strict-majority triplets (as Lagunas et al. do) and report how many were tied.
             triplets = j.triplets
-            if j.votes is not None:
-                strict = j.votes[:, 0] > j.votes[:, 1]
-                result["n_tied_excluded"] = int((~strict).sum())
-                triplets = triplets[strict]
-            correct = twoafc_correct(F, triplets, metric=metric)
-            ceiling = noise_ceiling_twoafc(j)
-        if correct is not None:
+            if j.kind == "oddone":
+                score = oddone_correct
+                ceiling = noise_ceiling_oddone(j)
+            else:
+                # With vote counts, a tied triplet has no majority answer to agree with: score
+                # the strict-majority triplets (as Lagunas et al. do) and report how many tied.
+                if j.votes is not None:
+                    strict = j.votes[:, 0] > j.votes[:, 1]
+                    result["n_tied_excluded"] = int((~strict).sum())
+                    triplets = triplets[strict]
+                score = twoafc_correct
+                ceiling = noise_ceiling_twoafc(j)
+            correct = score(F, triplets, metric=metric)
             result.update(
-                accuracy_summary(correct, n_boot=config.n_boot, random_state=config.random_state)
+                clustered_accuracy_summary(correct, triplets, unit=config.ci_unit, **boot)
             )
-        if j.types is not None and j.kind == "oddone" and correct is not None:
-            result["by_type"] = _by_type(j, correct, config)
+            correct_b = None
+            if Fb is not None:
+                correct_b = score(Fb, triplets, metric=metric_b)
+                result["comparison"] = paired_accuracy_test(
+                    correct, correct_b, triplets, unit=config.ci_unit, **boot
+                )
+            if j.types is not None and j.kind == "oddone":
+                result["by_type"] = _by_type(j, correct, correct_b, config)
         if config.transform is not None:
             result["calibration"] = _calibration(project, config, j)
         result.update(
@@ -100,14 +152,7 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
         if matrix.ndim == 3:
             matrix = matrix.mean(axis=0)
         rsm_metric = "pearson" if metric == "pearson" else "cosine"
-        lo, hi = rsa_bootstrap_ci(
-            F,
-            matrix,
-            metric=rsm_metric,
-            kind=kind,
-            n_boot=config.n_boot,
-            random_state=config.random_state,
-        )
+        lo, hi = rsa_bootstrap_ci(F, matrix, metric=rsm_metric, kind=kind, **boot)
         result.update(
             {
                 "task": "rsa",
@@ -116,17 +161,51 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
                 "spearman": float(rsa(F, matrix, kind=kind, metric=rsm_metric)),
                 "ci_low": lo,
                 "ci_high": hi,
+                "ci_unit": "items",
                 "n": int(matrix.shape[0]),
                 "noise_ceiling": ceiling,
             }
         )
+        if Fb is not None:
+            result["comparison"] = paired_rsa_test(
+                F,
+                Fb,
+                matrix,
+                metric_a=rsm_metric,
+                metric_b="pearson" if metric_b == "pearson" else "cosine",
+                kind=kind,
+                **boot,
+            )
+    if "comparison" in result:
+        assert config.compare is not None
+        rep_b = config.compare
+        if config.compare_transform:
+            rep_b += f"+T({config.compare_transform})"
+        result["comparison"]["against"] = rep_b
+        result["comparison"]["metric_b"] = metric_b
     return result, inputs
 
 
-def _levels(F: np.ndarray, j: Judgments, metric: str, config: EvaluateConfig) -> dict[str, Any]:
+def _levels(
+    F: np.ndarray,
+    j: Judgments,
+    metric: str,
+    config: EvaluateConfig,
+    Fb: np.ndarray | None,
+    metric_b: str | None,
+) -> dict[str, Any]:
     """The Levels authors' protocol: majority of 4 sampled responses per triplet, ties apart,
     leave-one-out ceilings with 0.5 credit in a tie; overall and per level."""
-    lv = levels_scores(F, j, metric=metric, n_boot=config.n_boot, random_state=config.random_state)
+    lv = levels_scores(
+        F,
+        j,
+        metric=metric,
+        n_boot=config.n_boot,
+        random_state=config.random_state,
+        unit="items" if config.ci_unit == "items" else "triplets",
+        features_b=Fb,
+        metric_b=metric_b,
+    )
 
     def ceiling(d: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -136,23 +215,32 @@ def _levels(F: np.ndarray, j: Judgments, metric: str, config: EvaluateConfig) ->
             "n_responses": d["n_responses"],
         }
 
-    keys = ("accuracy", "ci_low", "ci_high", "n", "n_tied")
+    keys = ("accuracy", "ci_low", "ci_high", "n", "n_tied", "ci_unit")
     overall = lv["overall"]
-    return {
+    out: dict[str, Any] = {
         **{k: overall[k] for k in keys},
         "noise_ceiling": ceiling(overall),
         "levels": lv,
-        "ci_unit": "triplets (each scored against the majority of its sampled responses)",
         "by_type": {
-            name: {**{k: d[k] for k in keys}, "noise_ceiling": ceiling(d)}
+            name: {
+                **{k: d[k] for k in keys},
+                "noise_ceiling": ceiling(d),
+                **({"comparison": d["comparison"]} if "comparison" in d else {}),
+            }
             for name, d in lv["by_level"].items()
         },
     }
+    if "comparison" in overall:
+        out["comparison"] = overall["comparison"]
+    return out
 
 
-def _by_type(j: Judgments, correct: np.ndarray, config: EvaluateConfig) -> dict[str, Any]:
-    """Accuracy, CI and noise ceiling per triplet type (odd-one-out rows carrying a type)."""
+def _by_type(
+    j: Judgments, correct: np.ndarray, correct_b: np.ndarray | None, config: EvaluateConfig
+) -> dict[str, Any]:
+    """Accuracy, CI, noise ceiling (and the paired comparison) per triplet type."""
     assert j.types is not None
+    boot = {"unit": config.ci_unit, "n_boot": config.n_boot, "random_state": config.random_state}
     out: dict[str, Any] = {}
     for name in sorted(set(j.types.tolist())):
         rows = j.types == name
@@ -160,11 +248,13 @@ def _by_type(j: Judgments, correct: np.ndarray, config: EvaluateConfig) -> dict[
             j, triplets=j.triplets[rows], participant=j.participant[rows], types=j.types[rows]
         )
         out[name] = {
-            **accuracy_summary(
-                correct[rows], n_boot=config.n_boot, random_state=config.random_state
-            ),
+            **clustered_accuracy_summary(correct[rows], j.triplets[rows], **boot),
             "noise_ceiling": noise_ceiling_oddone(subset),
         }
+        if correct_b is not None:
+            out[name]["comparison"] = paired_accuracy_test(
+                correct[rows], correct_b[rows], j.triplets[rows], **boot
+            )
     return out
 
 

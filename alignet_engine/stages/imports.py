@@ -225,9 +225,20 @@ def import_matrix(
 
 
 def import_features(
-    project: Project, path: str | Path, *, image_set: str, label: str, key: str | None = None
+    project: Project,
+    path: str | Path,
+    *,
+    image_set: str,
+    label: str,
+    key: str | None = None,
+    similarity: Literal["dot", "cosine"] | None = None,
 ) -> str:
     """Import precomputed ``(n, d)`` features (stimulus order) as features of ``label``.
+
+    ``similarity`` records how the representation compares items: ``"dot"`` for a
+    dot-product model such as an imported VICE/SPoSE embedding (non-negative dimensions whose
+    norms carry meaning), ``"cosine"`` for network features; ``evaluate`` uses it by default
+    (None: not recorded, evaluate uses cosine).
 
     When no image set ``image_set`` exists yet, one of ``n`` items *without image files* is
     created, so features of concepts whose images cannot be shared (THINGS) can still be
@@ -250,6 +261,10 @@ def import_features(
         "key": key,
         "imported": True,
     }
+    if similarity is not None:
+        if similarity not in ("dot", "cosine"):
+            raise InputError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
+        params["similarity"] = similarity
     run_id = project.begin_job("features", params)
     project.write_run(
         "features",

@@ -30,7 +30,7 @@ import platform
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,11 @@ class EvalCell:
     run: str
     stale: tuple[str, ...] = ()
     n_boot: int = 0
+    # what the CI resampled ("triplets", "items", "responses"), and the paired comparison with
+    # another representation when the run made one (difference, ci_low, ci_high, p_value,
+    # unit, against)
+    ci_unit: str = ""
+    comparison: dict[str, Any] | None = None
 
     @property
     def err_minus(self) -> float:
@@ -196,6 +201,10 @@ class EvalRow:
     chance: float
     cells: dict[str, EvalCell] = field(default_factory=dict)
     y_range: tuple[float, float] = (0.0, 1.0)
+    # a row of one level / triplet type of the judgments ``parent`` (Levels: global, local,
+    # class_boundary), with that level's own ceiling; None for a whole data set
+    level: str | None = None
+    parent: str | None = None
 
     @property
     def title(self) -> str:
@@ -261,6 +270,21 @@ class _StaleCache:
         return tuple(self._reasons.get(ref, ["input run is missing"]))
 
 
+def _cell_values(d: Mapping[str, Any], kind: str, ci_unit: str) -> dict[str, Any]:
+    """The per-result fields of an :class:`EvalCell` from a summary (or one level of it)."""
+    nan = float("nan")
+    value = _num(d.get("accuracy" if kind == "judgments" else "spearman"))
+    lo, hi = _num(d.get("ci_low")), _num(d.get("ci_high"))
+    return {
+        "value": nan if value is None else value,
+        "ci_low": nan if lo is None else lo,
+        "ci_high": nan if hi is None else hi,
+        "n": int(d.get("n", 0)),
+        "ci_unit": str(d.get("ci_unit", ci_unit)),
+        "comparison": dict(d["comparison"]) if d.get("comparison") else None,
+    }
+
+
 def evaluation_table(project: Project) -> EvaluationTable:
     """Every current evaluate run as rows × representations (see :class:`EvaluationTable`)."""
     roles = pipeline_roles(project)
@@ -268,7 +292,7 @@ def evaluation_table(project: Project) -> EvaluationTable:
     refs = sorted(ref for slot, ref in stale.slots.items() if slot.startswith("evaluate:"))
     extras: list[str] = []
     labels = dict(ROLE_LABELS)
-    found: dict[tuple[str, str], tuple[str, dict[str, Any], list[EvalCell]]] = {}
+    found: dict[tuple[str, str, str | None], tuple[str, dict[str, Any], list[EvalCell]]] = {}
     for ref in refs:
         run = project.run(ref, arrays=False)
         p, s = run.params, run.summary
@@ -280,29 +304,38 @@ def evaluation_table(project: Project) -> EvaluationTable:
             labels[role] = rep
         kind = "judgments" if p.get("judgments") else "matrix"
         name = p.get("judgments") or p.get("matrix")
-        value = _num(s.get("accuracy" if kind == "judgments" else "spearman"))
-        cell = EvalCell(
+        base = EvalCell(
             role=role,
             representation=rep,
             model=model,
             transform=transform,
-            value=value if value is not None else float("nan"),
-            ci_low=_num(s.get("ci_low")) if _num(s.get("ci_low")) is not None else float("nan"),
-            ci_high=_num(s.get("ci_high")) if _num(s.get("ci_high")) is not None else float("nan"),
-            n=int(s.get("n", 0)),
-            metric=str(s.get("metric", p.get("metric"))),
             run=ref,
+            metric=str(s.get("metric", p.get("metric"))),
             stale=stale.reasons(ref),
             n_boot=int(p.get("n_boot", 0)),
+            **_cell_values(s, kind, str(s.get("ci_unit", "responses"))),
         )
-        key = (kind, name)
-        entry = found.setdefault(key, (p.get("image_set", ""), dict(s), []))
-        entry[2].append(cell)
+        entry = found.setdefault((kind, name, None), (p.get("image_set", ""), dict(s), []))
+        entry[2].append(base)
+        # Levels is read per level (its ceilings differ by level): one row per level
+        levels = (s.get("by_type") or {}) if s.get("levels") else {}
+        for level, d in levels.items():
+            sub = found.setdefault(
+                (kind, name, str(level)), (p.get("image_set", ""), {**s, **d}, [])
+            )
+            sub[2].append(replace(base, **_cell_values(d, kind, base.ci_unit)))
     order = {n: i for i, n in enumerate(project.names("judgments"))}
     order.update({n: 1000 + i for i, n in enumerate(project.names("matrices"))})
     rows = []
-    for (kind, name), (image_set, summary, cells) in sorted(
-        found.items(), key=lambda kv: (kv[0][0] != "judgments", order.get(kv[0][1], 10**6))
+    for (kind, name, level), (image_set, summary, cells) in sorted(
+        found.items(),
+        key=lambda kv: (
+            kv[0][0] != "judgments",
+            order.get(kv[0][1], 10**6),
+            kv[0][1],
+            kv[0][2] is not None,
+            kv[0][2] or "",
+        ),
     ):
         task = str(summary.get("task", "rsa" if kind == "matrix" else "oddone"))
         ceiling, detail = _ceiling(summary)
@@ -314,7 +347,9 @@ def evaluation_table(project: Project) -> EvaluationTable:
         rows.append(
             EvalRow(
                 kind=kind,
-                name=name,
+                name=name if level is None else f"{name} · {level}",
+                level=level,
+                parent=None if level is None else name,
                 image_set=image_set,
                 task=task,
                 measure="accuracy" if kind == "judgments" else "spearman",
@@ -342,6 +377,87 @@ def format_cell(cell: EvalCell) -> str:
 # --------------------------------------------------------------------------------------------
 # Evaluate all
 # --------------------------------------------------------------------------------------------
+def _fmt(value: Any, signed: bool = False) -> str:
+    v = _num(value)
+    if v is None:
+        return "—"
+    return f"{v:+.3f}" if signed else f"{v:.3f}"
+
+
+def comparison_text(cmp: Mapping[str, Any], indent: str = "", short: bool = False) -> str:
+    """``paired vs B: difference +0.094 [-0.011, +0.206], p = 0.09 (...)``."""
+    diff = (
+        f"{_fmt(cmp.get('difference'), True)} [{_fmt(cmp.get('ci_low'), True)}, "
+        f"{_fmt(cmp.get('ci_high'), True)}], p = {_fmt_p(cmp.get('p_value'))}"
+    )
+    if short:
+        return f"vs {cmp.get('against', '?')}: {diff} (paired, over {cmp.get('unit')})"
+    return (
+        f"{indent}paired vs {cmp.get('against', '?')}: difference {diff} "
+        f"(paired bootstrap over {cmp.get('unit')}, {cmp.get('n_boot')} resamples)"
+    )
+
+
+def _fmt_p(value: Any) -> str:
+    v = _num(value)
+    return "—" if v is None else f"{v:.3g}"
+
+
+def evaluation_text(result: Mapping[str, Any]) -> str:
+    """A few readable lines of one evaluate result (the CLI prints them): the score with its
+    CI and what the CI resampled, the similarity used and why, the ceiling, the breakdown by
+    level / triplet type, and the paired comparison when there is one."""
+    rep = str(result.get("representation", "?"))
+    if result.get("transform"):
+        rep += f"+T({result['transform']})"
+    target = result.get("judgments") or result.get("matrix")
+    unit = result.get("ci_unit", "responses")
+    lines = []
+    measure = "spearman" if result.get("task") == "rsa" else "accuracy"
+    lines.append(
+        f"{rep} on {target} ({result.get('task')}): {measure} {_fmt(result.get(measure))} "
+        f"[{_fmt(result.get('ci_low'))}, {_fmt(result.get('ci_high'))}] "
+        f"(95% CI, bootstrap over {unit}; n = {result.get('n')})"
+    )
+    lines.append(f"similarity: {result.get('metric')} ({result.get('metric_source', 'given')})")
+    ceiling = result.get("noise_ceiling")
+    if isinstance(ceiling, Mapping):
+        if "upper" in ceiling:
+            lines.append(
+                f"noise ceiling: lower {_fmt(ceiling['lower'])}, upper {_fmt(ceiling['upper'])}"
+            )
+        else:
+            lines.append(
+                f"noise ceiling: majority {_fmt(ceiling.get('majority_agreement'))}, "
+                f"leave-one-out {_fmt(ceiling.get('leave_one_out'))}"
+            )
+    if result.get("levels"):
+        lv = result["levels"]
+        lines.append(
+            f"Levels protocol: majority of {lv['n_sample']} sampled responses per triplet; "
+            f"{result.get('n_tied', 0)} tied triplet(s) reported apart"
+        )
+    by_type = result.get("by_type") or {}
+    if by_type:
+        lines.append(
+            f"{'level / type':<16}{'accuracy':>9}  {'95% CI':<16}{'n':>7}{'tied':>6}"
+            f"{'ceil. LOO':>10}{'majority':>10}"
+        )
+        for name, d in by_type.items():
+            c = d.get("noise_ceiling") or {}
+            lines.append(
+                f"{name:<16}{_fmt(d.get('accuracy')):>9}  "
+                f"{'[' + _fmt(d.get('ci_low')) + ', ' + _fmt(d.get('ci_high')) + ']':<16}"
+                f"{d.get('n', 0):>7}{d.get('n_tied', '—'):>6}"
+                f"{_fmt(c.get('leave_one_out')):>10}{_fmt(c.get('majority_agreement')):>10}"
+            )
+            if d.get("comparison"):
+                lines.append(comparison_text(d["comparison"], indent="  "))
+    if result.get("comparison"):
+        lines.append(comparison_text(result["comparison"]))
+    return "\n".join(lines)
+
+
 def _target_image_set(project: Project, kind: str, name: str) -> str:
     if kind == "judgments":
         return project.judgments(name)[1]
@@ -559,13 +675,24 @@ def report_html(data: Mapping[str, Any]) -> str:
                 else "—"
             )
             mark = " <span class='stale' title='stale'>◐ stale</span>" if cell["stale"] else ""
-            title = esc(f"n = {cell['n']}; run {cell['run']}")
-            tds.append(f"<td title='{title}'>{esc(text)}{mark}</td>")
+            unit = f"; CI over {cell['ci_unit']}" if cell.get("ci_unit") else ""
+            title = esc(f"n = {cell['n']}{unit}; run {cell['run']}")
+            cmp = cell.get("comparison")
+            paired = (
+                f"<br><span class='muted'>{esc(comparison_text(cmp, short=True))}</span>"
+                if cmp
+                else ""
+            )
+            tds.append(f"<td title='{title}'>{esc(text)}{mark}{paired}</td>")
         ceiling = row["noise_ceiling"]
+        ceiling_text = "—" if ceiling is None else f"{ceiling:.3f}"
+        loo = _num((row.get("ceiling_detail") or {}).get("leave_one_out"))
+        if ceiling is not None and loo is not None:
+            ceiling_text += f" (leave-one-out {loo:.3f})"
         body.append(
             f"<tr><th>{esc(row['name'])}<br><span class='muted'>{esc(row['task'])}, "
             f"{esc(row['measure'])}</span></th>{''.join(tds)}"
-            f"<td>{'—' if ceiling is None else f'{ceiling:.3f}'}</td>"
+            f"<td>{esc(ceiling_text)}</td>"
             f"<td>{row['chance']:.3f}</td></tr>"
         )
     plots = "".join(
@@ -596,8 +723,13 @@ img {{ max-width: 520px; border: 1px solid #ddd; }}
 <p class="muted">Project {esc(data["project"])}; written {esc(data["created"])}; {esc(vers)}</p>
 <p>Teacher: {esc(str(roles["teacher"]))}, transform: {esc(str(roles["transform"]))},
 student: {esc(str(roles["student"]))}. Cells are odd-one-out / two-alternative accuracy
-(judgments) or Spearman ρ (RSA, matrices) with a 95% bootstrap confidence interval; the
-noise ceiling is the human majority agreement (judgments) or the upper RSA ceiling.</p>
+(judgments) or Spearman ρ (RSA, matrices) with a 95% bootstrap confidence interval (hover a
+cell for what it resampled: triplets, items or responses); a paired comparison with another
+representation, when one was made, is shown under the cell (difference, its paired-bootstrap
+CI and p-value). The noise ceiling is the human majority agreement (judgments; with the
+leave-one-out ceiling where there is one) or the upper RSA ceiling. Levels judgments are
+scored with the authors' protocol (majority of 4 sampled responses per triplet, ties apart)
+and shown per level.</p>
 <h2>Results</h2>
 <table><thead><tr><th>judgments / matrix</th>{head}<th>noise ceiling</th><th>chance</th></tr>
 </thead><tbody>{"".join(body)}</tbody></table>
