@@ -265,6 +265,7 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
         amp=args.amp,
         skip_corrupt=args.skip_corrupt,
         resume=not args.no_resume,
+        preprocessing=args.preprocessing,
     )
     return _run_stage(args, "features", lambda p: extract(p, cfg))
 
@@ -714,6 +715,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-corrupt",
         action="store_true",
         help="store unreadable images as NaN rows (recorded in the run) instead of failing",
+    )
+    p.add_argument(
+        "--preprocessing",
+        choices=("auto", "model", "whole"),
+        default="auto",
+        help="model: the model's resize + centre crop; whole: the whole stimulus resized to the "
+        "input size, ImageNet mean/std; auto: whole for image sets with judgments or matrices "
+        "(evaluated against people), model otherwise",
     )
     p.add_argument(
         "--no-resume",

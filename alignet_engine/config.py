@@ -122,9 +122,19 @@ class ExtractConfig(StageConfig):
     amp: bool = False
     skip_corrupt: bool = False
     resume: bool = True
+    # How images are prepared (alignet_engine.models.preprocess.PREPROCESSING_PRESETS):
+    # "model" — the model's own resize + centre crop; "whole" — the whole stimulus resized to
+    # the input size with ImageNet mean/std; "auto" — "whole" for image sets evaluated against
+    # people (they have judgments or matrices), "model" otherwise (pools).
+    preprocessing: Literal["auto", "model", "whole"] = "auto"
 
     def validate(self) -> None:
         _positive(self, "batch_size", "image_size")
+        if self.preprocessing not in ("auto", "model", "whole"):
+            raise ValueError(
+                f"ExtractConfig.preprocessing must be auto, model or whole, got "
+                f"{self.preprocessing!r}"
+            )
         # Spec syntax only (no files are read); imported here to keep this module light.
         from alignet_engine.models.spec import resolve_spec
 

@@ -14,6 +14,7 @@ from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Message, StageDone
 from alignet_engine.models import Backbone, backbone_for, pick_device
 from alignet_engine.models.extract import PartialFeatures, extraction_job
+from alignet_engine.models.preprocess import whole_stimulus
 from alignet_engine.stages._tracking import tracked
 from alignet_engine.store import Project
 
@@ -131,6 +132,18 @@ def distilled_backbone(
     return wrapped, ref, {"embedding": "triplet_head", "head_dim": int(head.out_features)}
 
 
+def resolve_preprocessing(project: Project, config: ExtractConfig) -> str:
+    """``config.preprocessing`` with ``auto`` resolved: ``whole`` when the image set is
+    evaluated against people (judgments or matrices refer to it), else ``model``."""
+    if config.preprocessing != "auto":
+        return config.preprocessing
+    for kind in ("judgments", "matrices"):
+        for name in project.names(kind):
+            if project.data_image_set(kind, name) == config.image_set:
+                return "whole"
+    return "model"
+
+
 def extract(project: Project, config: ExtractConfig, control: JobControl | None = None) -> Job[str]:
     """Extract features of ``config.image_set`` and store them in slot ``features:<set>:<label>``.
 
@@ -163,8 +176,13 @@ def extract(project: Project, config: ExtractConfig, control: JobControl | None 
             # keyed by the slot, like every input: a run ref as key ("distill/<id>") would
             # never match a current slot, so the features would be stale from birth
             inputs[project.run(ref, arrays=False).slot] = ref
+        preprocessing = resolve_preprocessing(project, config)
+        if preprocessing == "whole":
+            backbone.preprocess = whole_stimulus(backbone.preprocess)
         yield Message(
-            STAGE, f"{config.label} on {len(images)} images of '{config.image_set}' ({device})"
+            STAGE,
+            f"{config.label} on {len(images)} images of '{config.image_set}' ({device}; "
+            f"{'whole stimulus' if preprocessing == 'whole' else 'model'} preprocessing)",
         )
         slot = features_slot(config.image_set, config.label)
         partial = PartialFeatures(project.side_path, tag=slot) if config.resume else None
@@ -186,6 +204,7 @@ def extract(project: Project, config: ExtractConfig, control: JobControl | None 
             **config.to_dict(),
             "layer": backbone.layer,
             "preprocess": backbone.preprocess.to_dict(),
+            "preprocessing": preprocessing,  # "auto" resolved
             "device": str(device),
             "autocast": result.autocast,
             # a distilled student: its triplet head's output or the backbone's features

@@ -960,6 +960,15 @@ class Project:
                 {k: json.loads(v) for k, v in g.attrs.items()},
             )
 
+    def data_image_set(self, kind: str, name: str) -> str | None:
+        """The image set that judgments / matrices ``name`` refer to, read from the attributes
+        only (no arrays); None if there is no such data or it names no image set."""
+        with self.reading() as f:
+            g = f["data"].get(kind, {}).get(name)
+            if g is None or "image_set" not in g.attrs:
+                return None
+            return str(json.loads(g.attrs["image_set"]))
+
     def names(self, kind: str) -> list[str]:
         """Names of imported ``kind`` ("imagesets", "judgments", "matrices")."""
         with self.reading() as f:

@@ -61,7 +61,17 @@ def test_materials_lite0_zero_shot_accuracy(shared_data: Path, tmp_path: Path, c
         "test",
     )
     assert imported["n_triplets"] == 3000 and imported["n_responses"] == 11800
-    cli("extract", project, "--set", "ennis", "--model", "efficientnet_lite0")
+    # the independent check below uses the model's crop, not the whole-stimulus default
+    cli(
+        "extract",
+        project,
+        "--set",
+        "ennis",
+        "--model",
+        "efficientnet_lite0",
+        "--preprocessing",
+        "model",
+    )
     result = cli(
         "evaluate",
         project,

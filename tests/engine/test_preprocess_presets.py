@@ -1,0 +1,86 @@
+"""The whole-stimulus preprocessing preset and the auto default of extraction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alignet_engine.models.preprocess import IMAGENET_DEFAULT, Preprocess, whole_stimulus
+
+
+def test_whole_stimulus_resizes_everything_and_uses_imagenet_statistics() -> None:
+    from alignet_engine.models import make_transform
+
+    own = Preprocess(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic", 0.875)
+    whole = whole_stimulus(own)
+    assert whole.whole and whole.crop_pct == 1.0 and whole.input_size == 224
+    assert whole.mean == IMAGENET_DEFAULT.mean and whole.std == IMAGENET_DEFAULT.std
+    assert Preprocess.from_dict(whole.to_dict()) == whole
+    old = own.to_dict()
+    del old["whole"]  # runs stored before the preset existed
+    assert Preprocess.from_dict(old) == own
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, size=(30, 70, 3), dtype=np.uint8)  # wide: a crop would cut
+    img = Image.fromarray(arr)
+    got = make_transform(whole, 16)(img).numpy()
+    # by hand: the whole image squeezed to 16 × 16 with PIL's bicubic, then normalised
+    small = np.asarray(img.resize((16, 16), Image.Resampling.BICUBIC), dtype=np.float64) / 255
+    expected = (small - np.array(IMAGENET_DEFAULT.mean)) / np.array(IMAGENET_DEFAULT.std)
+    np.testing.assert_allclose(got, expected.transpose(2, 0, 1), atol=1e-5)
+    # the model's own transform crops the sides away: a different input
+    cropped = make_transform(own, 16)(img).numpy()
+    assert cropped.shape == got.shape and not np.allclose(cropped, got)
+    with pytest.raises(ValueError, match="crop_pct"):
+        Preprocess(224, (0.5,) * 3, (0.5,) * 3, "bicubic", 0.875, whole=True)
+
+
+def _images(folder: Path, n: int) -> Path:
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    for i in range(n):
+        arr = rng.integers(0, 256, size=(24 + 4 * i, 40, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(folder / f"im{i}.png")
+    return folder
+
+
+def test_extraction_defaults_to_the_whole_stimulus_for_sets_people_judged(tmp_path: Path) -> None:
+    from alignet_engine.config import ExtractConfig
+    from alignet_engine.data.types import Judgments
+    from alignet_engine.jobs import run_job
+    from alignet_engine.models import load_backbone, load_image, make_transform
+    from alignet_engine.stages.features import extract, resolve_preprocessing
+    from alignet_engine.stages.imports import import_images
+    from alignet_engine.store import Project
+
+    with Project.create(tmp_path / "p.alignet") as project:
+        images = import_images(project, "stimuli", _images(tmp_path / "stim", 4))
+        import_images(project, "pool", _images(tmp_path / "pool", 3))
+        j = Judgments("oddone", np.array([[0, 1, 2], [1, 3, 0]]), np.array([0, 1]))
+        project.write_judgments("people", j, image_set="stimuli", params={})
+        auto = ExtractConfig(image_set="stimuli", image_size=32, batch_size=4)
+        assert resolve_preprocessing(project, auto) == "whole"
+        assert resolve_preprocessing(project, ExtractConfig(image_set="pool")) == "model"
+        assert (
+            resolve_preprocessing(
+                project, ExtractConfig(image_set="stimuli", preprocessing="model")
+            )
+            == "model"
+        )
+        run_job(extract(project, auto))
+        run = project.run("features:stimuli:efficientnet_lite0")
+        assert run.params["preprocessing"] == "whole" and run.params["preprocess"]["whole"]
+        backbone = load_backbone("efficientnet_lite0")
+        tf = make_transform(whole_stimulus(backbone.preprocess), 32)
+        with torch.inference_mode():
+            manual = np.stack(
+                [backbone.features(tf(load_image(p))[None])[0].numpy() for p in images.paths]
+            )
+        np.testing.assert_allclose(run.arrays["X"], manual, rtol=1e-4, atol=1e-5)
+        run_job(extract(project, ExtractConfig(image_set="pool", image_size=32)))
+        pool = project.run("features:pool:efficientnet_lite0", arrays=False)
+        assert pool.params["preprocessing"] == "model" and not pool.params["preprocess"]["whole"]
