@@ -440,13 +440,13 @@ def evaluation_text(result: Mapping[str, Any]) -> str:
     by_type = result.get("by_type") or {}
     if by_type:
         lines.append(
-            f"{'level / type':<16}{'accuracy':>9}  {'95% CI':<16}{'n':>7}{'tied':>6}"
+            f"{'level / type':<20}{'accuracy':>9}  {'95% CI':<16}{'n':>7}{'tied':>6}"
             f"{'ceil. LOO':>10}{'majority':>10}"
         )
         for name, d in by_type.items():
             c = d.get("noise_ceiling") or {}
             lines.append(
-                f"{name:<16}{_fmt(d.get('accuracy')):>9}  "
+                f"{name:<20}{_fmt(d.get('accuracy')):>9}  "
                 f"{'[' + _fmt(d.get('ci_low')) + ', ' + _fmt(d.get('ci_high')) + ']':<16}"
                 f"{d.get('n', 0):>7}{d.get('n_tied', '—'):>6}"
                 f"{_fmt(c.get('leave_one_out')):>10}{_fmt(c.get('majority_agreement')):>10}"

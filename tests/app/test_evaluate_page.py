@@ -116,3 +116,28 @@ def test_bad_single_evaluation_shows_an_inline_error(window, copy_demo: Path) ->
     blocker.write_text("x")
     assert not page.export_report(blocker / "sub")
     assert "cannot write to the output folder" in page.error.text()
+
+
+def test_a_paired_comparison_shows_under_its_cell(window, copy_demo: Path, qtbot) -> None:
+    """Evaluate the aligned teacher against the base teacher from the form: the cell shows the
+    paired difference the run stored, and the tooltip says what the CI resampled."""
+    page = _open(window, copy_demo)
+    for name, value in (
+        ("image_set", "stimuli"),
+        ("model", TEACHER),
+        ("judgments", "test (simulated)"),
+        ("matrix", None),
+        ("transform", "teacher"),
+        ("compare", TEACHER),
+        ("n_boot", 100),
+    ):
+        page.form.set_value(name, value)
+    with qtbot.waitSignal(window.session.runner.idle, timeout=180_000):
+        assert page.evaluate_one()
+    s = _summary(window.session.project, "test (simulated)", TEACHER, "teacher")
+    cmp = s["comparison"]
+    assert cmp["against"] == TEACHER and cmp["unit"] == "triplets"
+    page.refresh()
+    item = page.table.item(0, 1)  # the aligned teacher's column
+    assert f"vs {TEACHER}: {cmp['difference']:+.3f}" in item.text()
+    assert "over triplets" in item.toolTip()
