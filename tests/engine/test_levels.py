@@ -342,3 +342,54 @@ def test_levels_import_without_the_image_set_says_what_to_import(
     assert code == 2
     err = capsys.readouterr().err
     assert "no image set 'imagenet'" in err and "nXXXXXXXX/" in err and "import-images" in err
+
+
+def test_levels_rows_per_level_in_the_evaluation_table_and_report(tmp_path: Path, cli) -> None:
+    from alignet_engine.data.importers import read_image_folder
+    from alignet_engine.stages.report import evaluation_table, report_data, report_html
+    from alignet_engine.store import Project
+
+    root = image_folder(tmp_path)
+    np.save(tmp_path / "features.npy", _features(read_image_folder(root)))
+    project = str(tmp_path / "p.alignet")
+    cli("new", project)
+    cli("import-images", project, str(root), "--set", "imagenet")
+    cli(
+        "import-judgments",
+        project,
+        str(write_levels(tmp_path)),
+        "--format",
+        "levels-pkl",
+        "--set",
+        "imagenet",
+        "--name",
+        "levels",
+    )
+    cli(
+        "import-features",
+        project,
+        str(tmp_path / "features.npy"),
+        "--set",
+        "imagenet",
+        "--name",
+        "m",
+    )
+    cli("evaluate", project, "--set", "imagenet", "--model", "m", "--judgments", "levels")
+    with Project.open(project, readonly=True) as p:
+        table = evaluation_table(p)
+        page = report_html(report_data(p))
+    rows = {r.name: r for r in table.rows}
+    assert list(rows) == [
+        "levels",
+        "levels · class_boundary",
+        "levels · global",
+        "levels · local",
+    ]
+    local = rows["levels · local"]
+    assert local.level == "local" and local.parent == "levels"
+    assert local.noise_ceiling == pytest.approx(0.5)  # majority agreement of T2
+    assert local.ceiling_detail["leave_one_out"] == pytest.approx(0.25)
+    (cell,) = local.cells.values()
+    assert cell.value == 0.0 and cell.n == 1
+    assert rows["levels"].noise_ceiling == pytest.approx(0.6875)
+    assert "levels · global" in page and "leave-one-out 0.375" in page
