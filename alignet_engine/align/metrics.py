@@ -716,7 +716,7 @@ def levels_scores(
     ----------
     features : (n, d) float.
     judgments : odd-one-out judgments; ``types`` (the level per row) give the breakdown.
-    unit : what the CI resamples: ``"triplets"`` or ``"items"`` (see :func:`_boot_weights`).
+    unit : what the CI resamples: ``"triplets"`` or ``"items"`` (see :func:`_resampled_totals`).
     features_b, metric_b : a second representation of the same items: adds a paired
         ``"comparison"`` (:func:`paired_accuracy_test`, A − B) to every score.
 
@@ -807,29 +807,40 @@ def _draw_counts(rng: np.random.Generator, size: int, g: int) -> np.ndarray:
     return np.bincount(draws.ravel(), minlength=size * g).reshape(size, g).astype(np.float64)
 
 
-def _boot_weights(unit: str, keys: np.ndarray, n_boot: int, rng: np.random.Generator) -> Any:
-    """Yield (chunk, g) float64 bootstrap weights of the g groups ``keys`` (unique triplets).
+def _resampled_totals(
+    unit: str, keys: np.ndarray, columns: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Column totals over ``n_boot`` bootstrap resamples of the g groups ``keys``.
 
-    * ``triplets`` — triplets drawn with replacement: a group's weight is how often it was drawn;
+    keys : (g, 3) unique triplets (the groups); columns : (g, m) per-group values to total.
+
+    * ``triplets`` / ``responses`` — groups drawn with replacement. Only a group's values
+      matter, so the groups are pooled into their K distinct value rows and each resample is
+      one multinomial draw of how many of its g draws land in each kind: exact, and O(K) per
+      resample instead of O(g) (K is small for 0/1 correctness: counts × right answers).
     * ``items`` — items drawn with replacement: a triplet counts once per combination of the
-      drawn copies of its three items, i.e. ``m_i · m_j · m_k`` (the triplet analogue of the
-      item bootstrap of RSA, where a pair counts ``m_i · m_j`` times).
+      drawn copies of its three items, ``m_i · m_j · m_k`` (the triplet analogue of the item
+      bootstrap of RSA, where a pair counts ``m_i · m_j`` times).
+
+    Returns
+    -------
+    (n_boot, m) float64.
     """
     g = keys.shape[0]
-    if unit == "items":
-        items, local = np.unique(keys, return_inverse=True)
-        local = local.reshape(keys.shape)
-        n = items.size
-        chunk = max(1, _BOOT_ELEMS // max(g, n))
-        for start in range(0, n_boot, chunk):
-            size = min(chunk, n_boot - start)
-            m = _draw_counts(rng, size, n)
-            yield m[:, local[:, 0]] * m[:, local[:, 1]] * m[:, local[:, 2]]
-    else:
-        chunk = max(1, _BOOT_ELEMS // g)
-        for start in range(0, n_boot, chunk):
-            size = min(chunk, n_boot - start)
-            yield _draw_counts(rng, size, g)
+    if unit != "items":
+        kinds, n_kind = np.unique(columns, axis=0, return_counts=True)
+        draws = rng.multinomial(g, n_kind / g, size=n_boot).astype(np.float64)
+        return draws @ kinds
+    items, local = np.unique(keys, return_inverse=True)
+    local = local.reshape(keys.shape)
+    n = items.size
+    chunk = max(1, _BOOT_ELEMS // max(g, n))
+    out = []
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        m = _draw_counts(rng, size, n)
+        out.append((m[:, local[:, 0]] * m[:, local[:, 1]] * m[:, local[:, 2]]) @ columns)
+    return np.concatenate(out)
 
 
 def _grouped(
@@ -870,7 +881,7 @@ def clustered_accuracy_summary(
     correct : (t,) bool per response row.
     triplets : (t, 3) int, the row's items (grouped as UNORDERED triplets).
     unit : ``"triplets"`` (cluster bootstrap over unique triplets; the default), ``"items"``
-        (see :func:`_boot_weights`) or ``"responses"`` (rows independent).
+        (see :func:`_resampled_totals`) or ``"responses"`` (rows independent).
 
     Returns
     -------
@@ -881,12 +892,8 @@ def clustered_accuracy_summary(
         raise InputError(f"needs one value per triplet row, got {c.shape}", field="correct")
     keys, (sums,), counts = _grouped([c], triplets, unit)
     rng = np.random.default_rng(random_state)
-    means = np.concatenate(
-        [
-            (w @ sums) / np.maximum(w @ counts, 1e-300)
-            for w in _boot_weights(unit, keys, n_boot, rng)
-        ]
-    )
+    tot = _resampled_totals(unit, keys, np.column_stack([sums, counts]), n_boot, rng)
+    means = tot[:, 0] / np.maximum(tot[:, 1], 1e-300)
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
     n_units = keys.shape[0] if unit != "items" else int(np.unique(keys).size)
@@ -937,7 +944,7 @@ def paired_accuracy_test(
 ) -> dict[str, Any]:
     """Paired bootstrap of accuracy(A) − accuracy(B) on the same triplet rows.
 
-    Each resample draws triplets (or items, see :func:`_boot_weights`) once and scores both
+    Each resample draws triplets (or items, see :func:`_resampled_totals`) once and scores both
     representations on it, so what the two share cancels out of the difference.
 
     Parameters
@@ -959,12 +966,8 @@ def paired_accuracy_test(
         )
     keys, (sa, sb), counts = _grouped([a, b], triplets, unit)
     rng = np.random.default_rng(random_state)
-    diffs = np.concatenate(
-        [
-            (w @ (sa - sb)) / np.maximum(w @ counts, 1e-300)
-            for w in _boot_weights(unit, keys, n_boot, rng)
-        ]
-    )
+    tot = _resampled_totals(unit, keys, np.column_stack([sa - sb, counts]), n_boot, rng)
+    diffs = tot[:, 0] / np.maximum(tot[:, 1], 1e-300)
     out = _paired_result(a.mean() - b.mean(), diffs, level, unit)
     out.update(accuracy_a=float(a.mean()), accuracy_b=float(b.mean()), n=int(a.size))
     return out
