@@ -999,7 +999,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # rank 0 prints the result
     if args.json:
         print(json.dumps(result, default=str))
-    elif args.command not in ("demo", "models", "layers"):  # these print their own tables
+    elif args.command not in ("demo", "models", "layers", "gc"):  # these print their own
         print(json.dumps(result, indent=2, default=str))
     return 0
 
