@@ -691,7 +691,7 @@ class Project:
             with contextlib.suppress(ProjectError):
                 self.end_job(stage, run_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
-        with self.transaction() as f:
+        with self._dropped_on_error(arrays, prepared), self.transaction() as f:
             if f"{stage}/{run_id}" in f:
                 raise ProjectError(f"Run {stage}/{run_id} already exists (runs are append-only).")
             g = f.require_group(stage).create_group(run_id)
@@ -906,7 +906,7 @@ class Project:
         """
         _check_name(name)
         prepared = self._prepare_arrays(arrays)
-        with self.transaction() as f:
+        with self._dropped_on_error(arrays, prepared), self.transaction() as f:
             parent = f["data"].require_group(kind)
             if name in parent:
                 if kind == "imagesets":
@@ -1167,6 +1167,22 @@ class Project:
                 (self.arrays_dir / side.file).unlink(missing_ok=True)
             raise
         return out
+
+    @contextlib.contextmanager
+    def _dropped_on_error(
+        self,
+        arrays: Mapping[str, np.ndarray | SideArray],
+        prepared: Mapping[str, np.ndarray | SideArray],
+    ) -> Iterator[None]:
+        """If the block fails, delete the side files :meth:`_prepare_arrays` wrote for it
+        (nothing refers to them; side arrays the caller passed in stay the caller's)."""
+        try:
+            yield
+        except BaseException:
+            for name, value in prepared.items():
+                if isinstance(value, SideArray) and not isinstance(arrays[name], SideArray):
+                    (self.arrays_dir / value.file).unlink(missing_ok=True)
+            raise
 
     def _check_own_side(self, side: SideArray, name: str) -> None:
         path = self.arrays_dir / side.file
@@ -1511,6 +1527,7 @@ class ArrayReader:
         self._index: h5py.File | None = None  # only for large inline arrays (old schemas)
         with project.reading() as f:
             self.key = project._array_group_key(f, ref)
+            project._check_usable(f, self.key)  # a replaced image set's dependants
             g = f[self.key]
             small: list[str] = []
             large: list[str] = []

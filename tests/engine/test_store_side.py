@@ -434,3 +434,23 @@ def test_cli_gc_lists_by_default_deletes_on_request_and_pack_writes_one_file(
     _side_of(Project.open(path, readonly=True), "feat", "X").unlink()
     assert main(["gc", str(path), "--verify"]) == 2  # a missing file is an error
     assert "missing" in capsys.readouterr().err
+
+
+def test_a_refused_write_leaves_no_side_file_behind(tmp_path: Path) -> None:
+    big = tuple(f"/a/{i:07d}.png" for i in range(100_000))  # paths blob > 1 MiB
+    with Project.create(tmp_path / "p.alignet") as p:
+        p.write_imageset("s", ImageSet(big, ("",) * len(big)), {})
+        p.write_judgments(
+            "j",
+            Judgments("oddone", np.array([[0, 1, 2]]), np.array([-1])),
+            image_set="s",
+            params={},
+        )
+        before = _files(p)
+        with pytest.raises(ProjectError, match="is used by"):
+            p.write_imageset("s", ImageSet(big[::-1], ("",) * len(big)), {})
+        rid = p.begin_job("features", {})
+        p.write_run("features", rid, slot="f", params={}, arrays={"X": _features()})
+        with pytest.raises(ProjectError, match="already exists"):
+            p.write_run("features", rid, slot="f", params={}, arrays={"X": _features(seed=3)})
+        assert len(_files(p)) == len(before) + 1
