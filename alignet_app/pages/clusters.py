@@ -281,7 +281,7 @@ class ClustersPage(Page):
             return  # clustered again meanwhile
         self.pool_map = pool_map
         self.map_view.set_map(pool_map, self.overview.k, self.overview.categories)
-        n = pool_map.labels.size
+        n = self.overview.labels.size  # the pool (the engine's map may be a sample of it)
         shown = self.map_view.shown.size
         self.map_status.setText(
             "Hover a point for its item, click it to see its image."

@@ -178,7 +178,7 @@ class PoolMapView(pg.PlotWidget):
         self.legend = pg.LegendItem(labelTextSize="8pt", labelTextColor=c.foreground)
         self.getPlotItem().layout.addItem(self.legend, 2, 3)
         self.map: PoolMap | None = None
-        self.shown: np.ndarray = np.zeros(0, dtype=np.int64)  # item ids drawn
+        self.shown: np.ndarray = np.zeros(0, dtype=np.int64)  # rows of the map drawn
         self.categories: tuple[str, ...] = ()
         figure_export.install(self, self._csv, name="pool_map")
 
@@ -209,7 +209,7 @@ class PoolMapView(pg.PlotWidget):
             y=pool_map.xy[self.shown, 1],
             brush=[brushes[int(c)] for c in drawn],
             symbol=[cluster_symbol(int(c)) for c in drawn],
-            data=self.shown,
+            data=pool_map.items[self.shown],  # item ids (the engine may map a sample)
         )
         sizes = np.bincount(labels, minlength=k)
         if k <= 40:  # a legend of hundreds of clusters would hide the map
@@ -225,9 +225,10 @@ class PoolMapView(pg.PlotWidget):
 
     def _tip(self, x: float, y: float, data: Any) -> str:
         item = int(data)
-        if self.map is None:
+        at = self.map.position(item) if self.map is not None else None
+        if self.map is None or at is None:
             return ""
-        text = f"item {item} · cluster {int(self.map.labels[item])}"
+        text = f"item {item} · cluster {int(self.map.labels[at])}"
         if item < len(self.categories) and self.categories[item]:
             text += f" · {self.categories[item]}"
         return text
@@ -239,20 +240,27 @@ class PoolMapView(pg.PlotWidget):
         return figure_export.rows_csv(
             ("item", "pc1", "pc2", "cluster"),
             (
-                (i, float(m.xy[i, 0]), float(m.xy[i, 1]), int(m.labels[i]))
+                (int(m.items[i]), float(m.xy[i, 0]), float(m.xy[i, 1]), int(m.labels[i]))
                 for i in range(m.labels.size)
             ),
         )
 
     def mark(self, item: int) -> None:
-        if self.map is not None and 0 <= item < self.map.xy.shape[0]:
-            x, y = float(self.map.xy[item, 0]), float(self.map.xy[item, 1])
+        at = self.map.position(item) if self.map is not None else None
+        if at is None:  # an item the (sampled) map does not draw
+            self.marker.setData([], [])
+            self.marker_inner.setData([], [])
+        else:
+            x, y = float(self.map.xy[at, 0]), float(self.map.xy[at, 1])
             self.marker.setData([x], [y])
             self.marker_inner.setData([x], [y])
 
     def _clicked(self, _item: Any, points: Any, *_args: Any) -> None:
         if len(points):
             self.picked.emit(int(points[0].data()))
+
+
+TYPICAL_MAX_CLUSTERS = 50
 
 
 class TypicalGrid(QWidget):
@@ -284,7 +292,16 @@ class TypicalGrid(QWidget):
         if overview is None:
             return
         size = self.thumbs.size
-        for c, nearest in enumerate(overview.nearest):
+        # Rows of typical images shown at most: AligNet's k = 500 would be 4000 buttons and
+        # thumbnail decodes, a 50 s stall of the event loop (bench_gui_scale.py).
+        shown = overview.nearest[:TYPICAL_MAX_CLUSTERS]
+        if len(overview.nearest) > len(shown):
+            more = QLabel(
+                f"<i>Typical images of the first {len(shown)} of {len(overview.nearest)} "
+                "clusters; click a point of the map to see any item.</i>"
+            )
+            self.grid.addWidget(more, len(shown), 0, 1, 9)
+        for c, nearest in enumerate(shown):
             colour = cluster_colour(c, overview.k).name()
             head = QLabel(
                 f"<span style='color:{colour}; font-size:16pt'>●</span> "

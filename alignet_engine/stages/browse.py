@@ -685,19 +685,32 @@ def cluster_overview(project: Project, ref: str = CLUSTER_SLOT) -> ClusterOvervi
     )
 
 
+#: Points the pool map draws at most: a scatter of a million points would stall the GUI and
+#: show nothing more than a random sample of this many does.
+MAP_MAX_POINTS = 20_000
+
+
 @dataclass(frozen=True)
 class PoolMap:
-    """A 2-D map of a clustered pool.
+    """A 2-D map of a clustered pool, or of a random sample of it.
 
-    ref : the clusters run mapped. xy : (n, 2) float32 coordinates on the first two principal
-    components of the teacher's representation. explained : (2,) float64 variance fractions.
-    labels : (n,) int64 clusters.
+    ref : the clusters run mapped. items : (s,) int64 sorted item ids of the drawn points (all
+    n items when n <= MAP_MAX_POINTS, else a seeded random sample of that many). xy : (s, 2)
+    float32 coordinates on the first two principal components of the teacher's representation
+    of those items. explained : (2,) float64 variance fractions. labels : (s,) int64 clusters
+    of those items.
     """
 
     ref: str
     xy: np.ndarray
     explained: np.ndarray
     labels: np.ndarray
+    items: np.ndarray
+
+    def position(self, item: int) -> int | None:
+        """The row of ``item`` in ``xy``, or None when the map does not draw it."""
+        at = int(np.searchsorted(self.items, item))
+        return at if at < self.items.size and self.items[at] == item else None
 
 
 def pca_2d(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -737,18 +750,31 @@ def pca_2d(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xy.astype(np.float32), explained
 
 
-def pool_map(project: Project, ref: str = CLUSTER_SLOT) -> PoolMap:
-    """PCA map of the representation a clusters run clustered (features through its transform)."""
-    from alignet_engine.stages.clusters import teacher_representation
+def pool_map(
+    project: Project, ref: str = CLUSTER_SLOT, *, max_points: int = MAP_MAX_POINTS
+) -> PoolMap:
+    """PCA map of the representation a clusters run clustered (features through its transform).
+
+    A pool of more than ``max_points`` items is mapped by a seeded random sample of that many:
+    the principal axes are those of the sample (so a 1.28 M pool costs a 20 k × d PCA), and
+    only the sampled rows are transformed.
+    """
+    from alignet_engine.stages.clusters import teacher_rows
 
     run = project.run(ref, arrays=False)
     full_ref = f"{run.stage}/{run.run_id}"
     cc = ClusterConfig.from_dict(run.params)
-    Z, _ = teacher_representation(project, cc.image_set, cc.model, cc.transform)
-    xy, explained = pca_2d(Z)
     with project.open_array(full_ref, "labels") as ds:
         labels = np.asarray(ds[()], dtype=np.int64)
-    return PoolMap(full_ref, xy, explained, labels)
+    n = labels.size
+    if n <= max_points:
+        items = np.arange(n, dtype=np.int64)
+    else:
+        rng = np.random.default_rng(0)
+        items = np.sort(rng.choice(n, size=max_points, replace=False)).astype(np.int64)
+    Z = teacher_rows(project, cc.image_set, cc.model, cc.transform, items)
+    xy, explained = pca_2d(Z)
+    return PoolMap(full_ref, xy, explained, labels[items], items)
 
 
 def pool_map_job(

@@ -228,3 +228,19 @@ def test_cluster_overview_and_deterministic_pca(project: Path) -> None:
     xy_small, _ = browse.pca_2d(X[:5])
     xy_wide, _ = browse.pca_2d(np.hstack([X[:5], np.zeros((5, 20))]))
     np.testing.assert_allclose(xy_small, xy_wide, atol=1e-4)
+
+
+def test_pool_map_of_a_large_pool_draws_a_labelled_sample(project: Path) -> None:
+    with Project.open(project, readonly=True) as p:
+        full = browse.pool_map(p)
+        m = browse.pool_map(p, max_points=10)
+        again = browse.pool_map(p, max_points=10)
+        X = p.run("features:pool:m").arrays["X"].astype(np.float32)
+    assert m.items.shape == (10,) and np.all(np.diff(m.items) > 0)
+    np.testing.assert_array_equal(m.items, again.items)  # seeded: the same picture each time
+    np.testing.assert_array_equal(m.labels, full.labels[m.items])
+    np.testing.assert_array_equal(m.xy, browse.pca_2d(X[m.items])[0])
+    assert m.position(int(m.items[3])) == 3
+    missing = int(np.setdiff1d(np.arange(N_ITEMS), m.items)[0])
+    assert m.position(missing) is None
+    np.testing.assert_array_equal(full.items, np.arange(N_ITEMS))
