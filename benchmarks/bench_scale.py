@@ -175,7 +175,8 @@ def make_features(work: Path, n: int, d: int, n_classes: int) -> Path:
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((n_classes, d), dtype=np.float32) * np.float32(2 / np.sqrt(d))
     cls = np.sort(rng.integers(0, n_classes, size=n))
-    Z = np.memmap(path, dtype=np.float32, mode="w+", shape=(n, d))
+    tmp = path.with_suffix(".tmp")  # renamed when complete: a killed run is not reused
+    Z = np.memmap(tmp, dtype=np.float32, mode="w+", shape=(n, d))
     for s in range(0, n, 20_000):
         block = rng.standard_normal((min(20_000, n - s), d), dtype=np.float32)
         block *= np.float32(1 / np.sqrt(d))
@@ -183,6 +184,7 @@ def make_features(work: Path, n: int, d: int, n_classes: int) -> Path:
         Z[s : s + block.shape[0]] = block
     Z.flush()
     del Z
+    tmp.replace(path)
     return path
 
 

@@ -19,7 +19,7 @@ from alignet_engine.config import ClusterConfig, SampleConfig
 from alignet_engine.jobs import Job, JobControl, Message, StageDone
 from alignet_engine.stages._tracking import tracked
 from alignet_engine.stages.clusters import SLOT as CLUSTER_SLOT
-from alignet_engine.stages.clusters import teacher_representation
+from alignet_engine.stages.clusters import teacher_view
 from alignet_engine.stages.transform import stored_transform, transform_similarity
 from alignet_engine.store import Project
 
@@ -34,20 +34,10 @@ def sample(project: Project, config: SampleConfig, control: JobControl | None = 
     def body(run_id: str) -> Job[str]:
         clusters = project.run(CLUSTER_SLOT)
         cc = ClusterConfig.from_dict(clusters.params)
-        Z, inputs = teacher_representation(
-            project,
-            cc.image_set,
-            cc.model,
-            cc.transform,
-            memory_budget_mb=config.memory_budget_mb,
-        )
-        inputs[CLUSTER_SLOT] = f"{clusters.stage}/{clusters.run_id}"
         temperature = 1.0
         if cc.transform is not None:
             temperature = float(stored_transform(project, cc.transform)[0].temperature_)
         n = config.n_triplets + config.n_val
-        yield Message(STAGE, f"sampling {n} {config.strategy} triplets from {Z.shape[0]} items")
-        control.check()
         categories = project.imageset(cc.image_set).category_array()
         raw = sample_triplets(
             config.strategy,
@@ -59,7 +49,18 @@ def sample(project: Project, config: SampleConfig, control: JobControl | None = 
         )
         # Raw (untransformed) teachers keep dot products, as AligNet's "untransformed" control.
         similarity = transform_similarity(project, cc.transform) if cc.transform else "dot"
-        triplets, sims = teacher_odd_one_out(Z, raw, similarity=similarity)
+        with teacher_view(
+            project,
+            cc.image_set,
+            cc.model,
+            cc.transform,
+            memory_budget_mb=config.memory_budget_mb,
+        ) as (Z, inputs):
+            yield Message(STAGE, f"sampled {n} {config.strategy} triplets of {Z.shape[0]} items")
+            control.check()
+            triplets, sims = teacher_odd_one_out(Z, raw, similarity=similarity)
+        del raw
+        inputs[CLUSTER_SLOT] = f"{clusters.stage}/{clusters.run_id}"
         sims = (sims * (temperature / config.teacher_temperature)).astype(np.float32)
         is_val = np.zeros(n, dtype=bool)
         is_val[config.n_triplets :] = True

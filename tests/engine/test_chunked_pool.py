@@ -151,7 +151,7 @@ def test_cluster_and_sample_stages_under_a_small_memory_budget(tmp_path: Path) -
     computed with the whole pool in memory."""
     from alignet_engine.config import ClusterConfig, SampleConfig, TransformConfig
     from alignet_engine.jobs import run_job
-    from alignet_engine.stages.clusters import cluster, teacher_representation
+    from alignet_engine.stages.clusters import cluster, teacher_representation, teacher_view
     from alignet_engine.stages.imports import import_features
     from alignet_engine.stages.transform import fit_transform
     from alignet_engine.stages.triplets import sample
@@ -176,6 +176,12 @@ def test_cluster_and_sample_stages_under_a_small_memory_budget(tmp_path: Path) -
         eager, _ = teacher_representation(project, "s", "model", "teacher")
         assert isinstance(lazy, np.memmap) and not isinstance(eager, np.memmap)
         np.testing.assert_array_equal(lazy, eager)
+        # the stages' view: features read lazily from the project, never whole
+        with teacher_view(project, "s", "model", None, memory_budget_mb=small) as (raw, _):
+            assert isinstance(raw, h5py.Dataset)
+        with teacher_view(project, "s", "model", "teacher", memory_budget_mb=small) as (Zt, _):
+            assert isinstance(Zt, np.memmap)
+            np.testing.assert_array_equal(Zt, eager)
         run_job(
             cluster(
                 project, ClusterConfig(image_set="s", model="model", k=4, memory_budget_mb=small)
