@@ -200,6 +200,14 @@ class ImportDialog(QDialog):
         self.key.setObjectName("key")
         self.key.setPlaceholderText("(the single array, or 'features')")
         self.key.setToolTip("Array / dataset name inside an npz, h5 or pt file")
+        self.similarity = QComboBox()
+        self.similarity.setObjectName("similarity")
+        for text, value in (("(not recorded: cosine)", None), ("cosine", "cosine"), ("dot", "dot")):
+            self.similarity.addItem(text, value)
+        self.similarity.setToolTip(
+            "How this representation compares items; evaluate uses it by default. dot for a "
+            "dot-product model such as a VICE / SPoSE embedding, cosine for network features"
+        )
         self.model = QComboBox()
         self.model.setObjectName("model")
         self.model.setToolTip("The features (model label) of the image set the transform maps")
@@ -211,6 +219,7 @@ class ImportDialog(QDialog):
         self.form.addRow("Image set", self.image_set)
         self.form.addRow("Matrix kind", self.matrix_kind)
         self.form.addRow("Array key", self.key)
+        self.form.addRow("Similarity", self.similarity)
         self.form.addRow("Features", self.model)
         self.form.addRow(_NAME_LABELS["images"], self.name)
         self.format_help = QLabel()
@@ -327,6 +336,7 @@ class ImportDialog(QDialog):
             matrix_kind=self.matrix_kind.currentText(),
             key=self.key.text().strip() or None,
             model=self.model.currentText().strip(),
+            similarity=self.similarity.currentData() if kind == "features" else None,
         )
 
     @property
@@ -408,6 +418,7 @@ class ImportDialog(QDialog):
             self.image_set: kind != "images",
             self.matrix_kind: kind == "matrix",
             self.key: kind == "features",
+            self.similarity: kind == "features",
             self.model: kind == "transform",
         }
         for widget, show in visible.items():

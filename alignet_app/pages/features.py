@@ -51,6 +51,7 @@ _FIELDS = (
     "pooling",
     "batch_size",
     "image_size",
+    "preprocessing",
     "device",
 )
 _TOOLTIPS = {
@@ -67,6 +68,9 @@ _TOOLTIPS = {
     "batch_size": "Images per forward pass (lower it if memory runs out)",
     "image_size": "Input side in pixels (auto: the model's own input size)",
     "device": "auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps",
+    "preprocessing": "whole: the whole stimulus resized to the model's input (ImageNet "
+    "mean/std), as people saw it; model: the model's own resize and centre crop; auto: whole "
+    "for image sets with judgments or matrices, model for pools",
 }
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 

@@ -189,6 +189,8 @@ class ImportRequest:
     matrix_kind : ``"similarity"`` or ``"dissimilarity"`` (matrix).
     key : array / dataset name inside npz, h5 or pt files (features).
     model : features label the transform applies to (transform).
+    similarity : the representation's natural similarity, ``"dot"`` or ``"cosine"``, recorded
+        with the features and used by evaluate (features; None: not recorded).
     """
 
     kind: str
@@ -199,6 +201,7 @@ class ImportRequest:
     matrix_kind: str = "similarity"
     key: str | None = None
     model: str = ""
+    similarity: str | None = None
 
     def check(self) -> None:
         """Raise InputError for missing fields (named as the dialog labels them)."""
@@ -588,6 +591,7 @@ def import_job(
             image_set=request.image_set,
             label=request.name,
             key=request.key or None,
+            similarity=request.similarity or None,  # type: ignore[arg-type]
         )
     else:
         out["run"] = "transform/" + imports.import_transform(

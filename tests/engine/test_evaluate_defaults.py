@@ -68,3 +68,21 @@ def test_evaluate_uses_the_similarity_recorded_at_import(tmp_path: Path, cli) ->
         "cosine",
     )
     assert given["metric_source"] == "given" and given["accuracy"] == plain["accuracy"]
+
+
+def test_the_import_dialogs_request_records_the_similarity(tmp_path: Path) -> None:
+    from alignet_engine.data.preview import ImportRequest, import_job
+    from alignet_engine.jobs import run_job
+    from alignet_engine.store import Project
+
+    np.save(tmp_path / "e.npy", np.abs(np.random.default_rng(0).normal(size=(5, 3))))
+    request = ImportRequest(
+        kind="features",
+        path=str(tmp_path / "e.npy"),
+        name="vice",
+        image_set="s",
+        similarity="dot",
+    )
+    with Project.create(tmp_path / "p.alignet") as project:
+        run_job(import_job(project, request, None))
+        assert project.run("features:s:vice", arrays=False).params["similarity"] == "dot"
