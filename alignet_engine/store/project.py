@@ -101,6 +101,8 @@ LONG_STAGES = frozenset({"features", "transform", "clusters", "triplets", "disti
 #: Where a packed project (:meth:`Project.pack`) carries its non-array side files
 #: (checkpoints), as uint8 datasets; unpacked on the first writable open.
 PACKED_FILES = "packed_files"
+#: More journal records than any real project writes (one per job start, end, import).
+_MAX_JOURNAL_RECORDS = 10_000_000
 #: Top-level groups of the index that are not stages.
 _NOT_STAGES = ("current", "journal", "data", PACKED_FILES)
 
@@ -627,7 +629,31 @@ class Project:
 
     @staticmethod
     def _records(f: h5py.File) -> list[dict[str, Any]]:
-        return [json.loads(s) for s in f["journal"].asstr()[()]]
+        """The journal's records, checked: a damaged journal is a ProjectError naming the
+        record, never a traceback or a 7 TiB allocation."""
+        ds = f.get("journal")
+        if not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
+            raise ProjectError(f"{f.filename}: the journal is missing or damaged.")
+        if ds.shape[0] > _MAX_JOURNAL_RECORDS:
+            raise ProjectError(
+                f"{f.filename}: the journal declares {ds.shape[0]:,} records (a real one holds "
+                f"thousands); the file is damaged."
+            )
+        records = []
+        for i, text in enumerate(ds.asstr()[()]):
+            try:
+                record = json.loads(text)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+                raise ProjectError(
+                    f"{f.filename}: journal record {i + 1} is not a JSON record; the file is "
+                    f"damaged."
+                )
+            if record["event"] in ("start", "end") and not isinstance(record.get("run"), str):
+                raise ProjectError(f"{f.filename}: journal record {i + 1} names no run.")
+            records.append(record)
+        return records
 
     def journal(self) -> list[dict[str, Any]]:
         with self.reading() as f:

@@ -260,3 +260,22 @@ def test_two_threads_writing_through_one_project_lose_nothing(tmp_path: Path) ->
         for t in threads:
             t.join()
         assert len(p.names("imagesets")) == 21
+
+
+def test_a_damaged_journal_is_a_project_error_naming_the_record(tmp_path: Path) -> None:
+    path = _project(tmp_path)
+    with h5py.File(path, "r+") as f:
+        ds = f["journal"]
+        ds.resize((ds.shape[0] + 1,))
+        ds[-1] = "{not json"
+        n = ds.shape[0]
+    damaged = pytest.raises(ProjectError, match=f"journal record {n} is not a JSON record")
+    with Project.open(path, readonly=True) as p, damaged:
+        p.info()
+    with h5py.File(path, "r+") as f:
+        del f["journal"]
+        f.create_dataset(
+            "journal", shape=(10**12,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,)
+        )
+    with Project.open(path, readonly=True) as p, pytest.raises(ProjectError, match="damaged"):
+        p.journal()
