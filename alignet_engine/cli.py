@@ -218,6 +218,31 @@ def cmd_import_matrix(args: argparse.Namespace) -> dict[str, Any]:
     return {"name": args.name, "set": args.set, "shape": list(m.shape), "kind": args.kind}
 
 
+def cmd_matrix_triplets(args: argparse.Namespace) -> dict[str, Any]:
+    from alignet_engine.stages.imports import derive_matrix_triplets
+
+    with _project(args) as p:
+        r = derive_matrix_triplets(
+            p,
+            args.matrix,
+            name=args.name,
+            n_triplets=args.n,
+            split=args.split,
+            test_fraction=args.test_fraction,
+            random_state=args.seed,
+        )
+    return {
+        "name": args.name,
+        "matrix": args.matrix,
+        "split": args.split,
+        "n_items": int(r.items.size),
+        "n_triplets": r.n_triplets,
+        "n_responses": len(r.judgments),
+        "n_skipped": r.n_skipped,
+        "n_unanswered": r.n_unanswered,
+    }
+
+
 def cmd_import_features(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.imports import import_features
 
@@ -292,15 +317,19 @@ def cmd_fit_transform(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.config import TransformConfig
     from alignet_engine.stages.transform import fit_transform
 
+    # flags left unset (None) take TransformConfig's defaults: one place defines them
+    optional = {
+        name: getattr(args, name)
+        for name in ("lam", "lr", "batch_size", "patience", "threads", "max_epochs")
+        if getattr(args, name) is not None
+    }
     cfg = TransformConfig(
         image_set=args.set,
         judgments=tuple(args.judgments),
         model=args.model,
         objective=args.objective,
-        lam=args.lam,
         alpha=args.alpha,
-        lr=args.lr,
-        max_epochs=args.max_epochs,
+        preset=args.preset,
         standardize=args.standardize,
         similarity=args.similarity,
         targets=args.targets,
@@ -311,6 +340,7 @@ def cmd_fit_transform(args: argparse.Namespace) -> dict[str, Any]:
         pool=args.pool,
         random_state=args.seed,
         name=args.name,
+        **optional,
     )
     return _run_stage(args, "transform", lambda p: fit_transform(p, cfg))
 
@@ -661,6 +691,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("similarity", "dissimilarity"), default="similarity")
 
     p = command(
+        "matrix-triplets",
+        cmd_matrix_triplets,
+        "derive odd-one-out judgments from a per-subject matrix set (each subject answers "
+        "every sampled triplet) over an object-disjoint fit or test split",
+    )
+    p.add_argument("--matrix", required=True, help="name of an imported matrix set")
+    p.add_argument("--n", type=int, required=True, help="distinct triplets to sample")
+    p.add_argument("--name", required=True, help="name of the new judgments")
+    p.add_argument("--split", choices=("fit", "test", "all"), default="fit")
+    p.add_argument(
+        "--test-fraction", type=float, default=0.5, help="share of the items on the test side"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the triplets")
+
+    p = command(
         "import-features",
         cmd_import_features,
         "import precomputed (n,d) features in stimulus order (npy, npz, h5, pt)",
@@ -744,10 +789,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default="efficientnet_lite2")
     p.add_argument("--objective", choices=("hard", "soft"), default="soft")
-    p.add_argument("--lam", type=float, default=1e-2, help="pull of W toward a scaled identity")
+    p.add_argument(
+        "--lam",
+        type=float,
+        help="pull of W toward a scaled identity (default: cross-validated on small problems, "
+        "from the problem size on large ones)",
+    )
     p.add_argument("--alpha", type=float, default=0.0, help="weight of gLocal's local term")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--max-epochs", type=int, default=100)
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: from the batch size)")
+    p.add_argument(
+        "--batch-size", type=int, help="triplets per step (default: from the number of triplets)"
+    )
+    p.add_argument(
+        "--patience", type=int, help="epochs without improvement before stopping (default: auto)"
+    )
+    p.add_argument("--max-epochs", type=int)
+    p.add_argument(
+        "--preset",
+        choices=("auto", "glocal"),
+        default="auto",
+        help="auto: settings from the problem size; glocal: gLocal's exact settings (batch 256, "
+        "lr 1e-3, patience 15, lam 0.1; slow on large problems). Explicit flags win.",
+    )
+    p.add_argument(
+        "--threads", type=int, help="CPU threads of the fit (default: all that torch may use)"
+    )
     p.add_argument(
         "--standardize",
         choices=("scalar", "perdim", "none"),

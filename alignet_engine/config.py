@@ -167,6 +167,9 @@ class TransformConfig(StageConfig):
       image set (e.g. the THINGS VICE embedding) labels ``n_model_triplets`` random triplets;
       no judgments are needed then.
 
+    ``lam``, ``lr``, ``batch_size`` and ``patience`` left ``None`` are chosen from the problem
+    size (``preset="auto"``) or take gLocal's values (``preset="glocal"``).
+
     ``search`` (optional) is a grid over AffineTransform parameters, e.g.
     ``{"lam": [0.01, 0.1, 1.0], "lr": [1e-3, 1e-2]}``, chosen by object-disjoint
     ``n_splits``-fold cross-validation; the whole grid is stored in the run.
@@ -176,13 +179,18 @@ class TransformConfig(StageConfig):
     judgments: tuple[str, ...] = ()
     model: str = "efficientnet_lite2"
     objective: Literal["hard", "soft"] = "soft"
-    lam: float = 1e-2
+    # None = automatic (AffineTransform.resolved_settings; λ by cross-validation when the
+    # problem is small enough, see stages/transform.py); preset "glocal" = gLocal's values
+    lam: float | None = None
     alpha: float = 0.0
     tau: float = 0.1
-    lr: float = 1e-3
+    lr: float | None = None
     max_epochs: int = 100
-    batch_size: int = 256
-    patience: int = 15
+    batch_size: int | None = None
+    patience: int | None = None
+    preset: Literal["auto", "glocal"] = "auto"
+    # torch CPU threads of the fit; None = all the process allows (app preference / --threads)
+    threads: int | None = None
     val_fraction: float = 0.1
     standardize: Literal["scalar", "perdim", "none"] = "scalar"
     similarity: Literal["dot", "cosine"] = "dot"
@@ -219,8 +227,10 @@ class TransformConfig(StageConfig):
             raise ValueError("TransformConfig: alpha > 0 needs a pool image set for the local term")
         if self.search is not None and not self.search:
             raise ValueError("TransformConfig.search: give at least one parameter to search")
-        _positive(self, "lr", "max_epochs", "batch_size", "tau")
-        if self.lam < 0 or not 0 <= self.alpha < 1:
+        _positive(self, "lr", "max_epochs", "batch_size", "patience", "threads", "tau")
+        if self.preset not in ("auto", "glocal"):
+            raise ValueError(f"TransformConfig.preset must be auto or glocal, not {self.preset}")
+        if (self.lam is not None and self.lam < 0) or not 0 <= self.alpha < 1:
             raise ValueError("TransformConfig: lam must be >= 0 and alpha in [0, 1)")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("TransformConfig.val_fraction must be in [0, 1)")

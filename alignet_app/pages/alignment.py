@@ -72,17 +72,22 @@ TIPS: dict[str, str] = {
     "uncertainty distillation, needs repeated triplets or vote counts); hard: each "
     "response as a label (gLocal).",
     "lam": "λ, the weight of the regulariser pulling W toward a scaled identity (keeps the "
-    "transform close to the original features). gLocal grid 1e-5…10, default 0.01 here.",
+    "transform close to the original features). Empty = automatic: cross-validated over "
+    "0.001…1 on small problems, from the problem size on large ones. gLocal grid 1e-5…10.",
     "alpha": "α, the weight of gLocal's local-structure term, which keeps nearest-neighbour "
     "structure of a pool of images (needs a pool image set). 0 = global term only; gLocal "
     "final: 0.1.",
     "tau": "τ, the temperature of the local-structure softmax (only with alpha > 0). gLocal "
     "grid 0.01…1.",
-    "lr": "Adam learning rate. gLocal default 1e-3 (grid 1e-5…1e-1).",
+    "lr": "Adam learning rate. Empty = from the batch size. gLocal default 1e-3.",
     "max_epochs": "Upper bound on training epochs over the triplets (gLocal: ≤ 100).",
-    "batch_size": "Triplets per gradient step (gLocal: 256).",
+    "batch_size": "Triplets per gradient step. Empty = from the number of triplets (large "
+    "problems get large, fast batches). gLocal: 256.",
     "patience": "Stop after this many epochs without a better held-out loss; the best "
-    "epoch's weights are kept (gLocal: 15).",
+    "epoch's weights are kept. Empty = automatic. gLocal: 15.",
+    "preset": "auto: empty settings are chosen from the problem size; glocal: gLocal's exact "
+    "settings (batch 256, lr 1e-3, λ 0.1, patience 15), slow on large problems.",
+    "threads": "CPU threads of the fit; empty = the application's thread preference.",
     "val_fraction": "Fraction of the triplets held out for early stopping.",
     "standardize": "scalar: one mean / std over the whole feature matrix (gLocal); perdim: "
     "per dimension; none: raw features.",

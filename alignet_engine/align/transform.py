@@ -85,6 +85,7 @@ Validation losses follow the same rule for their t rows: Z of all items then k·
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Generator, Mapping
@@ -127,6 +128,74 @@ _GATHER_CHUNK = 1024
 # Backward of the all-items step: below this width, scattering gathered rows with index_add_
 # is faster than the sparse (n, n) product; above it, the sparse product (measured on CPU).
 _SPARSE_MIN_DIM = 128
+
+# Automatic settings (``None`` parameters), from the number t of TRAINING rows; see
+# :meth:`AffineTransform.resolved_settings` and ``benchmarks/bench_transform_default.py``.
+# Batch: about _AUTO_STEPS_PER_EPOCH steps per epoch, a power of two in [256, 8192]; 256 is
+# gLocal's, 8192 the large batch whose steps cost little more than small ones ("Speed").
+_AUTO_STEPS_PER_EPOCH = 32
+_AUTO_BATCH_RANGE = (256, 8192)
+# Learning rate: gLocal's 1e-3 at batch 256, growing with the square root of the batch (the
+# gradient noise falls as 1/√B); capped where the calibrated start still trains stably.
+_AUTO_LR_BASE = 1e-3
+_AUTO_LR_MAX = 1e-2
+# Patience: enough epochs to cover about _AUTO_PATIENCE_STEPS optimiser steps, in [2, 15]
+# (15 = gLocal's); tolerance: an improvement smaller than this fraction of the starting loss
+# is noise-level (≪ 0.001 in accuracy) and does not reset the patience.
+_AUTO_PATIENCE_STEPS = 100
+_AUTO_PATIENCE_RANGE = (2, 15)
+_AUTO_REL_TOL = 1e-3
+# λ without cross-validation: the penalty counts d² entries against t data rows, so the weight
+# that keeps the fit from overfitting falls as d²/t; _AUTO_LAM_SCALE puts THINGS-size problems
+# (d = 384, 450k training rows, d²/t ≈ 0.33) at 1e-3, the value that matched an independent
+# script there (issue 11); clipped to [1e-4, 1].
+_AUTO_LAM_SCALE = 3e-3
+_AUTO_LAM_RANGE = (1e-4, 1.0)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """The optimisation settings a fit runs with, automatic ones (``None``) resolved.
+
+    batch_size : triplets per step; lr : Adam learning rate; lam : λ; max_epochs : epoch limit;
+    patience : epochs without improvement before stopping; tol : minimum improvement of the
+    monitored loss (nats) that resets the patience; n_threads : torch threads (None = torch's
+    setting); auto : the names that were chosen automatically.
+    """
+
+    batch_size: int
+    lr: float
+    lam: float
+    max_epochs: int
+    patience: int
+    tol: float
+    n_threads: int | None
+    auto: tuple[str, ...] = ()
+
+
+#: Named parameter sets for :class:`AffineTransform` (``AffineTransform(**PRESETS[name])``).
+#: ``"glocal"``: gLocal's probing settings exactly (method.md §2.7: batch 256, Adam lr 1e-3,
+#: ≤ 100 epochs, patience 15, min_delta 1e-4; λ = 0.1 of the ``final`` script) — about 20
+#: minutes for THINGS-size problems on one CPU thread. ``"auto"``: every optimisation setting
+#: chosen from the problem size (the estimator's default).
+PRESETS: dict[str, dict[str, object]] = {
+    "glocal": {
+        "batch_size": 256,
+        "lr": 1e-3,
+        "lam": 0.1,
+        "max_epochs": 100,
+        "patience": 15,
+        "tol": 1e-4,
+    },
+    "auto": {
+        "batch_size": None,
+        "lr": None,
+        "lam": None,
+        "max_epochs": 100,
+        "patience": None,
+        "tol": None,
+    },
+}
 
 
 def _use_gram(n: int, d: int, n_pairs: int) -> bool:
@@ -218,6 +287,170 @@ class _PairSims(torch.autograd.Function):
         return torch.sparse.mm(S, Z), None, None, None
 
 
+class _Objective:
+    """The fit's loss as a function of the parameters (W, b, log T), with its data.
+
+    Built once per fit by :meth:`AffineTransform.iter_fit`; the training loop only asks it for
+    the loss of a batch (:meth:`step_loss`) and of the validation rows (:meth:`eval_loss`).
+
+    Xs : (n, d) float32 standardised features; trip : (t, 3) int64 rows; k : logits per row
+    (3 oddone, 2 twoafc); targets : (t, k) float64 soft targets or None (hard); log_t0 : the
+    calibrated initial log temperature; pool : (m, d) float features of the local term or None.
+    """
+
+    def __init__(
+        self,
+        est: AffineTransform,
+        Xs: np.ndarray,
+        trip: np.ndarray,
+        k: int,
+        targets: np.ndarray | None,
+        log_t0: float,
+        pool: np.ndarray | None,
+        mu: float | np.ndarray,
+        sd: float | np.ndarray,
+        gen: torch.Generator,
+    ) -> None:
+        n, d = Xs.shape
+        self.n, self.d, self.k = n, d, k
+        self.cosine = est.similarity == "cosine"
+        self.alpha, self.tau = float(est.alpha), float(est.tau)
+        self.pool_batch_size = int(est.pool_batch_size)
+        self.gen = gen
+        self.Xt = torch.from_numpy(Xs)
+        self.trip_t = torch.from_numpy(trip)
+        # targets stored (k, t): the losses work on (k, B) logits, see loss_of
+        self.tg_t = (
+            torch.from_numpy(np.ascontiguousarray(targets.T, dtype=np.float32))
+            if targets is not None
+            else None
+        )
+        # Σ_c p log p of each row: the constant part of KL(p ‖ q), computed once, not per step.
+        self.neg_ent_t = (
+            torch.from_numpy(
+                (targets * np.log(np.where(targets > 0, targets, 1.0))).sum(1).astype(np.float32)
+            )
+            if targets is not None
+            else None
+        )
+        self.W = torch.eye(d, dtype=torch.float32, requires_grad=True)
+        self.b = torch.zeros(d, dtype=torch.float32, requires_grad=True)
+        self.log_t = torch.tensor(log_t0, dtype=torch.float32, requires_grad=True)
+        self.eye = torch.eye(d, dtype=torch.float32)
+        self.use_local = pool is not None
+        if pool is not None:
+            self.pool_std = torch.from_numpy(((pool - mu) / sd).astype(np.float32))
+            # Teacher = cosine of the RAW pool features (cosine ignores the scale σ but not the
+            # shift μ, and the local term is meant to preserve the original geometry).
+            self.pool_unit = F.normalize(torch.from_numpy(pool.astype(np.float32)), dim=1)
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [self.W, self.b, self.log_t]
+
+    def pair_dots(self, z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """(k, B) similarities [S01, S02(, S12)] of (B, d) rows (already normalised)."""
+        cols = [(z0 * z1).sum(-1), (z0 * z2).sum(-1)]
+        if self.k == 3:
+            cols.append((z1 * z2).sum(-1))
+        return torch.stack(cols, dim=0)
+
+    def all_items(self) -> torch.Tensor:
+        """(n, d) transformed (and, for cosine, unit-length) features of every item."""
+        Z = torch.addmm(self.b, self.Xt, self.W)
+        return F.normalize(Z, dim=1) if self.cosine else Z
+
+    def batch_sims(self, tr: torch.Tensor) -> torch.Tensor:
+        """(k, B) similarities of triplet rows ``tr`` (B, 3), differentiable.
+
+        Transforms whichever is fewer: the 3·B rows of the batch (gLocal) or all n items
+        (module docstring, "Speed").
+        """
+        B, n, k = tr.shape[0], self.n, self.k
+        if n < 3 * B:
+            ia, ib = _pair_index(tr, k)
+            sims = _PairSims.apply(self.all_items(), ia, ib, _use_gram(n, self.d, k * B))
+            return sims.view(k, B)
+        z = self.Xt[tr] @ self.W + self.b  # (B, 3, d): only the batch's items are transformed
+        if self.cosine:
+            z = F.normalize(z, dim=-1)
+        return self.pair_dots(z[:, 0], z[:, 1], z[:, 2])
+
+    def loss_of(self, sims: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Mean loss of (k, B) similarities of triplet rows ``rows``.
+
+        Logits are pair-major (k, B), not (B, k): a softmax over the short first axis runs
+        vectorised along B, about 6x faster than over a last axis of length 3.
+        """
+        logq = F.log_softmax(sims * self.log_t.exp(), dim=0)
+        if self.tg_t is None or self.neg_ent_t is None:
+            return -logq[0].mean()
+        return (self.neg_ent_t[rows] - (self.tg_t[:, rows] * logq).sum(0)).mean()
+
+    def penalty(self) -> torch.Tensor:
+        """R (without λ): ‖W − mean(diag W)·I‖²_F (cosine: of W rescaled to the identity's norm)."""
+        W = self.W
+        # cosine: the scale of W is free, so measure the shape of W at the identity's norm
+        Wn = W * (math.sqrt(self.d) / W.norm()) if self.cosine else W
+        return ((Wn - Wn.diagonal().mean() * self.eye) ** 2).sum()
+
+    def penalty_scale(self) -> torch.Tensor | float:
+        """dot: T (R acts on the effective map √T·W); cosine: 1 (T is not a scale of W there)."""
+        return 1.0 if self.cosine else self.log_t.exp()
+
+    def local_loss(self) -> torch.Tensor:
+        """gLocal's local-structure term on a random batch of pool rows (scalar tensor)."""
+        m = self.pool_std.shape[0]
+        bsz = min(self.pool_batch_size, m)
+        idx = torch.randperm(m, generator=self.gen)[:bsz]
+        diag = torch.eye(bsz, dtype=torch.bool)
+        teacher = (self.pool_unit[idx] @ self.pool_unit[idx].T) / self.tau
+        zs = F.normalize(self.pool_std[idx] @ self.W + self.b, dim=1)
+        student = (zs @ zs.T) / self.tau
+        p = F.softmax(teacher.masked_fill(diag, -math.inf), dim=1)
+        logq = F.log_softmax(student.masked_fill(diag, -math.inf), dim=1)
+        # the diagonal has p = 0 and log q = −inf; zero it to avoid 0·(−inf) = NaN
+        return -(p * logq.masked_fill(diag, 0.0)).sum(1).mean()
+
+    def step_loss(
+        self, rows: torch.Tensor, lam: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(total loss to minimise, human-term loss, local-term loss or None) of a batch."""
+        glob = self.loss_of(self.batch_sims(self.trip_t[rows]), rows)
+        loss, loc = glob, None
+        if self.use_local:
+            loc = self.local_loss()
+            loss = (1 - self.alpha) * glob + self.alpha * loc
+        if lam > 0:
+            loss = loss + lam * self.penalty_scale() * self.penalty()
+        return loss, glob, loc
+
+    def eval_loss(self, rows: np.ndarray) -> float:
+        """Mean human-term loss of the rows ``rows`` (int64 indices), no gradient."""
+        n, d, k = self.n, self.d, self.k
+        trip_t = self.trip_t
+        total = 0.0
+        with torch.no_grad():
+            if n < 3 * rows.size:  # transform all items once (n·d²), then k·d per row
+                Z = self.all_items()
+                for s in range(0, rows.size, _EVAL_CHUNK):
+                    r = torch.from_numpy(rows[s : s + _EVAL_CHUNK])
+                    sims = _gather_dots(Z, *_pair_index(trip_t[r], k)).view(k, -1)
+                    total += float(self.loss_of(sims, r)) * r.numel()
+                return total / rows.size
+            # few rows of many items: transform only theirs, (chunk, 3, d) at a time
+            chunk = max(1, _EVAL_FLOATS // (3 * d))
+            for s in range(0, rows.size, chunk):
+                r = torch.from_numpy(rows[s : s + chunk])
+                z = self.Xt[trip_t[r]] @ self.W + self.b
+                if self.cosine:
+                    z = F.normalize(z, dim=-1)
+                total += (
+                    float(self.loss_of(self.pair_dots(z[:, 0], z[:, 1], z[:, 2]), r)) * r.numel()
+                )
+        return total / rows.size
+
+
 @dataclass(frozen=True)
 class FitEpoch:
     """Per-epoch report yielded by :meth:`AffineTransform.iter_fit`.
@@ -228,6 +461,7 @@ class FitEpoch:
     local_loss : mean local-structure loss over the epoch (NaN when ``alpha == 0``).
     penalty : regulariser value R (without λ) at the end of the epoch.
     improved : this epoch set a new best monitored loss (its weights are kept so far).
+    max_epochs : the fit's epoch limit after resolving automatic settings (for progress).
     """
 
     epoch: int
@@ -236,6 +470,7 @@ class FitEpoch:
     local_loss: float
     penalty: float
     improved: bool
+    max_epochs: int = 0
 
 
 class AffineTransform(BaseEstimator):
@@ -245,17 +480,22 @@ class AffineTransform(BaseEstimator):
     ----------
     objective : ``"hard"`` (gLocal triplet cross-entropy on each row's answer) or ``"soft"``
         (KL from per-row human choice probabilities ``targets``, uncertainty distillation).
-    lam : λ, weight of ‖W − mean(diag W)·I‖²_F, applied to the effective map √T·W, >= 0.
+    lam : λ, weight of ‖W − mean(diag W)·I‖²_F, applied to the effective map √T·W, >= 0;
+        ``None`` (default): from the problem size, see :meth:`resolved_settings` (the transform
+        stage cross-validates it instead when the problem is small enough).
     alpha : weight α of gLocal's local-structure term in [0, 1); 0 switches it off. Needs
         ``pool`` features in :meth:`fit` when > 0.
     tau : temperature τ of the local term's softmaxes over cosine similarities.
-    lr : Adam learning rate.
+    lr : Adam learning rate; ``None`` (default): from the batch size.
     max_epochs : upper bound on passes over the training triplets.
-    batch_size : triplets per optimisation step.
+    batch_size : triplets per optimisation step; ``None`` (default): from the number of
+        training rows (large problems get large batches, whose steps cost little more).
     pool_batch_size : pool rows per step for the local term.
     patience : stop after this many epochs without an improvement of the monitored loss by more
-        than ``tol``; the best weights are restored.
-    tol : minimum improvement that resets the patience counter.
+        than ``tol``; the best weights are restored. ``None`` (default): from the steps per
+        epoch.
+    tol : minimum improvement that resets the patience counter; ``None`` (default): 1e-3 of
+        the starting loss. :data:`PRESETS` ``["glocal"]`` gives gLocal's exact settings.
     val_fraction : fraction of the judgments held out for early stopping, in [0, 1). With 0 the
         (noisier) training loss is monitored instead.
     validation : ``"triplets"`` — hold out a random ``val_fraction`` of the UNIQUE unordered
@@ -268,11 +508,11 @@ class AffineTransform(BaseEstimator):
     similarity : ``"dot"`` (dot product of transformed features, gLocal) or ``"cosine"``
         (cosine of transformed features); the logits are ``temperature_`` times it. See the
         module docstring, "Cosine similarity".
-    n_threads : torch intra-op threads while fitting (restored between epochs), or ``None`` to
-        keep torch's setting. The default 1 is deliberate: each step works on a small batch, and
-        splitting such ops across threads costs more in synchronisation than it gains (measured
-        5-20x slower with 2 threads on a busy 2-core machine). Note the setting is process-wide
-        while an epoch runs.
+    n_threads : torch intra-op threads while fitting (restored between epochs), or ``None``
+        (default) to use torch's setting — all the threads the user allows (the app's
+        preference, the CLI's ``--threads``). Small batches (256) gain little from threads;
+        the automatic large batches of big problems do. The setting is process-wide while an
+        epoch runs.
     random_state : seed for the split, the batch order and the pool batches.
 
     Attributes
@@ -295,20 +535,20 @@ class AffineTransform(BaseEstimator):
         self,
         objective: Literal["hard", "soft"] = "hard",
         *,
-        lam: float = 0.1,
+        lam: float | None = None,
         alpha: float = 0.0,
         tau: float = 0.1,
-        lr: float = 1e-3,
+        lr: float | None = None,
         max_epochs: int = 100,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         pool_batch_size: int = 1024,
-        patience: int = 15,
-        tol: float = 1e-4,
+        patience: int | None = None,
+        tol: float | None = None,
         val_fraction: float = 0.1,
         validation: Literal["triplets", "objects"] = "triplets",
         standardize: Literal["scalar", "perdim", "none"] = "scalar",
         similarity: Literal["dot", "cosine"] = "dot",
-        n_threads: int | None = 1,
+        n_threads: int | None = None,
         random_state: int | None = None,
     ) -> None:
         self.objective = objective
@@ -342,22 +582,75 @@ class AffineTransform(BaseEstimator):
             raise InputError(f"similarity must be 'dot' or 'cosine', got {self.similarity!r}")
         if self.validation not in ("triplets", "objects"):
             raise InputError(f"validation must be 'triplets' or 'objects', got {self.validation!r}")
+        # (name, value, ok); None = automatic for the optional ones
         checks = [
-            ("lam", self.lam, self.lam >= 0),
+            ("lam", self.lam, self.lam is None or self.lam >= 0),
             ("alpha", self.alpha, 0 <= self.alpha < 1),
             ("tau", self.tau, self.tau > 0),
-            ("lr", self.lr, self.lr > 0),
+            ("lr", self.lr, self.lr is None or self.lr > 0),
             ("max_epochs", self.max_epochs, int(self.max_epochs) >= 1),
-            ("batch_size", self.batch_size, int(self.batch_size) >= 1),
+            ("batch_size", self.batch_size, self.batch_size is None or int(self.batch_size) >= 1),
             ("pool_batch_size", self.pool_batch_size, int(self.pool_batch_size) >= 3),
-            ("patience", self.patience, int(self.patience) >= 1),
-            ("n_threads", self.n_threads or 1, int(self.n_threads or 1) >= 1),
-            ("tol", self.tol, self.tol >= 0),
+            ("patience", self.patience, self.patience is None or int(self.patience) >= 1),
+            ("n_threads", self.n_threads, self.n_threads is None or int(self.n_threads) >= 1),
+            ("tol", self.tol, self.tol is None or self.tol >= 0),
             ("val_fraction", self.val_fraction, 0 <= self.val_fraction < 1),
         ]
         for name, value, ok in checks:
-            if not (ok and np.isfinite(value)):
+            if not (ok and (value is None or np.isfinite(value))):
                 raise InputError(f"invalid {name}={value!r}", field=name)
+
+    def resolved_settings(self, n_train: int, n_items: int, n_dims: int) -> FitSettings:
+        """The settings a fit on ``n_train`` training rows of (``n_items``, ``n_dims``)
+        features uses: explicit parameters as given, ``None`` ones from the problem size.
+
+        * ``batch_size``: about 32 steps per epoch, a power of two in [256, 8192];
+        * ``lr``: 1e-3·√(batch/256), at most 1e-2;
+        * ``patience``: epochs covering about 100 steps, in [2, 15];
+        * ``tol``: 0 here; :meth:`iter_fit` sets it to 1e-3 × the starting loss;
+        * ``lam``: 3e-3·d²/t in [1e-4, 1] (the penalty has d² entries against t rows);
+        * ``n_threads``: torch's current setting (what the app or ``--threads`` allows).
+
+        The constants and their reasons are at the top of this module.
+        """
+        t = max(int(n_train), 1)
+        auto: list[str] = []
+        bs = self.batch_size
+        if bs is None:
+            lo, hi = _AUTO_BATCH_RANGE
+            bs = int(
+                min(hi, max(lo, 2 ** math.floor(math.log2(max(t / _AUTO_STEPS_PER_EPOCH, 1)))))
+            )
+            auto.append("batch_size")
+        lr = self.lr
+        if lr is None:
+            lr = min(_AUTO_LR_MAX, _AUTO_LR_BASE * math.sqrt(bs / _AUTO_BATCH_RANGE[0]))
+            auto.append("lr")
+        patience = self.patience
+        if patience is None:
+            steps = max(1, math.ceil(t / bs))
+            lo, hi = _AUTO_PATIENCE_RANGE
+            patience = int(min(hi, max(lo, math.ceil(_AUTO_PATIENCE_STEPS / steps))))
+            auto.append("patience")
+        tol = self.tol
+        if tol is None:
+            tol = 0.0
+            auto.append("tol")
+        lam = self.lam
+        if lam is None:
+            lo, hi = _AUTO_LAM_RANGE
+            lam = float(min(hi, max(lo, _AUTO_LAM_SCALE * n_dims**2 / t)))
+            auto.append("lam")
+        return FitSettings(
+            batch_size=int(bs),
+            lr=float(lr),
+            lam=float(lam),
+            max_epochs=int(self.max_epochs),
+            patience=int(patience),
+            tol=float(tol),
+            n_threads=None if self.n_threads is None else int(self.n_threads),
+            auto=tuple(auto),
+        )
 
     @staticmethod
     def _check_targets(targets: np.ndarray | None, t: int, k: int) -> np.ndarray | None:
@@ -494,121 +787,24 @@ class AffineTransform(BaseEstimator):
         train_rows = np.flatnonzero(~val_mask)
         val_rows = np.flatnonzero(val_mask)
         gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+        cfg = self.resolved_settings(train_rows.size, n, d)
 
-        cosine = self.similarity == "cosine"
-        Xt = torch.from_numpy(Xs)
-        trip_t = torch.from_numpy(trip)
-        with torch_threads(self.n_threads):
-            Z0 = F.normalize(Xt, dim=1) if cosine else Xt
-            log_t0 = self._init_log_temperature(Z0, trip_t, k, tg, train_rows)
-
-        # targets stored (k, t): the losses work on (k, B) logits, see loss_of
-        tg_t = (
-            torch.from_numpy(np.ascontiguousarray(tg.T, dtype=np.float32))
-            if tg is not None
-            else None
+        with torch_threads(cfg.n_threads):
+            Z0 = torch.from_numpy(Xs)
+            Z0 = F.normalize(Z0, dim=1) if self.similarity == "cosine" else Z0
+            log_t0 = self._init_log_temperature(Z0, torch.from_numpy(trip), k, tg, train_rows)
+        obj = _Objective(
+            self, Xs, trip, k, tg, log_t0, pool_arr if use_local else None, mu, sd, gen
         )
-        # Σ_c p log p of each row: the constant part of KL(p ‖ q), computed once, not per step.
-        neg_ent_t = (
-            torch.from_numpy((tg * np.log(np.where(tg > 0, tg, 1.0))).sum(1).astype(np.float32))
-            if tg is not None
-            else None
-        )
-        W = torch.eye(d, dtype=torch.float32, requires_grad=True)
-        b = torch.zeros(d, dtype=torch.float32, requires_grad=True)
-        log_t = torch.tensor(log_t0, dtype=torch.float32, requires_grad=True)
-        params = [W, b, log_t]
-        opt = torch.optim.Adam(params, lr=float(self.lr))
-        eye = torch.eye(d, dtype=torch.float32)
-        bs = int(self.batch_size)
-
-        if use_local:
-            pool_std = torch.from_numpy(((pool_arr - mu) / sd).astype(np.float32))
-            # Teacher = cosine of the RAW pool features (cosine ignores the scale σ but not the
-            # shift μ, and the local term is meant to preserve the original geometry).
-            pool_unit = F.normalize(torch.from_numpy(pool_arr.astype(np.float32)), dim=1)
-
-        def pair_dots(z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-            """(k, B) similarities [S01, S02(, S12)] of (B, d) rows (already normalised)."""
-            cols = [(z0 * z1).sum(-1), (z0 * z2).sum(-1)]
-            if k == 3:
-                cols.append((z1 * z2).sum(-1))
-            return torch.stack(cols, dim=0)
-
-        def all_items() -> torch.Tensor:
-            """(n, d) transformed (and, for cosine, unit-length) features of every item."""
-            Z = torch.addmm(b, Xt, W)
-            return F.normalize(Z, dim=1) if cosine else Z
-
-        def batch_sims(tr: torch.Tensor) -> torch.Tensor:
-            """(k, B) similarities of triplet rows ``tr`` (B, 3), differentiable.
-
-            Transforms whichever is fewer: the 3·B rows of the batch (gLocal) or all n items
-            (module docstring, "Speed").
-            """
-            B = tr.shape[0]
-            if n < 3 * B:
-                ia, ib = _pair_index(tr, k)
-                sims = _PairSims.apply(all_items(), ia, ib, _use_gram(n, d, k * B))
-                return sims.view(k, B)
-            z = Xt[tr] @ W + b  # (B, 3, d): only the batch's items are transformed
-            if cosine:
-                z = F.normalize(z, dim=-1)
-            return pair_dots(z[:, 0], z[:, 1], z[:, 2])
-
-        def loss_of(sims: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            """Mean loss of (k, B) similarities of triplet rows ``rows``.
-
-            Logits are pair-major (k, B), not (B, k): a softmax over the short first axis runs
-            vectorised along B, about 6x faster than over a last axis of length 3.
-            """
-            logq = F.log_softmax(sims * log_t.exp(), dim=0)
-            if tg_t is None or neg_ent_t is None:
-                return -logq[0].mean()
-            return (neg_ent_t[rows] - (tg_t[:, rows] * logq).sum(0)).mean()
-
-        def penalty() -> torch.Tensor:
-            # cosine: the scale of W is free, so measure the shape of W at the identity's norm
-            Wn = W * (math.sqrt(d) / W.norm()) if cosine else W
-            return ((Wn - Wn.diagonal().mean() * eye) ** 2).sum()
-
-        def local_loss() -> torch.Tensor:
-            m = pool_std.shape[0]
-            bsz = min(int(self.pool_batch_size), m)
-            idx = torch.randperm(m, generator=gen)[:bsz]
-            diag = torch.eye(bsz, dtype=torch.bool)
-            teacher = (pool_unit[idx] @ pool_unit[idx].T) / self.tau
-            zs = F.normalize(pool_std[idx] @ W + b, dim=1)
-            student = (zs @ zs.T) / self.tau
-            p = F.softmax(teacher.masked_fill(diag, -math.inf), dim=1)
-            logq = F.log_softmax(student.masked_fill(diag, -math.inf), dim=1)
-            # the diagonal has p = 0 and log q = −inf; zero it to avoid 0·(−inf) = NaN
-            return -(p * logq.masked_fill(diag, 0.0)).sum(1).mean()
-
-        def eval_loss(rows: np.ndarray) -> float:
-            total = 0.0
-            with torch.no_grad():
-                if n < 3 * rows.size:  # transform all items once (n·d²), then k·d per row
-                    Z = all_items()
-                    for s in range(0, rows.size, _EVAL_CHUNK):
-                        r = torch.from_numpy(rows[s : s + _EVAL_CHUNK])
-                        sims = _gather_dots(Z, *_pair_index(trip_t[r], k)).view(k, -1)
-                        total += float(loss_of(sims, r)) * r.numel()
-                    return total / rows.size
-                # few rows of many items: transform only theirs, (chunk, 3, d) at a time
-                chunk = max(1, _EVAL_FLOATS // (3 * d))
-                for s in range(0, rows.size, chunk):
-                    r = torch.from_numpy(rows[s : s + chunk])
-                    z = Xt[trip_t[r]] @ W + b
-                    if cosine:
-                        z = F.normalize(z, dim=-1)
-                    total += float(loss_of(pair_dots(z[:, 0], z[:, 1], z[:, 2]), r)) * r.numel()
-            return total / rows.size
+        params = obj.params
+        opt = torch.optim.Adam(params, lr=cfg.lr)
 
         monitor_val = val_rows.size > 0
-        with torch_threads(self.n_threads):
-            best = eval_loss(val_rows if monitor_val else train_rows)
+        with torch_threads(cfg.n_threads):
+            best = obj.eval_loss(val_rows if monitor_val else train_rows)
         init_loss = best
+        if "tol" in cfg.auto:
+            cfg = dataclasses.replace(cfg, tol=_AUTO_REL_TOL * abs(init_loss))
         best_state = [p.detach().clone() for p in params]
         best_epoch, wait = 0, 0
         history: dict[str, list[float]] = {
@@ -618,23 +814,17 @@ class AffineTransform(BaseEstimator):
             "penalty": [],
         }
         train_t = torch.from_numpy(train_rows)
-        # dot: λ·T·R (R on the effective map √T·W); cosine: λ·R (T is not a scale of W there)
-        pen_scale = (lambda: 1.0) if cosine else log_t.exp
+        bs = cfg.batch_size
         epoch = 0
-        for epoch in range(1, int(self.max_epochs) + 1):
-            with torch_threads(self.n_threads):
+        for epoch in range(1, cfg.max_epochs + 1):
+            with torch_threads(cfg.n_threads):
                 order = train_t[torch.randperm(train_t.numel(), generator=gen)]
                 tr_sum, loc_sum, n_steps = 0.0, 0.0, 0
                 for s in range(0, order.numel(), bs):
                     rows = order[s : s + bs]
-                    glob = loss_of(batch_sims(trip_t[rows]), rows)
-                    loss = glob
-                    if use_local:
-                        loc = local_loss()
-                        loss = (1 - self.alpha) * glob + self.alpha * loc
+                    loss, glob, loc = obj.step_loss(rows, cfg.lam)
+                    if loc is not None:
                         loc_sum += float(loc.detach())
-                    if self.lam > 0:
-                        loss = loss + self.lam * pen_scale() * penalty()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -642,11 +832,11 @@ class AffineTransform(BaseEstimator):
                     tr_sum += float(glob.detach()) * rows.numel()
                     n_steps += 1
                 train_loss = tr_sum / order.numel()
-                val_loss = eval_loss(val_rows) if monitor_val else float("nan")
+                val_loss = obj.eval_loss(val_rows) if monitor_val else float("nan")
                 with torch.no_grad():
-                    pen = float(penalty())
+                    pen = float(obj.penalty())
             monitored = val_loss if monitor_val else train_loss
-            improved = monitored < best - self.tol
+            improved = monitored < best - cfg.tol
             if improved:
                 best, best_epoch, wait = monitored, epoch, 0
                 best_state = [p.detach().clone() for p in params]
@@ -665,8 +855,8 @@ class AffineTransform(BaseEstimator):
                 local_mean,
                 pen,
             )
-            yield FitEpoch(epoch, train_loss, val_loss, local_mean, pen, improved)
-            if wait >= int(self.patience):
+            yield FitEpoch(epoch, train_loss, val_loss, local_mean, pen, improved, cfg.max_epochs)
+            if wait >= cfg.patience:
                 break
 
         W_best, b_best, log_t_best = (p.numpy().astype(np.float64) for p in best_state)
@@ -682,9 +872,10 @@ class AffineTransform(BaseEstimator):
         self.n_epochs_ = epoch
         self.best_epoch_ = best_epoch
         self.val_mask_ = val_mask
+        self.settings_ = cfg
         logger.info(
             "affine transform (%s, %s, %s): %d epochs, best epoch %d, monitored loss %.4f -> "
-            "%.4f, T = %.4g",
+            "%.4f, T = %.4g; %s",
             self.objective,
             kind,
             self.similarity,
@@ -693,6 +884,7 @@ class AffineTransform(BaseEstimator):
             init_loss,
             best,
             temperature,
+            cfg,
         )
         return self
 

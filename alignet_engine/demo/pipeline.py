@@ -141,6 +141,8 @@ def run_demo(
                 judgments=("fit (simulated)",),
                 model=TEACHER,
                 objective="soft",
+                # fixed λ: the demo's 1408-d features are too wide for a quick λ search
+                lam=1e-2,
                 random_state=settings.seed,
             ),
             control,

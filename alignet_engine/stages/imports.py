@@ -11,6 +11,7 @@ from typing import Literal
 
 import numpy as np
 
+from alignet_engine.align.matrix_triplets import MatrixTriplets
 from alignet_engine.config import JUDGMENT_FORMATS, features_slot
 from alignet_engine.data import importers
 from alignet_engine.data.types import ImageSet, Judgments
@@ -318,3 +319,62 @@ def import_transform(
         },
     )
     return run_id
+
+
+def derive_matrix_triplets(
+    project: Project,
+    matrix: str,
+    *,
+    name: str,
+    n_triplets: int,
+    split: Literal["fit", "test", "all"] = "fit",
+    test_fraction: float = 0.5,
+    random_state: int = 0,
+) -> MatrixTriplets:
+    """Odd-one-out judgments ``name`` derived from the stored per-subject matrix ``matrix``.
+
+    Every subject's matrix answers ``n_triplets`` random triplets over the items of ``split``
+    (:func:`~alignet_engine.align.matrix_triplets.split_items` with ``test_fraction`` and
+    ``random_state``: ``"fit"`` and ``"test"`` with the same seed are complementary,
+    object-disjoint halves; ``"all"`` uses every item). One row per answering subject, so a
+    soft transform fits each triplet's choice distribution. The judgments are written for the
+    matrix's image set; their params record the split and its item ids.
+    """
+    from alignet_engine.align.matrix_triplets import split_items, triplets_from_matrices
+
+    if split not in ("fit", "test", "all"):
+        raise InputError(f"must be fit, test or all, got {split!r}", field="split")
+    mat, kind, image_set = project.matrix(matrix)
+    n = len(project.imageset(image_set))
+    items = None
+    if split != "all":
+        fit, test = split_items(n, test_fraction=test_fraction, random_state=random_state)
+        items = fit if split == "fit" else test
+    # the triplet sample gets its own stream: the same seed for fit and test must not couple them
+    seed = np.random.SeedSequence([random_state, ("fit", "test", "all").index(split)])
+    try:
+        result = triplets_from_matrices(
+            mat,
+            n_triplets,
+            kind=kind,  # type: ignore[arg-type]
+            items=items,
+            random_state=int(seed.generate_state(1)[0]),
+        )
+    except InputError as exc:
+        raise InputError(exc.reason, source=f"matrix '{matrix}'", field=exc.field) from exc
+    project.write_judgments(
+        name,
+        result.judgments,
+        image_set=image_set,
+        params={
+            "source": f"matrix:{matrix}",
+            "split": split,
+            "test_fraction": test_fraction,
+            "random_state": random_state,
+            "n_triplets": result.n_triplets,
+            "n_skipped": result.n_skipped,
+            "n_unanswered": result.n_unanswered,
+            "items": result.items.tolist(),
+        },
+    )
+    return result

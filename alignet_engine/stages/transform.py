@@ -5,6 +5,7 @@ The fitted model is the human-aligned *surrogate teacher* (method.md §2–3).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from alignet_engine.align import AffineTransform, choice_distributions
 from alignet_engine.align.model_selection import TransformSearch
+from alignet_engine.align.transform import PRESETS
 from alignet_engine.config import TransformConfig, features_slot
 from alignet_engine.data.types import Judgments
 from alignet_engine.errors import InputError
@@ -130,6 +132,57 @@ def _training_rows(
     return rows
 
 
+#: λ values the stage cross-validates when ``lam`` is automatic and the problem is small
+LAM_CV_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+# Cross-validate λ only when the whole search (len(grid)·folds + 1 fits) stays cheap: rows·d²
+# below _LAM_CV_MAX_WORK (THINGS-size, 500k × 384², is 7e10 and uses the size rule instead) and
+# d <= _LAM_CV_MAX_DIM (every step updates d² weights; at the demo's 1408-d features 13 fits
+# take minutes on a busy 2-core CPU), with enough objects for the folds.
+_LAM_CV_MAX_WORK = 1e10
+_LAM_CV_MAX_DIM = 512
+_LAM_CV_MIN_OBJECTS = 24
+_LAM_CV_MIN_TEST_ROWS = 30
+
+
+def _estimator_params(config: TransformConfig) -> dict[str, Any]:
+    """AffineTransform parameters of ``config``; ``None`` fields follow ``config.preset``."""
+    params: dict[str, Any] = {
+        "objective": config.objective,
+        "lam": config.lam,
+        "alpha": config.alpha,
+        "tau": config.tau,
+        "lr": config.lr,
+        "max_epochs": config.max_epochs,
+        "batch_size": config.batch_size,
+        "patience": config.patience,
+        "val_fraction": config.val_fraction,
+        "standardize": config.standardize,
+        "similarity": config.similarity,
+        "n_threads": config.threads,
+    }
+    if config.preset == "glocal":
+        for key, value in PRESETS["glocal"].items():
+            if params.get(key) is None:
+                params[key] = value
+    return params
+
+
+def _lambda_cv_grid(
+    config: TransformConfig, n_items: int, n_dims: int, n_rows: int, triplets: np.ndarray
+) -> tuple[float, ...] | None:
+    """The λ grid to cross-validate, or None when λ is given or the data do not allow it
+    (too costly, or too few objects/rows for object-disjoint folds)."""
+    if config.lam is not None or config.preset != "auto" or config.search is not None:
+        return None
+    if n_rows * n_dims**2 > _LAM_CV_MAX_WORK or n_dims > _LAM_CV_MAX_DIM:
+        return None
+    n_objects = np.unique(triplets).size
+    f = 1.0 / config.n_splits  # a fold keeps f³ of the rows for testing (model_selection.py)
+    if n_objects < _LAM_CV_MIN_OBJECTS or n_rows * f**3 < _LAM_CV_MIN_TEST_ROWS:
+        return None
+    return LAM_CV_GRID
+
+
 def fit_transform(
     project: Project, config: TransformConfig, control: JobControl | None = None
 ) -> Job[str]:
@@ -148,24 +201,21 @@ def fit_transform(
             f"fitting a {config.objective} transform on {len(rows.triplets)} "
             f"{rows.kind} triplets ({rows.info['targets']}), features {X.shape}",
         )
-        params = {
-            "objective": config.objective,
-            "lam": config.lam,
-            "alpha": config.alpha,
-            "tau": config.tau,
-            "lr": config.lr,
-            "max_epochs": config.max_epochs,
-            "batch_size": config.batch_size,
-            "patience": config.patience,
-            "val_fraction": config.val_fraction,
-            "standardize": config.standardize,
-            "similarity": config.similarity,
-        }
+        params = _estimator_params(config)
+        search_grid = config.search
+        lam_grid = _lambda_cv_grid(config, len(X), X.shape[1], len(rows.triplets), rows.triplets)
+        if search_grid is None and lam_grid is not None:
+            search_grid = {"lam": lam_grid}
+            yield Message(
+                STAGE,
+                f"choosing λ among {lam_grid} by {config.n_splits}-fold object-disjoint "
+                "cross-validation (give --lam to skip)",
+            )
         throttle = Throttle(0.2)
         summary: dict[str, Any] = {}
-        if config.search:
+        if search_grid:
             search = TransformSearch(
-                config.search,
+                search_grid,
                 n_splits=config.n_splits,
                 base_params=params,
                 random_state=config.random_state,
@@ -197,7 +247,7 @@ def fit_transform(
                     yield Progress(
                         STAGE,
                         epoch.epoch,
-                        config.max_epochs,
+                        epoch.max_epochs,
                         f"epoch {epoch.epoch}: val loss {epoch.val_loss:.4f}",
                     )
                     yield LossBatch(
@@ -227,6 +277,7 @@ def fit_transform(
                 "best_epoch": int(est.best_epoch_),
                 "temperature": float(est.temperature_),
                 "kind": rows.kind,
+                "fit_settings": dataclasses.asdict(est.settings_),
             }
         )
         slot = transform_slot(config.name)
@@ -248,7 +299,7 @@ def fit_transform(
         )
         if worse is not None:
             yield kept_current_message(worse, slot, f"{STAGE}/{run_id}")
-        yield Progress(STAGE, config.max_epochs, config.max_epochs, "done")
+        yield Progress(STAGE, 1, 1, "done")
         yield StageDone(STAGE, run_id, summary)
         return run_id
 
