@@ -33,6 +33,7 @@ EXPORTABLE: tuple[str, ...] = ("student", "torchscript", "onnx", "transform", "t
 JudgmentFormat = Literal[
     "things-tsv",
     "oddone-npy",
+    "oddone-txt",
     "oddone-csv",
     "materials-json",
     "twoafc-csv",

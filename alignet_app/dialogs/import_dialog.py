@@ -68,6 +68,8 @@ KIND_TITLES = {
 FORMAT_TIPS = {
     "things-tsv": "THINGS: obj_1 obj_2 obj_3 choice [participant], tab-separated, 1-based ids",
     "oddone-npy": "(N, 3) integer .npy, 0-based, the odd one out last (VICE / SPoSE)",
+    "oddone-txt": "VICE / SPoSE train_90.txt / test_10.txt: i j odd per line, space-separated, "
+    "0-based",
     "oddone-csv": "CSV with header item_1,item_2,item_3,odd_position[,participant][,type]",
     "materials-json": "the material-appearance JSON (anchor, two candidates, votes)",
     "twoafc-csv": "CSV with header anchor,chosen,other[,votes_chosen,votes_other][,participant]",

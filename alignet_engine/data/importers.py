@@ -31,6 +31,7 @@ from alignet_engine.data.judgments_io import (
     read_materials_json,
     read_oddone_csv,
     read_oddone_npy,
+    read_oddone_txt,
     read_things_tsv,
     read_twoafc_csv,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "read_matrix",
     "read_oddone_csv",
     "read_oddone_npy",
+    "read_oddone_txt",
     "read_things_tsv",
     "read_twoafc_csv",
 ]

@@ -197,6 +197,40 @@ def read_oddone_npy(path: PathLike, n_items: int) -> Judgments:
     )
 
 
+def read_oddone_txt(path: PathLike, n_items: int) -> Judgments:
+    """Read VICE/SPoSE's text triplets (``train_90.txt`` / ``test_10.txt``).
+
+    One triplet per line, three whitespace-separated 0-based item ids, no header; columns 1
+    and 2 are the pair judged most similar and column 3 the odd one out (method.md §1.1: the
+    processed THINGS files; the raw OSF ``data1854_batch5_test10.txt`` puts the odd one FIRST
+    and is not this format).
+
+    Returns
+    -------
+    Judgments, kind ``"oddone"``, participant all -1.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the 1-based line and the column: not exactly 3 integer columns, a
+        header or text, an id outside 0..n_items-1, an item repeated within a row.
+    """
+    n = check_n_items(n_items)
+    assert n is not None
+    fields = ("column 1 (i)", "column 2 (j)", "column 3 (odd one)")
+    p, table, lines = read_int_table(
+        path, allowed_ncols=(3,), fields=fields, layout="i j odd, 0-based ids (VICE train_90.txt)"
+    )
+    ids = check_item_ids(table, n_items=n, source=p, rows=lines, fields=fields)
+    logger.info("read %d odd-one-out triplets from %s", len(ids), p)
+    return Judgments(
+        kind="oddone",
+        triplets=ids,
+        participant=np.full(len(ids), -1, dtype=np.int64),
+        meta={"format": "oddone_txt", "source": str(p)},
+    )
+
+
 def read_oddone_csv(path: PathLike, n_items: int, *, id_base: int = 0) -> Judgments:
     """Read odd-one-out responses from a CSV with a header row.
 

@@ -14,6 +14,7 @@ import numpy as np
 from alignet_engine.align.matrix_triplets import MatrixTriplets
 from alignet_engine.config import JUDGMENT_FORMATS, features_slot
 from alignet_engine.data import importers
+from alignet_engine.data.features_io import FILE_NAMES, file_names_order, read_file_names
 from alignet_engine.data.types import ImageSet, Judgments
 from alignet_engine.errors import InputError
 from alignet_engine.store import Project
@@ -46,6 +47,8 @@ def read_judgments(path: str | Path, fmt: str, images: ImageSet) -> Judgments:
         return importers.read_things_tsv(path, n)
     if fmt == "oddone-npy":
         return importers.read_oddone_npy(path, n)
+    if fmt == "oddone-txt":
+        return importers.read_oddone_txt(path, n)
     if fmt == "oddone-csv":
         return importers.read_oddone_csv(path, n)
     if fmt == "materials-json":
@@ -244,9 +247,22 @@ def import_features(
     When no image set ``image_set`` exists yet, one of ``n`` items *without image files* is
     created, so features of concepts whose images cannot be shared (THINGS) can still be
     evaluated against judgments that refer to the same item order.
+
+    ``path`` may be a thingsvision output folder (``features.<ext>`` or split files). When a
+    thingsvision ``file_names.txt`` lies beside the features (or in the folder) and the image
+    set has image files, the rows are reordered from its order to the image set's
+    (matched by path; the run's ``row_order`` param names the listing used).
     """
+    listing = Path(path) / FILE_NAMES if Path(path).is_dir() else Path(path).parent / FILE_NAMES
+    row_order = None
     if image_set in project.names("imagesets"):
-        X = importers.read_features(path, len(project.imageset(image_set)), key=key)
+        images = project.imageset(image_set)
+        X = importers.read_features(path, len(images), key=key)
+        if listing.is_file() and all(images.paths):
+            # thingsvision's extraction order, not necessarily the image set's
+            order = file_names_order(read_file_names(listing), list(images.paths), listing)
+            X = np.ascontiguousarray(X[order])
+            row_order = str(listing.resolve())
     else:
         X = importers.read_features(path, None, key=key)
         n = int(X.shape[0])
@@ -261,6 +277,7 @@ def import_features(
         "source": str(Path(path).resolve()),
         "key": key,
         "imported": True,
+        "row_order": row_order or "file order",
     }
     if similarity is not None:
         if similarity not in ("dot", "cosine"):
