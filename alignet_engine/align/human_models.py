@@ -167,9 +167,9 @@ class VICE(BaseEstimator):
     k : a dimension is kept when more than ``k`` items are significantly positive in it.
     alpha : FDR level of the per-dimension Benjamini–Hochberg test.
     mc_samples : posterior samples averaged by :meth:`predict_proba` (VICE inference: 25).
-    n_threads : torch intra-op threads while fitting, or ``None`` to keep torch's setting. The
-        default 1 is deliberate: each step works on a small batch, and splitting such ops across
-        threads costs more in synchronisation than it gains on a busy machine.
+    n_threads : torch intra-op threads while fitting, or ``None`` (default) to use torch's
+        setting — the threads the user allows (the app's preference, the CLI's ``--threads``).
+        Each step samples and scores the whole (n, d) posterior, which threads do speed up.
     random_state : seed of the initialisation, the batch order, the posterior samples drawn in
         training, and (independently) of the samples drawn by :meth:`predict_proba`.
 
@@ -221,7 +221,7 @@ class VICE(BaseEstimator):
         k: int = 5,
         alpha: float = 0.05,
         mc_samples: int = 25,
-        n_threads: int | None = 1,
+        n_threads: int | None = None,
         random_state: int | None = None,
     ) -> None:
         self.n_dims = n_dims

@@ -96,6 +96,7 @@ def _training_rows(
             max_epochs=epochs,
             burnin=epochs // 4,
             ws=max(5, min(200, epochs // 5)),
+            n_threads=config.threads,
             random_state=config.random_state,
         )
         fitting = vice.iter_fit(judgments.triplets, n_items=n_items)
