@@ -750,22 +750,38 @@ class Project:
         """Read a run by ``"<stage>/<run_id>"`` or by slot name (its current run)."""
         with self.reading() as f:
             key = self._run_key(f, ref)
-            g = f[key]
             if arrays:
                 self._check_usable(f, key)
-            stage, run_id = key.split("/", 1)
-            return Run(
-                stage=stage,
-                run_id=run_id,
-                slot=str(g.attrs["slot"]),
-                params=json.loads(g.attrs["params"]),
-                inputs=json.loads(g.attrs["inputs"]),
-                summary=json.loads(g.attrs["summary"]),
-                created=float(g.attrs["created"]),
-                arrays={k: self._entry_array(v, f"{key}/{k}") for k, v in g.items()}
-                if arrays
-                else {},
-            )
+            return self._run_at(f, key, arrays=arrays)
+
+    def _run_at(self, f: h5py.File, key: str, *, arrays: bool) -> Run:
+        g = f[key]
+        stage, run_id = key.split("/", 1)
+
+        def attr(name: str) -> Any:
+            try:
+                value = g.attrs[name]
+                return json.loads(value) if name != "slot" else str(value)
+            except (KeyError, TypeError, ValueError):
+                raise ProjectError(
+                    f"{self.path.name}: run {key} has a missing or damaged '{name}' attribute; "
+                    f"the file is damaged (delete that run or re-run its stage)."
+                ) from None
+
+        try:
+            created = float(g.attrs["created"])
+        except (KeyError, TypeError, ValueError):
+            created = 0.0
+        return Run(
+            stage=stage,
+            run_id=run_id,
+            slot=attr("slot"),
+            params=attr("params"),
+            inputs=attr("inputs"),
+            summary=attr("summary"),
+            created=created,
+            arrays={k: self._entry_array(v, f"{key}/{k}") for k, v in g.items()} if arrays else {},
+        )
 
     def _run_key(self, f: h5py.File, ref: str) -> str:
         if ref in f["current"].attrs:
@@ -794,10 +810,11 @@ class Project:
 
     def runs(self, stage: str | None = None) -> list[Run]:
         """Every run (of ``stage``), oldest first, without arrays."""
-        with self.reading() as f:
+        with self.reading() as f:  # one open for all of them: info lists every run
             stages = [stage] if stage else [k for k in f if k not in _NOT_STAGES]
             keys = [f"{s}/{r}" for s in stages if s in f for r in f[s]]
-        return sorted((self.run(k, arrays=False) for k in keys), key=lambda r: r.created)
+            runs = [self._run_at(f, k, arrays=False) for k in keys]
+        return sorted(runs, key=lambda r: r.created)
 
     def stale_reasons(self, ref: str) -> list[str]:
         """Why a run is stale (see :meth:`staleness`); ``ref`` is a run or a slot."""
