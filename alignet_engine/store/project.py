@@ -1472,20 +1472,33 @@ class Project:
             self._check_writable()
         damaged: list[str] = []
         if verify:  # reads every side file: outside the lock, which writers need meanwhile
-            with self.reading() as f:
-                refs = maintenance.referenced(f)
-            for _, (where, side) in sorted(refs.items()):
-                if (self.arrays_dir / side.file).exists():
-                    try:
-                        sf.verify(self.arrays_dir, side, where)
-                    except ProjectError as exc:
-                        damaged.append(str(exc))
+            for where, side in self.side_arrays():
+                problem = self.check_side_array(where, side)
+                if problem is not None:
+                    damaged.append(problem)
         with self._locked():
             with self.reading() as f:
                 report = maintenance.sweep(f, self.files_dir, dry_run=dry_run)
             if not dry_run:
                 self.compact()
         return dataclasses.replace(report, damaged=tuple(damaged))
+
+    def side_arrays(self) -> list[tuple[str, SideArray]]:
+        """(index path, :class:`SideArray`) of every side array the project refers to."""
+        with self.reading() as f:
+            refs = maintenance.referenced(f)
+        return [(where, side) for _, (where, side) in sorted(refs.items())]
+
+    def check_side_array(self, where: str, side: SideArray) -> str | None:
+        """The full check of one side array (reads the file for its sha256): None when it is
+        whole, else why not (missing files are :class:`GcReport` ``missing``, not here)."""
+        if not (self.arrays_dir / side.file).exists():
+            return None
+        try:
+            sf.verify(self.arrays_dir, side, where)
+        except ProjectError as exc:
+            return str(exc)
+        return None
 
     def verify(self) -> None:
         """Check the sha256 of every side file the project refers to.
@@ -1495,9 +1508,7 @@ class Project:
         ProjectError
             Naming the first missing or damaged file.
         """
-        with self.reading() as f:
-            refs = maintenance.referenced(f)
-        for _, (where, side) in sorted(refs.items()):
+        for where, side in self.side_arrays():
             sf.verify(self.arrays_dir, side, where)
 
     def save_as(self, new_path: str | Path) -> Project:

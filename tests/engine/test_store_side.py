@@ -454,3 +454,25 @@ def test_a_refused_write_leaves_no_side_file_behind(tmp_path: Path) -> None:
         with pytest.raises(ProjectError, match="already exists"):
             p.write_run("features", rid, slot="f", params={}, arrays={"X": _features(seed=3)})
         assert len(_files(p)) == len(before) + 1
+
+
+def test_the_gc_job_reports_progress_and_damage(tmp_path: Path) -> None:
+    from alignet_engine.jobs import Progress, run_job
+    from alignet_engine.stages.housekeeping import collect_garbage_job
+
+    with Project.create(tmp_path / "p.alignet") as p:
+        for seed in range(2):
+            rid = p.begin_job("features", {})
+            p.write_run(
+                "features", rid, slot=f"f{seed}", params={}, arrays={"X": _features(seed=seed)}
+            )
+        bad = _side_of(p, "f1", "X")
+        data = bytearray(bad.read_bytes())
+        data[-10] ^= 1
+        bad.write_bytes(bytes(data))
+        events: list[object] = []
+        report = run_job(collect_garbage_job(p, verify=True), events.append)
+        checks = [e for e in events if isinstance(e, Progress) and e.message.startswith("checking")]
+        assert len(checks) == 2
+        assert len(report.damaged) == 1 and bad.name in report.damaged[0]
+        assert report.dry_run and report.unreferenced == ()
