@@ -13,6 +13,8 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from alignet_app.main_window import MainWindow
+from alignet_app.settings import load_preferences
+from alignet_app.widgets.theme import apply_theme
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ def _excepthook(exc_type, exc, tb) -> None:
 def run(project: str | None = None, *, quit_after: float | None = None) -> int:
     app = get_app()
     sys.excepthook = _excepthook
+    preferred = load_preferences().theme
+    if preferred != "system":
+        apply_theme(preferred)
     window = MainWindow()
     if project:
         if window.open_project(project):

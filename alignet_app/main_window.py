@@ -37,6 +37,7 @@ from alignet_app.jobrunner import JobFailure
 from alignet_app.notify import dialogs_enabled, inform, warn
 from alignet_app.pages import PAGES, Page
 from alignet_app.session import Session
+from alignet_app.widgets import theme
 from alignet_engine.errors import AlignetError
 from alignet_engine.jobs import Message, Progress, StageDone
 
@@ -365,6 +366,10 @@ class MainWindow(QMainWindow):
 
     def _eta(self, p: Progress) -> str:
         """Remaining time from the rate since this stage's first progress event."""
+        if p.stage == "distill":
+            # one ETA, not two: the Distillation page's readout shows the run's (it follows
+            # pauses and the steps, not the progress events)
+            return ""
         now = time.monotonic()
         if self._progress_start is None or self._progress_start[0] != p.stage:
             self._progress_start = (p.stage, now, p.done)
@@ -432,6 +437,8 @@ class MainWindow(QMainWindow):
         if dialog.exec() == QDialog.DialogCode.Accepted:
             self.session.preferences = dialog.result_preferences()
             settings.save_preferences(self.session.preferences)
+            theme.apply_theme(self.session.preferences.theme)
+            theme.restyle(self)
 
     # ----------------------------------------------------------------- closing
     def closeEvent(self, event: QCloseEvent) -> None:
@@ -476,6 +483,11 @@ class PreferencesDialog(QDialog):
         form.addRow("CPU threads", self.threads)
         form.addRow("Data folder", self.data_folder)
         form.addRow("Project folder", self.project_folder)
+        self.theme = QComboBox()
+        self.theme.addItems(["system", "light", "dark"])
+        self.theme.setCurrentText(prefs.theme)
+        self.theme.setToolTip("Colours of the window and of every plot")
+        form.addRow("Theme", self.theme)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         )
@@ -489,6 +501,7 @@ class PreferencesDialog(QDialog):
             cpu_threads=self.threads.value(),
             data_folder=self.data_folder.edit.text(),
             project_folder=self.project_folder.edit.text(),
+            theme=self.theme.currentText(),
         )
 
 

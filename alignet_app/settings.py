@@ -22,6 +22,7 @@ class Preferences:
     cpu_threads: int = 0  # 0 = all cores but one
     data_folder: str = ""
     project_folder: str = ""
+    theme: str = "system"  # "system", "light" or "dark" (alignet_app.widgets.theme)
 
     @property
     def effective_threads(self) -> int:
@@ -43,6 +44,7 @@ def load_preferences() -> Preferences:
         cpu_threads=int(s.value("cpu_threads", 0)),  # type: ignore[call-overload]
         data_folder=str(s.value("data_folder", "")),
         project_folder=str(s.value("project_folder", "")),
+        theme=str(s.value("theme", "system")),
     )
 
 
@@ -52,6 +54,7 @@ def save_preferences(prefs: Preferences) -> None:
     s.setValue("cpu_threads", prefs.cpu_threads)
     s.setValue("data_folder", prefs.data_folder)
     s.setValue("project_folder", prefs.project_folder)
+    s.setValue("theme", prefs.theme)
 
 
 def recent_projects() -> list[str]:

@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 
 from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
+from alignet_app.widgets import figure_export, theme
 from alignet_app.widgets.config_form import ConfigForm
 from alignet_app.widgets.plots import PALETTE, LiveCurves
 from alignet_engine.config import EvaluateConfig, TransformConfig
@@ -110,6 +111,24 @@ SEARCH_TIP = (
 )
 
 
+#: form labels in words (the code name stays in each tooltip)
+TRANSFORM_LABELS = {
+    "lam": "λ (pull toward identity)",
+    "alpha": "α (local-structure weight)",
+    "tau": "τ (local temperature)",
+    "lr": "learning rate",
+    "max_epochs": "max epochs",
+    "batch_size": "batch size",
+    "val_fraction": "validation share",
+    "standardize": "standardize features",
+    "targets": "soft targets from",
+    "n_model_triplets": "model triplets",
+    "vice_max_epochs": "VICE epochs",
+    "n_splits": "CV folds",
+    "random_state": "seed",
+}
+
+
 class AlignmentPage(Page):
     key = "alignment"
     title = "Alignment"
@@ -150,6 +169,7 @@ class AlignmentPage(Page):
             fields=fields,
             tooltips={**field_docs(TransformConfig), **TIPS},
             choices={"targets": ["judgments", "vice"]},
+            labels=TRANSFORM_LABELS,
         )
         self.search = QLineEdit()
         self.search.setObjectName("field_search")
@@ -205,7 +225,7 @@ class AlignmentPage(Page):
         self.calibration_plot.setLabel("bottom", "model confidence")
         self.calibration_plot.setXRange(0, 1)
         self.calibration_plot.setYRange(0, 1)
-        self.calibration_plot.addLegend(offset=(-5, -30), labelTextColor="#202020")
+        self.calibration_plot.addLegend(offset=(-5, -30), labelTextColor=theme.colours().foreground)
         self.bars: pg.BarGraphItem | None = None
         self.calibration_points: pg.PlotDataItem | None = None
         self.curves = LiveCurves(
@@ -480,7 +500,7 @@ class AlignmentPage(Page):
             height=heights,
             width=0.55,
             brushes=[pg.mkBrush(PALETTE[7]), pg.mkBrush(PALETTE[0])][: len(x)],
-            pen=pg.mkPen("#404040"),
+            pen=pg.mkPen(theme.colours().axis),
         )
         plot.addItem(self.bars)
         plot.addItem(
@@ -490,7 +510,7 @@ class AlignmentPage(Page):
                 top=np.array([b.err_above for b in results.bars]),
                 bottom=np.array([b.err_below for b in results.bars]),
                 beam=0.15,
-                pen=pg.mkPen("#000000", width=1),
+                pen=pg.mkPen(theme.colours().foreground, width=1),
             )
         )
         for value, text, style in (
@@ -519,9 +539,13 @@ class AlignmentPage(Page):
             pg.InfiniteLine(
                 pos=chance,
                 angle=0,
-                pen=pg.mkPen("#909090", width=1),
+                pen=pg.mkPen(theme.colours().axis, width=1),
                 label="chance",
-                labelOpts={"position": 0.99, "color": "#606060", "anchors": [(1, 1), (1, 1)]},
+                labelOpts={
+                    "position": 0.99,
+                    "color": theme.colours().axis,
+                    "anchors": [(1, 1), (1, 1)],
+                },
             )
         )
 
@@ -532,18 +556,22 @@ class AlignmentPage(Page):
         plot.plot(
             [0, 1],
             [0, 1],
-            pen=pg.mkPen("#909090", style=Qt.PenStyle.DashLine),
+            pen=pg.mkPen(theme.colours().axis, style=Qt.PenStyle.DashLine),
             name="perfect calibration",
         )
         rel = results.calibration if results is not None else None
         if rel is None:
             plot.setTitle(
                 "Calibration (aligned): no evaluation with repeated triplets",
-                color="#202020",
+                color=theme.colours().foreground,
                 size="10pt",
             )
             return
-        plot.setTitle(f"Calibration (aligned): ECE {rel.ece:.3f}", color="#202020", size="10pt")
+        plot.setTitle(
+            f"Calibration (aligned): ECE {rel.ece:.3f}",
+            color=theme.colours().foreground,
+            size="10pt",
+        )
         self.calibration_points = plot.plot(
             rel.confidence,
             rel.accuracy,
@@ -557,14 +585,14 @@ class AlignmentPage(Page):
 
 
 def _plot(title: str, y_label: str) -> pg.PlotWidget:
-    plot = pg.PlotWidget(background="w")
-    plot.setTitle(title, color="#202020", size="10pt")
+    plot = pg.PlotWidget()
+    theme.style_canvas(plot)
+    plot.setTitle(title, color=theme.colours().foreground, size="10pt")
     plot.setLabel("left", y_label)
-    for axis in ("left", "bottom"):
-        plot.getAxis(axis).setPen("#606060")
-        plot.getAxis(axis).setTextPen("#202020")
     plot.showGrid(y=True, alpha=0.2)
     plot.setMouseEnabled(x=False, y=False)
+    plot.setMenuEnabled(False)
+    figure_export.install(plot, lambda: _plot_csv(plot), name=title)
     plot.setMinimumHeight(220)
     return plot
 
@@ -580,3 +608,16 @@ def _fill(box: QComboBox, items: list[str], prefer: str | None = None) -> None:
     elif prefer is not None:
         box.setCurrentText(prefer)
     box.blockSignals(False)
+
+
+def _plot_csv(plot: pg.PlotWidget) -> str:
+    """The (x, y) data of every curve and bar drawn in ``plot`` as CSV."""
+    series = {}
+    for i, item in enumerate(plot.getPlotItem().items):
+        if isinstance(item, pg.PlotDataItem):
+            x, y = item.getData()
+            if x is not None:
+                series[item.name() or f"curve {i}"] = (x, y)
+        elif isinstance(item, pg.BarGraphItem):
+            series[f"bars {i}"] = (item.opts["x"], item.opts["height"])
+    return figure_export.series_csv(series)

@@ -154,7 +154,9 @@ class DistillPage(Page):
         self.val_judgments.setObjectName("field_val_judgments")
         self.val_judgments.setToolTip(VAL_TIP)
         self.stage_form.layout().addRow("validate on", self.val_judgments)  # type: ignore[union-attr]
-        self.training_form = ConfigForm(DistillConfig, tooltips=_tips(DistillConfig, TRAINING_TIPS))
+        self.training_form = ConfigForm(
+            DistillConfig, tooltips=_tips(DistillConfig, TRAINING_TIPS), labels=TRAINING_LABELS
+        )
         self.error = error_label()
 
         stage_box = QGroupBox("Student")
@@ -481,6 +483,28 @@ class DistillPage(Page):
         self.readout.setText(" · ".join(parts))
         if self._mine:
             self._update_buttons()
+
+
+#: form labels in words (the code name stays in each tooltip)
+TRAINING_LABELS = {
+    "batch_size": "batch size (triplets)",
+    "lr": "learning rate η",
+    "warmup_steps": "warm-up steps",
+    "weight_decay_to_init": "λ (decay to init)",
+    "teacher_temperature": "τ teacher",
+    "student_temperature": "τ student",
+    "grad_clip": "gradient clip (L2 norm)",
+    "log_every_s": "plot update every (s)",
+    "val_every": "validate every (steps)",
+    "eval_batch_size": "validation batch size",
+    "train_bn": "train batch-norm statistics",
+    "channels_last": "channels-last memory",
+    "checkpoint_every": "checkpoint every (steps)",
+    "head_dim": "triplet head size",
+    "preserve_weight": "preservation weight",
+    "accumulation_steps": "gradient accumulation steps",
+    "amp": "mixed precision (AMP)",
+}
 
 
 def resume_api() -> Callable[..., Any] | None:

@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 from alignet_app.jobrunner import JobFailure
 from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
+from alignet_app.widgets import theme
 from alignet_app.widgets.bar_charts import EvalCharts, render_chart_pngs, role_colour
 from alignet_app.widgets.config_form import ConfigForm
 from alignet_engine.config import EvaluateConfig
@@ -54,7 +55,6 @@ from alignet_engine.stages.report import (
 )
 
 _ROLE = int(Qt.ItemDataRole.UserRole)
-_STALE_BG = QColor("#fff1d6")
 
 _TOOLTIPS = {
     "image_set": "The image set the judgments or matrix refer to (its features are scored).",
@@ -251,7 +251,7 @@ class EvaluatePage(Page):
         self.table.setHorizontalHeaderLabels(headers)
         for j, c in enumerate(cols):
             header = self.table.horizontalHeaderItem(j)
-            header.setForeground(QBrush(QColor(role_colour(table, c))))
+            header.setForeground(QBrush(QColor(theme.readable(role_colour(table, c)))))
         self.table.setVerticalHeaderLabels([f"{r.name}\n{r.task}" for r in table.rows])
         for i, row in enumerate(table.rows):
             for j, c in enumerate(cols):
@@ -272,7 +272,8 @@ class EvaluatePage(Page):
                     ]
                     if cell.is_stale:
                         tip.append("stale: " + "; ".join(cell.stale))
-                        item.setBackground(_STALE_BG)
+                        # amber, light or dark with the palette: the text stays readable
+                        item.setBackground(QColor(theme.colours().stale_bg))
                     item.setToolTip("\n".join(tip))
                     item.setData(_ROLE, cell.run)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -193,7 +194,11 @@ class TripletsPage(Page):
         self.breakdown.setObjectName("breakdown")
         self.breakdown.setHorizontalHeaderLabels(["type", "rows", "disagree", "entropy"])
         self.breakdown.verticalHeader().hide()
-        self.breakdown.horizontalHeader().setStretchLastSection(True)
+        bh = self.breakdown.horizontalHeader()
+        bh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in (1, 2, 3):
+            bh.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.breakdown.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.breakdown.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.breakdown.setMaximumHeight(150)
         self.breakdown.setToolTip(
@@ -575,7 +580,6 @@ class TripletsPage(Page):
                         Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
                     )
                 table.setItem(r, c, item)
-        table.resizeColumnsToContents()
         self._show_count()
 
     # ----------------------------------------------------------------- sort and jump

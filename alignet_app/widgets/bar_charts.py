@@ -15,6 +15,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from alignet_app.widgets import figure_export, theme
 from alignet_engine.stages.report import ROLES, EvalRow, EvaluationTable
 
 #: Okabe–Ito colours (colour-blind safe): teachers blue, students orange; aligned = darker.
@@ -25,8 +26,6 @@ ROLE_COLOURS: dict[str, str] = {
     "distilled_student": "#D55E00",
 }
 _EXTRA_COLOURS = ("#009E73", "#CC79A7", "#999999", "#F0E442")
-_CEILING_PEN = pg.mkPen("#333333", width=1.5, style=Qt.PenStyle.DashLine)
-_CHANCE_PEN = pg.mkPen("#888888", width=1, style=Qt.PenStyle.DotLine)
 
 
 def role_colour(table: EvaluationTable, role: str) -> str:
@@ -45,20 +44,26 @@ class EvalChart(pg.PlotWidget):
     """
 
     def __init__(self, table: EvaluationTable, row: EvalRow, parent: QWidget | None = None):
-        super().__init__(parent, background="w")
+        super().__init__(parent)
+        tc = theme.colours()
+        theme.style_canvas(self, tc)
+        ceiling_pen = pg.mkPen(tc.muted, width=1.5, style=Qt.PenStyle.DashLine)
+        chance_pen = pg.mkPen(tc.axis, width=1, style=Qt.PenStyle.DotLine)
         self.row = row
         self.setMinimumSize(360, 260)
         plot = self.getPlotItem()
         plot.setMenuEnabled(False)
         plot.setMouseEnabled(x=False, y=False)
         plot.hideButtons()
-        plot.setTitle(row.title, color="#222", size="10pt")
+        plot.setTitle(row.title, color=tc.foreground, size="10pt")
         plot.setLabel("left", "accuracy" if row.measure == "accuracy" else "Spearman ρ")
         for axis in ("left", "bottom"):
-            plot.getAxis(axis).setPen("#444")
-            plot.getAxis(axis).setTextPen("#222")
+            plot.getAxis(axis).setPen(tc.axis)
+            plot.getAxis(axis).setTextPen(tc.foreground)
         self.roles = [c for c in table.columns if c in row.cells]
         cells = [row.cells[r] for r in self.roles]
+        self.cells = cells
+        figure_export.install(self, lambda: _chart_csv(self), name=row.title)
         xs = list(range(len(cells)))
         # A missing value (NaN) is drawn as an empty slot rather than a bar of height 0.
         heights = [c.value if math.isfinite(c.value) else 0.0 for c in cells]
@@ -68,7 +73,7 @@ class EvalChart(pg.PlotWidget):
             height=np.array(heights),
             width=0.65,
             brushes=brushes,
-            pen=pg.mkPen("#222", width=0.8),
+            pen=pg.mkPen(tc.foreground, width=0.8),
         )
         plot.addItem(self.bars)
         ci = [(i, c) for i, c in enumerate(cells) if math.isfinite(c.err_minus + c.err_plus)]
@@ -80,16 +85,16 @@ class EvalChart(pg.PlotWidget):
                 top=np.array([c.err_plus for _, c in ci]),
                 bottom=np.array([c.err_minus for _, c in ci]),
                 beam=0.18,
-                pen=pg.mkPen("#111", width=1.5),
+                pen=pg.mkPen(tc.foreground, width=1.5),
             )
             plot.addItem(self.errors)
         for i, c in enumerate(cells):
             if math.isfinite(c.value):
-                label = pg.TextItem(f"{c.value:.3f}", color="#111", anchor=(0.5, 1.0))
+                label = pg.TextItem(f"{c.value:.3f}", color=tc.foreground, anchor=(0.5, 1.0))
                 label.setPos(i, c.ci_high if math.isfinite(c.ci_high) else c.value)
                 plot.addItem(label)
             if c.is_stale:
-                mark = pg.TextItem("stale", color="#b36b00", anchor=(0.5, 0.0))
+                mark = pg.TextItem("stale", color=tc.stale, anchor=(0.5, 0.0))
                 mark.setPos(i, row.y_range[0])
                 plot.addItem(mark)
         self.ceiling_line: pg.InfiniteLine | None = None
@@ -97,18 +102,18 @@ class EvalChart(pg.PlotWidget):
             self.ceiling_line = pg.InfiniteLine(
                 pos=row.noise_ceiling,
                 angle=0,
-                pen=_CEILING_PEN,
+                pen=ceiling_pen,
                 label=f"ceiling {row.noise_ceiling:.3f}",
-                labelOpts={"position": 0.98, "color": "#333", "anchors": [(1, 1), (1, 1)]},
+                labelOpts={"position": 0.98, "color": tc.muted, "anchors": [(1, 1), (1, 1)]},
             )
             plot.addItem(self.ceiling_line)
         if row.chance:
             chance = pg.InfiniteLine(
                 pos=row.chance,
                 angle=0,
-                pen=_CHANCE_PEN,
+                pen=chance_pen,
                 label=f"chance {row.chance:.3f}",
-                labelOpts={"position": 0.98, "color": "#666", "anchors": [(1, 1), (1, 1)]},
+                labelOpts={"position": 0.98, "color": tc.axis, "anchors": [(1, 1), (1, 1)]},
             )
             plot.addItem(chance)
         ticks = [(i, table.labels[r].replace(" ", "\n", 1)) for i, r in enumerate(self.roles)]
@@ -141,11 +146,21 @@ class EvalLegend(QWidget):
             self._layout.addWidget(swatch)
         self._layout.addWidget(
             QLabel(
-                "<span style='color:#333'>- - -</span> noise ceiling &nbsp; "
-                "<span style='color:#888'>· · ·</span> chance"
+                f"<span style='color:{theme.colours().muted}'>- - -</span> noise ceiling &nbsp; "
+                f"<span style='color:{theme.colours().axis}'>· · ·</span> chance"
             )
         )
         self._layout.addStretch(1)
+
+
+def _chart_csv(chart: EvalChart) -> str:
+    return figure_export.rows_csv(
+        ("representation", "value", "ci_minus", "ci_plus"),
+        (
+            (r, c.value, c.err_minus, c.err_plus)
+            for r, c in zip(chart.roles, chart.cells, strict=True)
+        ),
+    )
 
 
 class EvalCharts(QWidget):
@@ -156,7 +171,7 @@ class EvalCharts(QWidget):
         self.legend = EvalLegend()
         self.grid = QGridLayout()
         self.empty = QLabel("No evaluations yet: run “Evaluate all” or a single evaluation.")
-        self.empty.setStyleSheet("color: #666;")
+        self.empty.setStyleSheet("color: palette(placeholder-text);")
         layout = QVBoxLayout(self)
         layout.addWidget(self.legend)
         layout.addWidget(self.empty)

@@ -111,6 +111,8 @@ class DiagnosticsView(QWidget):
         # no empty plots taking the space: a sentence says how to get them
         self.inertia_plot.setVisible(bool(diag))
         self.silhouette_plot.setVisible(bool(diag))
+        # the sentence alone needs little room: the map beside it gets the rest
+        self.setMaximumWidth(16_777_215 if diag else 200)
         if not diag:
             self.inertia_curve.setData([], [])
             self.silhouette_curve.setData([], [])

@@ -200,5 +200,9 @@ def _narrowable(editor: QWidget) -> None:
     if isinstance(editor, QComboBox):
         editor.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         editor.setMinimumContentsLength(8)
+        if editor.isEditable():  # a narrowed field shows the start of its text, not the end
+            editor.currentTextChanged.connect(
+                lambda _t, e=editor: e.lineEdit().setCursorPosition(0)
+            )
     elif isinstance(editor, QSpinBox):
         editor.setMinimumWidth(70)

@@ -49,6 +49,8 @@ PALETTE = theme.OKABE_ITO
 
 #: redraw interval of the live plots, ms (25 Hz); each tick repaints at most one plot
 REDRAW_MS = 40
+#: a plot narrower than this (px) reads badly: fewer plots per row below it
+MIN_PLOT_WIDTH = 300
 
 #: what each curve is called in a legend (unknown names: underscores become spaces)
 LABELS: dict[str, str] = {
@@ -69,7 +71,7 @@ LABELS: dict[str, str] = {
 #: y-axis names (with units) of the distillation and transform groups
 Y_LABELS: dict[str, str] = {
     "Losses": "loss (nats)",
-    "Agreement (train batch, validation)": "agreement with the teacher (fraction)",
+    "Agreement (train batch, validation)": "agreement (fraction)",
     "Learning rate": "learning rate η",
     "Gradient norm (before clipping)": "gradient L2 norm",
     "Drift from θ₀ (‖θ − θ₀‖ / ‖θ₀‖)": "relative distance",
@@ -208,22 +210,32 @@ class _Series:
 
 
 class _Group:
-    """One plot: a legend row above the data, the plot, and the best-step line."""
+    """One plot: its title and legend (Qt labels above the data, never over it), the plot,
+    and the best-step and hover lines."""
 
     def __init__(self, title: str, clock: _PaintClock) -> None:
         self.title = title
-        self.widget = _TimedCanvas(clock)
-        self.widget.setMinimumSize(200, 150)
-        layout = self.layout = self.widget.ci
-        self.legend = pg.LegendItem(colCount=3, labelTextSize="8pt")
+        self.widget = QWidget()
+        self.heading = QLabel(f"<b>{title}</b>")
+        self.heading.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        self.legend = QLabel()
+        self.legend.setWordWrap(True)
+        self.legend.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        # room for one line of entries from the start: a legend appearing later would move
+        # the plot, and the move repaints it whole
+        self.legend.setMinimumHeight(self.legend.fontMetrics().lineSpacing())
+        self.entries: list[str] = []
+        self.canvas = _TimedCanvas(clock)
+        self.canvas.setMinimumSize(180, 140)
         self.plot = pg.PlotItem()
-        layout.addLabel(title, row=0, col=0, size="10pt")
-        layout.addItem(self.legend, row=1, col=0)
-        # room for one row of entries from the start: a legend growing later would move the
-        # plot, and the move repaints everything
-        self.legend.setMinimumHeight(18)
-        layout.addItem(self.plot, row=2, col=0)
-        layout.layout.setRowStretchFactor(2, 10)
+        self.canvas.ci.addItem(self.plot, row=0, col=0)
+        box = QVBoxLayout(self.widget)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.setSpacing(0)
+        box.addWidget(self.heading)
+        box.addWidget(self.legend)
+        box.addWidget(self.canvas, 1)
         self.best = pg.InfiniteLine(angle=90, movable=False)
         self.best.setVisible(False)
         self.plot.addItem(self.best, ignoreBounds=True)
@@ -316,6 +328,7 @@ class LiveCurves(QWidget):
         self._series: dict[str, _Series] = {}
         self._dirty: set[str] = set()  # groups with points not drawn yet
         self._shown: list[str] = []  # the plots laid out, in order
+        self._cols = 0
         self._next = 0
         self._last_redraw = 0.0
         self.redraws = 0  # timer redraws that drew something (tests, diagnostics)
@@ -350,11 +363,11 @@ class LiveCurves(QWidget):
         if group is not None:
             return group
         group = _Group(title, self.clock)
-        group.widget.scene().sigMouseMoved.connect(
+        group.canvas.scene().sigMouseMoved.connect(
             lambda pos, title=title: self._on_mouse(title, pos)
         )
         # right clicks go to our menu (save figure, copy data), not pyqtgraph's
-        group.widget.setContextMenuPolicy(Qt.ContextMenuPolicy.NoContextMenu)
+        group.canvas.setContextMenuPolicy(Qt.ContextMenuPolicy.NoContextMenu)
         plot = group.plot
         plot.setLabel("bottom", self.x_label)
         plot.setLabel("left", Y_LABELS.get(title, ""))
@@ -380,14 +393,8 @@ class LiveCurves(QWidget):
 
     def _style(self, group: _Group) -> None:
         c = self.colours
-        group.widget.setBackground(c.background)
+        group.canvas.setBackground(c.background)
         theme.style_plot(group.plot, c)
-        for item in group.layout.items:
-            if isinstance(item, pg.LabelItem):
-                item.setText(group.title, color=c.foreground, size="10pt")
-        group.legend.setLabelTextColor(c.foreground)
-        group.legend.setBrush(pg.mkBrush(*c.legend_brush))
-        group.legend.setPen(pg.mkPen(None))
         group.best.setPen(pg.mkPen(c.muted, width=1, style=Qt.PenStyle.DashLine))
         group.hover.setPen(pg.mkPen(c.axis, width=1, style=Qt.PenStyle.DotLine))
 
@@ -397,13 +404,13 @@ class LiveCurves(QWidget):
         shown = [t for t in self._order if t in self.groups and self._has_data(t)]
         if not shown:  # before the first point: every expected plot, ready to draw
             shown = [t for t in self._order if t in self.groups]
-        if shown == self._shown:
+        cols = self._fitting_columns(len(shown))
+        if (shown, cols) == (self._shown, self._cols):
             return  # moving the widgets would repaint every plot for nothing
-        self._shown = shown
+        self._shown, self._cols = shown, cols
         for g in self.groups.values():
             self.grid.removeWidget(g.widget)
             g.widget.hide()
-        cols = max(1, min(self.columns, len(shown)))
         for i, title in enumerate(shown):
             row, col = divmod(i, cols)
             span = cols - col if i == len(shown) - 1 else 1
@@ -412,6 +419,17 @@ class LiveCurves(QWidget):
             widget.show()
         for c in range(self.grid.columnCount()):
             self.grid.setColumnStretch(c, 1 if c < cols else 0)
+
+    def _fitting_columns(self, n: int) -> int:
+        """Plots per row: ``columns``, fewer when the widget is too narrow for them."""
+        width = self.width() if self.isVisible() else 10_000
+        return max(1, min(self.columns, n, width // MIN_PLOT_WIDTH))
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        shown = len(self._shown)
+        if shown and self._fitting_columns(shown) != self._cols:
+            self._relayout()
 
     def _get(self, name: str) -> _Series:
         series = self._series.get(name)
@@ -450,7 +468,8 @@ class LiveCurves(QWidget):
         self._update_legend(group)
 
     def _update_legend(self, group: _Group) -> None:
-        group.legend.clear()
+        group.entries = []
+        parts = []
         for name in group.series:
             s = self._series[name]
             if s.item is None:
@@ -458,8 +477,11 @@ class LiveCurves(QWidget):
             text = label_of(name)
             if s.same_as is not None:
                 text += f" (= {label_of(s.same_as)}: drawn once)"
-            group.legend.addItem(s.item, text)
+            group.entries.append(text)
+            mark = "●" if s.sparse else "━━"
+            parts.append(f"<span style='color:{s.colour}'>{mark}</span>&nbsp;{text}")
             s.in_legend = True
+        group.legend.setText(" &nbsp; ".join(parts))
 
     # ----------------------------------------------------------------- data
     def add_batch(self, batch: LossBatch) -> None:
@@ -531,7 +553,8 @@ class LiveCurves(QWidget):
                     if item is not None:
                         g.plot.removeItem(item)
             g.series.clear()
-            g.legend.clear()
+            g.legend.setText("")
+            g.entries = []
             g.best.setVisible(False)
             g.hover.setVisible(False)
         self._series.clear()
@@ -577,7 +600,7 @@ class LiveCurves(QWidget):
 
     def legend_labels(self, group: str) -> list[str]:
         g = self.groups.get(group)
-        return [] if g is None else [label.text for _, label in g.legend.items]
+        return [] if g is None else list(g.entries)
 
     def data_csv(self) -> str:
         """Every series' full data (not the decimated drawing) as CSV."""

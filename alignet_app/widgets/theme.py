@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyqtgraph as pg
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QWidget
 
 #: Okabe–Ito, ordered so the first few are the most distinct (blue, orange, green, …)
 OKABE_ITO = (
@@ -40,6 +40,7 @@ class PlotColours:
     legend_brush: tuple[int, int, int, int]
     disagree_bg: str
     stale: str
+    stale_bg: str
     panel: str
     error: str
 
@@ -60,6 +61,7 @@ LIGHT = PlotColours(
     legend_brush=(255, 255, 255, 210),
     disagree_bg="#FBE3E3",
     stale="#8A5A00",
+    stale_bg="#FFF1D6",
     panel="#F4F4F4",
     error="#B00020",
 )
@@ -72,6 +74,7 @@ DARK = PlotColours(
     legend_brush=(30, 30, 30, 210),
     disagree_bg="#5A2A2A",
     stale="#FFC857",
+    stale_bg="#5C4514",
     panel="#2A2A2A",
     error="#FF6B6B",
 )
@@ -92,6 +95,14 @@ def is_dark(palette: QPalette | None = None) -> bool:
 def colours() -> PlotColours:
     """The colours for the application's current palette."""
     return DARK if is_dark() else LIGHT
+
+
+def readable(colour: str) -> str:
+    """``colour`` as text on the current background: lightened on a dark palette (the
+    Okabe–Ito blue #0072B2 is unreadable on dark grey)."""
+    if not is_dark():
+        return colour
+    return QColor(colour).lighter(170).name()
 
 
 def dark_palette() -> QPalette:
@@ -136,6 +147,18 @@ def apply_theme(name: str) -> None:
         app.setPalette(app.style().standardPalette())
     else:
         app.setPalette(QPalette())
+
+
+def restyle(root: QWidget) -> None:
+    """Re-colour every plot under ``root`` after a theme change (widgets that know more,
+    like the live curves, re-colour themselves through their ``apply_theme``)."""
+    c = colours()
+    for widget in root.findChildren(QWidget):
+        method = getattr(widget, "apply_theme", None)
+        if callable(method):
+            method()
+        elif isinstance(widget, pg.PlotWidget):
+            style_canvas(widget, c)
 
 
 def style_plot(plot: pg.PlotItem, c: PlotColours | None = None) -> PlotColours:
