@@ -22,10 +22,12 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QSplitter,
     QStackedWidget,
@@ -33,13 +35,16 @@ from PySide6.QtWidgets import (
 )
 
 from alignet_app import settings
+from alignet_app.help import HelpDialog
 from alignet_app.jobrunner import JobFailure
 from alignet_app.notify import dialogs_enabled, inform, warn
 from alignet_app.pages import PAGES, Page
 from alignet_app.session import Session
 from alignet_app.widgets import theme
+from alignet_app.widgets.welcome import WelcomeScreen, demo_folder, find_demo
 from alignet_engine.errors import AlignetError
 from alignet_engine.jobs import Message, Progress, StageDone
+from alignet_engine.stages.status import HEADLINES, RunComparison, compare_headline
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +87,44 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.navigator = QListWidget()
         self.navigator.setObjectName("navigator")
-        self.navigator.setMinimumWidth(190)
+        self.navigator.setMinimumWidth(160)
         self.navigator.setMaximumWidth(260)
         for cls in PAGES:
             page = cls(self.session)
             self.pages[cls.key] = page
-            self.stack.addWidget(page)
+            # Each page scrolls on its own when the window is smaller than the page's
+            # minimum, so no single page sets the window's minimum width (1280×800 and
+            # 1366×768 screens); above its minimum a page simply resizes.
+            holder = QScrollArea()
+            holder.setObjectName(f"page_{cls.key}")
+            holder.setWidgetResizable(True)
+            holder.setFrameShape(QScrollArea.Shape.NoFrame)
+            holder.setWidget(page)
+            self.stack.addWidget(holder)
             item = QListWidgetItem(cls.title)
             item.setData(Qt.ItemDataRole.UserRole, cls.key)
             self.navigator.addItem(item)
         self.navigator.currentRowChanged.connect(self.stack.setCurrentIndex)
         splitter = QSplitter()
+        splitter.setObjectName("main_splitter")
         splitter.addWidget(self.navigator)
         splitter.addWidget(self.stack)
         splitter.setStretchFactor(1, 1)
-        self.setCentralWidget(splitter)
+        splitter.setCollapsible(1, False)
+        self.main_splitter = splitter
+        # the welcome screen while no project is open, the pages once one is
+        self.welcome = WelcomeScreen()
+        self.welcome.new_project.connect(self.new_project)
+        self.welcome.open_project.connect(self.choose_project)
+        self.welcome.open_path.connect(self.open_project)
+        self.welcome.demo.connect(self.open_demo)
+        self.central = QStackedWidget()
+        self.central.addWidget(self.welcome)
+        self.central.addWidget(splitter)
+        self.setCentralWidget(self.central)
+        self.pages["project"].navigate.connect(self.show_page)
+        #: comparisons of new runs kept out of their slot, shown when the job has ended
+        self.kept_runs: list[tuple[str, str, RunComparison]] = []
 
         # ---- log panel
         self.log_view = QPlainTextEdit(readOnly=True)
@@ -141,15 +169,19 @@ class MainWindow(QMainWindow):
         runner.message.connect(self._job_message)
         runner.stage_done.connect(self._stage_done)
         runner.finished.connect(lambda label, _r: self._job_ended(f"{label}: done"))
+        runner.finished.connect(lambda *_: QTimer.singleShot(0, self._offer_kept_runs))
         runner.cancelled.connect(lambda label: self._job_ended(f"{label}: cancelled"))
         runner.failed.connect(self._job_failed)
         self.session.changed.connect(self._update_navigator)
         self.session.opened.connect(self._project_opened)
         self.session.closed.connect(self._project_closed)
+        self.session.busy_changed.connect(lambda _busy: self._show_welcome())
 
         self._build_menus()
         self._update_navigator()
         self.navigator.setCurrentRow(0)
+        self._show_welcome()
+        self._restore_layout()
 
     # ----------------------------------------------------------------- menus
     def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:
@@ -200,6 +232,18 @@ class MainWindow(QMainWindow):
         job_menu.addAction(self._action("&Cancel", self.session.runner.cancel, "Ctrl+."))
 
         help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(
+            self._action(
+                "&User Guide",
+                lambda: self.show_help("guide"),
+                QKeySequence.StandardKey.HelpContents,
+            )
+        )
+        help_menu.addAction(
+            self._action("&Keyboard Shortcuts", lambda: self.show_help("shortcuts"), "Ctrl+/")
+        )
+        help_menu.addAction(self._action("The &Method (README)", lambda: self.show_help("method")))
+        help_menu.addSeparator()
         help_menu.addAction(self._action("&About AligNet Studio", self._about))
 
     def _fill_recent(self) -> None:
@@ -226,6 +270,14 @@ class MainWindow(QMainWindow):
     # ----------------------------------------------------------------- pages
     def page(self, key: str) -> Page:
         return self.pages[key]
+
+    def current_page(self) -> Page:
+        """The page on show (the stack holds each page in its scroll area)."""
+        holder = self.stack.currentWidget()
+        assert isinstance(holder, QScrollArea)
+        page = holder.widget()
+        assert isinstance(page, Page)
+        return page
 
     def show_page(self, key: str) -> None:
         self.navigator.setCurrentRow(list(self.pages).index(key))
@@ -309,10 +361,86 @@ class MainWindow(QMainWindow):
         ro = " (read-only)" if self.session.read_only else ""
         self.setWindowTitle(f"AligNet Studio — {Path(path).name}{ro}")
         self.append_log("INFO", f"opened {path}{ro}")
+        self.central.setCurrentIndex(1)
 
     def _project_closed(self) -> None:
         self.setWindowTitle("AligNet Studio")
         self._update_navigator()
+        self._show_welcome()
+
+    def _show_welcome(self) -> None:
+        if not self.session.is_open:
+            self.welcome.refresh(
+                busy=self.session.runner.label if self.session.runner.busy else None
+            )
+            self.central.setCurrentIndex(0)
+
+    def open_demo(self) -> None:
+        """Open the demo project; create it first (the demo job) when there is none."""
+        demo = find_demo()
+        if demo is not None:
+            self.open_project(str(demo))
+            return
+        from alignet_engine.demo.pipeline import DemoSettings, run_demo
+
+        out = demo_folder()
+
+        def done(_result: object) -> None:
+            self.open_project(str(out / "demo.alignet"))
+
+        started = self.session.runner.submit(
+            "Create the demo",
+            lambda control: run_demo(
+                out, DemoSettings(quick=True), overwrite=True, control=control
+            ),
+            done,
+        )
+        if started:
+            self.welcome.refresh(busy="Create the demo")
+
+    # ----------------------------------------------------------------- help
+    def show_help(self, tab: str = "guide") -> HelpDialog:
+        shortcuts = [
+            (
+                a.text().replace("&", ""),
+                a.shortcut().toString(QKeySequence.SequenceFormat.NativeText),
+            )
+            for menu in self.menuBar().findChildren(QMenu)
+            for a in menu.actions()
+            if not a.shortcut().isEmpty()
+        ]
+        dialog = HelpDialog(shortcuts, self)
+        dialog.show_tab(tab)
+        dialog.show()
+        self._help = dialog
+        return dialog
+
+    # ----------------------------------------------------------------- layout memory
+    def _layout_splitters(self) -> dict[str, QSplitter]:
+        """Every splitter of the window by a stable key (page key and index within it)."""
+        out: dict[str, QSplitter] = {"main": self.main_splitter}
+        for key, page in self.pages.items():
+            for i, splitter in enumerate(page.findChildren(QSplitter)):
+                out[f"{key}/{splitter.objectName() or i}"] = splitter
+        return out
+
+    def _restore_layout(self) -> None:
+        store = settings.settings()
+        geometry = store.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        for key, splitter in self._layout_splitters().items():
+            state = store.value(f"splitters/{key}")
+            if state is not None:
+                splitter.restoreState(state)
+
+    def save_layout(self) -> None:
+        """Remember the window's size and every splitter's position (QSettings)."""
+        store = settings.settings()
+        store.setValue("window/geometry", self.saveGeometry())
+        for key, splitter in self._layout_splitters().items():
+            store.setValue(f"splitters/{key}", splitter.saveState())
+        store.sync()
 
     # ----------------------------------------------------------------- drag and drop
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -385,6 +513,42 @@ class MainWindow(QMainWindow):
 
     def _stage_done(self, event: StageDone) -> None:
         self.append_log("INFO", f"{event.stage}: wrote run {event.run_id}")
+        if event.stage not in HEADLINES or not self.session.is_open:
+            return
+        # a run worse than the current one was kept out of its slot by the engine: offer
+        # the choice once the job has ended (only the engine thread writes meanwhile)
+        ref = f"{event.stage}/{event.run_id}"
+        project = self.session.project
+        with contextlib.suppress(AlignetError):
+            slot = project.run(ref, arrays=False).slot
+            current = project.current(slot)
+            if current is not None and current != ref:
+                old = project.run(current, arrays=False).summary
+                comparison = compare_headline(event.stage, event.summary, old, current)
+                if comparison is not None and comparison.worse:
+                    self.kept_runs.append((slot, ref, comparison))
+
+    def _offer_kept_runs(self) -> None:
+        """Ask whether each new run that was kept out of its slot should become current."""
+        while self.kept_runs and dialogs_enabled():
+            slot, ref, comparison = self.kept_runs.pop(0)
+            box = QMessageBox(self)
+            box.setIcon(QMessageBox.Icon.Question)
+            box.setWindowTitle("Keep the better run?")
+            box.setText(
+                f"{comparison.sentence()}<br><br>The current run stays current until you choose."
+            )
+            keep = box.addButton("Keep the current run", QMessageBox.ButtonRole.RejectRole)
+            use = box.addButton("Use the new run", QMessageBox.ButtonRole.AcceptRole)
+            compare = box.addButton("Compare…", QMessageBox.ButtonRole.ActionRole)
+            box.setDefaultButton(keep)
+            box.exec()
+            page = self.pages["project"]
+            if box.clickedButton() is use:
+                page.make_current(slot, ref)
+            elif box.clickedButton() is compare:
+                self.show_page("project")
+                page.compare([comparison.current_ref, ref])
 
     def _job_ended(self, text: str) -> None:
         self.job_label.setText(text)
@@ -454,6 +618,7 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
         logging.getLogger("alignet_engine").removeHandler(self._log_bridge)
+        self.save_layout()
         self.session.shutdown()
         event.accept()
 

@@ -131,7 +131,7 @@ def test_drop_folder_and_matrix(qtbot, window, tmp_path: Path, image_folder: Pat
     window.show_page("overview" if "overview" in window.pages else "project")
     window.handle_dropped([str(image_folder)])
     page = window.page("data")
-    assert window.stack.currentWidget() is page
+    assert window.current_page() is page
     (dialog,) = page.dialogs
     assert dialog.request().kind == "images" and dialog.request().name == "stimuli"
     _preview(qtbot, dialog)

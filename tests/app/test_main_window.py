@@ -156,7 +156,7 @@ def test_dropping_a_project_opens_it(window, tmp_path: Path) -> None:
 @pytest.mark.parametrize("key", ["project", "data", "distill", "experiment"])
 def test_view_menu_shortcuts_switch_pages(window, key: str) -> None:
     window.show_page(key)
-    assert window.stack.currentWidget() is window.page(key)
+    assert window.current_page() is window.page(key)
 
 
 def test_the_preferred_device_presets_every_device_field(window, tmp_path: Path) -> None:
