@@ -111,6 +111,7 @@ class MainWindow(QMainWindow):
         splitter.addWidget(self.stack)
         splitter.setStretchFactor(1, 1)
         splitter.setCollapsible(1, False)
+        splitter.setSizes([170, 1110])  # the navigator narrow: pages need the width
         self.main_splitter = splitter
         # the welcome screen while no project is open, the pages once one is
         self.welcome = WelcomeScreen()

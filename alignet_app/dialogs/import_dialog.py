@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from alignet_app.defaults import judged_image_set
 from alignet_app.jobrunner import JobFailure
 from alignet_app.pages.base import error_label
 from alignet_app.session import Session
@@ -76,6 +77,15 @@ FORMAT_TIPS = {
     "alignet-npz": "an AligNet triplet .npz (teacher choices, not human)",
     "levels-pkl": "Levels' pruned_dataset.pkl (read safely; images matched by ImageNet file "
     "name; the authors' participant filter)",
+}
+#: The judgment format a file suffix implies when the content does not say (CSV headers do).
+_FORMAT_BY_SUFFIX = {
+    ".npy": "oddone-npy",
+    ".npz": "alignet-npz",
+    ".json": "materials-json",
+    ".pkl": "levels-pkl",
+    ".tsv": "things-tsv",
+    ".txt": "things-tsv",
 }
 _FILTERS = {
     "images": "Image manifests (*.csv)",
@@ -442,6 +452,10 @@ class ImportDialog(QDialog):
 
     def _kind_changed(self) -> None:
         self._update_rows()
+        if str(self.kind.currentData()) in ("judgments", "matrix") and self.session.is_open:
+            judged = judged_image_set(self.session.info())
+            if judged:
+                self.image_set.setCurrentText(judged)
         if str(self.kind.currentData()) == "transform" and not self._name_edited:
             self.name.setText("teacher")
         self._schedule()
@@ -451,8 +465,13 @@ class ImportDialog(QDialog):
         if text.strip() and Path(text.strip()).exists():
             guess = guess_import(text.strip())
             kind = str(self.kind.currentData())
-            if guess.kind == kind and guess.fmt is not None:
-                self.fmt.setCurrentIndex(max(0, self.fmt.findData(guess.fmt)))
+            fmt = guess.fmt if guess.kind == kind else None
+            if kind == "judgments" and fmt is None:
+                # judgments the content guess took for something else (a float .npy, say):
+                # the suffix still names the one format that can read it
+                fmt = _FORMAT_BY_SUFFIX.get(Path(text.strip()).suffix.lower())
+            if fmt is not None:
+                self.fmt.setCurrentIndex(max(0, self.fmt.findData(fmt)))
             if not self._name_edited and kind != "transform":
                 self.name.setText(guess.name)
         self._schedule()

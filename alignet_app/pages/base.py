@@ -32,6 +32,7 @@ class Page(QWidget):
         self._dirty = True
         session.changed.connect(self._on_changed)
         session.closed.connect(self._on_changed)
+        session.busy_changed.connect(lambda _busy: self.update_actions())
 
     # ----------------------------------------------------------------- redraws
     def refresh(self) -> None:
@@ -51,6 +52,21 @@ class Page(QWidget):
         self._dirty = False
         self._apply_device_preference()
         self.refresh()
+        self.update_actions()
+
+    # ----------------------------------------------------------------- actions
+    def update_actions(self) -> None:
+        """Enable the page's buttons, or say next to each why it is disabled (override)."""
+
+    def blocked_reason(self) -> str:
+        """Why no job can start now ("" when one can): no project, read-only, or busy."""
+        if not self.session.is_open:
+            return "No project is open: create or open one (File menu)."
+        if self.session.read_only:
+            return "The project is open read-only (another window or process writes to it)."
+        if self.session.runner.busy:
+            return f"Wait for '{self.session.runner.label}' to finish (or cancel it)."
+        return ""
 
     def _apply_device_preference(self) -> None:
         """Start every ``device`` field of the page's forms at the preferred device.
@@ -99,3 +115,19 @@ def error_label() -> QLabel:
     label.setStyleSheet("color: #b00020;")
     label.hide()
     return label
+
+
+def reason_label() -> QLabel:
+    """A word-wrapped label that says why the button beside it is disabled."""
+    label = QLabel()
+    label.setObjectName("reason")
+    label.setWordWrap(True)
+    label.hide()
+    return label
+
+
+def set_available(button: QWidget, note: QLabel, reason: str) -> None:
+    """Enable ``button`` when ``reason`` is empty; else disable it and show ``reason``."""
+    button.setEnabled(not reason)
+    note.setText(reason)
+    note.setVisible(bool(reason))

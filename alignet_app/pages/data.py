@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from alignet_app.defaults import judged_image_set
 from alignet_app.dialogs.import_dialog import ImportDialog
 from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
@@ -188,6 +189,9 @@ class DataPage(Page):
     ) -> ImportDialog:
         """Open the import dialog for ``kind`` (prefilled with ``path``; not modal)."""
         image_set = self._shown_set
+        if kind in ("judgments", "matrix") and self.session.is_open:
+            # what people judged, not whichever set the grid happens to show (the pool)
+            image_set = judged_image_set(self.session.info()) or image_set
         dialog = ImportDialog(
             self.session, self, kind=kind, path=path, fmt=fmt, name=name, image_set=image_set
         )

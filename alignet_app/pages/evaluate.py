@@ -35,8 +35,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from alignet_app.defaults import held_out_judgments, judged_image_set
 from alignet_app.jobrunner import JobFailure
-from alignet_app.pages.base import Page, error_label
+from alignet_app.pages.base import Page, error_label, reason_label, set_available
 from alignet_app.session import Session
 from alignet_app.widgets import theme
 from alignet_app.widgets.bar_charts import EvalCharts, render_chart_pngs, role_colour
@@ -50,6 +51,7 @@ from alignet_engine.stages.report import (
     comparison_text,
     evaluate_all,
     evaluation_table,
+    fit_judgments,
     format_cell,
     write_report_job,
 )
@@ -129,11 +131,17 @@ class EvaluatePage(Page):
         all_layout = QVBoxLayout(all_box)
         all_layout.addWidget(QLabel("on:"))
         all_layout.addWidget(self.targets)
+        self.fit_note = QLabel()
+        self.fit_note.setWordWrap(True)
+        self.fit_note.hide()
+        all_layout.addWidget(self.fit_note)
         row = QHBoxLayout()
         row.addWidget(QLabel("bootstrap resamples"))
         row.addWidget(self.n_boot)
         all_layout.addLayout(row)
         all_layout.addWidget(self.all_button)
+        self.all_reason = reason_label()
+        all_layout.addWidget(self.all_reason)
 
         # ---- one evaluation
         self.form = ConfigForm(
@@ -174,6 +182,8 @@ class EvaluatePage(Page):
         one_layout = QVBoxLayout(one_box)
         one_layout.addWidget(self.form)
         one_layout.addWidget(self.one_button)
+        self.one_reason = reason_label()
+        one_layout.addWidget(self.one_reason)
 
         # ---- report
         self.report_button = QPushButton("Export report…")
@@ -211,6 +221,17 @@ class EvaluatePage(Page):
         session.runner.failed.connect(self._job_failed)
 
     # ----------------------------------------------------------------- redraw
+    def update_actions(self) -> None:
+        reason = self.blocked_reason()
+        if not reason:
+            info = self.session.info()
+            if not info["judgments"] and not info["matrices"]:
+                reason = "Import held-out human judgments or a matrix first (Data page)."
+            elif not any(s.startswith("features:") for s in info["current"]):
+                reason = "Extract features first (Models & features page)."
+        set_available(self.all_button, self.all_reason, reason)
+        set_available(self.one_button, self.one_reason, reason)
+
     def refresh(self) -> None:
         if not self.session.is_open:
             self.heading.setText("<h2>Evaluation</h2><p>Open a project first.</p>")
@@ -303,25 +324,27 @@ class EvaluatePage(Page):
         slots = info["current"]
         models = sorted({s.split(":", 2)[2] for s in slots if s.startswith("features:")})
         transforms = sorted(s.split(":", 1)[1] for s in slots if s.startswith("transform:"))
-        self.form.set_choices("image_set", list(info["imagesets"]))
-        self.form.set_choices("model", models)
+        # Starting values: the image set already evaluated (else the one the judgments are
+        # about), the teacher, and a held-out judgment set — never one a transform was
+        # fitted on, unless the user picks it.
+        fitted = fit_judgments(self.session.project)
+        held_out = held_out_judgments(info, fitted)
+        evaluated = self.eval_table.rows[0].image_set if self.eval_table.rows else None
+        self.form.set_choices(
+            "image_set",
+            list(info["imagesets"]),
+            preferred=evaluated or judged_image_set(info),
+            strict=True,
+        )
+        self.form.set_choices("model", models, preferred=self.eval_table.roles.teacher)
         self.form.set_choices("judgments", info["judgments"])
         self.form.set_choices("matrix", info["matrices"])
         self.form.set_choices("transform", transforms)
         self.form.set_choices("compare", models)
         self.form.set_choices("compare_transform", transforms)
-        # Sensible starting values (the form starts empty): the first image set, the
-        # teacher, the first judgment set.
         values = self.form.values()
-        if values["image_set"] not in info["imagesets"] and info["imagesets"]:
-            evaluated = self.eval_table.rows[0].image_set if self.eval_table.rows else None
-            first = next(iter(info["imagesets"]))
-            self.form.set_value("image_set", evaluated if evaluated in info["imagesets"] else first)
-        teacher = self.eval_table.roles.teacher
-        if values["model"] not in models and models:
-            self.form.set_value("model", teacher if teacher in models else models[0])
         if values["judgments"] is None and values["matrix"] is None and info["judgments"]:
-            self.form.set_value("judgments", info["judgments"][-1])
+            self.form.set_value("judgments", (held_out or info["judgments"])[-1])
         checked = {
             self.targets.item(i).data(_ROLE): self.targets.item(i).checkState()
             for i in range(self.targets.count())
@@ -329,11 +352,24 @@ class EvaluatePage(Page):
         self.targets.clear()
         for kind, names in (("judgments", info["judgments"]), ("matrix", info["matrices"])):
             for name in names:
-                item = QListWidgetItem(f"{name}  ({kind})")
+                fit = kind == "judgments" and name in fitted
+                label = f"{name}  ({kind}{', fit set' if fit else ''})"
+                item = QListWidgetItem(label)
                 item.setData(_ROLE, (kind, name))
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                item.setCheckState(checked.get((kind, name), Qt.CheckState.Checked))
+                if fit:
+                    item.setToolTip(
+                        "The transform was fitted on these judgments: scores on them are not "
+                        "held out. Tick to evaluate on them anyway."
+                    )
+                default = Qt.CheckState.Unchecked if fit else Qt.CheckState.Checked
+                item.setCheckState(checked.get((kind, name), default))
                 self.targets.addItem(item)
+        self.fit_note.setVisible(bool(fitted))
+        self.fit_note.setText(
+            f"The transform was fitted on {', '.join(fitted)}: not ticked at first, as its "
+            "scores are not held out."
+        )
 
     # ----------------------------------------------------------------- actions
     def checked_targets(self) -> tuple[list[str], list[str]]:

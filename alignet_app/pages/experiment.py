@@ -22,7 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from alignet_app.pages.base import Page, error_label
+from alignet_app.defaults import judged_image_set
+from alignet_app.pages.base import Page, error_label, reason_label, set_available
 from alignet_app.session import Session
 from alignet_app.widgets.config_form import ConfigForm
 from alignet_app.widgets.experiment_window import ExperimentWindow
@@ -90,6 +91,8 @@ class ExperimentPage(Page):
             "window; nothing is stored"
         )
         preview.clicked.connect(self.preview)
+        self.start_button = start
+        self.start_reason = reason_label()
 
         setup = QGroupBox("New session")
         setup_layout = QVBoxLayout(setup)
@@ -103,6 +106,7 @@ class ExperimentPage(Page):
         start_row.addWidget(start)
         start_row.addWidget(preview)
         setup_layout.addLayout(start_row)
+        setup_layout.addWidget(self.start_reason)
 
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(
@@ -133,13 +137,21 @@ class ExperimentPage(Page):
         self._logs: list[ExperimentLog] = []
 
     # ----------------------------------------------------------------- view
+    def update_actions(self) -> None:
+        reason = self.blocked_reason()
+        if not reason and not any(n >= 3 for n in self.session.info()["imagesets"].values()):
+            reason = "Import an image set of at least 3 images first (Data page)."
+        set_available(self.start_button, self.start_reason, reason)
+
     def refresh(self) -> None:
         self.table.setRowCount(0)
         self._logs = []
         if not self.session.is_open:
             return
         info = self.session.info()
-        self.form.set_choices("image_set", list(info["imagesets"]))
+        self.form.set_choices(
+            "image_set", list(info["imagesets"]), preferred=judged_image_set(info), strict=True
+        )
         saved = set(info["judgments"])
         self._logs = sessions(self.session.project)
         self.table.setRowCount(len(self._logs))

@@ -32,7 +32,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from alignet_app.pages.base import Page, error_label
+from alignet_app.defaults import judged_image_set, models_of_runs
+from alignet_app.pages.base import Page, error_label, reason_label, set_available
 from alignet_app.session import Session
 from alignet_app.widgets.config_form import ConfigForm
 from alignet_engine.config import ExtractConfig
@@ -111,6 +112,7 @@ class FeaturesPage(Page):
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)
         self.fields = _config_fields()
+        self._defaults_for: object = None
         self.form = ConfigForm(
             ExtractConfig,
             fields=self.fields,
@@ -141,6 +143,7 @@ class FeaturesPage(Page):
         self.extract_button.setObjectName("extract")
         self.extract_button.setDefault(True)
         self.extract_button.clicked.connect(self.extract)
+        self.extract_reason = reason_label()
         self.error = error_label()
 
         # ---- layer tree
@@ -182,6 +185,7 @@ class FeaturesPage(Page):
         buttons.addStretch(1)
         buttons.addWidget(self.extract_button)
         sl.addLayout(buttons)
+        sl.addWidget(self.extract_reason)
         sl.addWidget(self.error)
 
         # ---- stored features
@@ -220,6 +224,12 @@ class FeaturesPage(Page):
         return tuple(POOLINGS)
 
     # ----------------------------------------------------------------- redraw
+    def update_actions(self) -> None:
+        reason = self.blocked_reason()
+        if not reason and not self.session.info()["imagesets"]:
+            reason = "Import images first (Data page): there is no image set to extract."
+        set_available(self.extract_button, self.extract_reason, reason)
+
     def refresh(self) -> None:
         self.table.setRowCount(0)
         if not self.session.is_open:
@@ -227,7 +237,15 @@ class FeaturesPage(Page):
             self.checkpoint.clear()
             return
         info = self.session.info()
-        self.form.set_choices("image_set", list(info["imagesets"]))
+        self.form.set_choices(
+            "image_set", list(info["imagesets"]), preferred=judged_image_set(info), strict=True
+        )
+        if self._defaults_for != self.session.path:
+            # once per project: the model its runs already use (the teacher), not a preset
+            self._defaults_for = self.session.path
+            used = [m for m in models_of_runs(info) if "@" not in m]  # plain model specs
+            if used and self.form.values()["model"] == ExtractConfig.model:
+                self.form.set_value("model", used[0])
         current_ckpt = self.checkpoint.currentData()
         self.checkpoint.clear()
         self.checkpoint.addItem(_PRETRAINED, None)

@@ -117,8 +117,20 @@ class ConfigForm(QWidget):
         return edit
 
     # ----------------------------------------------------------------- values
-    def set_choices(self, name: str, values: Sequence[str]) -> None:
-        """Replace the choices of a combo-box field, keeping its current text if possible."""
+    def set_choices(
+        self,
+        name: str,
+        values: Sequence[str],
+        *,
+        preferred: str | None = None,
+        strict: bool = False,
+    ) -> None:
+        """Replace the choices of a combo-box field, keeping its current text if possible.
+
+        A required field never shows "auto": when its text is empty (or, with ``strict``,
+        not one of ``values``), it takes ``preferred`` if that is a value, else the first
+        value. ``strict`` suits fields that must name something that exists (image sets).
+        """
         box = self.editors[name]
         if not isinstance(box, QComboBox):
             return
@@ -130,8 +142,15 @@ class ConfigForm(QWidget):
             box.addItem(_NONE_TEXT)
         box.addItems(list(values))
         box.blockSignals(False)
-        if current and (box.findText(current) >= 0 or box.isEditable()):
+        known = current in values
+        if current and (known or (box.isEditable() and not strict)) and current != _NONE_TEXT:
             box.setCurrentText(current)
+        elif optional and current == _NONE_TEXT:
+            box.setCurrentText(_NONE_TEXT)
+        elif values and not optional:
+            box.setCurrentText(preferred if preferred in values else values[0])
+        elif not optional:
+            box.setCurrentText("")
 
     def set_value(self, name: str, value: Any) -> None:
         editor = self.editors[name]
@@ -140,7 +159,9 @@ class ConfigForm(QWidget):
         elif isinstance(editor, QSpinBox):
             editor.setValue(int(value or 0))
         elif isinstance(editor, QComboBox):
-            editor.setCurrentText(_NONE_TEXT if value is None else str(value))
+            # a required field without a value stays empty (the page picks a real default)
+            none = _NONE_TEXT if self._kinds[name][1] else ""
+            editor.setCurrentText(none if value is None else str(value))
         elif isinstance(editor, QLineEdit):
             editor.setText("" if value is None else _format(value))
 

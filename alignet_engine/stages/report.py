@@ -464,6 +464,16 @@ def _target_image_set(project: Project, kind: str, name: str) -> str:
     return project.matrix(name)[2]
 
 
+def fit_judgments(project: Project) -> list[str]:
+    """Judgment sets a current transform was fitted on: not held out, so evaluating on them
+    flatters the aligned teacher. :func:`evaluate_all` leaves them out unless asked."""
+    names: set[str] = set()
+    for slot in project.slots():
+        if slot.startswith("transform:"):
+            names.update(project.run(slot, arrays=False).params.get("judgments") or ())
+    return sorted(names)
+
+
 def evaluate_all(
     project: Project,
     judgments: Sequence[str] | None = None,
@@ -475,14 +485,19 @@ def evaluate_all(
 ) -> Job[dict[str, Any]]:
     """Evaluate each available representation on each chosen judgment set / matrix.
 
-    ``judgments`` / ``matrices`` default to every one in the project (pass ``()`` for none).
+    ``judgments`` default to every set in the project that no current transform was fitted
+    on (:func:`fit_judgments`; name them to evaluate on them anyway), ``matrices`` to every
+    matrix (pass ``()`` for none).
     A representation is available when its features of the target's image set exist (and,
     for the aligned teacher, the transform). Evaluations whose current run is up to date are
     skipped. Returns ``{"ran": [run refs], "skipped": [{"target", "role", "why"}]}``.
     """
     control = control or JobControl()
     roles = pipeline_roles(project)
-    chosen_j = list(project.names("judgments") if judgments is None else judgments)
+    if judgments is None:
+        fitted = set(fit_judgments(project))
+        judgments = [n for n in project.names("judgments") if n not in fitted]
+    chosen_j = list(judgments)
     chosen_m = list(project.names("matrices") if matrices is None else matrices)
     if not chosen_j and not chosen_m:
         raise InputError("choose at least one judgment set or matrix to evaluate on")

@@ -865,6 +865,12 @@ class Project:
             reasons(ref, frozenset())
         return out
 
+    def judgment_image_sets(self) -> dict[str, str]:
+        """Each imported judgment set's name -> the image set its item ids refer to."""
+        with self.reading() as f:
+            group = f["data"].get("judgments", {})
+            return {name: json.loads(group[name].attrs["image_set"]) for name in group}
+
     def set_current(self, slot: str, ref: str) -> str | None:
         """Make run ``ref`` (``"<stage>/<run_id>"``) the current run of ``slot``.
 
@@ -1344,6 +1350,7 @@ class Project:
             "unwritable": self._unwritable_reason(self.path),
             "imagesets": imagesets,
             "judgments": self.names("judgments"),
+            "judgment_image_sets": self.judgment_image_sets(),
             "matrices": self.names("matrices"),
             "current": self.slots(),
             "runs": [

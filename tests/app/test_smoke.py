@@ -34,11 +34,15 @@ def small_project(tmp_path: Path) -> Path:
 
 def test_main_window_lists_runs(window, small_project: Path) -> None:
     assert window.open_project(str(small_project))
-    tree = window.page("project").tree
-    pipeline, data, runs = (tree.topLevelItem(i) for i in range(3))
-    assert runs.childCount() == 1 and runs.child(0).text(1) == "current"
-    assert data.child(0).text(0) == "image set: s"
-    assert pipeline.child(0).text(0) == "features" and pipeline.child(0).text(1) == "done"
+    page = window.page("project")
+    tree = page.runs.tree
+    features = tree.topLevelItem(0)
+    assert features.text(0) == "features (1 run)"
+    slot = features.child(0)
+    assert slot.text(0) == "features:s:m" and slot.child(0).text(1) == "current"
+    assert "s (2 images)" in page.heading.text()
+    assert page.stage_boxes["features"].property("state") == "done"
+    assert page.stage_boxes["transform"].property("state") == "not run"
     # the navigator shows the features stage as done, the transform as not run
     nav = {window.navigator.item(i).toolTip() for i in range(window.navigator.count())}
     assert "Models & features: done — 1 current run(s)" in nav

@@ -16,6 +16,7 @@ from alignet_engine.errors import ProjectError
 from alignet_engine.jobs import Message, run_job
 from alignet_engine.stages.evaluate import evaluate
 from alignet_engine.stages.imports import import_features
+from alignet_engine.stages.report import evaluate_all, fit_judgments
 from alignet_engine.stages.rerun import rerun_stale
 from alignet_engine.stages.status import (
     advice,
@@ -235,6 +236,15 @@ def test_a_worse_transform_waits_and_rerun_stale_brings_everything_up_to_date(
         assert new.run_id not in (good_id, bad_id) and new.params == json.loads(
             json.dumps(good.to_dict())
         )
+
+        # "evaluate all" scores held-out judgments only, unless the fit set is named
+        p.write_judgments("held", judgments, image_set="s", params={})
+        assert p.judgment_image_sets() == {"held": "s", "j": "s"}
+        assert p.info()["judgment_image_sets"] == {"held": "s", "j": "s"}
+        assert fit_judgments(p) == ["j"]
+        result = run_job(evaluate_all(p, n_boot=20))
+        targets = {p.run(ref, arrays=False).params["judgments"] for ref in result["ran"]}
+        assert result["ran"] and targets == {"held"}
 
 
 def test_cli_use_delete_and_info_advice(tmp_path: Path, cli) -> None:
