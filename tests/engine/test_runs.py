@@ -108,6 +108,29 @@ def test_delete_run_replacing_it_with_another_run_of_the_slot(tmp_path: Path) ->
         assert p.journal()[-1] == {**p.journal()[-1], "run": b, "current": a}
 
 
+def test_a_deleted_runs_side_arrays_go_with_the_next_garbage_collection(tmp_path: Path) -> None:
+    with _project(tmp_path) as p:
+        keep = _run(p, "features", "features:s:m")
+        run_id = p.begin_job("features", {})
+        big = np.ones((600, 600), np.float32)  # 1.4 MiB: stored in a side file
+        p.write_run(
+            "features",
+            run_id,
+            slot="features:s:m",
+            params={},
+            arrays={"X": big},
+            make_current=False,
+        )
+        side = sorted((p.files_dir / "arrays").iterdir())
+        assert len(side) == 1
+        p.delete_run(f"features/{run_id}")
+    # the writer's lease protects its files while it is open; reopened, gc may sweep them
+    with Project.open(tmp_path / "p.alignet") as p:
+        report = p.collect_garbage(dry_run=False)
+        assert [Path(u).name for u in report.unreferenced] == [side[0].name]
+        assert not side[0].exists() and p.current("features:s:m") == keep
+
+
 def test_staleness_is_transitive_and_the_same_everywhere(tmp_path: Path) -> None:
     """A new distillation makes the student's features stale and, through them, their
     evaluation: info, stale_reasons and pipeline_status say so alike."""
