@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from alignet_app.defaults import judged_image_set, models_of_runs
 from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
 from alignet_app.viewjobs import read_only
@@ -201,8 +202,11 @@ class ClustersPage(Page):
         slots = info["current"]
         models = sorted({s.split(":", 2)[2] for s in slots if s.startswith("features:")})
         transforms = sorted(s.split(":", 1)[1] for s in slots if s.startswith("transform:"))
-        self.form.set_choices("image_set", list(info["imagesets"]))
-        self.form.set_choices("model", models)
+        # the pool: an image set people did not judge (clusters group the teacher's pool)
+        judged = judged_image_set(info) if info["judgments"] else None
+        pool = next((s for s in info["imagesets"] if s != judged), None)
+        self.form.set_choices("image_set", list(info["imagesets"]), preferred=pool, strict=True)
+        self.form.set_choices("model", models, preferred=(models_of_runs(info) or [None])[0])
         current_t = self.transform_box.currentText()
         self.transform_box.clear()
         self.transform_box.addItems([*transforms, NO_TRANSFORM])

@@ -39,7 +39,8 @@ class ConfigForm(QWidget):
     ----------
     cls : a frozen stage configuration dataclass (``from_dict`` / ``to_dict``).
     fields : which fields to show, in order (default: all).
-    tooltips : field → what it does (shown on hover; say the effect, not the type).
+    tooltips : field → what it does in plain words (shown on hover, followed by the field's
+        code name in brackets, the name the CLI and the config files use).
     choices : field → allowed values for a string field without a ``Literal`` type
         (e.g. the project's image sets); shown as an editable combo box.
     labels : field → label text (default: the field name with spaces).
@@ -81,13 +82,14 @@ class ConfigForm(QWidget):
             editor.setObjectName(f"field_{name}")
             _narrowable(editor)
             if name in tooltips:
-                editor.setToolTip(tooltips[name])
+                # plain words first, the configuration's (CLI's) name in brackets
+                editor.setToolTip(f"{tooltips[name]} [{name}]")
             self.editors[name] = editor
             self.set_value(name, default)
             label = labels.get(name, name.replace("_", " "))
             layout.addRow(label, editor)
             if name in tooltips:
-                layout.labelForField(editor).setToolTip(tooltips[name])
+                layout.labelForField(editor).setToolTip(editor.toolTip())
 
     @staticmethod
     def _editor(tp: Any, optional: bool, choices: Sequence[str] | None) -> QWidget:

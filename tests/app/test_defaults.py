@@ -58,6 +58,9 @@ def test_pages_default_to_real_image_sets_models_and_held_out_judgments(
     assert values["image_set"] == "stimuli" and values["model"] == TEACHER
     window.show_page("experiment")
     assert window.page("experiment").form.values()["image_set"] == "stimuli"
+    window.show_page("clusters")  # clusters group the pool, not the judged stimuli
+    values = window.page("clusters").form.values()
+    assert (values["image_set"], values["model"]) == ("pool", TEACHER)
 
     window.show_page("evaluate")
     page = window.page("evaluate")
