@@ -128,6 +128,9 @@ class DistillPage(Page):
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)
         self._mine = False  # our job is running (the runner is shared by every page)
+        # (project path, run ref) of the run this page trained last: shown after training
+        # even when it did not become current (a worse run does not replace a better one)
+        self._trained: tuple[Any, str] | None = None
         self._meter: RateMeter | None = None
         self._device = ""
         self._phase = ""
@@ -294,15 +297,29 @@ class DistillPage(Page):
             )
             self.curves.clear()
             return
-        if "distill" not in info["current"]:
+        current = info["current"].get("distill")
+        trained = self._trained[1] if self._trained and self._trained[0] == info["path"] else None
+        if current is None and trained is None:
             self.summary.setText("No distillation run yet: set the training up and press Start.")
             self.curves.clear()
             return
-        run = self.session.project.run("distill")
+        ref = trained or "distill"
+        try:
+            run = self.session.project.run(ref)
+        except AlignetError:  # the run was deleted meanwhile
+            self._trained = None
+            run = self.session.project.run("distill")
         self.curves.load_history(
             stored_history(run.arrays), planned=run.params.get("training", {}).get("steps")
         )
-        self.summary.setText(summary_text(f"{run.stage}/{run.run_id}", run.summary))
+        text = summary_text(f"{run.stage}/{run.run_id}", run.summary)
+        full = f"{run.stage}/{run.run_id}"
+        if current is not None and full != current:
+            text += (
+                f"<br><i>This run is not the current one ({current} stays current: it is not "
+                "worse). Make it current on the Project page to use it downstream.</i>"
+            )
+        self.summary.setText(text)
 
     def _list_resumable(self) -> list[dict[str, Any]]:
         lister: Callable[..., list[dict[str, Any]]] | None = getattr(
@@ -434,6 +451,8 @@ class DistillPage(Page):
 
     def _on_stage_done(self, event: StageDone) -> None:
         if self._mine and event.stage == "distill":
+            path = self.session.info()["path"] if self.session.is_open else None
+            self._trained = (path, f"distill/{event.run_id}")
             self.summary.setText(summary_text(f"distill/{event.run_id}", event.summary))
 
     def _on_finished(self, label: str, _result: object) -> None:
