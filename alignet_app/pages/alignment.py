@@ -592,7 +592,7 @@ def _plot(title: str, y_label: str) -> pg.PlotWidget:
     plot.showGrid(y=True, alpha=0.2)
     plot.setMouseEnabled(x=False, y=False)
     plot.setMenuEnabled(False)
-    figure_export.install(plot, lambda: _plot_csv(plot), name=title)
+    figure_export.install(plot, lambda: figure_export.plot_csv(plot), name=title)
     plot.setMinimumHeight(220)
     return plot
 
@@ -608,16 +608,3 @@ def _fill(box: QComboBox, items: list[str], prefer: str | None = None) -> None:
     elif prefer is not None:
         box.setCurrentText(prefer)
     box.blockSignals(False)
-
-
-def _plot_csv(plot: pg.PlotWidget) -> str:
-    """The (x, y) data of every curve and bar drawn in ``plot`` as CSV."""
-    series = {}
-    for i, item in enumerate(plot.getPlotItem().items):
-        if isinstance(item, pg.PlotDataItem):
-            x, y = item.getData()
-            if x is not None:
-                series[item.name() or f"curve {i}"] = (x, y)
-        elif isinstance(item, pg.BarGraphItem):
-            series[f"bars {i}"] = (item.opts["x"], item.opts["height"])
-    return figure_export.series_csv(series)

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QLabel, QWidget
 
 from alignet_app.notify import inform, warn
 from alignet_app.session import Session, StageJob
+from alignet_app.widgets import figure_export
 
 
 class Page(QWidget):
@@ -47,6 +48,8 @@ class Page(QWidget):
         super().showEvent(event)
         if self._dirty:
             self._refresh_now()
+        # every plot and table of the page: right-click Save figure / Copy data (CSV)
+        figure_export.install_everywhere(self)
 
     def _refresh_now(self) -> None:
         self._dirty = False

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
+import pyqtgraph as pg
 from PySide6.QtCore import QAbstractItemModel, QPoint, QRect, Qt
 from PySide6.QtGui import QGuiApplication, QPainter
-from PySide6.QtWidgets import QFileDialog, QMenu, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QFileDialog, QMenu, QWidget
 
 #: rows a table's "Copy data" copies at most (a 10 M-row triplet table stays usable)
 MAX_COPY_ROWS = 100_000
@@ -78,6 +79,44 @@ def model_csv(model: QAbstractItemModel, max_rows: int = MAX_COPY_ROWS) -> str:
         for r in range(n)
     )
     return rows_csv(header, rows)
+
+
+def plot_csv(plot: pg.PlotWidget) -> str:
+    """The data of every curve, scatter and bar set drawn in ``plot`` as long-format CSV."""
+    series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for i, item in enumerate(plot.getPlotItem().items):
+        if isinstance(item, pg.PlotDataItem):
+            x, y = item.getData()
+            if x is not None:
+                series[item.name() or f"curve {i}"] = (x, y)
+        elif isinstance(item, pg.ScatterPlotItem):
+            x, y = item.getData()
+            series[item.name() or f"points {i}"] = (x, y)
+        elif isinstance(item, pg.BarGraphItem):
+            series[f"bars {i}"] = (np.asarray(item.opts["x"]), np.asarray(item.opts["height"]))
+    return series_csv(series)
+
+
+def install_everywhere(root: QWidget) -> int:
+    """Give every plot and table under ``root`` that has no menu yet the right-click menu
+    (tables copy their visible text, plots the data of what they draw). Returns how many."""
+    count = 0
+    for widget in root.findChildren(QWidget):
+        if widget.property("figure_menu"):
+            continue
+        if isinstance(widget, pg.PlotWidget):
+            widget.getPlotItem().setMenuEnabled(False)
+            install(widget, lambda w=widget: plot_csv(w), name="figure")
+        elif isinstance(widget, QAbstractItemView) and isinstance(
+            widget.model(), QAbstractItemModel
+        ):
+            if widget.metaObject().className() in ("QListView", "QListWidget"):
+                continue  # lists (navigator, pickers) are not tables
+            install(widget, lambda w=widget: model_csv(w.model()), name="table")
+        else:
+            continue
+        count += 1
+    return count
 
 
 def copy_text(text: str) -> None:

@@ -91,3 +91,30 @@ def test_smoothing_log_y_and_export(qtbot, tmp_path) -> None:
     svg = save_figure(curves.canvas, tmp_path / "curves.svg")
     assert png.stat().st_size > 1000
     assert "<svg" in svg.read_text()[:2000]
+
+
+def test_every_plot_and_table_has_save_figure_and_copy_data(window, qtbot, copy_demo) -> None:
+    import pyqtgraph as pg
+    from PySide6.QtWidgets import QTableView
+
+    from alignet_app.pages import PAGES
+    from alignet_app.widgets import figure_export
+
+    window.resize(1440, 900)
+    assert window.open_project(str(copy_demo))
+    checked = 0
+    for cls in PAGES:
+        window.show_page(cls.key)
+        qtbot.waitUntil(lambda: not window.session.views.busy(), timeout=60_000)
+        page = window.page(cls.key)
+        for widget in [*page.findChildren(pg.PlotWidget), *page.findChildren(QTableView)]:
+            if widget.isVisible():
+                assert widget.property("figure_menu"), f"{cls.key}: {type(widget).__name__}"
+                checked += 1
+    assert checked >= 8
+    # the data behind a plot and a table, as CSV
+    triplets = window.page("triplets")
+    csv = figure_export.model_csv(triplets.table.model(), max_rows=5)
+    assert csv.splitlines()[0].startswith("Verdict,Human,Teacher") and len(csv.splitlines()) == 6
+    bars = figure_export.plot_csv(triplets.detail.plot)
+    assert bars.splitlines()[0] == "series,x,value" and len(bars.splitlines()) > 3
