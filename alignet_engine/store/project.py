@@ -611,10 +611,13 @@ class Project:
     def end_job(self, stage: str, run_id: str, status: str, message: str = "") -> None:
         """Record that a job ended without writing a run (``status``: cancelled / failed).
 
-        A job already recorded as ended keeps its first end record.
+        A job whose last end record already has this ``status`` gets no second one (a
+        failed write records its failure, and the job's bracket would record it again); a
+        new status (a cancelled job later ``resumed``) is recorded.
         """
         with self.transaction() as f:
-            if any(r["event"] == "end" and r["run"] == run_id for r in self._records(f)):
+            ends = [r for r in self._records(f) if r["event"] == "end" and r["run"] == run_id]
+            if ends and ends[-1].get("status") == status:
                 return
             self._append_journal(
                 f,

@@ -279,3 +279,13 @@ def test_a_damaged_journal_is_a_project_error_naming_the_record(tmp_path: Path) 
         )
     with Project.open(path, readonly=True) as p, pytest.raises(ProjectError, match="damaged"):
         p.journal()
+
+
+def test_end_records_a_new_status_once(tmp_path: Path) -> None:
+    with Project.open(_project(tmp_path)) as p:
+        rid = p.begin_job("distill", {})
+        p.end_job("distill", rid, "failed", "disk full: 3 MB needed")
+        p.end_job("distill", rid, "failed", "DiskFullError: disk full: 3 MB needed")  # again
+        p.end_job("distill", rid, "resumed", "continued as distill/x")
+        ends = [(r["status"], r["message"]) for r in p.journal() if r["event"] == "end"]
+        assert ends == [("failed", "disk full: 3 MB needed"), ("resumed", "continued as distill/x")]
