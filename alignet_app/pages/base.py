@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QLabel, QWidget
 
 from alignet_app.notify import inform, warn
 from alignet_app.session import Session, StageJob
-from alignet_app.widgets import figure_export
+from alignet_app.widgets import figure_export, theme
 
 
 class Page(QWidget):
@@ -115,7 +115,7 @@ def error_label() -> QLabel:
     label = QLabel()
     label.setObjectName("error")
     label.setWordWrap(True)
-    label.setStyleSheet("color: #b00020;")
+    label.setStyleSheet(f"color: {theme.colours().error};")  # readable on light and dark
     label.hide()
     return label
 

@@ -28,6 +28,7 @@ from alignet_app.defaults import judged_image_set, models_of_runs
 from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
 from alignet_app.viewjobs import read_only
+from alignet_app.widgets import theme
 from alignet_app.widgets.cluster_views import DiagnosticsView, PoolMapView, TypicalGrid
 from alignet_app.widgets.config_form import ConfigForm
 from alignet_app.widgets.thumbnails import ThumbnailCache
@@ -126,7 +127,7 @@ class ClustersPage(Page):
         self.item_image = QLabel()
         self.item_image.setFixedSize(236, 236)
         self.item_image.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.item_image.setStyleSheet("background: #f4f4f4;")
+        self.item_image.setStyleSheet(f"background: {theme.colours().panel};")
         self.item_caption = QLabel("Click a point of the map or a typical image.")
         self.item_caption.setWordWrap(True)
         self.item_caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

@@ -36,6 +36,7 @@ from alignet_app.jobrunner import JobFailure
 from alignet_app.notify import dialogs_enabled
 from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
+from alignet_app.widgets import theme
 from alignet_app.widgets.bar_charts import render_chart_pngs
 from alignet_engine.errors import AlignetError
 from alignet_engine.stages.export import existing_outputs
@@ -84,9 +85,9 @@ class ExportPage(Page):
             check.setChecked(fmt in _DEFAULT_ON)
             explain = QLabel(EXPORT_DESCRIPTIONS[fmt])
             explain.setWordWrap(True)
-            explain.setStyleSheet("color: #444;")
+            explain.setStyleSheet("color: palette(placeholder-text);")
             why = QLabel()
-            why.setStyleSheet("color: #b36b00;")
+            why.setStyleSheet(f"color: {theme.colours().stale};")
             why.setWordWrap(True)
             grid.addWidget(check, i, 0)
             grid.addWidget(explain, i, 1)
