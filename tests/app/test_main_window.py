@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -52,16 +53,19 @@ def test_new_project_save_as_and_recent(window, tmp_path: Path) -> None:
     ]
 
 
-def test_a_project_open_elsewhere_opens_read_only(window, tmp_path: Path) -> None:
+def test_a_project_you_cannot_write_opens_read_only(window, tmp_path: Path) -> None:
     path = tmp_path / "p.alignet"
     with Project.create(path):
         pass
-    with Project.open(path):  # another process (here: another handle) holds the write lock
-        assert window.open_project(str(path))
-        assert window.session.read_only
-        assert "(read-only)" in window.windowTitle()
-        # a page refuses to start a job instead of failing later
-        assert not window.page("project").run_job("x", counting_job(1))
+    # (a project open in another process stays writable: writes wait for each other's
+    # transactions; one the user may not write opens read-only, with the reason)
+    os.chmod(path, 0o444)
+    assert window.open_project(str(path))
+    assert window.session.read_only
+    assert "0444" in window.session.project.readonly_reason
+    assert "(read-only)" in window.windowTitle()
+    # a page refuses to start a job instead of failing later
+    assert not window.page("project").run_job("x", counting_job(1))
 
 
 def test_opening_a_non_project_shows_a_message_not_a_traceback(window, tmp_path: Path) -> None:
