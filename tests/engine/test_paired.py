@@ -193,3 +193,46 @@ def test_evaluate_compare_through_the_cli_and_the_report(tmp_path, cli) -> None:
         assert cell.comparison is not None and cell.ci_unit == "triplets"
         page = report_html(report_data(p))
     assert "vs bad:" in page and "paired" in page
+
+
+def test_evaluate_compare_on_a_matrix_is_paired_over_items(tmp_path, cli) -> None:
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(3)
+    n = 20
+    truth = rng.normal(size=(n, 5))
+    tn = truth / np.linalg.norm(truth, axis=1, keepdims=True)
+    noise = rng.normal(size=(3, n, n))
+    np.save(tmp_path / "m.npy", tn @ tn.T + 0.05 * (noise + noise.transpose(0, 2, 1)))
+    feats = {"near": truth + 0.3 * rng.normal(size=(n, 5)), "far": rng.normal(size=(n, 5))}
+    project = str(tmp_path / "p.alignet")
+    cli("new", project)
+    for name, f in feats.items():
+        np.save(tmp_path / f"{name}.npy", f)
+        cli("import-features", project, str(tmp_path / f"{name}.npy"), "--set", "s", "--name", name)
+    cli("import-matrix", project, str(tmp_path / "m.npy"), "--set", "s", "--name", "m")
+    result = cli(
+        "evaluate",
+        project,
+        "--set",
+        "s",
+        "--model",
+        "near",
+        "--matrix",
+        "m",
+        "--compare",
+        "far",
+        "--n-boot",
+        "200",
+    )
+    human = np.load(tmp_path / "m.npy").mean(axis=0)
+    iu = np.triu_indices(n, k=1)
+
+    def rho(f: np.ndarray) -> float:
+        fn = f / np.linalg.norm(f, axis=1, keepdims=True)
+        return float(spearmanr((fn @ fn.T)[iu], human[iu]).statistic)
+
+    cmp = result["comparison"]
+    assert result["ci_unit"] == "items" and cmp["unit"] == "items" and cmp["against"] == "far"
+    assert cmp["difference"] == pytest.approx(rho(feats["near"]) - rho(feats["far"]))
+    assert cmp["ci_low"] > 0 and cmp["p_value"] < 0.05
