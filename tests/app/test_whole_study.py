@@ -327,8 +327,11 @@ def test_whole_study_from_the_window(window, qtbot, tmp_path: Path, study_files:
     # ---- Triplets: sample pool triplets the teacher labels
     window.show_page("triplets")
     triplets = window.page("triplets")
-    # showing the page scores the first human judgment set with the teacher (a job)
-    qtbot.waitUntil(lambda: not window.session.runner.busy, timeout=LONG)
+    # showing the page scores the first human judgment set with the teacher (a read-only
+    # view job, beside the engine thread)
+    qtbot.waitUntil(
+        lambda: triplets.view is not None and not window.session.views.busy(), timeout=LONG
+    )
     assert triplets.view is not None and triplets.view.source.kind == "judgments"
     assert triplets.view.has_human and triplets.view.n == len(files.fit_rows)
     triplets.form.set_value("n_triplets", 200)
