@@ -262,7 +262,7 @@ class PoolMapView(pg.PlotWidget):
             self.picked.emit(int(points[0].data()))
 
 
-TYPICAL_MAX_CLUSTERS = 50
+TYPICAL_MAX_CLUSTERS = 20
 
 
 class TypicalGrid(QWidget):
@@ -295,7 +295,8 @@ class TypicalGrid(QWidget):
             return
         size = self.thumbs.size
         # Rows of typical images shown at most: AligNet's k = 500 would be 4000 buttons and
-        # thumbnail decodes, a 50 s stall of the event loop (bench_gui_scale.py).
+        # thumbnail decodes, a 50 s stall of the event loop; 50 rows still stalled it for 7 s on
+        # the loaded 2-core machine (bench_gui_scale.py).
         shown = overview.nearest[:TYPICAL_MAX_CLUSTERS]
         if len(overview.nearest) > len(shown):
             more = QLabel(
