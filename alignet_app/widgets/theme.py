@@ -153,7 +153,7 @@ def restyle(root: QWidget) -> None:
     """Re-colour every plot under ``root`` after a theme change (widgets that know more,
     like the live curves, re-colour themselves through their ``apply_theme``)."""
     c = colours()
-    for widget in root.findChildren(QWidget):
+    for widget in (root, *root.findChildren(QWidget)):
         method = getattr(widget, "apply_theme", None)
         if callable(method):
             method()

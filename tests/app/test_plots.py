@@ -118,3 +118,37 @@ def test_every_plot_and_table_has_save_figure_and_copy_data(window, qtbot, copy_
     assert csv.splitlines()[0].startswith("Verdict,Human,Teacher") and len(csv.splitlines()) == 6
     bars = figure_export.plot_csv(triplets.detail.plot)
     assert bars.splitlines()[0] == "series,x,value" and len(bars.splitlines()) > 3
+
+
+def test_dark_theme_is_a_preference_and_plots_follow_it(qtbot) -> None:
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QApplication
+
+    from alignet_app import settings
+    from alignet_app.widgets import theme
+
+    prefs = settings.load_preferences()
+    assert prefs.theme == "system"
+    prefs.theme = "dark"
+    settings.save_preferences(prefs)
+    assert settings.load_preferences().theme == "dark"
+
+    app = QApplication.instance()
+    style = app.style().name()
+    curves = LiveCurves(("Losses",), columns=1)
+    qtbot.addWidget(curves)
+    curves.load_history({"step": np.arange(1.0, 11.0), "loss": np.linspace(1, 0.1, 10)})
+    try:
+        theme.apply_theme("dark")
+        assert theme.is_dark()
+        theme.restyle(curves)
+        canvas = curves.groups["Losses"].canvas
+        assert canvas.backgroundBrush().color().name().upper() == theme.DARK.background
+        # text colours that were unreadable on dark get lighter
+        assert theme.readable("#0072B2") != "#0072B2"
+    finally:
+        app.setStyle(style)
+        app.setPalette(QPalette())
+    theme.restyle(curves)
+    assert not theme.is_dark()
+    assert canvas.backgroundBrush().color().name().upper() == theme.LIGHT.background
