@@ -449,6 +449,8 @@ def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
         for name in ("student", "image_size", "val_judgments", "val_set")
         if getattr(args, name) is not None
     }
+    if args.skip_corrupt:
+        stage["skip_corrupt"] = True
     if args.resume is not None:
         if given or stage:
             flags = sorted("--" + name.replace("_", "-") for name in (*given, *stage))
@@ -460,11 +462,16 @@ def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
         run = None if args.resume is True else args.resume
 
         def start(p: Any) -> Job[str]:
-            return resume_distill(p, run, device=args.device)
+            return resume_distill(p, run, device=args.device, num_workers=args.workers)
 
     else:
+        from alignet_engine.models.extract import default_workers
+
         cfg = DistillStageConfig(
-            **stage, device=args.device or "auto", training=DistillConfig(**given)
+            **stage,
+            device=args.device or "auto",
+            num_workers=default_workers() if args.workers is None else args.workers,
+            training=DistillConfig(**given),
         )
 
         def start(p: Any) -> Job[str]:
@@ -961,6 +968,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto, cpu, cuda, cuda:N, mps [auto]; under torchrun auto/cuda is cuda:LOCAL_RANK",
     )
     p.add_argument("--seed", type=int, help="[0]")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="image-decoding worker processes feeding the training (default: CPU cores - 1, "
+        "at most 8; 0 = decode in the main process); may be given with --resume",
+    )
+    p.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="leave out unreadable pool images and their triplets (recorded in the run) "
+        "instead of failing",
+    )
     p.add_argument(
         "--dist-timeout",
         type=float,

@@ -1,5 +1,6 @@
 """Stage 5: distil the surrogate teacher's triplet similarities into a student backbone."""
 
+from .batching import StreamedImages
 from .config import DistillConfig
 from .guards import DistillDivergedError, DistillOutOfMemoryError
 from .losses import (
@@ -26,6 +27,7 @@ __all__ = [
     "DistillDivergedError",
     "DistillOutOfMemoryError",
     "DistillResult",
+    "StreamedImages",
     "TrainingRun",
     "Validator",
     "contrastive_triplet_loss",

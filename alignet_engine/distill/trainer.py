@@ -78,11 +78,12 @@ Mechanics
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,15 @@ from alignet_engine.jobs import (
     Throttle,
 )
 
-from .batching import ImageSource, PoolImages, TripletSampler, check_triplets
+from .batching import (
+    ImageBatch,
+    ImageSource,
+    PoolImages,
+    StreamedImages,
+    TripletSampler,
+    check_triplets,
+    image_source,
+)
 from .checkpoint import (
     CheckpointWriteError,
     TrainingCheckpoint,
@@ -168,6 +177,8 @@ class DistillResult:
     head_state : the trained triplet head's ``state_dict()`` (keys ``weight`` (head_dim, d),
         ``bias`` (head_dim,)), CPU copies; None without a head.
     paused_seconds : time this job spent paused, s.
+    skipped : ``{image id: (file, reason)}`` of the unreadable pool images left out (only
+        with a :class:`StreamedImages` source that has ``skip_corrupt``).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -177,6 +188,7 @@ class DistillResult:
     config: DistillConfig = field(default_factory=DistillConfig)
     head_state: dict[str, torch.Tensor] | None = None
     paused_seconds: float = 0.0
+    skipped: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 # Long by its docstring (the public API's reference, ~100 lines); the body only checks the
@@ -207,9 +219,12 @@ def distill(
         Trained **in place**; its trainable parameters at the start are θ₀. Its train/eval
         flags are restored when the job ends (also on cancel or error; the weights are then
         partially trained). Call ``torch.set_num_threads`` beforehand to leave a core free.
-    images : the pool, either a float tensor (n, C, H, W) already preprocessed (resized,
-        normalised) — indexed by image id — or a callable ``load_batch(ids (k,) int64) ->
-        float tensor (k, C, H, W)`` for pools too big to hold decoded.
+    images : the pool: a float tensor (n, C, H, W) already preprocessed (resized,
+        normalised) — indexed by image id —, a callable ``load_batch(ids (k,) int64) ->
+        float tensor (k, C, H, W)`` read in the training loop, or a
+        :class:`~alignet_engine.distill.batching.StreamedImages` whose DataLoader workers
+        decode the next micro-batches while the model trains (pools of any size; memory does
+        not grow with the pool). The result is the same for the same images.
     triplets : (m, 3) int image ids, teacher's odd one out last.
     teacher_sims : (m, 3) float teacher similarities ``[s01, s02, s12]`` per triplet row.
     config : see :class:`DistillConfig`.
@@ -304,7 +319,7 @@ def distill(
     if device is None:
         device = params[0].device
     device = torch.device(device)
-    source = PoolImages(images, device)
+    source = image_source(images, device)
     triplets, teacher_sims = check_triplets(triplets, teacher_sims, source.count, "triplets")
     val_data = None
     if val is not None:
@@ -410,7 +425,7 @@ def triplet_loss_of(
 
 def evaluate(
     student: nn.Module,
-    source: PoolImages,
+    source: PoolImages | StreamedImages,
     triplets: np.ndarray,
     teacher_sims: np.ndarray,
     config: DistillConfig,
@@ -426,13 +441,22 @@ def evaluate(
     student.eval()
     ids = np.unique(triplets)
     chunks = []
+    bad: list[np.ndarray] = []  # unreadable images skipped by the source
+    batches = source.chunks(ids, config.eval_batch_size, config.channels_last)
     with torch.no_grad():
-        for begin in range(0, len(ids), config.eval_batch_size):
+        for _ in range(0, len(ids), config.eval_batch_size):
             control.check()
-            chunk = source(ids[begin : begin + config.eval_batch_size], config.channels_last)
+            batch = next(batches)
+            if batch.ok is not None:
+                bad.append(batch.ids[~batch.ok])
             with autocast():
-                chunks.append(student(chunk).float())
+                chunks.append(student(batch.images).float())
         features = torch.cat(chunks)
+        if bad:  # leave out the triplets that use them
+            keep = ~np.isin(triplets, np.concatenate(bad)).any(axis=1)
+            if not keep.any():
+                return math.nan, math.nan
+            triplets, teacher_sims = triplets[keep], teacher_sims[keep]
         rows = torch.from_numpy(np.searchsorted(ids, triplets)).to(device)
         student_sims = triplet_similarities(features[rows], config.similarity)
         teacher = torch.tensor(teacher_sims, device=device)
@@ -474,7 +498,7 @@ class TrainingRun:
     def __init__(
         self,
         feature_fn: nn.Module,
-        source: PoolImages,
+        source: PoolImages | StreamedImages,
         triplets: np.ndarray,
         teacher_sims: np.ndarray,
         config: DistillConfig,
@@ -506,6 +530,7 @@ class TrainingRun:
             name: [] for name in ("val_step", *self.val_names)
         }
         self.pending = 0  # history points not yet yielded in a LossBatch
+        self.skipped_reported = 0  # unreadable images already reported
         self.step = 0  # the last completed step
         self.progress_done = -1  # the last step reported in a Progress event
         self.earlier_seconds = 0.0  # training time of the segments this run resumes
@@ -659,10 +684,11 @@ class TrainingRun:
         chunks: list[torch.Tensor] = []
         feature_fn.eval()
         throttle = Throttle(config.log_every_s)
+        batches = self.source.chunks(ids, config.eval_batch_size, config.channels_last)
         with torch.no_grad():
             for begin in range(0, len(ids), config.eval_batch_size):
                 self.clock.check()
-                x = self.source(ids[begin : begin + config.eval_batch_size], config.channels_last)
+                x = next(batches).images  # an unreadable image's f₀ is never used
                 with self.autocast():
                     chunks.append(
                         torch.stack(
@@ -765,13 +791,16 @@ class TrainingRun:
             mine = slice(first, first + local)
             images = slice(3 * first, 3 * (first + local))
             part_flip = None if flip is None else flip[images]
-            triplet_loss, preserve, student_sims = self._micro_batch(
-                step, ids[images], part_flip, teacher[mine], last=part == parts - 1
+            batch = next(self.train_images)
+            if not np.array_equal(batch.ids, ids[images]):
+                raise RuntimeError(f"the images of step {step} came out of order")  # a bug
+            triplet_loss, preserve, student_sims, teacher_rows = self._micro_batch(
+                step, batch, part_flip, teacher[mine], last=part == parts - 1
             )
             triplet_total += triplet_loss
             preserve_total += preserve
             sims_parts.append(student_sims)
-            teacher_parts.append(teacher[mine])
+            teacher_parts.append(teacher_rows)
         grad_norm = self._update(lr)
         with torch.no_grad():
             all_sims = sims_parts[0] if parts == 1 else torch.cat(sims_parts)
@@ -789,21 +818,26 @@ class TrainingRun:
     def _micro_batch(
         self,
         step: int,
-        ids: np.ndarray,
+        batch: ImageBatch,
         flip: torch.Tensor | None,
         teacher: torch.Tensor,
         *,
         last: bool,
-    ) -> tuple[float, float, torch.Tensor]:
-        """Forward and backward of one micro-batch: ``ids`` (3·local,) images, ``teacher``
+    ) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+        """Forward and backward of one micro-batch: ``batch`` (3·local images), ``teacher``
         (local, 3) similarities, ``flip`` (3·local,) bool or None.
 
-        Returns ``(triplet loss, preserve term, student similarities (local, 3) detached)``;
-        the gradient of ``loss / accumulation_steps`` is added to the parameters' ``.grad``.
+        Returns ``(triplet loss, preserve term, student similarities (t, 3) detached, teacher
+        similarities (t, 3))`` of its t triplets (all local ones, less those using an image
+        the source skipped as unreadable); the gradient of ``loss / accumulation_steps`` is
+        added to the parameters' ``.grad``.
         """
         config, device = self.config, self.device
         parts = config.accumulation_steps
-        x = self.source(ids, config.channels_last)
+        ids, x = batch.ids, batch.images
+        valid = None  # (local,) bool: triplets whose three images are readable
+        if batch.ok is not None:
+            valid = torch.from_numpy(batch.ok.reshape(-1, 3).all(axis=1)).to(device)
         if flip is not None:
             f = flip.to(device)
             x = torch.where(f[:, None, None, None], x.flip(-1), x)
@@ -817,7 +851,14 @@ class TrainingRun:
             student_sims = triplet_similarities(
                 embedding.float().reshape(len(ids) // 3, 3, -1), config.similarity
             )
-            triplet_loss = triplet_loss_of(config, teacher, student_sims)
+            if valid is None:
+                triplet_loss = triplet_loss_of(config, teacher, student_sims)
+            elif valid.any():
+                student_sims, teacher = student_sims[valid], teacher[valid]
+                triplet_loss = triplet_loss_of(config, teacher, student_sims)
+            else:  # nothing to learn from: a zero loss keeps every rank's backward in step
+                triplet_loss = student_sims.sum() * 0.0
+                student_sims, teacher = student_sims[valid], teacher[valid]
             loss = triplet_loss
             if config.preserve_weight > 0:
                 assert self.preserve_ids is not None and self.preserve_feats is not None
@@ -828,7 +869,10 @@ class TrainingRun:
                     else flip.to(device=device, dtype=torch.long)
                 )
                 f0 = self.preserve_feats[where, orient]
-                preserve = (1.0 - F.cosine_similarity(features.float(), f0, dim=-1)).mean()
+                distance = 1.0 - F.cosine_similarity(features.float(), f0, dim=-1)
+                if batch.ok is not None:
+                    distance = distance[torch.from_numpy(batch.ok).to(device)]
+                preserve = distance.mean() if distance.numel() else distance.sum()
                 loss = loss + config.preserve_weight * preserve
                 preserve_value = float(preserve.detach())
             loss_value = float(loss.detach())
@@ -844,7 +888,7 @@ class TrainingRun:
                 # the ranks' equal slices that of the whole micro-batch)
                 loss = loss / parts
             (loss if self.scaler is None else self.scaler.scale(loss)).backward()
-        return float(triplet_loss.detach()), preserve_value, student_sims.detach()
+        return float(triplet_loss.detach()), preserve_value, student_sims.detach(), teacher
 
     def _update(self, lr: float) -> float:
         """Clip, pull toward θ₀ and take the Adam step; returns the gradient norm before
@@ -949,12 +993,18 @@ class TrainingRun:
         if self.ckpt.resume is not None:
             self.restore(self.ckpt.resume)
         first = self.step + 1
+        # the images of every micro-batch still to train, read ahead by the source
+        self.train_images = self.source.batches(self._plan(), self.config.channels_last)
         try:
             yield from self._start()
             for step in range(first, self.config.steps + 1):
                 yield from self._one_step(step)
+                yield from self._report_skipped()
             yield from self._finish()
+            yield from self._report_skipped()
         finally:
+            self.train_images.close()  # stops the loader's workers
+            self.source.close()
             for module, mode in self.modes.items():
                 module.training = mode
             if self.head is not None:
@@ -962,6 +1012,39 @@ class TrainingRun:
         result = self.result(first)
         yield Message(STAGE, self._summary(first, result))
         return result
+
+    def _plan(self) -> Iterator[np.ndarray]:
+        """The ids of this rank's share of every micro-batch still to train, in order.
+
+        Drawn from a copy of the sampler, so that the source may read ahead while the
+        sampler itself (whose state the checkpoints keep) follows the steps trained.
+        """
+        config = self.config
+        # copied now, not at the first draw: by then the step has drawn from the original
+        sampler = copy.deepcopy(self.batches)
+        b, parts = config.batch_size, config.accumulation_steps
+        local = b // self.world
+
+        def plan() -> Iterator[np.ndarray]:
+            for _ in range(self.step + 1, config.steps + 1):
+                ids = self.triplets[next(sampler)].reshape(-1)
+                for part in range(parts):
+                    first = 3 * (b * part + local * self.rank)
+                    yield ids[first : first + 3 * local]
+
+        return plan()
+
+    def _report_skipped(self) -> Job[None]:
+        """A warning for each unreadable image the source skipped since the last call."""
+        skipped = list(self.source.skipped.items())
+        for image_id, (where, reason) in skipped[self.skipped_reported :]:
+            yield Message(
+                STAGE,
+                f"skipped unreadable pool image {image_id} ({where}): {reason}; the triplets "
+                "that use it are left out",
+                "WARNING",
+            )
+        self.skipped_reported = len(skipped)
 
     def _start(self) -> Job[None]:
         """The opening messages, the f₀ cache, the restored curves or the first validation."""
@@ -1103,6 +1186,7 @@ class TrainingRun:
             self.config,
             head_state,
             self.clock.paused,
+            dict(self.source.skipped),
         )
 
     def _summary(self, first: int, result: DistillResult) -> str:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,13 @@ from torch import nn
 from alignet_engine.align.metrics import oddone_correct, twoafc_correct
 from alignet_engine.config import StageConfig
 from alignet_engine.data.types import Judgments
-from alignet_engine.distill import DistillConfig, Validator, distill, save_student
+from alignet_engine.distill import (
+    DistillConfig,
+    StreamedImages,
+    Validator,
+    distill,
+    save_student,
+)
 from alignet_engine.distill.checkpoint import CheckpointWriteError, checkpoint_steps
 from alignet_engine.distill.distributed import Agreement, rank_device, world_rank
 from alignet_engine.errors import InputError
@@ -58,6 +64,7 @@ from alignet_engine.jobs import (
     Throttle,
 )
 from alignet_engine.models import Backbone, load_backbone, load_image, make_transform
+from alignet_engine.models.extract import _ImageFiles  # the extraction's dataset: one decoder
 from alignet_engine.stages._tracking import kept_current_message, worse_than_current
 from alignet_engine.stages.triplets import SLOT as TRIPLET_SLOT
 from alignet_engine.store import Project
@@ -93,6 +100,12 @@ class DistillStageConfig(StageConfig):
         track the student's accuracy on during training (curve ``val_human``); None = off.
     val_set : the image set those judgments refer to; None = the one they were imported with
         (given, it must be that one).
+    num_workers : image-decoding processes feeding the training (0: decode in the job's own
+        thread, the safe choice inside the GUI). The pool is read from its files as training
+        goes, never decoded whole; the result does not depend on this.
+    skip_corrupt : False — an unreadable pool image stops the job with an error naming the
+        file; True — it is left out (with the triplets that use it) and recorded in the run's
+        summary (``skipped_images``).
     """
 
     student: str = "efficientnet_lite0"
@@ -101,8 +114,20 @@ class DistillStageConfig(StageConfig):
     training: DistillConfig = field(default_factory=DistillConfig)
     val_judgments: str | None = None
     val_set: str | None = None
+    num_workers: int = 0
+    skip_corrupt: bool = False
 
     def validate(self) -> None:
+        if (
+            isinstance(self.num_workers, bool)
+            or not isinstance(self.num_workers, int)
+            or self.num_workers < 0
+        ):
+            raise InputError(
+                f"must be an integer ≥ 0; got {self.num_workers!r}",
+                source="distill config",
+                field="num_workers",
+            )
         if self.image_size is not None and (
             not isinstance(self.image_size, int) or self.image_size < 32
         ):
@@ -141,6 +166,20 @@ class StudentFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.features(x)
+
+
+def pool_images(
+    paths: Sequence[str], backbone: Backbone, config: DistillStageConfig
+) -> StreamedImages:
+    """The pool as the trainer streams it: image id → preprocessed (3, H, W) float32, decoded
+    from its file when a batch needs it (``config.num_workers`` processes)."""
+    size = backbone.preprocess.input_size if config.image_size is None else config.image_size
+    transform = make_transform(backbone.preprocess, config.image_size)
+    return StreamedImages(
+        _ImageFiles(paths, range(len(paths)), transform, size),  # type: ignore[arg-type]
+        num_workers=config.num_workers,
+        skip_corrupt=config.skip_corrupt,
+    )
 
 
 def decode_images(
@@ -296,6 +335,7 @@ def resume_distill(
     control: JobControl | None = None,
     *,
     device: str | None = None,
+    num_workers: int | None = None,
 ) -> Job[str]:
     """Continue an interrupted distill job from its training checkpoint; returns the new run id.
 
@@ -307,6 +347,8 @@ def resume_distill(
     control : cancel / pause switches.
     device : train there instead of the interrupted job's device (the result is then not
         bitwise that of an uninterrupted run).
+    num_workers : image-decoding processes instead of the interrupted job's (the result does
+        not depend on them).
 
     Raises
     ------
@@ -324,6 +366,8 @@ def resume_distill(
     config = DistillStageConfig.from_dict(params)
     if device is not None:
         config = dataclasses.replace(config, device=device)
+    if num_workers is not None:
+        config = dataclasses.replace(config, num_workers=num_workers)
     return run_distill(project, config, control, resume_from=ref)
 
 
@@ -394,7 +438,7 @@ def run_distill(
     run_id: str = agreed.value
 
     def body() -> Job[str]:
-        with Agreement("reading the triplets and decoding the pool") as agreed:
+        with Agreement("reading the triplets and opening the pool") as agreed:
             trip = project.run(TRIPLET_SLOT)
             pool_name = trip.summary["image_set"]
             pool = project.imageset(pool_name)
@@ -405,7 +449,7 @@ def run_distill(
             device = rank_device(config.device)
             backbone = load_backbone(config.student)
             backbone.model.to(device)
-            images = yield from decode_images(pool.paths, backbone, config.image_size, control)
+            images = pool_images(pool.paths, backbone, config)
             val = (triplets[is_val], sims[is_val]) if is_val.any() else None
             validators: dict[str, Validator] = {}
             if config.val_judgments is not None:
@@ -620,6 +664,11 @@ def _store_run(
     if "val_agreement" in result.history:
         summary["val_agreement_before"] = float(result.history["val_agreement"][0])
         summary["val_agreement_after"] = float(result.history["val_agreement"][-1])
+    if result.skipped:
+        summary["skipped_images"] = [
+            {"id": int(i), "path": path, "reason": reason}
+            for i, (path, reason) in sorted(result.skipped.items())
+        ]
     human = f"val_{HUMAN_VALIDATOR}"
     if human in result.history:
         summary["val_human_before"] = float(result.history[human][0])
