@@ -431,6 +431,8 @@ _DISTILL_TRAINING_FLAGS = {
     "val_every": "val_every",
     "eval_batch_size": "eval_batch_size",
     "checkpoint_every": "checkpoint_every",
+    "keep_last": "keep_last",
+    "keep_best": "keep_best",
     "seed": "seed",
 }
 
@@ -956,6 +958,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-every",
         type=int,
         help="training checkpoint (for --resume) every N steps, 0 = only on cancel [100]",
+    )
+    p.add_argument(
+        "--keep-last",
+        type=int,
+        help="keep the N newest training checkpoints as .step<k> side files [1]",
+    )
+    p.add_argument(
+        "--keep-best",
+        action=argparse.BooleanOptionalAction,
+        help="keep the checkpoint of the best validation as a .best side file [off]",
     )
     p.add_argument(
         "--val-judgments",

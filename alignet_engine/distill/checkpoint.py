@@ -44,10 +44,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import glob
 import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +233,47 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: TrainingCheckpoint
             tmp.unlink(missing_ok=True)
         raise
     logger.info("saved distillation checkpoint (step %d) to %s", checkpoint.steps_done, path)
+
+
+def kept_path(path: str | os.PathLike[str], step: int | None) -> Path:
+    """Where the policy keeps a copy of checkpoint ``path``: ``<stem>.step<k><suffix>`` for
+    the checkpoint of step ``k``, ``<stem>.best<suffix>`` for ``step=None`` (the best one)."""
+    path = Path(path)
+    tag = "best" if step is None else f"step{step:08d}"
+    return path.with_name(f"{path.stem}.{tag}{path.suffix}")
+
+
+def kept_steps(path: str | os.PathLike[str]) -> dict[int, Path]:
+    """The step copies of checkpoint ``path`` on disk, ``{step: file}``."""
+    path = Path(path)
+    prefix, suffix = f"{path.stem}.step", path.suffix
+    found = {}
+    for candidate in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
+        digits = candidate.name[len(prefix) : len(candidate.name) - len(suffix)]
+        if digits.isdigit():
+            found[int(digits)] = candidate
+    return found
+
+
+def keep_checkpoints(path: str | os.PathLike[str], step: int, keep_last: int) -> None:
+    """Apply the last-N policy after checkpoint ``path`` was written at ``step``.
+
+    With ``keep_last > 1`` the file is linked (a hard link: no copy, and the next
+    ``os.replace`` of ``path`` leaves it alone) or, where links are not supported, copied to
+    :func:`kept_path` of ``step``; step copies older than the ``keep_last`` newest are deleted.
+    """
+    if keep_last <= 1:
+        return
+    path = Path(path)
+    target = kept_path(path, step)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(path, target)
+    except OSError:
+        shutil.copy2(path, target)
+    copies = kept_steps(path)
+    for old in sorted(copies)[:-keep_last]:
+        copies[old].unlink(missing_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:

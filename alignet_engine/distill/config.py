@@ -23,7 +23,15 @@ _SIMILARITIES = ("dot", "cosine")
 #: settings a resumed run may change because they do not touch the training trajectory
 #: (``steps`` is checked apart: it may grow, to extend a finished or interrupted run)
 RESUME_FREE = frozenset(
-    {"steps", "checkpoint_every", "log_every_s", "val_every", "eval_batch_size"}
+    {
+        "steps",
+        "checkpoint_every",
+        "log_every_s",
+        "val_every",
+        "eval_batch_size",
+        "keep_last",
+        "keep_best",
+    }
 )
 
 
@@ -71,6 +79,12 @@ class DistillConfig:
     accumulation_steps : micro-batches of ``batch_size`` triplets per optimizer step (≥ 1);
         the effective batch is ``batch_size * accumulation_steps`` triplets.
     amp : mixed precision on CUDA (bfloat16, or float16 with loss scaling); no effect elsewhere.
+    keep_last : training checkpoints kept (≥ 1): with N > 1 the N newest also stay as
+        ``<name>.step<k><suffix>`` files beside the checkpoint (any of them resumes); 1 keeps
+        only the checkpoint itself, replaced each time.
+    keep_best : also keep the checkpoint of the best validation so far as
+        ``<name>.best<suffix>``: the highest ``val_agreement``, or without a validation set
+        the first validator's value (written right after that validation, steps ≥ 1).
     """
 
     steps: int = 300
@@ -96,6 +110,8 @@ class DistillConfig:
     preserve_weight: float = 0.0
     accumulation_steps: int = 1
     amp: bool = False
+    keep_last: int = 1
+    keep_best: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -127,6 +143,7 @@ class DistillConfig:
             ("checkpoint_every", 0),
             ("head_dim", 0),
             ("accumulation_steps", 1),
+            ("keep_last", 1),
         ):
             value = getattr(self, name)
             if not is_int(value) or value < low:
@@ -148,7 +165,7 @@ class DistillConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise bad(name, f"must be one of {', '.join(allowed)}")
-        for name in ("train_bn", "augment", "channels_last", "amp"):
+        for name in ("train_bn", "augment", "channels_last", "amp", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be true or false")
 

@@ -118,6 +118,8 @@ from .checkpoint import (
     TrainingCheckpoint,
     check_resume,
     data_digest,
+    keep_checkpoints,
+    kept_path,
     load_checkpoint,
     save_checkpoint,
 )
@@ -744,6 +746,7 @@ class TrainingRun:
         for name in self.val_names:
             self.val_history[name].append(values[name])
         logger.debug("distill step %d: validation %s", step, values)
+        self.checkpoint_if_best()
         return LossBatch(
             STAGE,
             np.asarray([step], dtype=np.int64),
@@ -937,12 +940,32 @@ class TrainingRun:
     # checkpoints
 
     def checkpoint(self, done: int) -> None:
-        """Checkpoint the state after step ``done`` (the caller guarantees it is complete)."""
+        """Checkpoint the state after step ``done`` (the caller guarantees it is complete),
+        keeping the ``config.keep_last`` newest."""
         ckpt = self.ckpt
         assert ckpt.path is not None
         if self.rank != 0:  # the ranks hold the same state: one writer
             ckpt.last_saved = done
             return
+        self._write(ckpt.path, done)
+        ckpt.last_saved = done
+        keep_checkpoints(ckpt.path, done, self.config.keep_last)
+
+    def checkpoint_if_best(self) -> None:
+        """With ``config.keep_best``: keep the state as the best checkpoint when the
+        validation just made at :attr:`step` (≥ 1) beats every earlier one of steps ≥ 1."""
+        names = [n for n in ("val_agreement", *self.val_names) if n in self.val_names]
+        if not (self.config.keep_best and names and self.ckpt.path is not None and self.step):
+            return
+        steps, values = self.val_history["val_step"], self.val_history[names[0]]
+        earlier = [v for s, v in zip(steps[:-1], values[:-1], strict=True) if s >= 1]
+        value = values[-1]
+        if math.isfinite(value) and all(not v >= value for v in earlier) and self.rank == 0:
+            self._write(kept_path(self.ckpt.path, None), self.step)
+
+    def _write(self, path: Path, done: int) -> None:
+        """Write the training state after step ``done`` to ``path`` (rank 0 only)."""
+        ckpt = self.ckpt
         model_state = dict(self.feature_fn.state_dict())
         if self.head is not None:
             model_state.update({HEAD_PREFIX + k: v for k, v in self.head.state_dict().items()})
@@ -972,7 +995,7 @@ class TrainingRun:
             grad_scaler=None if self.scaler is None else dict(self.scaler.state_dict()),
         )
         try:
-            save_checkpoint(ckpt.path, state)
+            save_checkpoint(path, state)
         except CheckpointWriteError as exc:
             kept = (
                 f"the last good checkpoint (step {ckpt.last_saved}) is kept there"
@@ -982,7 +1005,6 @@ class TrainingRun:
             raise CheckpointWriteError(
                 f"{exc}; training stopped, {kept}", path=exc.path, errno=exc.errno
             ) from exc
-        ckpt.last_saved = done
 
     # ----------------------------------------------------------------------------------------
     # the job

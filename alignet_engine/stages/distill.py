@@ -51,7 +51,12 @@ from alignet_engine.distill import (
     distill,
     save_student,
 )
-from alignet_engine.distill.checkpoint import CheckpointWriteError, checkpoint_steps
+from alignet_engine.distill.checkpoint import (
+    CheckpointWriteError,
+    checkpoint_steps,
+    kept_path,
+    kept_steps,
+)
 from alignet_engine.distill.distributed import Agreement, rank_device, world_rank
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import (
@@ -517,6 +522,7 @@ def run_distill(
                 summary = _store_run(
                     project, config, run_id, old_id, backbone, result, trip, device, world
                 )
+                # the copies the keep policy (keep_last, keep_best) left stay as side files
                 # the run is written: the training checkpoint has served its purpose
                 path.unlink(missing_ok=True)
                 agreed.value = summary
@@ -664,6 +670,10 @@ def _store_run(
     if "val_agreement" in result.history:
         summary["val_agreement_before"] = float(result.history["val_agreement"][0])
         summary["val_agreement_after"] = float(result.history["val_agreement"][-1])
+    ckpt = project.side_path(training_checkpoint_name(run_id))
+    kept = [*kept_steps(ckpt).values(), kept_path(ckpt, None)]
+    if any(p.is_file() for p in kept):
+        summary["kept_checkpoints"] = sorted(p.name for p in kept if p.is_file())
     if result.skipped:
         summary["skipped_images"] = [
             {"id": int(i), "path": path, "reason": reason}

@@ -305,7 +305,14 @@ class RateMeter:
     """Training speed from (time, step) samples over a sliding window of ``window_s`` seconds.
 
     ``images_per_step`` is ``3 × batch`` (a step forwards three images per triplet). Paused
-    time is left out of ``elapsed_s`` and the rate: call :meth:`pause` / :meth:`resume`.
+    time is left out of ``elapsed_s``, the rate and the ETA: call :meth:`pause` /
+    :meth:`resume`.
+
+    The speed shown is the recent one (the window); the ETA uses the average time per step
+    since the first training sample instead. That average includes the periodic validations
+    in proportion (the ones still to come cost what the past ones did) while a single
+    validation, which stalls the points for seconds, barely moves it; the start-up before the
+    first step (loading, caching, the first validation) is left out.
     """
 
     def __init__(
@@ -319,6 +326,7 @@ class RateMeter:
         self._paused_at: float | None = None
         self._paused_total = 0.0
         self._samples: deque[tuple[float, int]] = deque()
+        self._first: tuple[float, int] | None = None  # the first training sample
         self._step = 0
 
     def _now(self) -> float:
@@ -340,6 +348,8 @@ class RateMeter:
         now = self._now()
         self._step = max(self._step, int(step))
         self._samples.append((now, self._step))
+        if self._first is None:
+            self._first = (now, self._step)
         while len(self._samples) > 2 and now - self._samples[0][0] > self.window_s:
             self._samples.popleft()
         return self.rate()
@@ -354,8 +364,10 @@ class RateMeter:
                 steps_per_s = (s1 - s0) / (t1 - t0)
         images = None if steps_per_s is None else steps_per_s * self.images_per_step
         eta = None
-        if steps_per_s:
-            eta = max(0.0, (self.total - self._step) / steps_per_s)
+        if self._first is not None and len(self._samples) >= 1:
+            (t0, s0), (t1, s1) = self._first, self._samples[-1]
+            if t1 > t0 and s1 > s0:
+                eta = max(0.0, (self.total - self._step) * (t1 - t0) / (s1 - s0))
         return Rate(self._step, self.total, steps_per_s, images, max(0.0, elapsed), eta)
 
 
