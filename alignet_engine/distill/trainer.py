@@ -124,6 +124,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import DistillConfig
+from .curves import Curves
 from .distributed import world_rank
 from .guards import (
     DistillDivergedError,
@@ -527,10 +528,8 @@ class TrainingRun:
         self.val_names = (_VAL_NAMES if val is not None else ()) + tuple(
             f"val_{n}" for n in self.validators
         )
-        self.history: dict[str, list[float]] = {name: [] for name in ("step", *self.names)}
-        self.val_history: dict[str, list[float]] = {
-            name: [] for name in ("val_step", *self.val_names)
-        }
+        self.history = Curves("step", self.names)
+        self.val_history = Curves("val_step", self.val_names)
         self.pending = 0  # history points not yet yielded in a LossBatch
         self.skipped_reported = 0  # unreadable images already reported
         self.step = 0  # the last completed step
@@ -633,14 +632,9 @@ class TrainingRun:
                     key: value.clone() if key == "step" else torch.empty_like(param).copy_(value)
                     for key, value in saved.items()
                 }
-        for store in (self.history, self.val_history):
-            for name in store:
-                if name in resume.history:
-                    store[name] = resume.history[name].tolist()
-        # a validator new to this segment has no value at the earlier validation points
-        for name in self.val_names:
-            missing = len(self.val_history["val_step"]) - len(self.val_history[name])
-            self.val_history[name] = [math.nan] * missing + self.val_history[name]
+        self.history.load(resume.history)
+        # a validator new to this segment is NaN at the earlier validation points
+        self.val_history.load(resume.history)
         if resume.preserve_ids is not None and resume.preserve_features is not None:
             self.preserve_ids = resume.preserve_ids
             self.preserve_feats = resume.preserve_features.to(device)
@@ -662,11 +656,9 @@ class TrainingRun:
 
     def flush(self) -> LossBatch:
         """The training points not yet yielded, as one batch."""
-        begin = len(self.history["step"]) - self.pending
-        steps = np.asarray(self.history["step"][begin:], dtype=np.int64)
-        values = {n: np.asarray(self.history[n][begin:], dtype=np.float64) for n in self.names}
+        values = self.history.arrays(len(self.history) - self.pending)
         self.pending = 0
-        return LossBatch(STAGE, steps, values)
+        return LossBatch(STAGE, values.pop("step"), values)
 
     def progress(self) -> Progress:
         self.progress_done = self.step
@@ -742,9 +734,7 @@ class TrainingRun:
             raise self._oom("validation")
         set_mode(self.feature_fn, train=True, train_bn=self.config.train_bn)
         step = self.step
-        self.val_history["val_step"].append(step)
-        for name in self.val_names:
-            self.val_history[name].append(values[name])
+        self.val_history.append({"val_step": step, **values})
         logger.debug("distill step %d: validation %s", step, values)
         self.checkpoint_if_best()
         return LossBatch(
@@ -932,8 +922,7 @@ class TrainingRun:
             "grad_norm": result.grad_norm,
             "drift": drift / self.init_norm,
         }
-        for name in self.history:
-            self.history[name].append(values[name])
+        self.history.append(values)
         self.pending += 1
 
     # ----------------------------------------------------------------------------------------
@@ -958,9 +947,8 @@ class TrainingRun:
         if not (self.config.keep_best and names and self.ckpt.path is not None and self.step):
             return
         steps, values = self.val_history["val_step"], self.val_history[names[0]]
-        earlier = [v for s, v in zip(steps[:-1], values[:-1], strict=True) if s >= 1]
-        value = values[-1]
-        if math.isfinite(value) and all(not v >= value for v in earlier) and self.rank == 0:
+        value, earlier = values[-1], values[:-1][steps[:-1] >= 1]
+        if math.isfinite(value) and not (earlier >= value).any() and self.rank == 0:
             self._write(kept_path(self.ckpt.path, None), self.step)
 
     def _write(self, path: Path, done: int) -> None:
@@ -987,7 +975,7 @@ class TrainingRun:
             cuda_rng=(
                 torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
             ),
-            history={k: np.asarray(v) for k, v in {**self.history, **self.val_history}.items()},
+            history={**self.history.arrays(), **self.val_history.arrays()},
             data_sha256=ckpt.data_sha256,
             seconds=self.elapsed(),
             preserve_ids=self.preserve_ids,
@@ -1105,25 +1093,17 @@ class TrainingRun:
         set_mode(self.feature_fn, train=True, train_bn=config.train_bn)
         history, val_history = self.history, self.val_history
         if resume is not None:
-            if history["step"]:
-                yield LossBatch(
-                    STAGE,
-                    np.asarray(history["step"], dtype=np.int64),
-                    {n: np.asarray(history[n], dtype=np.float64) for n in self.names},
-                )
-            if val_history["val_step"]:
-                yield LossBatch(
-                    STAGE,
-                    np.asarray(val_history["val_step"], dtype=np.int64),
-                    {n: np.asarray(val_history[n], dtype=np.float64) for n in self.val_names},
-                )
+            for curves in (history, val_history):
+                if len(curves):
+                    values = curves.arrays()
+                    yield LossBatch(STAGE, values.pop(curves.key), values)
         elif self.val_names:
             self.clock.check()
             yield self.validate()
         # a validation cut short by a cancel: the checkpoint has its step but not its point
         step = self.step
         due = bool(config.val_every) and step % config.val_every == 0
-        has_point = bool(val_history["val_step"]) and val_history["val_step"][-1] == step
+        has_point = val_history.last() == step
         if (
             resume is not None
             and self.val_names
@@ -1173,7 +1153,7 @@ class TrainingRun:
         if self.pending:
             yield self.flush()
         # a run resumed from its final checkpoint already has the last validation point
-        if self.val_names and not (val_history["val_step"] and val_history["val_step"][-1] == step):
+        if self.val_names and val_history.last() != step:
             yield from self.validate_keeping_progress()
         if ckpt.path is not None and ckpt.at_end and ckpt.last_saved != step:
             self.checkpoint(step)
@@ -1182,15 +1162,9 @@ class TrainingRun:
 
     def result(self, first: int) -> DistillResult:
         """The :class:`DistillResult` of the finished run (``first``: its first new step)."""
-        history, val_history = self.history, self.val_history
-        result_history: dict[str, np.ndarray] = {
-            "step": np.asarray(history["step"], dtype=np.int64),
-            **{n: np.asarray(history[n], dtype=np.float64) for n in self.names},
-        }
+        result_history = self.history.arrays()
         if self.val_names:
-            result_history["val_step"] = np.asarray(val_history["val_step"], dtype=np.int64)
-            for name in self.val_names:
-                result_history[name] = np.asarray(val_history[name], dtype=np.float64)
+            result_history.update(self.val_history.arrays())
         state = {
             k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
             for k, v in self.feature_fn.state_dict().items()
