@@ -3,6 +3,11 @@
 The student's weights are stored as a safetensors side file next to the project and
 referenced from the run with their sha256; the loss curves are stored in the run.
 
+The pool is never decoded whole: :func:`pool_images` streams it from its files, batch by
+batch, through DataLoader workers (``num_workers``; 0 in the GUI), so memory does not grow
+with the pool (:class:`alignet_engine.distill.StreamedImages`). Only the images of the
+validation judgments, a small set, are decoded up front.
+
 Interruptions and resume
 ------------------------
 While it trains, the job keeps a *training checkpoint* (weights, θ₀, Adam state, sampler and

@@ -172,3 +172,33 @@ def test_skip_corrupt_leaves_out_the_triplets_and_records_the_file(
     assert len(warnings) == 1 and path in warnings[0].text
     for key, curve in result.history.items():
         assert np.all(np.isfinite(curve)), key
+
+
+def test_each_rank_reads_only_its_share_of_every_micro_batch(toy: tuple) -> None:
+    """Under torchrun rank r of W trains rows [r·b/W, (r+1)·b/W) of each micro-batch of b
+    triplets: its plan (what its loader reads) holds exactly those images."""
+    from alignet_engine.distill import TrainingRun
+    from alignet_engine.distill.batching import TripletSampler, image_source
+    from alignet_engine.jobs import JobControl
+
+    images, triplets, sims = toy
+    cfg = config(steps=3)  # batch 4 × 2 micro-batches
+    plans = []
+    for rank in range(2):
+        run = TrainingRun(
+            net(), image_source(images, torch.device("cpu")), triplets, sims, cfg,
+            torch.device("cpu"), JobControl(), None,
+        )  # fmt: skip
+        run.world, run.rank = 2, rank
+        run.batches = TripletSampler(
+            len(triplets), cfg.effective_batch_size, np.random.default_rng(0)
+        )
+        plans.append(list(run._plan()))
+    sampler = TripletSampler(len(triplets), cfg.effective_batch_size, np.random.default_rng(0))
+    for step in range(3):
+        ids = triplets[next(sampler)].reshape(-1)  # (3 · 8,) this step's images
+        for part in range(2):
+            whole = ids[12 * part : 12 * (part + 1)]  # one micro-batch: 4 triplets
+            for rank in range(2):
+                got = plans[rank][2 * step + part]
+                np.testing.assert_array_equal(got, whole[6 * rank : 6 * (rank + 1)])
