@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -197,6 +198,7 @@ def cmd_import_judgments(args: argparse.Namespace) -> dict[str, Any]:
             image_set=args.set,
             min_catch_accuracy=args.min_catch_accuracy,
             max_nonresponses=args.max_nonresponses,
+            id_base=args.id_base,
         )
     out = {
         "name": args.name,
@@ -675,6 +677,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("import-judgments", cmd_import_judgments, "import human triplet judgments")
     p.add_argument("file")
     p.add_argument("--format", required=True, choices=JUDGMENT_FORMATS)
+    p.add_argument(
+        "--id-base",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="the id of the first image in the file: 1 for files counting from 1 "
+        "(oddone-csv, twoafc-csv)",
+    )
     p.add_argument("--set", required=True, help="image set the item ids refer to")
     p.add_argument("--name", required=True)
     p.add_argument(
@@ -1075,6 +1085,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and ±inf as None (JSON has no such numbers: ``null``) and numpy
+    scalars and arrays as Python numbers and lists."""
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1094,10 +1118,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if getattr(args, "follower", False):
         return 0  # rank 0 prints the result
+    result = _json_safe(result)
     if args.json:
-        print(json.dumps(result, default=str))
+        print(json.dumps(result, default=str, allow_nan=False))
     elif args.command not in ("demo", "models", "layers", "gc"):  # these print their own
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(result, indent=2, default=str, allow_nan=False))
     return 0
 
 

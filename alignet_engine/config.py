@@ -324,3 +324,9 @@ class EvaluateConfig(StageConfig):
         _positive(self, "n_boot")
         if self.metric == "pearson" and self.matrix is None:
             raise ValueError("EvaluateConfig.metric 'pearson' applies to matrices (RSA) only")
+        if self.metric in ("dot", "euclidean") and self.matrix is not None:
+            # RSA compares cosine or pearson model RSMs; never fall back silently
+            raise ValueError(
+                f"EvaluateConfig.metric {self.metric!r} applies to judgments; RSA on a matrix "
+                "uses cosine or pearson"
+            )

@@ -101,6 +101,8 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from alignet_engine.align.metrics import check_features, check_triplets, pair_similarities
+from alignet_engine.data._io_common import check_file
+from alignet_engine.data.arrays_io import npz_get, open_npz
 from alignet_engine.errors import InputError
 from alignet_engine.files import atomic_output
 from alignet_engine.models.devices import torch_threads
@@ -1080,6 +1082,12 @@ class AffineTransform(BaseEstimator):
         for key in ("weights", "mean", "std"):
             if key not in arrays:
                 raise InputError(f"missing key {key!r}", field=key)
+        for key in ("weights", "bias", "mean", "std", "temperature"):
+            # numbers stored as text ("0.5") are a broken file, not something to parse
+            if key in arrays and np.asarray(arrays[key]).dtype.kind not in "iuf":
+                raise InputError(
+                    f"has dtype {np.asarray(arrays[key]).dtype}; it must hold numbers", field=key
+                )
         W = np.asarray(arrays["weights"], dtype=np.float32)
         if W.ndim != 2 or W.shape[0] != W.shape[1]:
             raise InputError(f"must be a square (d, d) matrix, got {W.shape}", field="weights")
@@ -1156,11 +1164,11 @@ class AffineTransform(BaseEstimator):
     @classmethod
     def load_npz(cls, path: str | Path, **params: object) -> AffineTransform:
         """Read a transform written by :meth:`save_npz` or released by gLocal."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as exc:
-            raise InputError(f"not a readable .npz transform ({exc})", source=path) from exc
+        # the engine's npz reader: a non-zip, truncated, empty or pickled file, or a header
+        # declaring more than the file holds, is an InputError naming the file and array
+        p = check_file(path)
+        with open_npz(p) as data:
+            arrays = {key: npz_get(data, key, p) for key in data.files}
         try:
             return cls.from_arrays(arrays, **params)
         except InputError as exc:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import warnings
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -139,13 +141,16 @@ def parse_int_tokens(
 
     ``lines`` (t,) int64 gives the file line of each row, for the error message.
     """
-    try:
-        # Fast path: numpy applies int() semantics to every token in C.
-        return np.array(tokens, dtype=str).astype(np.int64).reshape(-1, ncols)
-    except (ValueError, OverflowError):
-        pass
+    if plain_int_text("".join(tokens)):
+        try:
+            # Fast path: numpy applies int() semantics to every token in C.
+            return np.array(tokens, dtype=str).astype(np.int64).reshape(-1, ncols)
+        except (ValueError, OverflowError):
+            pass
     for k, tok in enumerate(tokens):
         try:
+            if not _PLAIN_INT.fullmatch(tok):
+                raise ValueError(tok)
             value = int(tok)
             if not -(2**63) <= value < 2**63:
                 raise OverflowError
@@ -247,6 +252,8 @@ def loadtxt_ints(
     It is as strict as :func:`int` (it rejects ``3.0``, ``nan``, ragged rows); on None the
     caller re-parses line by line to name the first bad line and field.
     """
+    if not plain_int_text(text):
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -304,9 +311,9 @@ def check_item_ids(
         r = int(bad_rows[0])
         c = int(np.flatnonzero(bad[r])[0])
         if id_base == 0 and ids.min() >= 1 and ids.max() == n_items:
-            extra = " The ids look 1-based: use the 1-based option (id_base=1)."
+            extra = " The ids look 1-based: import them as 1-based (CLI: --id-base 1)."
         elif id_base == 1 and ids.min() == 0:
-            extra = " The ids look 0-based: use id_base=0."
+            extra = " The ids look 0-based: import them as 0-based (CLI: --id-base 0)."
         else:
             extra = " Check that these judgments belong to this image set."
         raise InputError(
@@ -351,7 +358,17 @@ def check_participant(values: np.ndarray, *, source: Path, rows: np.ndarray, fie
 def check_votes(
     votes: np.ndarray, *, source: Path, rows: np.ndarray, fields: Sequence[str]
 ) -> None:
-    """Vote counts (t, 2) are >= 0 and every row has at least one vote."""
+    """Vote counts (t, 2) are 0 .. MAX_VOTES and every row has at least one vote."""
+    big = votes > MAX_VOTES
+    if big.any():
+        r, c = (int(x) for x in np.argwhere(big)[0])
+        raise InputError(
+            f"vote count {int(votes[r, c])} is more than {MAX_VOTES}; votes count responses "
+            "(sums and products of larger counts overflow)",
+            source=source,
+            row=int(rows[r]),
+            field=fields[c],
+        )
     neg = votes < 0
     if neg.any():
         r, c = (int(x) for x in np.argwhere(neg)[0])
@@ -371,6 +388,98 @@ def check_votes(
             row=int(rows[zrows[0]]),
             field=fields[0],
         )
+
+
+#: The largest vote count of one row: 2**31 - 1, so that sums over millions of rows and the
+#: product of two counts (agreement statistics) stay far inside int64.
+MAX_VOTES = 2**31 - 1
+
+#: An integer cell as a person writes one: ASCII digits with an optional sign. ``int()`` also
+#: takes ``1_0``, Arabic-Indic and full-width digits, which no data file means as ids.
+_PLAIN_INT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+
+
+def plain_int_text(text: str) -> bool:
+    """Whether ``text`` can only hold plain integers in ``int()``'s reading: ASCII, and no
+    ``_`` (cheap, in C; a False sends the caller to the token-by-token check)."""
+    return text.isascii() and "_" not in text
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``, else free
+    physical pages), or None where the system does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def check_declared_size(
+    shape: Sequence[int],
+    dtype: np.dtype,
+    *,
+    stored: int | None,
+    source: Path,
+    field: str | None = None,
+) -> None:
+    """Refuse an array by the size its header declares, before anything is allocated.
+
+    ``stored``: the bytes of array data the file really holds after the header (None when
+    compressed or unknown, as in HDF5). A header that declares more than that (a truncated
+    or crafted file: 8 bytes of header can declare terabytes) or more than the memory
+    available is an InputError naming both sizes.
+    """
+    declared = int(np.prod([int(d) for d in shape], dtype=object)) * dtype.itemsize
+    if stored is not None and declared > stored:
+        raise InputError(
+            f"declares a {'x'.join(map(str, shape))} {dtype} array ({_size(declared)}) but "
+            f"holds only {_size(stored)} of data; the file is truncated or damaged",
+            source=source,
+            field=field,
+        )
+    free = available_memory()
+    if free is not None and declared > free:
+        raise InputError(
+            f"declares a {'x'.join(map(str, shape))} {dtype} array ({_size(declared)}), more "
+            f"than the {_size(free)} of memory available",
+            source=source,
+            field=field,
+        )
+
+
+def check_npy_header(fh: BinaryIO, data_bytes: int | None, source: Path, field: str | None) -> None:
+    """Read the ``.npy`` header at ``fh``'s position and :func:`check_declared_size` it;
+    ``data_bytes``: the bytes from the header's start to the end of the member or file."""
+    start = fh.tell()
+    try:
+        version = np.lib.format.read_magic(fh)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(fh)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"has a damaged .npy header ({exc})", source=source, field=field) from None
+    if dtype.hasobject:
+        return  # refused as pickled data by the loader
+    stored = None if data_bytes is None else data_bytes - (fh.tell() - start)
+    check_declared_size(shape, dtype, stored=stored, source=source, field=field)
 
 
 def array_row(i: int) -> str:

@@ -24,6 +24,7 @@ from alignet_engine.data._io_common import (
     array_row,
     check_file,
     check_n_items,
+    check_npy_header,
     read_text,
     summarize,
     text_lines,
@@ -54,6 +55,8 @@ def load_npy(p: Path) -> np.ndarray:
         raise InputError(
             "is not a NumPy .npy file (wrong header); save it with numpy.save", source=p
         )
+    with p.open("rb") as fh:
+        check_npy_header(fh, p.stat().st_size, p, None)
     try:
         arr = np.load(p, allow_pickle=False)
     except ValueError as exc:
@@ -76,6 +79,17 @@ def _np_load_reason(exc: Exception) -> str:
 
 
 def npz_get(npz: Any, key: str, p: Path) -> np.ndarray:
+    """Member ``key`` of the open archive ``npz`` (:func:`open_npz`); its header is checked
+    against the member's real size and the memory available before it is read."""
+    member = key if key in npz.zip.namelist() else f"{key}.npy"
+    try:
+        info = npz.zip.getinfo(member)
+        with npz.zip.open(member) as fh:
+            check_npy_header(fh, info.file_size, p, key)
+    except (KeyError, OSError, EOFError, zipfile.BadZipFile, RuntimeError) as exc:
+        raise InputError(
+            f"cannot be read ({exc}); the file may be truncated", source=p, field=key
+        ) from None
     try:
         arr = npz[key]
     except ValueError as exc:

@@ -17,6 +17,7 @@ import numpy as np
 
 from alignet_engine.data._io_common import (
     PathLike,
+    check_declared_size,
     check_file,
     check_n_items,
     read_text,
@@ -144,8 +145,11 @@ def _read_h5(p: Path, key: str | None) -> tuple[np.ndarray, str]:
             parts = [_h5_array(fh, nm, p) for _, nm in splits]
             return _stack(parts, [f"{p.name}:{nm}" for _, nm in splits], p), "features"
         name = _pick_key(names, key.strip("/") if key else None, p, "dataset")
+        ds = fh[name]
+        # chunked / compressed storage says nothing of the size: only memory bounds it
+        check_declared_size(ds.shape or (), ds.dtype, stored=None, source=p, field=name)
         try:
-            arr = np.asarray(fh[name][()])
+            arr = np.asarray(ds[()])
         except (OSError, TypeError, ValueError) as exc:
             raise InputError(f"cannot be read ({exc})", source=p, field=name) from None
     return arr, name

@@ -51,6 +51,31 @@ def _is_image(entry: os.DirEntry[str], exts: frozenset[str]) -> bool:
     return bool(dot and stem) and "." + ext.lower() in exts and entry.is_file()
 
 
+def _dangling(entries: list[os.DirEntry[str]], exts: frozenset[str], folder: str) -> list[str]:
+    """Image-named symlinks in ``entries`` whose target does not exist (relative paths)."""
+    return [
+        os.path.join(folder, e.name)
+        for e in entries
+        if os.path.splitext(e.name)[1].lower() in exts and e.is_symlink() and not e.is_file()
+    ]
+
+
+def _refuse_aliases(root: Path, rel: list[str]) -> None:
+    """InputError when two listed images are one file (a symlink alias): it would be two
+    items of the set. Resolves every path, so only called when the folder has links."""
+    seen: dict[str, str] = {}
+    for r in rel:
+        real = os.path.realpath(os.path.join(root, r))
+        if real in seen:
+            raise InputError(
+                f"lists the same image twice: {r} is a link to {seen[real]} (or both link to "
+                f"{real}); remove the link",
+                source=root,
+                field=r,
+            )
+        seen[real] = r
+
+
 def _first_image(folder: Path, exts: frozenset[str]) -> str | None:
     """The first image found in ``folder`` or below it, else None."""
     for root, dirs, files in os.walk(folder):
@@ -106,11 +131,16 @@ def read_image_folder(
     entries = _scan(root)
     top = sorted(e.name for e in entries if _is_image(e, exts))
     subdirs = sorted(e.name for e in entries if e.is_dir())
+    # Symlinks (DirEntry.is_symlink: free, from d_type) are checked further below.
+    links = [e.name for e in entries if e.is_symlink()]
+    dangling = _dangling(entries, exts, "")
     per_cat: dict[str, list[str]] = {}
     for cat in subdirs:
         # One listing per category (an ImageNet train folder: 1000 listings, no stat per
         # file: DirEntry.is_file/is_dir use the directory's d_type).
         inner = _scan(root / cat)
+        links += [os.path.join(cat, e.name) for e in inner if e.is_symlink()]
+        dangling += _dangling(inner, exts, cat)
         names = sorted(e.name for e in inner if _is_image(e, exts))
         for sub in sorted(e.name for e in inner if e.is_dir()):
             deeper = _first_image(root / cat / sub, exts)
@@ -153,6 +183,15 @@ def read_image_folder(
             "remove them",
             source=root,
         )
+    if dangling:
+        # skipping them would shift the id of every later image
+        raise InputError(
+            f"{len(dangling)} image link(s) point to missing files: {summarize(dangling)}; "
+            "restore or remove them",
+            source=root,
+        )
+    if links:
+        _refuse_aliases(root, rel)
     logger.info("image folder %s: %d images, %d categories", root, len(rel), len(per_cat))
     blob, offsets = encode_paths(rel)
     codes = np.repeat(np.arange(len(cats), dtype=np.int32), [len(names) for names in names_per_cat])

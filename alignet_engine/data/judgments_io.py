@@ -299,7 +299,7 @@ def _text_column(path: Path, name: str, n_rows: int) -> np.ndarray:
     """Column ``name`` of a header-row CSV as (n_rows,) str (the triplet-type labels)."""
     import csv
 
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")  # an Excel BOM before the first column name
     first = next(line for line in text.splitlines() if line.strip())
     delim = "," if "," in first else "\t" if "\t" in first else ";" if ";" in first else ","
     reader = csv.reader((line for line in text.splitlines() if line.strip()), delimiter=delim)
@@ -438,6 +438,12 @@ def read_materials_json(
         raise InputError(
             f"is not valid JSON: {exc.msg} (column {exc.colno})", source=p, row=exc.lineno
         ) from None
+    except RecursionError:
+        raise InputError(
+            "nests lists or objects too deeply to be judgments data", source=p
+        ) from None
+    except ValueError as exc:  # Python refuses integers of more than 4300 digits
+        raise InputError(f"is not usable JSON ({exc})", source=p) from None
     if not isinstance(data, dict):
         raise InputError(
             f"the top level is a JSON {type(data).__name__}; expected an object with keys "

@@ -40,9 +40,21 @@ def import_images(
     return images
 
 
-def read_judgments(path: str | Path, fmt: str, images: ImageSet) -> Judgments:
-    """Read judgments of format ``fmt`` about ``images`` (validated against its size)."""
+#: formats whose item ids may be written 1-based (``id_base=1``; CLI ``--id-base 1``)
+ID_BASE_FORMATS = ("oddone-csv", "twoafc-csv")
+
+
+def read_judgments(path: str | Path, fmt: str, images: ImageSet, *, id_base: int = 0) -> Judgments:
+    """Read judgments of format ``fmt`` about ``images`` (validated against its size);
+    ``id_base`` 1: the file's ids count from 1 (:data:`ID_BASE_FORMATS` only)."""
     n = len(images)
+    if id_base not in (0, 1):
+        raise InputError(f"must be 0 or 1, not {id_base}", field="id_base")
+    if id_base and fmt not in ID_BASE_FORMATS:
+        raise InputError(
+            f"1-based ids apply to {', '.join(ID_BASE_FORMATS)}; {fmt} defines its own ids",
+            field="id_base",
+        )
     if fmt == "things-tsv":
         return importers.read_things_tsv(path, n)
     if fmt == "oddone-npy":
@@ -50,11 +62,11 @@ def read_judgments(path: str | Path, fmt: str, images: ImageSet) -> Judgments:
     if fmt == "oddone-txt":
         return importers.read_oddone_txt(path, n)
     if fmt == "oddone-csv":
-        return importers.read_oddone_csv(path, n)
+        return importers.read_oddone_csv(path, n, id_base=id_base)
     if fmt == "materials-json":
         return importers.read_materials_json(path, n)
     if fmt == "twoafc-csv":
-        return importers.read_twoafc_csv(path, n)
+        return importers.read_twoafc_csv(path, n, id_base=id_base)
     if fmt == "levels-pkl":
         from alignet_engine.data.levels_io import read_levels_pkl
 
@@ -168,8 +180,10 @@ def import_judgments(
     image_set: str,
     min_catch_accuracy: float | None = None,
     max_nonresponses: int | None = None,
+    id_base: int = 0,
 ) -> Judgments:
-    """Import judgments about image set ``image_set`` under ``name``.
+    """Import judgments about image set ``image_set`` under ``name`` (``id_base``: see
+    :func:`read_judgments`).
 
     ``min_catch_accuracy`` / ``max_nonresponses`` set the participant filter of Levels
     (``levels-pkl``; the authors' 0.9 and 10 by default); the import's counts (participants
@@ -207,7 +221,7 @@ def import_judgments(
         j = data.judgments
         params["participants"] = list(data.participants)
     else:
-        j = read_judgments(path, fmt, images)
+        j = read_judgments(path, fmt, images, id_base=id_base)
     project.write_judgments(name, j, image_set=image_set, params=params)
     return j
 

@@ -209,6 +209,31 @@ def _slice_writer(writer: SideArrayWriter) -> Callable[[int, np.ndarray], None]:
 MIGRATIONS[100] = (200, _externalize)
 
 
+def _loads(value: Any, path: Path, what: str) -> Any:
+    """A JSON attribute of the project; ProjectError naming it when it is not JSON."""
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError, RecursionError):
+        shown = repr(value)[:60]
+        raise ProjectError(f"{path} is damaged: {what} is not JSON ({shown}).") from None
+
+
+def _no_run_message(f: h5py.File, ref: str, name: str) -> str:
+    """Why ``ref`` has no run, with a hint: for features, the labels the image set has."""
+    if ref.startswith("features:") and ref.count(":") >= 2:
+        _, image_set, label = ref.split(":", 2)
+        labels = sorted(
+            k.split(":", 2)[2] for k in f["current"].attrs if k.startswith(f"features:{image_set}:")
+        )
+        have = f"it has features of {', '.join(labels)}" if labels else "it has no features yet"
+        return (
+            f"No features of '{label}' for image set '{image_set}' in {name}; {have}. Choose "
+            "one with --model, or extract (or import) features of that model first."
+        )
+    slots = sorted(f["current"].attrs)
+    return f"No run '{ref}' in {name}; run that stage first (slots present: {slots})."
+
+
 def _check_name(name: str) -> None:
     """A name of imported data: an HDF5 link name that cannot reach another group."""
     if (
@@ -797,10 +822,7 @@ class Project:
             )
         if "/" in ref and not ref.startswith("data/") and ref in f:
             return ref
-        raise ProjectError(
-            f"No run '{ref}' in {self.path.name}; run that stage first "
-            f"(slots present: {sorted(f['current'].attrs)})."
-        )
+        raise ProjectError(_no_run_message(f, ref, self.path.name))
 
     def _array_group_key(self, f: h5py.File, ref: str) -> str:
         """Index path of the group holding arrays: a run (slot or ``stage/id``) or imported
@@ -838,7 +860,7 @@ class Project:
         with self.reading() as f:
             current = {k: str(v) for k, v in f["current"].attrs.items()}
             inputs = {
-                f"{s}/{r}": json.loads(f[s][r].attrs["inputs"])
+                f"{s}/{r}": _loads(f[s][r].attrs.get("inputs"), self.path, f"{s}/{r} inputs")
                 for s in f
                 if s not in _NOT_STAGES
                 for r in f[s]

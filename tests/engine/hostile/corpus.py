@@ -571,7 +571,6 @@ def cases(work: Path) -> list[Case]:
         ("non-integer schema version", schema_text),
         ("non-JSON journal record", journal_garbage),
         ("non-JSON run params", params_garbage),
-        ("/current naming a missing run", current_missing),
         ("journal declaring 10^12 entries", journal_huge),
     ):
         add(
@@ -593,6 +592,31 @@ def cases(work: Path) -> list[Case]:
         )
     )
 
+    add(
+        Case(
+            7,
+            "corrupt project: /current naming a missing run: export",
+            ["export", P, "--out", str(w / "out_missing"), "--what", "transform"],
+            refused("case.alignet", "transform"),
+            craft=crafted(current_missing),
+        )
+    )
+
+    def no_traceback(r: Result, work: Path) -> str | None:
+        if "Traceback" in r.stderr or r.rc not in (0, 2):
+            return f"exit {r.rc}: {(r.stderr.strip().splitlines() or [''])[-1][:160]}"
+        return None
+
+    add(
+        Case(
+            7,
+            "corrupt project: /current naming a missing run: info",
+            ["info", P],
+            no_traceback,
+            craft=crafted(current_missing),
+        )
+    )
+
     # -- item 8: accepted but should not be ---------------------------------------------------
     for label, cell in (
         ("1_0", "1_0"),
@@ -610,7 +634,7 @@ def cases(work: Path) -> list[Case]:
             )
         )
     (w / "votes_big.csv").write_text(
-        f"anchor,choice,other,votes_choice,votes_other\n0,1,2,{2**63 - 1},1\n"
+        f"anchor,chosen,other,votes_chosen,votes_other\n0,1,2,{2**63 - 1},1\n"
     )
     add(
         Case(
@@ -734,7 +758,7 @@ def cases(work: Path) -> list[Case]:
     )
 
     def hint(r: Result, work: Path) -> str | None:
-        problem = refused("--model")(r, work)
+        problem = refused("--model", unchanged=False)(r, work)
         if problem:
             return problem
         return None if "'m'" in r.stderr or " m" in r.stderr else "does not list the set's model m"
