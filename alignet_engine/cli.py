@@ -12,6 +12,7 @@ Start-up is kept light: this module and the parser import only the standard libr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from alignet_engine.config import (
     JUDGMENT_FORMATS,
     POOLINGS,
     STRATEGIES,
+    TransformConfig,
 )
 from alignet_engine.errors import AlignetError, InputError, ProjectError
 
@@ -316,7 +318,6 @@ def cmd_layers(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_fit_transform(args: argparse.Namespace) -> dict[str, Any]:
-    from alignet_engine.config import TransformConfig
     from alignet_engine.stages.transform import fit_transform
 
     # flags left unset (None) take TransformConfig's defaults: one place defines them
@@ -604,6 +605,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; imports nothing heavy (see the module docstring)."""
+    # one default model for extract, fit-transform and cluster (the teacher), from the config
+    teacher = next(f.default for f in dataclasses.fields(TransformConfig) if f.name == "model")
     parser = argparse.ArgumentParser(
         prog="alignet-cli", description="AligNet Studio, headless: every stage of the pipeline."
     )
@@ -753,7 +756,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("extract", cmd_extract, "extract penultimate-layer features of an image set")
     p.add_argument("--set", required=True)
-    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument(
+        "--model",
+        default=teacher,
+        help="model spec (see `alignet-cli models`); the default is the teacher that "
+        "fit-transform and cluster default to",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--device", default="auto")
@@ -806,7 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="judgments to fit on (not needed with --targets embedding:LABEL)",
     )
-    p.add_argument("--model", default="efficientnet_lite2")
+    p.add_argument("--model", default=teacher, help="features label (as extract stored it)")
     p.add_argument("--objective", choices=("hard", "soft"), default="soft")
     p.add_argument(
         "--lam",
@@ -866,7 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("cluster", cmd_cluster, "k-means on the teacher's representation of the pool")
     p.add_argument("--set", required=True, help="the pool image set")
-    p.add_argument("--model", default="efficientnet_lite2")
+    p.add_argument("--model", default=teacher, help="features label (as extract stored it)")
     p.add_argument("--transform", default="teacher", help="transform name, or 'none'")
     p.add_argument("--k", type=int, default=12)
     p.add_argument(

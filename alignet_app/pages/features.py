@@ -58,7 +58,8 @@ _FIELDS = (
 _TOOLTIPS = {
     "image_set": "The images whose features are extracted (one row per image, in set order)",
     "model": "An embedded model (efficientnet_lite0/1/2, offline) or a spec: "
-    "torchvision:resnet18, timm:convnext_tiny, a TorchScript file, module.path:factory; "
+    "torchvision:resnet18, timm:convnext_tiny, a TorchScript file, module.path:factory "
+    "(runs Python code from MODULE: name only code you trust); "
     "options after '?', e.g. torchvision:resnet18?layer=layer3&pooling=mean",
     "weights": "A state-dict file replacing the model's weights, or 'random' "
     "(auto: the model's own pretrained weights)",

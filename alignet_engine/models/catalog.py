@@ -32,7 +32,11 @@ SPEC_HELP: tuple[tuple[str, str], ...] = (
         "(model.safetensors of timm's hf_hub_id) or the torch hub cache",
     ),
     ("PATH or torchscript:PATH", "a TorchScript file (torch.jit.save), weights included"),
-    ("module.path:factory", "your own code: factory() returns an nn.Module"),
+    (
+        "module.path:factory",
+        "your own code: factory() returns an nn.Module (runs Python code from MODULE: "
+        "name only code you trust)",
+    ),
     (
         "...?weights=PATH",
         "a state dict (.pt/.pth/.bin/.safetensors) for the architecture; weights=random for "

@@ -300,7 +300,18 @@ def fit_transform(
         )
         if worse is not None:
             yield kept_current_message(worse, slot, f"{STAGE}/{run_id}")
-        yield Progress(STAGE, 1, 1, "done")
+        if "search" in summary:
+            yield Progress(STAGE, 1, 1, "done")
+        else:
+            # the epochs really run (early stopping ends before max_epochs), not max_epochs
+            ran = int(est.n_epochs_)
+            stopped = (
+                f"; stopped early at epoch {ran} of {est.max_epochs} (best epoch "
+                f"{int(est.best_epoch_)})"
+                if ran < est.max_epochs
+                else ""
+            )
+            yield Progress(STAGE, ran, ran, f"done{stopped}")
         yield StageDone(STAGE, run_id, summary)
         return run_id
 

@@ -75,3 +75,10 @@ def test_layer_tree_and_bad_input(qtbot, window, project_with_images: Path) -> N
     assert not page.extract()
     assert "batch_size" in page.error.text()
     assert not window.session.runner.busy
+
+
+def test_model_picker_says_module_specs_run_code(window) -> None:
+    """Issue 13 item 11: a ``module:factory`` spec imports and runs the user's Python code."""
+    page = window.page("features")
+    tip = page.form.editors["model"].toolTip()
+    assert "module.path:factory" in tip and "runs Python code from MODULE" in tip

@@ -146,7 +146,8 @@ def test_bad_import_names_file_and_row_and_leaves_project_unchanged(
     assert "bad.csv" in error and "row 3" in error
     assert project.read_bytes() == before
     code = main(["evaluate", str(project), "--set", "s", "--model", "nope", "--judgments", "j"])
-    assert code == 2 and "No run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "No features of 'nope'" in err and "--model" in err
 
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
