@@ -77,4 +77,4 @@ def test_help_shows_defaults_and_a_plain_percent(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit):
         parser.parse_args(["fit-transform", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--lam LAM pull of W toward a scaled identity (default: 0.01)" in text
+    assert "--name NAME default: teacher" in text  # an option without help text of its own
