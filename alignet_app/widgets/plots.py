@@ -50,7 +50,7 @@ PALETTE = theme.OKABE_ITO
 #: redraw interval of the live plots, ms (25 Hz); each tick repaints at most one plot
 REDRAW_MS = 40
 #: a plot narrower than this (px) reads badly: fewer plots per row below it
-MIN_PLOT_WIDTH = 300
+MIN_PLOT_WIDTH = 220
 
 #: what each curve is called in a legend (unknown names: underscores become spaces)
 LABELS: dict[str, str] = {
@@ -289,7 +289,14 @@ class LiveCurves(QWidget):
         self.clock = _PaintClock()
         self.canvas = QWidget()
         self.canvas.setMinimumHeight(260)
-        self.grid = QGridLayout(self.canvas)
+        outer = QVBoxLayout(self.canvas)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+        self.grid = QGridLayout()
+        outer.addLayout(self.grid, 1)
+        self.x_axis_label = QLabel(f"x axis of every plot: {x_label}")
+        self.x_axis_label.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        outer.addWidget(self.x_axis_label)
         self.grid.setContentsMargins(0, 0, 0, 0)
         self.grid.setSpacing(2)
         self.empty = QLabel(empty_text)
@@ -369,7 +376,8 @@ class LiveCurves(QWidget):
         # right clicks go to our menu (save figure, copy data), not pyqtgraph's
         group.canvas.setContextMenuPolicy(Qt.ContextMenuPolicy.NoContextMenu)
         plot = group.plot
-        plot.setLabel("bottom", self.x_label)
+        # the x axis is named once under all the plots (x_label): a label per plot took
+        # ~20 px of each small plot and was clipped on laptop screens
         plot.setLabel("left", Y_LABELS.get(title, ""))
         # No grid: pyqtgraph draws it as part of the axis items, so every change of the
         # data area would repaint the axes' text too (10 ms per axis offscreen).
