@@ -89,7 +89,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "big.alignet"
         _project(project, args.size_mb, env)
-        size = project.stat().st_size / (1 << 20)
+        # the project file and its side files (large arrays live in <project>.files/)
+        side = project.with_name(project.name + ".files")
+        files = [project, *(side.rglob("*") if side.is_dir() else [])]
+        size = sum(f.stat().st_size for f in files if f.is_file()) / (1 << 20)
         cases = [
             ("python -c pass", []),
             ("alignet-cli --version", ["alignet_engine.cli", "--version"]),
