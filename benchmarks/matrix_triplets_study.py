@@ -13,7 +13,9 @@ Data (synthetic subjects over real THINGS structure; say so when quoting the num
 * Split: :func:`~alignet_engine.align.matrix_triplets.split_items`, half the items fit, half
   test (object-disjoint). ``--triplets`` distinct triplets over the fit items, answered by every
   subject (:func:`triplets_from_matrices`); the subjects' answers per triplet give the soft
-  targets (:func:`choice_distributions`), their majority the hard labels.
+  targets (:func:`choice_distributions`), their majority the hard labels. λ is chosen as
+  ``fit-transform`` chooses it on a problem this small (3-fold object-disjoint CV over
+  ``LAM_CV_GRID``); the estimator's size rule without CV is shown for contrast.
 
 Reported on the TEST items only: RSA (Spearman of the model's cosine RSM with the mean subject
 matrix, upper triangle) zero-shot vs after the soft and the hard transform, the subjects' RSA
@@ -36,8 +38,10 @@ sys.path.insert(0, str(REPO))
 
 from alignet_engine.align.matrix_triplets import split_items, triplets_from_matrices  # noqa: E402
 from alignet_engine.align.metrics import noise_ceiling_matrix, oddone_correct, rsa  # noqa: E402
+from alignet_engine.align.model_selection import TransformSearch  # noqa: E402
 from alignet_engine.align.soft_targets import choice_distributions  # noqa: E402
 from alignet_engine.align.transform import AffineTransform  # noqa: E402
+from alignet_engine.stages.transform import LAM_CV_GRID  # noqa: E402
 
 VICE = REPO.parent / "shared" / "data" / "things" / "vice_embedding_things.npy"
 
@@ -79,8 +83,13 @@ def main() -> None:
     test = triplets_from_matrices(S, n_test_trip, items=test_items, random_state=2)
     trip, probs = choice_distributions(fit.judgments)  # majority odd one last = hard label
 
-    soft = AffineTransform("soft", random_state=0).fit(X, trip, targets=probs)
-    hard = AffineTransform("hard", random_state=0).fit(X, trip)
+    # λ as fit-transform chooses it for a problem this small: object-disjoint 3-fold CV
+    grid = {"lam": list(LAM_CV_GRID)}
+    soft_cv = TransformSearch(grid, base_params={"objective": "soft"}, random_state=0)
+    soft = soft_cv.fit(X, trip, targets=probs).best_estimator_
+    hard_cv = TransformSearch(grid, base_params={"objective": "hard"}, random_state=0)
+    hard = hard_cv.fit(X, trip).best_estimator_
+    size_rule = AffineTransform("soft", random_state=0).fit(X, trip, targets=probs)
 
     T = np.ix_(test_items, test_items)
     mean_test = S.mean(axis=0)[T]
@@ -90,7 +99,7 @@ def main() -> None:
     def report(name: str, Z: np.ndarray, metric: str) -> None:
         r = rsa(Z[test_items], mean_test)
         agree = oddone_correct(Z, resp, metric).mean()
-        print(f"{name:<14} RSA {r:.3f}   odd-one-out agreement {agree:.3f}")
+        print(f"{name:<18} RSA {r:.3f}   odd-one-out agreement {agree:.3f}")
 
     print(
         f"{n} THINGS concepts ({len(fit_items)} fit / {len(test_items)} test), {args.subjects} "
@@ -104,7 +113,11 @@ def main() -> None:
     report("zero-shot", X, "cosine")
     report("soft transform", soft.transform(X), "dot")
     report("hard transform", hard.transform(X), "dot")
-    print(f"soft λ {soft.settings_.lam:.3g}, hard λ {hard.settings_.lam:.3g} (automatic)")
+    report("soft, size-rule λ", size_rule.transform(X), "dot")
+    print(
+        f"cross-validated λ: soft {soft.settings_.lam:.3g}, hard {hard.settings_.lam:.3g}; "
+        f"size rule (estimator without CV) {size_rule.settings_.lam:.3g}"
+    )
 
 
 if __name__ == "__main__":
