@@ -47,7 +47,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -64,6 +64,7 @@ from alignet_engine.distill import (
 from alignet_engine.errors import InputError, ModelUnavailableError
 from alignet_engine.files import atomic_path, atomic_write_text
 from alignet_engine.models.images import load_image, make_transform
+from alignet_engine.models.preprocess import whole_stimulus
 from alignet_engine.models.registry import Backbone, ModelSpec, Preprocess, load_backbone
 
 logger = logging.getLogger(__name__)
@@ -278,7 +279,10 @@ def _sha256(path: Path) -> str:
 
 
 def load_aligned_model(
-    path: str | os.PathLike[str], *, device: torch.device | str = "cpu"
+    path: str | os.PathLike[str],
+    *,
+    device: torch.device | str = "cpu",
+    preprocessing: Literal["model", "whole"] = "model",
 ) -> AlignedModel:
     """Load an exported aligned student, ready to embed images (no network access).
 
@@ -287,6 +291,11 @@ def load_aligned_model(
     path : a folder written by AligNet Studio's export (``student.safetensors`` +
         ``student.json``) or a ``.safetensors`` student checkpoint itself.
     device : where to put the model (``"cpu"``, ``"cuda"``, a :class:`torch.device`).
+    preprocessing : how :meth:`AlignedModel.embed` prepares images: ``"model"`` — the
+        student's own eval preprocessing (resize, centre crop), as it was trained on the pool;
+        ``"whole"`` — the whole stimulus resized to the input size with ImageNet mean/std, as
+        the app extracts features of image sets people judged (a features run records which
+        one it used in ``params["preprocessing"]``).
 
     Returns
     -------
@@ -355,6 +364,13 @@ def load_aligned_model(
         # The student was aligned on inputs of this size (e.g. 128 px for speed on a CPU), so
         # that is the resolution its features are calibrated for.
         preprocess = dataclasses.replace(preprocess, input_size=int(image_size))
+    if preprocessing == "whole":
+        preprocess = whole_stimulus(preprocess)
+    elif preprocessing != "model":
+        raise InputError(
+            f"preprocessing must be 'model' or 'whole', not {preprocessing!r}",
+            field="preprocessing",
+        )
 
     model = AlignedModel(
         backbone,

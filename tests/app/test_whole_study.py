@@ -449,11 +449,14 @@ def test_whole_study_from_the_window(window, qtbot, tmp_path: Path, study_files:
     assert {"weights", "bias"} <= set(transform_npz.files)
 
     # The exported student, loaded as a user's own code would, gives the stored features
-    # of the distilled student.
-    model = load_aligned_model(out)
+    # of the distilled student (with the preprocessing those features record: the whole
+    # stimulus, as for every image set people judged).
+    features_run = project.run(f"features:stimuli:{DISTILLED}")
+    assert features_run.params["preprocessing"] == "whole"
+    model = load_aligned_model(out, preprocessing="whole")
     picks = [0, n_stimuli // 2, n_stimuli - 1]
     embedded = model.embed([files.stimulus_paths[i] for i in picks])
-    X = project.run(f"features:stimuli:{DISTILLED}").arrays["X"]
+    X = features_run.arrays["X"]
     np.testing.assert_allclose(embedded, X[picks], atol=1e-4, rtol=0)
 
     # ---- every stage is done, nothing stale, nothing failed

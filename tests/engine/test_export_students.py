@@ -185,8 +185,14 @@ def test_hooked_layer_student_with_a_head_exports_and_extracts_the_head(tmp_path
         assert result["opset"] == 18 and result["max_abs_diff"] < 1e-3
 
     # extraction with the distill run: the head's output, recorded as such in the run
+    # (the model's own crop, which the hand-built transform below reproduces)
     config = ExtractConfig(
-        image_set="pool", model=spec, image_size=SIZE, device="cpu", checkpoint="distill"
+        image_set="pool",
+        model=spec,
+        image_size=SIZE,
+        device="cpu",
+        checkpoint="distill",
+        preprocessing="model",
     )
     with Project.open(project_path) as project:
         run_job(extract(project, config))
@@ -203,6 +209,18 @@ def test_hooked_layer_student_with_a_head_exports_and_extracts_the_head(tmp_path
     np.testing.assert_allclose(run.arrays["X"], by_hand, rtol=1e-6, atol=1e-5)
     # the same vectors as the exported model embeds
     np.testing.assert_allclose(model.embed(list(paths)), run.arrays["X"], rtol=1e-6, atol=1e-5)
+    # and with the whole stimulus, the same vectors as an extraction of the whole stimulus
+    whole = dataclasses.replace(config, preprocessing="whole")
+    with Project.open(project_path) as project:
+        run_job(extract(project, whole))
+        X_whole = project.run(f"features:pool:{config.label}").arrays["X"]
+    assert not np.allclose(X_whole, run.arrays["X"], rtol=1e-6, atol=1e-5)  # a crop differs
+    np.testing.assert_allclose(
+        load_aligned_model(out, preprocessing="whole").embed(list(paths)),
+        X_whole,
+        rtol=1e-6,
+        atol=1e-5,
+    )
 
 
 def test_extraction_without_a_head_and_with_the_wrong_model(tmp_path: Path) -> None:
@@ -222,9 +240,11 @@ def test_extraction_without_a_head_and_with_the_wrong_model(tmp_path: Path) -> N
         ref = project.current(f"features:pool:{config.label}")
         assert project.stale_reasons(ref) == []
         assert run.summary["dim"] == 1280
+        # the exported model embeds the same vectors with the preprocessing the run records
+        exported = load_aligned_model(out, preprocessing=run.params["preprocessing"])
         np.testing.assert_allclose(
             run.arrays["X"],
-            load_aligned_model(out).embed(list(project.imageset("pool").paths)),
+            exported.embed(list(project.imageset("pool").paths)),
             rtol=0,
             atol=1e-5,
         )
