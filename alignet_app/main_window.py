@@ -41,7 +41,7 @@ from alignet_app.notify import dialogs_enabled, inform, warn
 from alignet_app.pages import PAGES, Page
 from alignet_app.session import Session
 from alignet_app.widgets import theme
-from alignet_app.widgets.welcome import WelcomeScreen, demo_folder, find_demo
+from alignet_app.widgets.welcome import WelcomeScreen, demo_folder
 from alignet_engine.errors import AlignetError
 from alignet_engine.jobs import Message, Progress, StageDone
 from alignet_engine.stages.status import HEADLINES, RunComparison, compare_headline
@@ -378,8 +378,8 @@ class MainWindow(QMainWindow):
 
     def open_demo(self) -> None:
         """Open the demo project; create it first (the demo job) when there is none."""
-        demo = find_demo()
-        if demo is not None:
+        demo = self.welcome.demo_path  # what the welcome screen offers to open
+        if demo is not None and demo.is_file():
             self.open_project(str(demo))
             return
         from alignet_engine.demo.pipeline import DemoSettings, run_demo

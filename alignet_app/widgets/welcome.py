@@ -128,7 +128,7 @@ class WelcomeScreen(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
-        self.demo_running = False
+        self.demo_path: Path | None = None  # the demo project the button opens, if any
         self.refresh()
 
     def refresh(self, *, busy: str | None = None) -> None:
@@ -141,7 +141,7 @@ class WelcomeScreen(QWidget):
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)
             self.recent.addItem(item)
         self._update_recent_button()
-        demo = find_demo()
+        demo = self.demo_path = find_demo()
         if demo is not None:
             self.demo_button.setText("Open the demo")
             self.demo_button.setEnabled(True)
