@@ -313,12 +313,12 @@ def advice_html(steps: list) -> str:
     """The next steps as a numbered list, each linking to the page that does it."""
     if not steps:
         return "Everything is up to date. Export the student and the report on the Export page."
-    items = "".join(
-        f"<li>{html.escape(s.text[0].upper() + s.text[1:])} — "
-        f"<a href='page:{page_key(s.page)}'>{html.escape(s.page)}</a></li>"
-        for s in steps
+    # numbered lines, not an <ol>: a QLabel sizes list blocks too short and clips them
+    return "<br>".join(
+        f"{i}. {html.escape(s.text[0].upper() + s.text[1:])} — "
+        f"<a href='page:{page_key(s.page)}'>{html.escape(s.page)}</a>"
+        for i, s in enumerate(steps, 1)
     )
-    return f"<ol style='margin-left:-20px'>{items}</ol>"
 
 
 def page_key(title: str) -> str:
