@@ -393,6 +393,7 @@ class RunComparison(QDialog):
         self.setWindowTitle("Compare runs")
         self.resize(1000, 680)
         self.runs = [project.run(ref) for ref in refs]
+        self._differs: dict[str, list[str]] = {}
         self.tabs = QTabWidget()
         curves = self._curves()
         if curves is not None:
@@ -470,10 +471,9 @@ class RunComparison(QDialog):
                     item.setFont(font)
                 table.setItem(row, col, item)
         table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        table.setProperty("differing", sorted(differs))
+        self._differs[what] = sorted(differs)
         return table
 
     def differing(self, what: str = "params") -> list[str]:
         """The keys whose values differ between the compared runs."""
-        table = self.params if what == "params" else self.results
-        return list(table.property("differing"))
+        return list(self._differs["params" if what == "params" else "summary"])
