@@ -200,7 +200,7 @@ def run_demo(
                 control,
             )
             rows.append({"model": label, **result})
-        files = export(project, out_dir / "export")
+        files = export(project, out_dir / "export", overwrite=overwrite)
         distill_summary = project.run("distill", arrays=False).summary
     finally:
         project.close()
