@@ -153,6 +153,11 @@ _AUTO_REL_TOL = 1e-3
 # script there (issue 11); clipped to [1e-4, 1].
 _AUTO_LAM_SCALE = 3e-3
 _AUTO_LAM_RANGE = (1e-4, 1.0)
+# Threads: a step smaller than this many multiply-adds (min(n, 3·B)·d²) runs on ONE thread —
+# splitting such small ops costs more in synchronisation than it gains (a 2k-triplet, 64-d fit
+# took 455 s with 2 threads on the loaded 2-core machine, benchmarks/bench_transform_default.py);
+# larger steps (THINGS-size: 1854·384² ≈ 2.7e8) use every thread the user allows.
+_AUTO_THREADS_MIN_WORK = 5e7
 
 
 @dataclass(frozen=True)
@@ -611,7 +616,8 @@ class AffineTransform(BaseEstimator):
         * ``patience``: epochs covering about 100 steps, in [2, 15];
         * ``tol``: 0 here; :meth:`iter_fit` sets it to 1e-3 × the starting loss;
         * ``lam``: 3e-3·d²/t in [1e-4, 1] (the penalty has d² entries against t rows);
-        * ``n_threads``: torch's current setting (what the app or ``--threads`` allows).
+        * ``n_threads``: torch's current setting (what the app or ``--threads`` allows), but
+          one thread when a step is too small to gain from more (< 5e7 multiply-adds).
 
         The constants and their reasons are at the top of this module.
         """
@@ -643,6 +649,10 @@ class AffineTransform(BaseEstimator):
             lo, hi = _AUTO_LAM_RANGE
             lam = float(min(hi, max(lo, _AUTO_LAM_SCALE * n_dims**2 / t)))
             auto.append("lam")
+        threads = None if self.n_threads is None else int(self.n_threads)
+        if threads is None and min(n_items, 3 * bs) * n_dims**2 < _AUTO_THREADS_MIN_WORK:
+            threads = 1
+            auto.append("n_threads")
         return FitSettings(
             batch_size=int(bs),
             lr=float(lr),
@@ -650,7 +660,7 @@ class AffineTransform(BaseEstimator):
             max_epochs=int(self.max_epochs),
             patience=int(patience),
             tol=float(tol),
-            n_threads=None if self.n_threads is None else int(self.n_threads),
+            n_threads=threads,
             auto=tuple(auto),
         )
 

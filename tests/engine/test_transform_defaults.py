@@ -26,6 +26,7 @@ def test_automatic_settings_follow_the_problem_size() -> None:
     # demo-size: 1800 rows of 64-d features → gLocal's batch and lr, 8 steps → patience 13
     small = AffineTransform().resolved_settings(1800, 48, 64)
     assert (small.batch_size, small.lr, small.patience) == (256, 1e-3, 13)
+    assert small.n_threads == 1  # 48·64² multiply-adds per step: one thread is faster
     assert small.lam == pytest.approx(3e-3 * 64**2 / 1800)
     # a tiny wide problem: λ capped at 1
     assert AffineTransform().resolved_settings(500, 48, 1280).lam == 1.0
@@ -72,7 +73,7 @@ def test_a_default_fit_is_as_good_as_glocal_settings_held_out() -> None:
     default = AffineTransform(random_state=0).fit(X, train)
     glocal = AffineTransform(random_state=0, **PRESETS["glocal"]).fit(X, train)
     zero_shot = AffineTransform(random_state=0, max_epochs=1, lr=1e-9).fit(X, train)
-    assert default.settings_.auto == ("batch_size", "lr", "patience", "tol", "lam")
+    assert default.settings_.auto == ("batch_size", "lr", "patience", "tol", "lam", "n_threads")
     assert default.score(X, test) >= glocal.score(X, test) - 0.01
     assert default.score(X, test) > zero_shot.score(X, test) + 0.05
 
