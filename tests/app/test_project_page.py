@@ -20,9 +20,10 @@ from tests.app.conftest import save_screenshot
 def _second_distill(project, *, agreement: float) -> str:
     """A second distill run (the demo run's settings, fewer steps, its own curves)."""
     old = project.run("distill")
-    params = {**old.params, "training": {**old.params["training"], "steps": 12}}
-    summary = {**old.summary, "steps": 12, "val_agreement_after": agreement}
-    arrays = {k: np.asarray(v)[:12] for k, v in old.arrays.items() if k.startswith("history_")}
+    steps = max(2, int(old.params["training"]["steps"]) // 2)
+    params = {**old.params, "training": {**old.params["training"], "steps": steps}}
+    summary = {**old.summary, "steps": steps, "val_agreement_after": agreement}
+    arrays = {k: np.asarray(v)[:steps] for k, v in old.arrays.items() if k.startswith("history_")}
     run_id = project.begin_job("distill", params)
     worse = agreement < old.summary["val_agreement_after"]
     project.write_run(
