@@ -54,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import os
@@ -1625,11 +1624,15 @@ class ArrayReader:
                     (large if size > sf.SIDE_ARRAY_MIN_BYTES else small).append(name)
             self.names: tuple[str, ...] = tuple(g)
             if small:
-                buf = io.BytesIO()
-                with h5py.File(buf, "w") as mem:
-                    for name in small:
-                        f.copy(g[name], mem, name)
-                self._inline = h5py.File(buf, "r")
+                # An in-memory HDF5 file of HDF5's own "core" driver, not h5py's Python file
+                # object driver: a reader left open until exit is then closed by HDF5 alone,
+                # whereas a BytesIO-backed one calls back into a finalised interpreter from
+                # HDF5's atexit handler (a segfault after the app or the tests had finished).
+                self._inline = h5py.File(
+                    f"inline-{uuid.uuid4().hex}", "w", driver="core", backing_store=False
+                )
+                for name in small:
+                    f.copy(g[name], self._inline, name)
         self._large = set(large)
 
     def __contains__(self, name: object) -> bool:
