@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
@@ -42,9 +41,9 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, cli) -> None:
 
     # Reported numbers match an independent computation from the raw file contents.
     project = Path(result["project"])
-    with h5py.File(project, "r") as f:
-        feats = f[f["current"].attrs["features:stimuli:efficientnet_lite2"]]["X"][()]
-        test = f["data/judgments/test (simulated)/triplets"][()]
+    with Project.open(project, readonly=True) as p:  # large arrays may live in side files
+        feats = p.run("features:stimuli:efficientnet_lite2").arrays["X"]
+        test = p.judgments("test (simulated)")[0].triplets
     assert rows["base teacher"]["accuracy"] == pytest.approx(_cosine_oddone_accuracy(feats, test))
 
     # Every stage left a current, non-stale run and no interrupted job.
@@ -81,11 +80,13 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, cli) -> None:
     # pipeline stored; TorchScript and ONNX exports are checked against it.
     from alignet_engine.export_model import load_aligned_model
 
-    with h5py.File(project, "r") as f:
-        distilled = f[f["current"].attrs["features:stimuli:efficientnet_lite0+distilled"]]["X"][()]
     with Project.open(project, readonly=True) as p:  # paths are stored compactly
+        features = p.run("features:stimuli:efficientnet_lite0+distilled")
         paths = p.imageset("stimuli").paths[:5]
-    student = load_aligned_model(Path(files["weights"]).parent)
+    distilled = features.arrays["X"]
+    # judged stimuli are extracted as the whole stimulus; the run records it
+    assert features.params["preprocessing"] == "whole"
+    student = load_aligned_model(Path(files["weights"]).parent, preprocessing="whole")
     np.testing.assert_allclose(student.embed(list(paths)), distilled[:5], atol=1e-4)
     compiled = cli(
         "export", str(project), "--out", str(tmp_path / "compiled"), "--what", "torchscript", "onnx"
