@@ -265,6 +265,31 @@ def cmd_import_features(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def cmd_import_alignet_pool(args: argparse.Namespace) -> dict[str, Any]:
+    from alignet_engine.stages.imports import import_alignet_representations
+
+    with _project(args) as p:
+        r = import_alignet_representations(
+            p,
+            args.file,
+            image_set=args.set,
+            label=args.name,
+            filenames=args.filenames,
+            features_key=args.key,
+            labels_key=args.labels_key,
+        )
+    return {
+        "features": f"features/{r.features_run}",
+        "clusters": f"clusters/{r.clusters_run}",
+        "set": args.set,
+        "label": args.name,
+        "items": r.n_items,
+        "dim": r.dim,
+        "k": r.k,
+        "file_rows": r.n_file_rows,
+    }
+
+
 def cmd_import_transform(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.imports import import_transform
 
@@ -743,6 +768,23 @@ def build_parser() -> argparse.ArgumentParser:
         "a dot-product model such as a VICE/SPoSE embedding, cosine for network features "
         "[not recorded: evaluate uses cosine]",
     )
+
+    p = command(
+        "import-alignet-pool",
+        cmd_import_alignet_pool,
+        "import the AligNet authors' representations.npz (pool features + their k-means "
+        "cluster ids) for an imported ImageNet image set: a features run and a clusters run",
+    )
+    p.add_argument("file", help="representations.npz")
+    p.add_argument("--set", required=True, help="the imported ImageNet (pool) image set")
+    p.add_argument(
+        "--filenames",
+        help="imagenet2012_filenames.npy (TFDS index -> file name), when the npz does not name "
+        "its rows",
+    )
+    p.add_argument("--name", default="so400m-siglip-webli384", help="label of the features")
+    p.add_argument("--key", help="the features' array in the npz [found by shape]")
+    p.add_argument("--labels-key", help="the cluster ids' array in the npz [found by shape]")
 
     p = command(
         "import-transform",

@@ -115,6 +115,24 @@ def open_npz(p: Path) -> Any:
         ) from None
 
 
+def npz_header(npz: Any, key: str, p: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` of member ``key`` of the open archive ``npz``, from its ``.npy``
+    header alone (nothing of the data is read: members can be gigabytes)."""
+    member = key if key in npz.zip.namelist() else f"{key}.npy"
+    try:
+        with npz.zip.open(member) as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(fh)
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"has a damaged .npy header ({exc})", source=p, field=key) from None
+    return tuple(int(x) for x in shape), dtype
+
+
 # --------------------------------------------------------------------------- AligNet npz
 
 
@@ -328,6 +346,198 @@ def _check_ids(ids: np.ndarray, n: int | None, p: Path, field: str) -> None:
             row=r + 1,
             field=field,
         )
+
+
+# --------------------------------------------------------------------------- AligNet pool files
+
+#: Member names tried, in order, when a ``representations.npz`` is read without explicit keys.
+#: The authors' README describes the file's content (so400m-siglip-webli384 last-layer
+#: activations of every ImageNet-2012 train image and their k = 500 k-means cluster ids) but
+#: not its member names, so arrays are recognised by shape and dtype, these names first.
+REPRESENTATION_KEYS = ("representations", "activations", "features", "embeddings")
+CLUSTER_KEYS = ("clusters", "cluster_ids", "cluster_labels", "cluster_assignments", "labels")
+NAME_KEYS = ("filenames", "file_names", "names")
+
+
+@dataclass(frozen=True)
+class AlignetRepresentations:
+    """The AligNet authors' pool representations (``representations.npz``).
+
+    features : (N, d) float32, one row per pool image (ImageNet-2012 train, TFDS order).
+    labels : (N,) int64 k-means cluster id of every row, >= 0.
+    names : (N,) str file name of every row when the archive holds them, else None (then the
+        row order is TFDS's, named by ``imagenet2012_filenames.npy``).
+    keys : the members read, ``{"features": ..., "labels": ..., "names": ...}``.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    names: np.ndarray | None
+    keys: dict[str, str]
+
+
+def _pick_member(
+    headers: Mapping[str, tuple[tuple[int, ...], np.dtype]],
+    explicit: str | None,
+    preferred: tuple[str, ...],
+    fits: Any,
+    what: str,
+    p: Path,
+) -> str | None:
+    """The member holding ``what``: ``explicit`` (checked), else the first of ``preferred``
+    that ``fits`` (shape, dtype), else the only member that fits; None when none does."""
+    shown = ", ".join(f"{k} {headers[k][0]} {headers[k][1]}" for k in headers) or "none"
+    if explicit is not None:
+        if explicit not in headers:
+            raise InputError(
+                f"has no array '{explicit}' (arrays: {shown})", source=p, field=explicit
+            )
+        if not fits(*headers[explicit]):
+            raise InputError(
+                f"'{explicit}' has shape {headers[explicit][0]} and dtype "
+                f"{headers[explicit][1]}; it cannot hold {what}",
+                source=p,
+                field=explicit,
+            )
+        return explicit
+    for k in preferred:
+        if k in headers and fits(*headers[k]):
+            return k
+    found = [k for k, (shape, dtype) in headers.items() if fits(shape, dtype)]
+    if len(found) > 1:
+        raise InputError(
+            f"holds several arrays that could be {what} ({', '.join(found)}); name one "
+            f"(arrays: {shown})",
+            source=p,
+        )
+    return found[0] if found else None
+
+
+def read_alignet_representations(
+    path: PathLike, *, features_key: str | None = None, labels_key: str | None = None
+) -> AlignetRepresentations:
+    """Read the AligNet authors' ``representations.npz``: pool features and cluster ids.
+
+    The features are the one 2-D real array (``features_key`` names it when there are
+    several), the cluster ids the one 1-D integer array of the same length (``labels_key``);
+    a 1-D string array of that length, if present, names the rows' image files.
+
+    Returns
+    -------
+    AlignetRepresentations
+
+    Raises
+    ------
+    InputError
+        Not an npz / pickled arrays, no (or several unnamed) candidate arrays, lengths that
+        differ, non-finite features (rows named), negative cluster ids.
+    """
+    p = check_file(path)
+    with open_npz(p) as npz:
+        headers = {k: npz_header(npz, k, p) for k in npz.files}
+        fkey = _pick_member(
+            headers,
+            features_key,
+            REPRESENTATION_KEYS,
+            lambda shape, dtype: len(shape) == 2 and dtype.kind in "fiu" and shape[0] > 0,
+            "the features (a 2-D array of numbers)",
+            p,
+        )
+        if fkey is None:
+            raise InputError(
+                "holds no 2-D numeric array (the pool features); arrays: "
+                + (", ".join(f"{k} {s} {d}" for k, (s, d) in headers.items()) or "none"),
+                source=p,
+            )
+        n = headers[fkey][0][0]
+        lkey = _pick_member(
+            headers,
+            labels_key,
+            CLUSTER_KEYS,
+            lambda shape, dtype: shape == (n,) and dtype.kind in "iu",
+            f"the cluster ids (a 1-D integer array of {n} values, one per feature row)",
+            p,
+        )
+        if lkey is None:
+            raise InputError(
+                f"holds no 1-D integer array of {n} values (the cluster id of each of the "
+                f"{n} feature rows in '{fkey}')",
+                source=p,
+            )
+        nkey = _pick_member(
+            headers,
+            None,
+            NAME_KEYS,
+            lambda shape, dtype: shape == (n,) and dtype.kind in "SU",
+            "the file names",
+            p,
+        )
+        X = npz_get(npz, fkey, p)
+        labels = npz_get(npz, lkey, p)
+        names = npz_get(npz, nkey, p) if nkey is not None else None
+    features = _check_pool_features(X, p, fkey)
+    if (labels < 0).any():
+        r = int(np.flatnonzero(labels < 0)[0])
+        raise InputError(
+            f"{array_row(r)} holds {int(labels[r])}; cluster ids must be >= 0",
+            source=p,
+            row=r + 1,
+            field=lkey,
+        )
+    if names is not None:
+        names = _names_1d(names, p, nkey or "")
+    keys = {"features": fkey, "labels": lkey} | ({"names": nkey} if nkey else {})
+    logger.info("read %d×%d AligNet representations from %s", *features.shape, p)
+    return AlignetRepresentations(features, labels.astype(np.int64), names, keys)
+
+
+def _check_pool_features(X: np.ndarray, p: Path, key: str) -> np.ndarray:
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1)) if X.dtype.kind == "f" else np.array([])
+    if bad.size:
+        raise InputError(
+            f"{array_row(int(bad[0]))} is not finite (NaN/inf). Rows affected: "
+            f"{summarize([int(x) + 1 for x in bad])}.",
+            source=p,
+            row=int(bad[0]) + 1,
+            field=key,
+        )
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def _names_1d(a: np.ndarray, p: Path, key: str) -> np.ndarray:
+    if a.dtype.kind == "S":
+        try:
+            a = np.char.decode(a, "utf-8")
+        except UnicodeDecodeError:
+            raise InputError("holds file names that are not UTF-8", source=p, field=key) from None
+    elif a.dtype.kind != "U":
+        raise InputError(f"has dtype {a.dtype}; expected file names", source=p, field=key)
+    empty = np.flatnonzero(a == "")
+    if empty.size:
+        raise InputError(
+            f"{array_row(int(empty[0]))} is an empty file name",
+            source=p,
+            row=int(empty[0]) + 1,
+            field=key,
+        )
+    return np.ascontiguousarray(a)
+
+
+def read_imagenet_filenames(path: PathLike) -> np.ndarray:
+    """Read ``imagenet2012_filenames.npy``: the ImageNet-2012 train file name of every TFDS
+    index (``tfds.data_source("imagenet2012", split="train")[i]``), the order that the
+    authors' ``indices`` and ``representations.npz`` rows follow.
+
+    Returns (N,) str; raises InputError for a non-1-D, non-string or pickled array or an
+    empty name.
+    """
+    p = check_file(path)
+    a = load_npy(p)
+    if a.ndim != 1 or a.shape[0] == 0:
+        raise InputError(
+            f"has shape {a.shape}; expected (N,): one file name per TFDS index", source=p
+        )
+    return _names_1d(a, p, "filenames")
 
 
 # --------------------------------------------------------------------------- matrices

@@ -320,3 +320,43 @@ def read_image_manifest(csv_path: PathLike) -> ImageSet:
     categories = tuple(c.strip() for c in cats) if cats is not None else ("",) * len(paths)
     logger.info("image manifest %s: %d images", t.path, len(paths))
     return ImageSet(paths, categories)
+
+
+def path_parts(path: str) -> tuple[str, ...]:
+    """The components of ``path`` (``/`` or ``\\`` separated; empty and ``.`` dropped)."""
+    return tuple(x for x in path.replace("\\", "/").split("/") if x not in ("", "."))
+
+
+class PathSuffixIndex:
+    """Find paths of a list by the longest path suffix they share with a query.
+
+    ``airplanes/image_0001.jpg`` finds ``/data/airplanes/image_0001.jpg`` and not
+    ``/data/chair/image_0001.jpg``; a bare ``image_0001.jpg`` finds both (ambiguous). Each
+    suffix length's dictionary is built on first use, so a lookup of bare ImageNet file names
+    in 1.28 M paths builds one dictionary.
+
+    Parameters
+    ----------
+    paths : the paths searched; results are positions in this sequence.
+    """
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self._parts = [path_parts(p) for p in paths]
+        self._by_len: dict[int, dict[tuple[str, ...], list[int]]] = {}
+
+    def candidates(self, query: str) -> list[int]:
+        """Positions of the paths sharing the longest suffix with ``query`` (every path that
+        shares ``k`` trailing components, for the largest ``k`` with any); [] if none."""
+        parts = path_parts(query)
+        for k in range(len(parts), 0, -1):
+            index = self._by_len.get(k)
+            if index is None:
+                index = {}
+                for i, q in enumerate(self._parts):
+                    if len(q) >= k:
+                        index.setdefault(q[-k:], []).append(i)
+                self._by_len[k] = index
+            found = index.get(parts[-k:])
+            if found:
+                return found
+        return []

@@ -6,17 +6,24 @@ These are quick, so they are plain functions rather than jobs.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from alignet_engine.align.clustering import cluster_summaries
 from alignet_engine.align.matrix_triplets import MatrixTriplets
-from alignet_engine.config import JUDGMENT_FORMATS, features_slot
+from alignet_engine.config import JUDGMENT_FORMATS, ClusterConfig, features_slot
 from alignet_engine.data import importers
+from alignet_engine.data._io_common import summarize
+from alignet_engine.data.arrays_io import read_alignet_representations, read_imagenet_filenames
 from alignet_engine.data.features_io import FILE_NAMES, file_names_order, read_file_names
+from alignet_engine.data.images import PathSuffixIndex
 from alignet_engine.data.types import ImageSet, Judgments
 from alignet_engine.errors import InputError
+from alignet_engine.stages.clusters import SLOT as CLUSTER_SLOT
+from alignet_engine.stages.clusters import STAGE as CLUSTER_STAGE
 from alignet_engine.store import Project
 
 log = logging.getLogger(__name__)
@@ -83,10 +90,6 @@ def read_judgments(path: str | Path, fmt: str, images: ImageSet, *, id_base: int
     raise InputError(f"unknown judgment format {fmt!r}; choose one of {JUDGMENT_FORMATS}")
 
 
-def _parts(path: str) -> tuple[str, ...]:
-    return tuple(x for x in path.replace("\\", "/").split("/") if x not in ("", "."))
-
-
 def _alignet_ids(
     filenames: np.ndarray, indices: np.ndarray, images: ImageSet, path: Path
 ) -> np.ndarray:
@@ -101,24 +104,8 @@ def _alignet_ids(
     """
     n = len(images)
     uniq, inverse = np.unique(filenames.ravel(), return_inverse=True)
-    image_parts = [_parts(p) for p in images.paths]
-    by_suffix: dict[int, dict[tuple[str, ...], list[int]]] = {}
-
-    def candidates(name: str) -> list[int]:
-        parts = _parts(name)
-        for k in range(len(parts), 0, -1):
-            if k not in by_suffix:
-                index: dict[tuple[str, ...], list[int]] = {}
-                for i, q in enumerate(image_parts):
-                    if len(q) >= k:
-                        index.setdefault(q[-k:], []).append(i)
-                by_suffix[k] = index
-            found = by_suffix[k].get(parts[-k:])
-            if found:
-                return found
-        return []
-
-    cands = [candidates(str(u)) for u in uniq]
+    index = PathSuffixIndex(images.paths)
+    cands = [index.candidates(str(u)) for u in uniq]
     if not all(cands):
         if any(cands):
             missing = [str(u) for u, c in zip(uniq, cands, strict=True) if not c]
@@ -297,11 +284,17 @@ def import_features(
         if similarity not in ("dot", "cosine"):
             raise InputError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
         params["similarity"] = similarity
+    return _write_features(project, X, params)
+
+
+def _write_features(project: Project, X: np.ndarray, params: dict[str, object]) -> str:
+    """Write ``X`` (n, d) float32 as a features run of ``params["image_set"]`` by
+    ``params["model"]``; returns the run id."""
     run_id = project.begin_job("features", params)
     project.write_run(
         "features",
         run_id,
-        slot=features_slot(image_set, label),
+        slot=features_slot(str(params["image_set"]), str(params["model"])),
         params=params,
         arrays={"X": X},
         summary={"n": int(X.shape[0]), "dim": int(X.shape[1])},
@@ -409,3 +402,163 @@ def derive_matrix_triplets(
         },
     )
     return result
+
+
+#: The model whose last-layer activations ``representations.npz`` holds (the authors' README).
+ALIGNET_REPRESENTATION_MODEL = "so400m-siglip-webli384"
+
+
+def pool_rows(names: np.ndarray, images: ImageSet, source: Path) -> np.ndarray:
+    """For each image of ``images``, the row of ``names`` (N,) str that names it.
+
+    A row's name matches an image on the longest path suffix they share (ImageNet's
+    ``n01440764_10026.JPEG`` finds ``…/train/n01440764/n01440764_10026.JPEG``), so the file
+    may name more images than the set holds (the full pool) but must name each image once.
+
+    Returns (n_images,) int64 row of every image, in image order.
+
+    Raises
+    ------
+    InputError naming ``source``: a set without image files, images that no row names (how
+    many, and the first few), an image that several rows name.
+    """
+    if not all(images.paths):
+        raise InputError(
+            "cannot be matched to an image set without image files; import the ImageNet "
+            "images first (alignet-cli import-images <folder> --set <name>)",
+            source=source,
+        )
+    index = PathSuffixIndex(str(x) for x in names)
+    rows = np.full(len(images), -1, dtype=np.int64)
+    missing: list[str] = []
+    for i, path in enumerate(images.paths):
+        found = index.candidates(path)
+        if len(found) > 1:
+            raise InputError(
+                f"names the image {path!r} {len(found)} times (rows "
+                f"{', '.join(str(r + 1) for r in found[:5])})",
+                source=source,
+                row=found[0] + 1,
+            )
+        if found:
+            rows[i] = found[0]
+        else:
+            missing.append(path)
+    if missing:
+        raise InputError(
+            f"names {len(missing)} of the set's {len(images)} images nowhere (its rows are "
+            f"named by file name, e.g. {str(names[0])!r}): {summarize(missing)}",
+            source=source,
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class PoolImport:
+    """What :func:`import_alignet_representations` wrote: the two run ids and the counts."""
+
+    features_run: str
+    clusters_run: str
+    n_items: int
+    dim: int
+    k: int
+    n_file_rows: int
+
+
+def import_alignet_representations(
+    project: Project,
+    path: str | Path,
+    *,
+    image_set: str,
+    label: str = ALIGNET_REPRESENTATION_MODEL,
+    filenames: str | Path | None = None,
+    features_key: str | None = None,
+    labels_key: str | None = None,
+) -> PoolImport:
+    """Import the AligNet authors' ``representations.npz`` for the pool ``image_set``.
+
+    Writes a features run of ``label`` (the file's rows of the set's images, in image-set
+    order) and a clusters run that reuses the authors' k-means ids: the clusters that occur
+    among the set's images, renumbered 0..k-1 in the order of the authors' ids (the summary's
+    ``source_cluster_ids`` maps back), centroids = the mean features of each cluster's
+    members in the set. The clusters run is an ordinary one (transform None: raw features,
+    as the authors clustered), so triplet sampling uses it as it would a k-means run.
+
+    ``filenames``: ``imagenet2012_filenames.npy`` (TFDS index -> file name), required when the
+    archive does not name its rows itself; its length must equal the archive's rows.
+    """
+    if image_set not in project.names("imagesets"):
+        raise InputError(
+            f"there is no image set '{image_set}' in the project; import the ImageNet images "
+            f"first: alignet-cli import-images <folder> --set {image_set}",
+            field="set",
+        )
+    images = project.imageset(image_set)
+    path = Path(path)
+    rep = read_alignet_representations(path, features_key=features_key, labels_key=labels_key)
+    n_rows = rep.features.shape[0]
+    names, named_by = rep.names, path
+    if filenames is not None:
+        names, named_by = read_imagenet_filenames(filenames), Path(filenames)
+        if names.shape[0] != n_rows:
+            raise InputError(
+                f"names {names.shape[0]} images but {path.name} has {n_rows} rows; both must "
+                "follow the same TFDS order (imagenet2012 train)",
+                source=filenames,
+            )
+    if names is None:
+        raise InputError(
+            "does not name its rows; give the authors' imagenet2012_filenames.npy "
+            "(--filenames), which names the TFDS index of every row",
+            source=path,
+        )
+    rows = pool_rows(names, images, named_by)
+    X = np.ascontiguousarray(rep.features[rows])
+    source_ids, labels = np.unique(rep.labels[rows], return_inverse=True)
+    k = int(source_ids.size)
+    if k < 2:
+        raise InputError(
+            f"puts all {len(images)} images of '{image_set}' in one cluster "
+            f"({int(source_ids[0])}); triplet sampling needs at least two",
+            source=path,
+        )
+    labels = labels.astype(np.int64)
+    counts = np.bincount(labels, minlength=k)
+    # every renumbered cluster has members, so the sorted runs of labels are its k segments
+    order = np.argsort(labels, kind="stable")
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    sums = np.add.reduceat(X[order].astype(np.float64), starts, axis=0)
+    centroids = (sums / counts[:, None]).astype(np.float32)
+    source = str(path.resolve())
+    features_run = _write_features(
+        project,
+        X,
+        {
+            "image_set": image_set,
+            "model": label,
+            "source": source,
+            "key": rep.keys["features"],
+            "imported": True,
+            "row_order": f"matched by file name ({named_by.name})",
+        },
+    )
+    config = ClusterConfig(image_set=image_set, model=label, transform=None, k=k)
+    clusters_run = project.begin_job(CLUSTER_STAGE, config.to_dict())
+    project.write_run(
+        CLUSTER_STAGE,
+        clusters_run,
+        slot=CLUSTER_SLOT,
+        params=config.to_dict(),
+        arrays={"labels": labels, "centroids": centroids},
+        inputs={features_slot(image_set, label): f"features/{features_run}"},
+        summary={
+            "k": k,
+            "inertia": float(((X - centroids[labels]) ** 2).sum()),
+            "sizes": counts.tolist(),
+            "clusters": cluster_summaries(X, labels, centroids, n_nearest=config.n_nearest),
+            "imported": True,
+            "source": source,
+            "source_cluster_ids": source_ids.tolist(),
+        },
+    )
+    return PoolImport(features_run, clusters_run, len(images), int(X.shape[1]), k, n_rows)
