@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,43 +34,22 @@ from alignet_engine.config import (
 from alignet_engine.errors import AlignetError, InputError, ProjectError
 
 if TYPE_CHECKING:
-    from alignet_engine.jobs import Event, Job
+    from alignet_engine.jobs import Job
 
 log = logging.getLogger("alignet_engine.cli")
 
 
-class _Reporter:
-    """Prints progress to stderr, at most a few times a second."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self._last = 0.0
-
-    def __call__(self, event: Event) -> None:
-        from alignet_engine.jobs import LossBatch, Message, Progress
-
-        if self.quiet:
-            return
-        now = time.monotonic()
-        if isinstance(event, Message):
-            print(f"[{event.stage}] {event.text}", file=sys.stderr)
-        elif isinstance(event, Progress) and (now - self._last > 1.0 or event.done == event.total):
-            self._last = now
-            total = f"/{event.total}" if event.total else ""
-            print(f"[{event.stage}] {event.done}{total} {event.message}", file=sys.stderr)
-        elif isinstance(event, LossBatch) and now - self._last > 1.0 and "loss" in event.values:
-            self._last = now
-            print(
-                f"[{event.stage}] step {int(event.steps[-1])} loss "
-                f"{float(event.values['loss'][-1]):.4f}",
-                file=sys.stderr,
-            )
-
-
 def _run(job: Job[Any], args: argparse.Namespace) -> Any:
+    from alignet_engine.console import ConsoleProgress
     from alignet_engine.jobs import run_job
 
-    return run_job(job, _Reporter(quiet=args.quiet))
+    with ConsoleProgress(verbosity=_verbosity(args)) as progress:
+        return run_job(job, progress)
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    """0 with ``--quiet``, else 1 + the number of ``-v`` (see :mod:`alignet_engine.console`)."""
+    return 0 if args.quiet else 1 + args.verbose
 
 
 def _run_stage(
@@ -654,7 +632,20 @@ def build_parser() -> argparse.ArgumentParser:
         if project:
             p.add_argument("project", help="the .alignet project file")
         p.add_argument("--json", action="store_true", help="print one JSON object with the results")
-        p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+        p.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0,
+            help="more detail on stderr: -v also INFO log records, -vv DEBUG",
+        )
+        p.add_argument(
+            "--log-level",
+            type=str.upper,
+            choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+            help="which log records reach stderr (overrides -v) [WARNING]",
+        )
         p.set_defaults(func=func)
         return p
 
@@ -1102,8 +1093,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["student", "transform", "triplets"],
         choices=EXPORTABLE,
-        help="student: safetensors + JSON + model card; torchscript, onnx: also those "
-        "(checked against torch); transform: transform.npz; triplets: AligNet npz",
+        help="student: safetensors + JSON + model card; pt2 (torch.export), torchscript "
+        "(deprecated by torch), onnx: also those (checked against torch); transform: "
+        "transform.npz; triplets: AligNet npz",
     )
     p.add_argument(
         "--overwrite",
@@ -1149,10 +1141,19 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Log records to stderr: ``--log-level`` wins, else ``-v`` INFO, ``-vv`` DEBUG, else
+    WARNING."""
+    level = args.log_level or {2: "INFO", 1: "WARNING", 0: "WARNING"}.get(
+        _verbosity(args), "DEBUG"
+    )
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging(args)
     try:
         result = args.func(args)
     except AlignetError as exc:

@@ -29,7 +29,10 @@ STRATEGIES: tuple[str, ...] = (
 #: how a layer's output becomes (n, d) features (``alignet_engine.models.spec``)
 POOLINGS: tuple[str, ...] = ("auto", "mean", "cls", "flatten")
 #: what ``export`` can write (``alignet_engine.stages.export``)
-EXPORTABLE: tuple[str, ...] = ("student", "torchscript", "onnx", "transform", "triplets")
+EXPORTABLE: tuple[str, ...] = ("student", "pt2", "torchscript", "onnx", "transform", "triplets")
+#: what ``export`` writes when not told: every format but TorchScript, which torch 2.14
+#: deprecates (``pt2``, its ``torch.export`` successor, takes its place)
+DEFAULT_EXPORTS: tuple[str, ...] = ("student", "pt2", "onnx", "transform", "triplets")
 JudgmentFormat = Literal[
     "things-tsv",
     "oddone-npy",

@@ -3,13 +3,13 @@
 This is the module users call from their own Python code. A typical session::
 
     from alignet_engine.export_model import (
-        export_onnx, export_torchscript, load_aligned_model, write_model_card,
+        export_onnx, export_pt2, load_aligned_model, write_model_card,
     )
 
     model = load_aligned_model("exports/my-run")          # folder with student.safetensors
     feats = model.embed(["a.jpg", "b.png"])               # (2, 1280) float32 numpy array
 
-    export_torchscript(model, "student.pt")               # for C++ / mobile runtimes
+    export_pt2(model, "student.pt2")                      # torch.export: torch-only runtimes
     export_onnx(model, "student.onnx")                    # for onnxruntime, TensorRT...
     write_model_card("exports/my-run", model.config, {"accuracy": 0.61})  # MODEL_CARD.md
 
@@ -77,6 +77,8 @@ MODEL_CARD = "MODEL_CARD.md"
 #: only rounding-level differences are acceptable; onnxruntime fuses and reorders float ops
 #: (e.g. BatchNorm folded into convs), which over ~60 layers costs a little more.
 TORCHSCRIPT_TOL = 1e-4
+#: ``torch.export`` runs the same ATen kernels as eager PyTorch, like TorchScript.
+PT2_TOL = 1e-4
 ONNX_TOL = 1e-3
 
 #: The lowest opset torch's ``torch.export``-based ONNX exporter writes natively.
@@ -446,8 +448,67 @@ def _max_abs(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> floa
     return float(np.max(np.abs(a_np.astype(np.float64) - b_np.astype(np.float64))))
 
 
+def export_pt2(model: AlignedModel, path: str | os.PathLike[str]) -> Path:
+    """Export ``model`` with ``torch.export`` to a ``.pt2`` file and check that it reproduces it.
+
+    ``torch.export`` is PyTorch's successor of TorchScript (deprecated since torch 2.14): the
+    file holds the whole graph and the weights, with a dynamic batch axis; the runtime needs
+    torch only, not AligNet Studio.
+
+    Parameters
+    ----------
+    model : from :func:`load_aligned_model`; exported from a CPU copy.
+    path : output file, conventionally ``.pt2`` (its folder is created).
+
+    Returns
+    -------
+    Path
+        ``path``. ``torch.export.load(path).module()(x)`` maps (b, 3, S, S) float32 to
+        (b, d) float32, for any b >= 1.
+
+    Raises
+    ------
+    InputError
+        The student is read at a hooked layer (a named module, or a classifier's input
+        outside timm's pre-logits path): the hook ends the forward pass with an exception,
+        which ``torch.export`` cannot follow; export TorchScript or ONNX (opset < 18) instead.
+    RuntimeError
+        The reloaded program differs from eager PyTorch by more than :data:`PT2_TOL`.
+    """
+    if _reads_by_hook(model):
+        raise InputError(
+            f"the student is read at layer {model.layer!r} through a forward hook, which "
+            "torch.export cannot follow; export torchscript or onnx instead",
+            field="what",
+        )
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    cpu_model = model if model.device.type == "cpu" else _cpu_copy(model)
+    cpu_model.eval()
+    example = cpu_model.example_input(2)
+    # written and checked under a temporary name: a failed check leaves no file behind
+    with atomic_path(final) as out, torch.no_grad():
+        program = torch.export.export(
+            cpu_model,
+            (example,),
+            dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
+        )
+        torch.export.save(program, str(out))
+        reloaded = torch.export.load(str(out)).module()
+        check = cpu_model.example_input(3)  # a batch size unlike the export's: axis is dynamic
+        diff = _max_abs(cpu_model(check), reloaded(check))
+        if not diff <= PT2_TOL:
+            raise RuntimeError(f"torch.export program differs from the model by {diff:.3g}")
+    logger.info("wrote torch.export program %s (max abs diff %.3g)", final, diff)
+    return final
+
+
 def export_torchscript(model: AlignedModel, path: str | os.PathLike[str]) -> Path:
     """Trace ``model`` to a TorchScript file and check that the file reproduces it.
+
+    TorchScript is deprecated since torch 2.14 (prefer :func:`export_pt2`); it stays for
+    runtimes that only read TorchScript, and for students read at a hooked layer. torch's
+    deprecation warnings of the calls made here are not shown: the user chose the format.
 
     Parameters
     ----------
@@ -469,7 +530,7 @@ def export_torchscript(model: AlignedModel, path: str | os.PathLike[str]) -> Pat
     model.eval()
     example = model.example_input(2)
     # written and checked under a temporary name: a failed check leaves no file behind
-    with atomic_path(final) as out, torch.no_grad(), _shape_check_traced():
+    with atomic_path(final) as out, torch.no_grad(), _shape_check_traced(), _jit_deprecation():
         traced = torch.jit.trace(model, example)
         torch.jit.save(traced, str(out))
         reloaded = torch.jit.load(str(out), map_location=model.device)
@@ -495,6 +556,15 @@ def _shape_check_traced() -> Iterator[None]:
         warnings.filterwarnings(
             "ignore", "Converting a tensor to a Python boolean", torch.jit.TracerWarning
         )
+        yield
+
+
+@contextlib.contextmanager
+def _jit_deprecation() -> Iterator[None]:
+    """Silence torch's FutureWarnings that ``torch.jit.trace/save/load`` are deprecated (torch
+    2.14), and only those: :func:`export_torchscript` is the caller's explicit choice."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
         yield
 
 

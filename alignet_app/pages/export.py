@@ -51,7 +51,8 @@ from alignet_engine.stages.report import (
 
 _TITLES = {
     "student": "Student (safetensors + JSON + model card)",
-    "torchscript": "TorchScript",
+    "pt2": "torch.export (.pt2)",
+    "torchscript": "TorchScript (deprecated by torch)",
     "onnx": "ONNX",
     "transform": "Transform (npz)",
     "triplets": "Triplets (AligNet npz)",

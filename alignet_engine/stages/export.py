@@ -1,4 +1,5 @@
-"""Stage 7 — export: the aligned student (safetensors + JSON config), transform, triplets.
+"""Stage 7 — export: the aligned student (safetensors + JSON config, and compiled as a
+``torch.export`` program, TorchScript or ONNX), transform, triplets.
 
 Every file is written to a temporary name in the target folder and renamed into place.
 """
@@ -15,12 +16,13 @@ import numpy as np
 
 from alignet_engine import __version__
 from alignet_engine.align import save_alignet_npz
-from alignet_engine.config import EXPORTABLE
+from alignet_engine.config import DEFAULT_EXPORTS, EXPORTABLE
 from alignet_engine.distill import load_student_config
 from alignet_engine.errors import InputError
 from alignet_engine.export_model import (
     MODEL_CARD,
     export_onnx,
+    export_pt2,
     export_torchscript,
     load_aligned_model,
     write_model_card,
@@ -34,6 +36,8 @@ from alignet_engine.store import Project
 #: keys of the student file's config that say how to rebuild it (see
 #: :func:`alignet_engine.stages.distill.student_description`), copied into student.json
 _DESCRIPTION = ("spec", "layer", "pooling", "feature_dim", "classifier", "num_classes")
+#: the formats that write the student (the compiled ones also write its safetensors + JSON)
+COMPILED = ("student", "pt2", "torchscript", "onnx")
 
 
 def export_student(project: Project, out_dir: Path) -> dict[str, str]:
@@ -83,10 +87,12 @@ def export_student(project: Project, out_dir: Path) -> dict[str, str]:
 
 
 def export_compiled(project: Project, out_dir: Path, formats: tuple[str, ...]) -> dict[str, str]:
-    """TorchScript and / or ONNX (opset 17) files of the exported student, each checked
-    against the eager model (export_model raises if they disagree)."""
+    """``torch.export`` (.pt2), TorchScript and / or ONNX (opset 18) files of the exported
+    student, each checked against the eager model (export_model raises if they disagree)."""
     model = load_aligned_model(out_dir)
     files: dict[str, str] = {}
+    if "pt2" in formats:
+        files["pt2"] = str(export_pt2(model, out_dir / "student.pt2"))
     if "torchscript" in formats:
         files["torchscript"] = str(export_torchscript(model, out_dir / "student.torchscript.pt"))
     if "onnx" in formats:
@@ -122,8 +128,10 @@ def export_triplets(project: Project, out_dir: Path) -> dict[str, str]:
 def planned_files(project: Project, what: tuple[str, ...]) -> list[str]:
     """Names of the files :func:`export` writes for ``what`` (to check for existing ones)."""
     names: list[str] = []
-    if {"student", "torchscript", "onnx"} & set(what):
+    if set(COMPILED) & set(what):
         names += ["student.safetensors", "student.json", MODEL_CARD]
+    if "pt2" in what:
+        names.append("student.pt2")
     if "torchscript" in what:
         names.append("student.torchscript.pt")
     if "onnx" in what:
@@ -145,7 +153,7 @@ def existing_outputs(project: Project, out_dir: str | Path, what: tuple[str, ...
 def export(
     project: Project,
     out_dir: str | Path,
-    what: tuple[str, ...] = EXPORTABLE,
+    what: tuple[str, ...] = DEFAULT_EXPORTS,
     *,
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -178,7 +186,7 @@ def export(
         if path.is_dir() and not path.is_symlink():
             raise InputError("is a folder; it cannot be replaced by an exported file", source=path)
     files: dict[str, str] = {}
-    if {"student", "torchscript", "onnx"} & set(what):
+    if set(COMPILED) & set(what):
         files.update(export_student(project, out_dir))
         files.update(export_compiled(project, out_dir, what))
     if "transform" in what:

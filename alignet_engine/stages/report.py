@@ -58,6 +58,7 @@ DISTILLED_SUFFIX = "+distilled"
 #: Formats the Export page offers: the engine's EXPORTABLE plus the report.
 EXPORT_FORMATS: tuple[str, ...] = (
     "student",
+    "pt2",
     "torchscript",
     "onnx",
     "transform",
@@ -67,6 +68,8 @@ EXPORT_FORMATS: tuple[str, ...] = (
 EXPORT_DESCRIPTIONS: dict[str, str] = {
     "student": "Distilled student: student.safetensors + student.json (architecture, "
     "preprocessing, metrics) + MODEL_CARD.md",
+    "pt2": "torch.export program of the student (student.pt2; torch.export.load), checked "
+    "against the eager model",
     "torchscript": "TorchScript module of the student (student.torchscript.pt), checked "
     "against the eager model",
     "onnx": "ONNX graph of the student (student.onnx, opset 18), checked against the "
@@ -817,7 +820,7 @@ def export_prerequisites(slots: Mapping[str, str]) -> dict[str, str | None]:
     """
     why: dict[str, str | None] = dict.fromkeys(EXPORT_FORMATS)
     if "distill" not in slots:
-        for fmt in ("student", "torchscript", "onnx"):
+        for fmt in ("student", "pt2", "torchscript", "onnx"):
             why[fmt] = "needs a distilled student: run the Distill stage first"
     if why["onnx"] is None and (
         importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None

@@ -1,4 +1,5 @@
-"""Loading an exported aligned student, converting it (TorchScript, ONNX), its model card."""
+"""Loading an exported aligned student, converting it (torch.export, TorchScript, ONNX), its
+model card."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from alignet_engine.errors import InputError, ModelUnavailableError
 from alignet_engine.export_model import (
     AlignedModel,
     export_onnx,
+    export_pt2,
     export_torchscript,
     load_aligned_model,
     write_model_card,
@@ -148,10 +150,37 @@ def test_embed_paths_and_pil_images(tmp_path: Path, aligned: AlignedModel) -> No
         aligned.embed([tmp_path / "missing.png"])
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # deprecated, still supported
-def test_torchscript_round_trip(tmp_path: Path, aligned: AlignedModel) -> None:
-    path = export_torchscript(aligned, tmp_path / "student.pt")
-    loaded = torch.jit.load(str(path))
+def test_pt2_program_reproduces_the_students_features(
+    tmp_path: Path, exported: tuple[Path, torch.nn.Module], aligned: AlignedModel
+) -> None:
+    """The .pt2 file alone (torch.export.load, no AligNet code) gives the student's features
+    of real preprocessed images, at a batch size other than the export's."""
+    path = export_pt2(aligned, tmp_path / "student.pt2")
+    assert path.is_file() and not list(tmp_path.glob(".*tmp*"))  # no temporary file left
+    program = torch.export.load(str(path)).module()
+    rng = np.random.default_rng(3)
+    imgs = [Image.fromarray(rng.integers(0, 255, (70, 96, 3), np.uint8)) for _ in range(5)]
+    batch = torch.stack([make_transform(aligned.preprocess)(im) for im in imgs])
+    _, reference = exported
+    with torch.no_grad():
+        expected = reference.forward_head(reference.forward_features(batch), pre_logits=True)
+        got = program(batch)
+    assert got.shape == (5, 1280)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
+
+
+def test_torchscript_round_trip_shows_no_deprecation_warning(
+    tmp_path: Path, aligned: AlignedModel
+) -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = export_torchscript(aligned, tmp_path / "student.pt")
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], caught
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated
+        loaded = torch.jit.load(str(path))
     x = aligned.example_input(4)  # a batch size other than the trace's
     with torch.no_grad():
         diff = (loaded(x) - aligned(x)).abs().max().item()
