@@ -575,6 +575,35 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
+    """Every representation of the pipeline on each held-out judgment set / matrix (the
+    Evaluation page's "Evaluate all"), then the table."""
+    from alignet_engine.stages.report import evaluate_all, evaluation_table, evaluation_table_text
+
+    with _project(args) as p:
+        job = evaluate_all(
+            p, args.judgments, args.matrices, n_boot=args.n_boot, random_state=args.seed
+        )
+        result = _run(job, args)
+        table = evaluation_table(p)
+    if not args.json:
+        print(evaluation_table_text(table))
+    return {**result, "table": table.to_dict()}
+
+
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    """report.json + report.html of the current evaluations (the GUI adds PNG charts)."""
+    from alignet_engine.stages.report import write_report_job
+
+    with _project(args, readonly=True) as p:
+        if not any(slot.startswith("evaluate:") for slot in p.slots()):
+            raise InputError(
+                "the project has no evaluations to report; run evaluate or evaluate-all first",
+                source=args.project,
+            )
+        return {"files": _run(write_report_job(p, args.out), args)}
+
+
 def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.export import export
 
@@ -1086,6 +1115,31 @@ def build_parser() -> argparse.ArgumentParser:
         "independent), items (the question is about the stimuli) or responses; RSA: items",
     )
 
+    p = command(
+        "evaluate-all",
+        cmd_evaluate_all,
+        "evaluate every representation (base / aligned teacher, base / distilled student) on "
+        "each held-out judgment set and matrix; skips evaluations already current",
+    )
+    p.add_argument(
+        "--judgments",
+        nargs="*",
+        metavar="NAME",
+        help="judgment sets to evaluate on [every set no current transform was fitted on]",
+    )
+    p.add_argument(
+        "--matrices", nargs="*", metavar="NAME", help="matrices [all; give none for none]"
+    )
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the CIs")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = command(
+        "report",
+        cmd_report,
+        "write report.html and report.json of the current evaluations into a folder",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+
     p = command("export", cmd_export, "export the student, transform and triplets")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
@@ -1172,7 +1226,7 @@ def main(argv: list[str] | None = None) -> int:
     result = _json_safe(result)
     if args.json:
         print(json.dumps(result, default=str, allow_nan=False))
-    elif args.command not in ("demo", "models", "layers", "gc"):  # these print their own
+    elif args.command not in ("demo", "models", "layers", "gc", "evaluate-all"):  # print own
         print(json.dumps(result, indent=2, default=str, allow_nan=False))
     return 0
 

@@ -377,6 +377,32 @@ def format_cell(cell: EvalCell) -> str:
     return f"{cell.value:.3f}"
 
 
+def evaluation_table_text(table: EvaluationTable) -> str:
+    """The table as plain text (``alignet-cli evaluate-all``): one line per data set, one
+    column per evaluated representation (value [95% CI], ``*`` = stale), then the noise
+    ceiling and chance."""
+    columns = [c for c in table.columns if any(c in row.cells for row in table.rows)]
+    if not columns:
+        return "no evaluations yet"
+    header = ["data set", *(table.labels.get(c, c) for c in columns), "ceiling", "chance"]
+    lines = []
+    for row in table.rows:
+        cells = [
+            format_cell(row.cells[c]) + ("*" if row.cells[c].is_stale else "")
+            if c in row.cells
+            else ""
+            for c in columns
+        ]
+        name = f"{row.name} [{row.level}]" if row.level else row.name
+        ceiling = "—" if row.noise_ceiling is None else f"{row.noise_ceiling:.3f}"
+        lines.append([f"{name} ({row.measure})", *cells, ceiling, f"{row.chance:.3f}"])
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    text = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in [header, *lines]]
+    if any(cell.is_stale for row in table.rows for cell in row.cells.values()):
+        text.append("* stale: its inputs changed since it ran (evaluate-all re-runs it)")
+    return "\n".join(text)
+
+
 # --------------------------------------------------------------------------------------------
 # Evaluate all
 # --------------------------------------------------------------------------------------------

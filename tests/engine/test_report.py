@@ -226,3 +226,40 @@ def test_export_job_writes_transform_and_report(project: Project, tmp_path: Path
     assert project.run("export", arrays=False).summary["files"]["transform"] == files["transform"]
     with pytest.raises(InputError, match="triplets"):
         run_job(report.export_job(project, tmp_path / "e", ("triplets",)))
+
+
+def test_cli_evaluate_all_then_report(
+    project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``alignet-cli evaluate-all`` and ``report``: the GUI's "Evaluate all" and "Export
+    report", headless; the table printed and report.json are the project's runs."""
+    from alignet_engine.cli import main
+
+    path = str(project.path)
+    project.close()
+    out = tmp_path / "report"
+    # no evaluations yet: a clear error (exit 2), nothing written
+    assert main(["report", path, "--out", str(out), "--quiet"]) == 2
+    assert "no evaluations" in capsys.readouterr().err and not out.exists()
+
+    assert main(["evaluate-all", path, "--matrices", "--n-boot", "50", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    # "fit" holds the transform's training judgments: left out by default; no matrices asked
+    assert text.splitlines()[0].split()[:3] == ["data", "set", "base"]
+    assert [line.split()[0] for line in text.splitlines()[1:]] == ["held-out"]
+    with Project.open(path, readonly=True) as p:
+        table = report.evaluation_table(p)
+        cell = table.rows[0].cells["aligned_teacher"]
+        assert report.format_cell(cell) in text
+        assert p.run(cell.run, arrays=False).params["judgments"] == "held-out"
+
+    assert main(["evaluate-all", path, "--json", "--quiet", "--n-boot", "50"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert len(again["ran"]) == 4  # only the matrix was new: four representations on it
+    assert [r["name"] for r in again["table"]["rows"]] == ["held-out", "ratings"]
+
+    assert main(["report", path, "--out", str(out), "--json", "--quiet"]) == 0
+    files = json.loads(capsys.readouterr().out)["files"]
+    data = json.loads(Path(files["report_json"]).read_text())
+    assert data["table"] == again["table"]
+    assert Path(files["report_html"]).read_text().count("held-out") >= 1
