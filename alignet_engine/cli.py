@@ -299,7 +299,15 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
         resume=not args.no_resume,
         preprocessing=args.preprocessing,
     )
-    return _run_stage(args, "features", lambda p: extract(p, cfg))
+    if not args.layers:
+        return _run_stage(args, "features", lambda p: extract(p, cfg))
+    from alignet_engine.stages.features import extract_layers
+
+    layers = [x.strip() for x in args.layers.split(",") if x.strip()]
+    with _project(args) as p:
+        run_ids = _run(extract_layers(p, cfg, layers), args)
+        runs = [p.run(f"features/{r}", arrays=False) for r in run_ids]
+    return {"runs": [{"run": f"features/{r.run_id}", "slot": r.slot, **r.summary} for r in runs]}
 
 
 def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
@@ -837,6 +845,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="representation: pre_logits (default), output, or a module name (see layers)",
     )
     p.add_argument("--pooling", choices=POOLINGS, default="auto", help="layer output to (n, d)")
+    p.add_argument(
+        "--layers",
+        help="several representations in one pass, comma-separated (e.g. "
+        "layer3,layer4,pre_logits): one features run per layer; replaces --layer",
+    )
     p.add_argument(
         "--workers",
         type=int,

@@ -315,6 +315,82 @@ class LayerReader:
         return pool(t, self.pooling, class_token=self.class_token)
 
 
+class MultiLayerReader:
+    """Several representations of one model read in ONE forward pass; ``reader(model, x)``
+    gives (b, d_1 + ... + d_k), the layers' pooled outputs side by side in the order given.
+
+    Parameters
+    ----------
+    readers : one per layer: a :class:`LayerReader`, or None for timm's own pre-logits path
+        (``forward_head(forward_features(x), pre_logits=True)``, as a :class:`Backbone`
+        without a reader computes it).
+
+    Every hooked module keeps the first output (or input) it produces, as a single
+    :class:`LayerReader` does; the pass stops as soon as all are captured unless the model's
+    output or timm's pre-logits are among the layers (then the whole network runs once).
+    """
+
+    def __init__(self, readers: list[LayerReader | None]) -> None:
+        if not readers:
+            raise ValueError("MultiLayerReader needs at least one layer")
+        self.readers = readers
+
+    def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        hooked = [j for j, r in enumerate(self.readers) if r is not None and r.layer != OUTPUT]
+        pre_logits = any(r is None for r in self.readers)
+        output = any(r is not None and r.layer == OUTPUT for r in self.readers)
+        full = pre_logits or output
+        captured: dict[int, Any] = {}
+
+        def keep(j: int, value: Any) -> None:
+            captured.setdefault(j, value)
+            if not full and len(captured) == len(hooked):
+                raise _Captured
+
+        handles = []
+        for j in hooked:
+            r = self.readers[j]
+            assert r is not None
+            module = module_for(model, r.layer)
+            if r.use_input:
+                handles.append(
+                    module.register_forward_pre_hook(lambda _m, args, j=j: keep(j, args))
+                )
+            else:
+                handles.append(module.register_forward_hook(lambda _m, _a, out, j=j: keep(j, out)))
+        pre: torch.Tensor | None = None
+        out: Any = None
+        try:
+            if pre_logits:
+                timm_model: Any = model
+                f = timm_model.forward_features(x)
+                pre = timm_model.forward_head(f, pre_logits=True)
+                if output:
+                    out = timm_model.forward_head(f)  # what model(x) is for a timm model
+            else:
+                out = model(x)
+        except _Captured:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        parts = []
+        for j, r in enumerate(self.readers):
+            if r is None:
+                assert pre is not None
+                parts.append(pre)
+                continue
+            t = first_tensor(out if r.layer == OUTPUT else captured.get(j))
+            if t is None:
+                raise InputError(
+                    f"layer '{r.layer}' did not run (or gives no tensor) in the forward pass; "
+                    "choose layers that `alignet-cli layers` lists with a shape",
+                    field="layer",
+                )
+            parts.append(pool(t, r.pooling, class_token=r.class_token))
+        return torch.cat(parts, dim=1)
+
+
 def module_for(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name``; an unknown name lists the closest ones."""
     modules = dict(model.named_modules())

@@ -26,11 +26,13 @@ from __future__ import annotations
 import difflib
 import importlib.resources
 import importlib.util
+import itertools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import timm
 import torch
 from torch import nn
@@ -41,6 +43,7 @@ from alignet_engine.models.devices import pick_device
 from alignet_engine.models.layers import (
     LayerInfo,
     LayerReader,
+    MultiLayerReader,
     find_classifier,
     has_class_token,
     is_scripted,
@@ -393,6 +396,71 @@ def _wrap(
         probe_size=size,
         **common,
     )
+
+
+@dataclass(frozen=True)
+class LayerSet:
+    """Several layers of one model, read in one forward pass (:func:`load_layers`).
+
+    combined : a Backbone whose :meth:`~Backbone.features` gives every layer's features side
+        by side, (b, sum of dims) float; extraction runs it like any backbone.
+    parts : one Backbone per layer, sharing ``combined.model`` (its name, label, layer,
+        pooling and ``feature_dim`` describe that layer's features).
+    """
+
+    combined: Backbone
+    parts: tuple[Backbone, ...]
+
+    def split(self, X: np.ndarray) -> list[np.ndarray]:
+        """The columns of ``X`` (n, sum of dims), from ``combined``, as one (n, d_l)
+        contiguous array per layer."""
+        edges = np.cumsum([0] + [b.feature_dim for b in self.parts])
+        if X.shape[1] != edges[-1]:
+            raise ValueError(f"expected {edges[-1]} columns, got {X.shape[1]}")
+        return [np.ascontiguousarray(X[:, a:b]) for a, b in itertools.pairwise(edges)]
+
+
+def load_layers(
+    name: str | ModelSpec,
+    layers: list[str],
+    *,
+    pretrained: bool = True,
+    weights: str | None = None,
+    pooling: str | None = None,
+    probe_size: int | None = None,
+    device: torch.device | str | None = None,
+) -> LayerSet:
+    """Build the model once and read ``layers`` (layer names as ``load_backbone``'s
+    ``layer``; ``"pre_logits"``, ``"output"``, module names) from it in one forward pass.
+
+    Raises InputError for an unknown layer (as :func:`load_backbone`), a layer named twice,
+    or a TorchScript model with a hooked layer.
+    """
+    if len(set(layers)) != len(layers):
+        raise InputError(f"names a layer twice: {', '.join(layers)}", field="layers")
+    specs = [resolve_spec(name, weights=weights, layer=layer, pooling=pooling) for layer in layers]
+    built = _build(specs[0], pretrained, 0.0)
+    preprocess = built.preprocess
+    if specs[0].preprocess:
+        preprocess = replace(preprocess, **specs[0].preprocess_overrides)
+    built.model.eval()
+    parts = tuple(_wrap(spec, built, preprocess, probe_size) for spec in specs)
+    first = parts[0]
+    combined = Backbone(
+        first.name,
+        built.model,
+        preprocess,
+        arch=first.arch,
+        weights=first.weights,
+        layer=",".join(b.layer for b in parts),
+        pooling=first.pooling,
+        spec=first.spec,
+        reader=MultiLayerReader([b._reader for b in parts]),  # type: ignore[arg-type]
+        feature_dim=sum(b.feature_dim for b in parts),
+    )
+    if device is not None:
+        combined.to(pick_device(device) if isinstance(device, str) else device)
+    return LayerSet(combined, parts)
 
 
 def backbone_for(config: Any, *, device: torch.device | str | None = None) -> Backbone:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -10,11 +12,13 @@ import torch
 from torch import nn
 
 from alignet_engine.config import ExtractConfig, features_slot
+from alignet_engine.data.types import ImageSet
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Message, StageDone
 from alignet_engine.models import Backbone, backbone_for, pick_device
-from alignet_engine.models.extract import PartialFeatures, extraction_job
+from alignet_engine.models.extract import Extraction, PartialFeatures, extraction_job
 from alignet_engine.models.preprocess import whole_stimulus
+from alignet_engine.models.registry import load_layers
 from alignet_engine.stages._tracking import tracked
 from alignet_engine.store import Project
 
@@ -160,13 +164,7 @@ def extract(project: Project, config: ExtractConfig, control: JobControl | None 
     control = control or JobControl()
 
     def body(run_id: str) -> Job[str]:
-        images = project.imageset(config.image_set)
-        if not all(images.paths):
-            raise InputError(
-                f"image set '{config.image_set}' has items without image files "
-                "(it was created by importing features); import its images first",
-                field="image_set",
-            )
+        images = _check_image_files(project, config.image_set)
         device = pick_device(config.device)
         backbone = backbone_for(config)  # spec + weights / layer / pooling
         inputs: dict[str, str] = {}
@@ -200,40 +198,8 @@ def extract(project: Project, config: ExtractConfig, control: JobControl | None 
             key_extra=_resume_key(config),
         )
         X = result.features
-        params = {
-            **config.to_dict(),
-            "layer": backbone.layer,
-            "preprocess": backbone.preprocess.to_dict(),
-            "preprocessing": preprocessing,  # "auto" resolved
-            "device": str(device),
-            "autocast": result.autocast,
-            # a distilled student: its triplet head's output or the backbone's features
-            **student,
-        }
-        arrays: dict[str, np.ndarray] = {"X": X}
-        summary: dict[str, Any] = {
-            "n": int(X.shape[0]),
-            "dim": int(X.shape[1]),
-            "resumed_rows": result.resumed,
-            "n_skipped": len(result.skipped),
-        }
-        if result.skipped:
-            # Every skipped item is in the arrays; the summary (an HDF5 attribute, which must
-            # stay small) names the first few for the log and the GUI.
-            arrays["skipped_items"] = np.array([s.index for s in result.skipped], np.int64)
-            arrays["skipped_reasons"] = np.array([s.reason for s in result.skipped], object)
-            summary["skipped"] = [
-                {"item": s.index, "path": s.path, "reason": s.reason}
-                for s in result.skipped[:SUMMARY_SKIPPED]
-            ]
-        project.write_run(
-            STAGE,
-            run_id,
-            slot=slot,
-            params=params,
-            arrays=arrays,
-            inputs=inputs,
-            summary=summary,
+        _write_run(
+            project, config, run_id, backbone, X, result, preprocessing, device, inputs, student
         )
         # Only now that the run is committed may the resumable rows go.
         if partial is not None:
@@ -247,6 +213,158 @@ def extract(project: Project, config: ExtractConfig, control: JobControl | None 
         return run_id
 
     return (yield from tracked(project, STAGE, config.to_dict(), body))
+
+
+def _write_run(
+    project: Project,
+    config: ExtractConfig,
+    run_id: str,
+    backbone: Backbone,
+    X: np.ndarray,
+    result: Extraction,
+    preprocessing: str,
+    device: torch.device,
+    inputs: dict[str, str],
+    student: dict[str, Any],
+) -> None:
+    """Store ``X`` (n, d) float32, extracted by ``backbone`` with ``config``, as run
+    ``run_id`` in slot ``features:<set>:<config.label>``."""
+    params = {
+        **config.to_dict(),
+        "layer": backbone.layer,
+        "preprocess": backbone.preprocess.to_dict(),
+        "preprocessing": preprocessing,  # "auto" resolved
+        "device": str(device),
+        "autocast": result.autocast,
+        # a distilled student: its triplet head's output or the backbone's features
+        **student,
+    }
+    arrays: dict[str, np.ndarray] = {"X": X}
+    summary: dict[str, Any] = {
+        "n": int(X.shape[0]),
+        "dim": int(X.shape[1]),
+        "resumed_rows": result.resumed,
+        "n_skipped": len(result.skipped),
+    }
+    if result.skipped:
+        # Every skipped item is in the arrays; the summary (an HDF5 attribute, which must
+        # stay small) names the first few for the log and the GUI.
+        arrays["skipped_items"] = np.array([s.index for s in result.skipped], np.int64)
+        arrays["skipped_reasons"] = np.array([s.reason for s in result.skipped], object)
+        summary["skipped"] = [
+            {"item": s.index, "path": s.path, "reason": s.reason}
+            for s in result.skipped[:SUMMARY_SKIPPED]
+        ]
+    project.write_run(
+        STAGE,
+        run_id,
+        slot=features_slot(config.image_set, config.label),
+        params=params,
+        arrays=arrays,
+        inputs=inputs,
+        summary=summary,
+    )
+
+
+def _check_image_files(project: Project, image_set: str) -> ImageSet:
+    images = project.imageset(image_set)
+    if not all(images.paths):
+        raise InputError(
+            f"image set '{image_set}' has items without image files "
+            "(it was created by importing features); import its images first",
+            field="image_set",
+        )
+    return images
+
+
+def extract_layers(
+    project: Project,
+    config: ExtractConfig,
+    layers: Sequence[str],
+    control: JobControl | None = None,
+) -> Job[list[str]]:
+    """Extract several layers of ``config.model`` in ONE pass over the images: one features
+    run per layer, each as :func:`extract` with ``layer=<that layer>`` would store it (slot
+    ``features:<set>:<label of that layer>``, the same params), from a single forward pass
+    per batch with hooks on every layer (:func:`~alignet_engine.models.load_layers`).
+
+    ``config.layer`` is ignored; ``config.checkpoint`` is refused (a distilled student's
+    representation is its triplet head's output: extract it with :func:`extract`).
+
+    Returns the run ids, in the order of ``layers``.
+    """
+    control = control or JobControl()
+    layers = list(layers)
+    if not layers:
+        raise InputError("name at least one layer", field="layers")
+    if config.checkpoint is not None:
+        raise InputError(
+            "several layers of a distilled student are not extracted in one pass; extract the "
+            "student's representation with --checkpoint and no --layers",
+            field="layers",
+        )
+    configs = [replace(config, layer=layer) for layer in layers]  # validates each
+    labels = [c.label for c in configs]
+    if len(set(labels)) != len(labels):
+        raise InputError(f"names a layer twice: {', '.join(layers)}", field="layers")
+
+    def body(run_id: str) -> Job[list[str]]:
+        images = _check_image_files(project, config.image_set)
+        device = pick_device(config.device)
+        lset = load_layers(
+            config.model,
+            layers,
+            weights=config.weights,
+            pooling=config.pooling,
+            probe_size=config.image_size,
+        )
+        preprocessing = resolve_preprocessing(project, config)
+        if preprocessing == "whole":
+            lset.combined.preprocess = whole_stimulus(lset.combined.preprocess)
+        for part in lset.parts:
+            part.preprocess = lset.combined.preprocess
+        yield Message(
+            STAGE,
+            f"{len(layers)} layers of {config.model} ({', '.join(labels)}) on {len(images)} "
+            f"images of '{config.image_set}' in one pass ({device}; "
+            f"{'whole stimulus' if preprocessing == 'whole' else 'model'} preprocessing)",
+        )
+        tag = f"features:{config.image_set}:" + ",".join(labels)
+        partial = PartialFeatures(project.side_path, tag=tag) if config.resume else None
+        result = yield from extraction_job(
+            lset.combined,
+            images.paths,
+            batch_size=config.batch_size,
+            device=device,
+            image_size=config.image_size,
+            control=control,
+            num_workers=config.num_workers,
+            amp=config.amp,
+            skip_corrupt=config.skip_corrupt,
+            partial=partial,
+            key_extra={**_resume_key(config), "layers": layers},
+        )
+        run_ids = []
+        for k, (cfg, part, X) in enumerate(
+            zip(configs, lset.parts, lset.split(result.features), strict=True)
+        ):
+            rid = run_id if k == 0 else project.begin_job(STAGE, cfg.to_dict())
+            _write_run(project, cfg, rid, part, X, result, preprocessing, device, {}, {})
+            run_ids.append(rid)
+        if partial is not None:
+            partial.discard()
+        yield StageDone(
+            STAGE,
+            run_id,
+            {
+                "slots": [features_slot(config.image_set, label) for label in labels],
+                "dims": [part.feature_dim for part in lset.parts],
+                "n_skipped": len(result.skipped),
+            },
+        )
+        return run_ids
+
+    return (yield from tracked(project, STAGE, configs[0].to_dict(), body))
 
 
 def _close_superseded(project: Project, config: ExtractConfig, run_id: str) -> None:
