@@ -197,8 +197,12 @@ def _grey_array_to_rgb(arr: np.ndarray) -> Image.Image:
 def make_transform(
     preprocess: Preprocess, image_size: int | None = None
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """The eval transform: resize the shorter side, centre crop, to tensor, normalise (or,
-    for a whole-stimulus preprocessing, resize the whole image to the square input).
+    """The eval transform: resize and centre crop as ``preprocess.crop_mode`` says, to
+    tensor, normalise (or, for a whole-stimulus preprocessing, resize the whole image to the
+    square input).
+
+    The crop modes are timm's own eval transform (``timm.data.create_transform``), so a
+    ``timm:`` model sees exactly what it was evaluated with, ``squash`` and ``border`` included.
 
     Parameters
     ----------
@@ -225,9 +229,22 @@ def make_transform(
                 T.Normalize(mean=list(preprocess.mean), std=list(preprocess.std)),
             ]
         )
+    if preprocess.crop_mode != "center":
+        from timm.data import create_transform
+
+        return create_transform(  # type: ignore[no-any-return]
+            input_size=(3, size, size),
+            is_training=False,
+            interpolation=preprocess.interpolation,
+            mean=preprocess.mean,
+            std=preprocess.std,
+            crop_pct=preprocess.crop_pct,
+            crop_mode=preprocess.crop_mode,
+        )
     scale_size = math.floor(size / preprocess.crop_pct)
     # Resize and crop the PIL image (Pillow's antialiased resampling) before converting to a
-    # tensor: the same order and backend as timm's eval transform, so features match timm.
+    # tensor: the same order and backend as timm's eval transform (its ``center`` mode), so
+    # features match timm; tests check it against ``timm.data.create_transform``.
     return T.Compose(
         [
             T.Resize(scale_size, interpolation=_RESAMPLE[preprocess.interpolation]),

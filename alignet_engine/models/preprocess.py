@@ -10,6 +10,11 @@ from typing import Any
 from alignet_engine.errors import InputError
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+#: timm's eval crop modes (``timm.data.transforms_imagenet_eval``): ``center`` resizes the
+#: shorter side and centre-crops (aspect kept, edges lost); ``squash`` resizes both sides to
+#: ``floor(input_size / crop_pct)`` (aspect not kept) then centre-crops; ``border`` resizes the
+#: longer side, pads with the mean colour, then crops (nothing lost at crop_pct 1).
+CROP_MODES = ("center", "squash", "border")
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,8 @@ class Preprocess:
     interpolation : resampling for the resize, ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
     crop_pct : the shorter side is resized to ``floor(input_size / crop_pct)`` pixels, then the
         centre ``input_size`` square is cropped (timm's convention), in (0, 1].
+    crop_mode : how that resize and crop are done, one of :data:`CROP_MODES` (timm's
+        ``crop_mode``; ``center`` for every non-timm model).
     whole : True — the WHOLE image is resized to ``input_size`` × ``input_size`` (aspect ratio
         not kept, nothing cropped; ``crop_pct`` is then 1.0): what similarity studies show
         people, and what the AligNet authors' PyTorch port does. See :func:`whole_stimulus`.
@@ -32,6 +39,7 @@ class Preprocess:
     interpolation: str
     crop_pct: float
     whole: bool = False
+    crop_mode: str = "center"
 
     def __post_init__(self) -> None:
         if not isinstance(self.input_size, int) or self.input_size < 1:
@@ -46,12 +54,15 @@ class Preprocess:
             )
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
         if self.whole and self.crop_pct != 1.0:
             raise ValueError("a whole-stimulus preprocessing crops nothing: crop_pct must be 1.0")
 
     @classmethod
     def from_timm_config(cls, cfg: Mapping[str, Any]) -> Preprocess:
-        """Build from a timm pretrained config (``model.pretrained_cfg``) dict."""
+        """Build from a timm data config (``timm.data.resolve_model_data_config``) or
+        pretrained config (``model.pretrained_cfg``) dict; no ``crop_mode`` means center."""
         input_size = cfg["input_size"]
         return cls(
             input_size=int(input_size[-1]),
@@ -59,7 +70,17 @@ class Preprocess:
             std=_triple(cfg["std"]),
             interpolation=str(cfg["interpolation"]),
             crop_pct=float(cfg["crop_pct"]),
+            crop_mode=str(cfg.get("crop_mode") or "center"),
         )
+
+    @classmethod
+    def from_timm_model(cls, model: Any) -> Preprocess:
+        """The eval preprocessing timm resolves for ``model``
+        (``timm.data.resolve_model_data_config``: its pretrained config with timm's defaults
+        for what it leaves out), ``crop_mode`` included."""
+        from timm.data import resolve_model_data_config
+
+        return cls.from_timm_config(resolve_model_data_config(model))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""
@@ -70,6 +91,7 @@ class Preprocess:
             "interpolation": self.interpolation,
             "crop_pct": self.crop_pct,
             "whole": self.whole,
+            "crop_mode": self.crop_mode,
         }
 
     @classmethod
@@ -86,6 +108,7 @@ class Preprocess:
                 interpolation=str(d["interpolation"]),
                 crop_pct=float(d["crop_pct"]),
                 whole=bool(d.get("whole", False)),  # absent in runs before the preset existed
+                crop_mode=str(d.get("crop_mode", "center")),  # absent before timm's crop modes
             )
         except (TypeError, ValueError) as exc:
             raise InputError(f"bad preprocessing settings: {exc}") from exc

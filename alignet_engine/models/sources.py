@@ -410,7 +410,7 @@ def build_timm(spec: ModelSpec, pretrained: bool, drop_rate: float) -> Built:
     name = spec.source
     model = _timm_create(name, pretrained=False, drop_rate=drop_rate)
     cfg = dict(model.pretrained_cfg)
-    preprocess = Preprocess.from_timm_config(cfg)
+    preprocess = Preprocess.from_timm_model(model)
     arch = f"timm:{name}"
     if not pretrained or spec.weights == RANDOM_WEIGHTS:
         return Built(model, preprocess, arch, "random-init")

@@ -84,3 +84,57 @@ def test_extraction_defaults_to_the_whole_stimulus_for_sets_people_judged(tmp_pa
         run_job(extract(project, ExtractConfig(image_set="pool", image_size=32)))
         pool = project.run("features:pool:efficientnet_lite0", arrays=False)
         assert pool.params["preprocessing"] == "model" and not pool.params["preprocess"]["whole"]
+
+
+#: a timm model whose pretrained config asks for ``crop_mode="squash"`` (crop_pct 1.0, 384 px)
+SQUASH_MODEL = "timm:convnextv2_nano.fcmae_ft_in22k_in1k_384"
+
+
+def test_timm_crop_mode_squash_is_honoured() -> None:
+    """A ``timm:`` model's preprocessing comes from timm.data.resolve_model_data_config and
+    its transform is timm's create_transform: ``squash`` resizes the whole (wide) image to the
+    square input instead of cropping its middle."""
+    import timm.data
+
+    from alignet_engine.models import load_backbone, make_transform
+
+    backbone = load_backbone(SQUASH_MODEL, pretrained=False)  # architecture only, no download
+    pre = backbone.preprocess
+    resolved = timm.data.resolve_model_data_config(backbone.model)
+    assert resolved["crop_mode"] == "squash"
+    assert (pre.crop_mode, pre.input_size, pre.crop_pct) == ("squash", 384, 1.0)
+    assert (pre.mean, pre.std) == (tuple(resolved["mean"]), tuple(resolved["std"]))
+    assert Preprocess.from_dict(pre.to_dict()) == pre
+
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 256, size=(40, 120, 3), dtype=np.uint8))
+    got = make_transform(pre, 24)(img)
+    reference = timm.data.create_transform(**{**resolved, "input_size": (3, 24, 24)})
+    torch.testing.assert_close(got, reference(img), rtol=0, atol=1e-6)
+    # independently: squash at crop_pct 1 is the whole image resized to 24 x 24, normalised
+    squashed = np.asarray(img.resize((24, 24), Image.Resampling.BICUBIC), np.float32) / 255
+    mean, std = np.array(pre.mean, np.float32), np.array(pre.std, np.float32)
+    expected = torch.from_numpy(((squashed - mean) / std).transpose(2, 0, 1))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    # the centre crop the preprocessing used to apply would have cut the wide image's sides
+    centre = make_transform(Preprocess(24, pre.mean, pre.std, "bicubic", 1.0), 24)(img)
+    assert (centre - got).abs().max() > 0.1
+
+
+def test_center_crop_matches_timm_create_transform() -> None:
+    """The own centre-crop path is timm's ``center`` mode, pixel for pixel."""
+    import timm.data
+
+    from alignet_engine.models import make_transform
+
+    pre = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic", 0.875)
+    img = Image.fromarray(np.random.default_rng(2).integers(0, 256, (50, 81, 3), np.uint8))
+    reference = timm.data.create_transform(
+        input_size=(3, 32, 32),
+        interpolation="bicubic",
+        mean=pre.mean,
+        std=pre.std,
+        crop_pct=0.875,
+        crop_mode="center",
+    )
+    torch.testing.assert_close(make_transform(pre)(img), reference(img), rtol=0, atol=1e-6)
