@@ -54,3 +54,67 @@ def test_icon_ships_inside_the_app_package() -> None:
     svg = (resources / "alignet-studio.svg").read_text()
     assert svg.lstrip().startswith("<svg")
     assert (resources / "alignet-studio-256.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _constraints() -> dict[str, str]:
+    """``{canonical name: exact version}`` of constraints.txt."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, str] = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        (spec,) = req.specifier  # exactly one, and it is ==
+        assert spec.operator == "==", line
+        pins[canonicalize_name(req.name)] = spec.version
+    return pins
+
+
+def test_engine_declares_ranges_and_constraints_pin_every_dependency_within_them() -> None:
+    """pyproject.toml holds ranges (so the engine installs beside other research code), the
+    exact tested versions live in constraints.txt, and each pin satisfies its range."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = _pyproject()["project"]
+    pins = _constraints()
+    requirements = [Requirement(r) for r in project["dependencies"]]
+    for reqs in project["optional-dependencies"].values():
+        requirements += [Requirement(r) for r in reqs]
+    for req in project["dependencies"]:
+        assert "==" not in req, f"{req}: the engine's dependencies are ranges"
+    for req in requirements:
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is not pinned in constraints.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), (req, pins[name])
+    assert set(pins) == {canonicalize_name(r.name) for r in requirements}, "stale pins"
+
+
+def test_python_and_build_requirements() -> None:
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    data = _pyproject()
+    python = SpecifierSet(data["project"]["requires-python"])
+    assert "3.11" in python and "3.12" in python and "3.13" in python  # no needless cap
+    assert data["project"]["license"] == "Apache-2.0"  # an SPDX string (PEP 639)
+    (setuptools,) = [Requirement(r) for r in data["build-system"]["requires"]]
+    # setuptools reads the license string from 77 on: no older one may be chosen
+    assert not setuptools.specifier.contains("76.1")
+    assert setuptools.specifier.contains("77.0")
+
+
+def test_run_installs_with_the_constraints_and_reinstalls_when_they_change() -> None:
+    run = (ROOT / "run").read_text()
+    assert '-c constraints.txt -e ".[gui,test,export]"' in run
+    # the install stamp covers both files
+    assert "cat pyproject.toml constraints.txt" in run
