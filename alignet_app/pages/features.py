@@ -13,9 +13,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt
 from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
     QFormLayout,
     QGroupBox,
@@ -162,6 +163,8 @@ class FeaturesPage(Page):
         self.layer_tree.setObjectName("layer_tree")
         self.layer_tree.setModel(self.layer_model)
         self.layer_tree.setUniformRowHeights(True)
+        # several rows (Ctrl/Shift-click): extracted together in one pass, one run per layer
+        self.layer_tree.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.layer_tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
         self.layer_tree.header().setStretchLastSection(True)
         self.layer_tree.setColumnWidth(0, 170)
@@ -369,7 +372,7 @@ class FeaturesPage(Page):
         self.layer_tree.expandToDepth(0)
         self.layers_caption.setText(
             f"<b>{model}</b>: {len(rows) - 1} modules; default <b>{default}</b>. "
-            "Choose a row to read its output."
+            "Choose a row to read its output; Ctrl-click several to extract them in one pass."
         )
 
     def layer_names(self) -> list[str]:
@@ -385,14 +388,32 @@ class FeaturesPage(Page):
         walk(QModelIndex())
         return out
 
-    def choose_layer(self, name: str) -> bool:
-        """Select layer ``name`` in the tree (as a click would); False if it is not there."""
+    def choose_layer(self, name: str, *, add: bool = False) -> bool:
+        """Select layer ``name`` in the tree (as a click would, or a Ctrl-click with ``add``);
+        False if it is not there."""
         for idx in self._indexes(QModelIndex()):
             if idx.data(_NAME_ROLE) == name:
-                self.layer_tree.setCurrentIndex(idx)
+                flags = QItemSelectionModel.SelectionFlag.Rows | (
+                    QItemSelectionModel.SelectionFlag.Select
+                    if add
+                    else QItemSelectionModel.SelectionFlag.ClearAndSelect
+                )
+                self.layer_tree.selectionModel().setCurrentIndex(idx, flags)
                 self.layer_tree.scrollTo(idx)
                 return True
         return False
+
+    def selected_layers(self) -> list[str]:
+        """The names of the selected layer rows, in tree order."""
+        chosen = {
+            self.layer_model.index(i.row(), 0, i.parent()).data(_NAME_ROLE)
+            for i in self.layer_tree.selectionModel().selectedRows(0)
+        }
+        return [
+            str(idx.data(_NAME_ROLE))
+            for idx in self._indexes(QModelIndex())
+            if idx.data(_NAME_ROLE) in chosen
+        ]
 
     def _indexes(self, parent: QModelIndex) -> list[QModelIndex]:
         out = []
@@ -444,6 +465,18 @@ class FeaturesPage(Page):
                 "Data page first"
             )
             return False
+
+        layers = self.selected_layers() if "layer" in self.fields else []
+        if len(layers) > 1:
+
+            def make_layers_job(project: Project, control: JobControl) -> Job[list[str]]:
+                from alignet_engine.stages.features import extract_layers
+
+                return extract_layers(project, config, layers, control)
+
+            return self.run_job(
+                f"features: {len(layers)} layers of {config.model}", make_layers_job
+            )
 
         def make_job(project: Project, control: JobControl) -> Job[str]:
             from alignet_engine.stages.features import extract

@@ -77,6 +77,29 @@ def test_layer_tree_and_bad_input(qtbot, window, project_with_images: Path) -> N
     assert not window.session.runner.busy
 
 
+def test_several_layers_in_one_pass(qtbot, window, project_with_images: Path) -> None:
+    window.show_page("features")
+    page = window.page("features")
+    if "layer" not in page.fields:
+        pytest.skip("this engine has no layer choice yet")
+    for name, value in (("image_set", "stimuli"), ("model", "efficientnet_lite0")):
+        page.form.set_value(name, value)
+    page.form.set_value("image_size", 64)
+    page.form.set_value("device", "cpu")
+    with qtbot.waitSignal(window.session.runner.idle, timeout=LONG):
+        assert page.list_layers()
+    assert page.choose_layer("conv_stem")
+    assert page.choose_layer("conv_head", add=True)  # a Ctrl-click
+    assert page.selected_layers() == ["conv_stem", "conv_head"]
+    with qtbot.waitSignal(window.session.runner.idle, timeout=LONG):
+        assert page.extract()
+    qtbot.waitUntil(lambda: page.table.rowCount() == 2, timeout=LONG)
+    rows = {row["Layer"]: row for row in page.stored()}
+    assert set(rows) == {"conv_stem", "conv_head"}
+    assert rows["conv_stem"]["dim"] == "32" and rows["conv_head"]["dim"] == "1280"
+    assert {row["State"] for row in rows.values()} == {"current"}
+
+
 def test_model_picker_says_module_specs_run_code(window) -> None:
     """Issue 13 item 11: a ``module:factory`` spec imports and runs the user's Python code."""
     page = window.page("features")
