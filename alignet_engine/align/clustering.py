@@ -190,8 +190,9 @@ def kmeans(
     Notes
     -----
     If ``Z`` has fewer than ``k`` distinct rows (but more than one) some clusters come out
-    empty or duplicated; a warning is logged. We do not check it up front because finding
-    distinct rows of a 1.28 M × 1152 matrix costs more than the clustering. The GPU path
+    empty (exact and GPU paths; a warning is logged) or duplicated (mini-batch path). We
+    do not check it up front because finding distinct rows of a 1.28 M × 1152 matrix costs
+    more than the clustering. The GPU path
     computes in float32, and CUDA's atomic float additions make it reproducible only up to
     round-off.
     """
@@ -357,8 +358,10 @@ def minibatch_kmeans(
     a centre whose total count stays below 1 % of the largest is moved to a random batch row;
     it stops when the exponentially smoothed batch inertia has not improved for 10 batches (or
     after ``max_epochs`` passes' worth of batches). A final pass over all rows, in chunks,
-    gives the labels and the inertia. Sample and batches are uniformly drawn rows read in
-    increasing order, so only those reads touch ``Z``.
+    gives the labels and the inertia; a centre it leaves without rows moves to a far row
+    and the rows are labelled again (:func:`_fill_empty`), so no cluster comes out empty.
+    Sample and batches are uniformly drawn rows read in increasing order, so only those
+    reads touch ``Z``.
 
     Parameters
     ----------
@@ -384,9 +387,9 @@ def minibatch_kmeans(
 
     budget = int(memory_budget_mb * 2**20)
     if validated:
-        n, d = int(Z.shape[0]), int(Z.shape[1])
+        n = int(Z.shape[0])
     else:
-        n, d, constant = check_row_array(Z, rows_for_budget(int(Z.shape[1]) * 8, budget), name="Z")
+        n, _, constant = check_row_array(Z, rows_for_budget(int(Z.shape[1]) * 8, budget), name="Z")
         if constant:
             _constant(n)
     k = _check_k(k, n)
@@ -441,14 +444,74 @@ def minibatch_kmeans(
                 break
     logger.debug("mini-batch k-means: %d batches of %d rows", step + 1, batch)
     centroids = C.astype(np.float32)
-    assign = _Assigner(centroids, budget)
-    labels_all = np.empty(n, dtype=np.int64)
-    inertia = 0.0
+    labels_all, mind_all = _label_all(Z, centroids, budget)
+    labels_all, mind_all = _fill_empty(Z, centroids, labels_all, mind_all, budget)
+    return labels_all, centroids, float(mind_all.sum())
+
+
+def _label_all(Z: RowArray, C: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centre of every row of ``Z`` (n, d), read in chunks set by ``budget`` bytes:
+    ``(labels (n,) int64, squared distances (n,) float64)``."""
+    n, d = int(Z.shape[0]), int(Z.shape[1])
+    assign = _Assigner(C, budget)
+    labels = np.empty(n, dtype=np.int64)
+    mind = np.empty(n, dtype=np.float64)
     for start, block in iter_row_chunks(Z, rows_for_budget(d * 8, budget // 2)):
-        lab, mind = assign(block)
-        labels_all[start : start + lab.size] = lab
-        inertia += float(mind.sum())
-    return labels_all, centroids, inertia
+        lab, dist = assign(block)
+        labels[start : start + lab.size] = lab
+        mind[start : start + lab.size] = dist
+    return labels, mind
+
+
+#: relocate-and-relabel rounds before the remaining empty clusters get rows by force
+_FILL_ROUNDS = 3
+
+
+def _fill_empty(
+    Z: RowArray, C: np.ndarray, labels: np.ndarray, mind: np.ndarray, budget: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Give every centre of ``C`` (k, d) at least one row: ``(labels, squared distances)``.
+
+    The batches' reassignment of starved centres does not guarantee that the final pass
+    over all rows finds a member for every centre (k = 500 on the full 1.28 M × 1280 pool
+    left one empty). As scikit-learn's ``KMeans`` does (``_relocate_empty_clusters``), each
+    empty centre moves onto a row far from its own centre — the rows with the largest
+    squared distance, taken only from clusters that keep at least one other member — and
+    every row is labelled again (nearest centre). A relocated centre is a row, so it wins
+    that row unless another centre lies exactly as close (duplicated rows); after
+    :data:`_FILL_ROUNDS` rounds the rows chosen for the clusters still empty are assigned
+    to them directly. ``C`` is changed in place; needs ``Z`` to have at least k rows.
+    """
+    k = C.shape[0]
+    for round_ in range(_FILL_ROUNDS + 1):
+        counts = np.bincount(labels, minlength=k)
+        empty = np.flatnonzero(counts == 0)
+        if not empty.size:
+            break
+        rows = _far_rows(labels, mind, counts, empty.size)
+        picked = np.asarray(Z[np.sort(rows)], dtype=np.float32)
+        order = np.argsort(rows)  # Z was read in increasing row order
+        C[empty[order]] = picked
+        logger.info("k-means: %d empty cluster(s) moved to far rows", empty.size)
+        if round_ < _FILL_ROUNDS:
+            labels, mind = _label_all(Z, C, budget)
+        else:  # duplicated rows tie with another centre: assign the rows outright
+            labels[rows] = empty
+            mind[rows] = 0.0
+    return labels, mind
+
+
+def _far_rows(labels: np.ndarray, mind: np.ndarray, counts: np.ndarray, m: int) -> np.ndarray:
+    """``m`` rows farthest from their centre whose clusters keep another member each."""
+    left = counts.copy()
+    chosen: list[int] = []
+    for row in np.argsort(-mind, kind="stable"):
+        if left[labels[row]] > 1:
+            left[labels[row]] -= 1
+            chosen.append(int(row))
+            if len(chosen) == m:
+                break
+    return np.asarray(chosen, dtype=np.int64)
 
 
 def _kmeans_torch(
