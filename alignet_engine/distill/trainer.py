@@ -398,8 +398,15 @@ class PauseClock:
 
 def global_norm(tensors: list[torch.Tensor]) -> float:
     """L2 norm of all ``tensors`` together, with one device sync (not one per tensor)."""
-    norms = torch._foreach_norm(tensors)
-    return float(torch.linalg.vector_norm(torch.stack(norms)))
+    return float(global_norm_tensor(tensors))
+
+
+def global_norm_tensor(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """L2 norm of all ``tensors`` together, as a 0-d tensor on their device (no sync); 0 for
+    an empty list."""
+    if not tensors:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
 def triplet_loss_of(
@@ -479,6 +486,7 @@ class StepResult:
     agreement : fraction of triplets where the student picks the teacher's odd one out.
     grad_norm : global L2 norm of the gradient before clipping.
     lr : the learning rate of the update.
+    drift : ‖θ − θ₀‖ of the backbone after the update (not yet divided by ‖θ₀‖).
     """
 
     triplet: float
@@ -486,6 +494,7 @@ class StepResult:
     agreement: float
     grad_norm: float
     lr: float
+    drift: float
 
 
 class TrainingRun:
@@ -794,11 +803,17 @@ class TrainingRun:
             preserve_total += preserve
             sims_parts.append(student_sims)
             teacher_parts.append(teacher_rows)
-        grad_norm = self._update(lr)
         with torch.no_grad():
             all_sims = sims_parts[0] if parts == 1 else torch.cat(sims_parts)
             all_teacher = teacher_parts[0] if parts == 1 else torch.cat(teacher_parts)
-            agreement = float(odd_one_out_agreement(all_sims, all_teacher).float().mean())
+            agreement_t = odd_one_out_agreement(all_sims, all_teacher).float().mean()
+        grad_norm_t, drift_t = self._update(lr)
+        # one device sync for the step's three curve values (each float() would be one)
+        agreement, grad_norm, drift = (
+            torch.stack([agreement_t.double(), grad_norm_t.double(), drift_t.double()])
+            .cpu()
+            .tolist()
+        )
         if self.world > 1:
             # the logged values of the whole batch: means of the ranks' equal-sized means
             totals = torch.tensor(
@@ -806,7 +821,9 @@ class TrainingRun:
             )
             torch.distributed.all_reduce(totals)
             triplet_total, preserve_total, agreement = (totals / self.world).tolist()
-        return StepResult(triplet_total / parts, preserve_total / parts, agreement, grad_norm, lr)
+        return StepResult(
+            triplet_total / parts, preserve_total / parts, agreement, grad_norm, lr, drift
+        )
 
     def _micro_batch(
         self,
@@ -867,8 +884,13 @@ class TrainingRun:
                     distance = distance[torch.from_numpy(batch.ok).to(device)]
                 preserve = distance.mean() if distance.numel() else distance.sum()
                 loss = loss + config.preserve_weight * preserve
-                preserve_value = float(preserve.detach())
-            loss_value = float(loss.detach())
+            # one device sync for the micro-batch's scalars (the check below needs them now:
+            # a non-finite loss must stop the run before it reaches the weights)
+            scalars = [loss.detach(), triplet_loss.detach()]
+            if config.preserve_weight > 0:
+                scalars.append(preserve.detach())
+            loss_value, triplet_value, *rest = torch.stack(scalars).float().cpu().tolist()
+            preserve_value = rest[0] if rest else 0.0
             if not math.isfinite(loss_value):
                 raise DistillDivergedError(
                     f"the distillation loss became {loss_value} at step {step}; lower the "
@@ -881,37 +903,54 @@ class TrainingRun:
                 # the ranks' equal slices that of the whole micro-batch)
                 loss = loss / parts
             (loss if self.scaler is None else self.scaler.scale(loss)).backward()
-        return float(triplet_loss.detach()), preserve_value, student_sims.detach(), teacher
+        return triplet_value, preserve_value, student_sims.detach(), teacher
 
-    def _update(self, lr: float) -> float:
-        """Clip, pull toward θ₀ and take the Adam step; returns the gradient norm before
-        clipping."""
+    def _moved(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The pulled parameters that may differ from θ₀, and their θ₀.
+
+        Those with a gradient now or an Adam state (updated at some step). The others — a
+        timm classifier the features never use: 28 % of EfficientNet-Lite0's weights — are
+        still exactly θ₀, so the pull (a lerp toward θ₀) leaves them unchanged and they add
+        0 to the drift: skipping them saves two passes over their memory per step.
+        """
+        state = self.optimizer.state
+        moved = [i for i, p in enumerate(self.pulled) if p.grad is not None or p in state]
+        return [self.pulled[i] for i in moved], [self.inits[i] for i in moved]
+
+    def _update(self, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clip, pull toward θ₀ and take the Adam step.
+
+        Returns ``(gradient norm before clipping, ‖θ − θ₀‖ of the backbone after the
+        step)``, 0-d tensors on the device (read with the step's other values in one sync).
+        """
         config, scaler = self.config, self.scaler
         if scaler is not None:
             scaler.unscale_(self.optimizer)
         max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         # with loss scaling an overflowing step is skipped by scaler.step: skip the pull too
-        skipped = scaler is not None and not math.isfinite(grad_norm)
+        skipped = scaler is not None and not math.isfinite(float(grad_norm))
+        pulled, inits = self._moved()
         with torch.no_grad():
             # decoupled pull toward θ₀, applied *before* the Adam step so that it uses the
             # pre-step θ: θ ← θ − η(Adam(g) + λ(θ − θ₀)) exactly, as optax's
             # scale_by_adam → decay_to_init → scale_by_lr chain does (Adam's update does
             # not depend on θ, so the order only decides which θ the pull sees)
             pull = min(lr * config.weight_decay_to_init, 1.0)
-            if pull > 0 and not skipped:
-                torch._foreach_lerp_(self.pulled, self.inits, pull)
+            if pull > 0 and not skipped and pulled:
+                torch._foreach_lerp_(pulled, inits, pull)
         if scaler is None:
             self.optimizer.step()
         else:
             scaler.step(self.optimizer)
             scaler.update()
-        return grad_norm
+        pulled, inits = self._moved()  # the step may have given a parameter its first state
+        with torch.no_grad():
+            drift = global_norm_tensor(torch._foreach_sub(pulled, inits) if pulled else [])
+        return grad_norm, drift.to(grad_norm.device)
 
     def record(self, step: int, result: StepResult) -> None:
-        """Append step ``step``'s curve values (and the drift after it) to the history."""
-        with torch.no_grad():
-            drift = global_norm(torch._foreach_sub(self.pulled, self.inits))
+        """Append step ``step``'s curve values to the history."""
         values = {
             "step": step,
             "loss": result.triplet + self.config.preserve_weight * result.preserve,
@@ -920,7 +959,7 @@ class TrainingRun:
             "agreement": result.agreement,
             "lr": result.lr,
             "grad_norm": result.grad_norm,
-            "drift": drift / self.init_norm,
+            "drift": result.drift / self.init_norm,
         }
         self.history.append(values)
         self.pending += 1
