@@ -68,6 +68,7 @@ from alignet_engine.jobs import (
     Cancelled,
     Job,
     JobControl,
+    LossBatch,
     Message,
     Progress,
     StageDone,
@@ -76,6 +77,7 @@ from alignet_engine.jobs import (
 from alignet_engine.models import Backbone, load_backbone, load_image, make_transform
 from alignet_engine.models.extract import _ImageFiles  # the extraction's dataset: one decoder
 from alignet_engine.stages._tracking import kept_current_message, worse_than_current
+from alignet_engine.stages.curve_files import CurveFiles
 from alignet_engine.stages.triplets import SLOT as TRIPLET_SLOT
 from alignet_engine.store import Project
 
@@ -509,9 +511,13 @@ def run_distill(
             raise
         if writer and old_id is not None:
             project.end_job(STAGE, old_id, "resumed", f"continued as {STAGE}/{run_id}")
+        # rank 0's curves: a long run's are appended to side files as they come
+        curves = CurveFiles(project) if writer else None
         try:
-            result = yield from job
+            result = yield from _recording_curves(job, curves)
         except CheckpointWriteError as exc:
+            if curves is not None:
+                curves.abort()
             # a clear line in the log panel; the error itself ends the job as "failed" and
             # the CLI prints it without a traceback (it is an AlignetError)
             yield Message(
@@ -521,12 +527,27 @@ def run_distill(
                 "ERROR",
             )
             raise
+        except BaseException:
+            if curves is not None:  # the streamed curves of a run that will not be written
+                curves.abort()
+            raise
 
         with Agreement("storing the distill run") as agreed:
             if writer:
-                summary = _store_run(
-                    project, config, run_id, old_id, backbone, result, trip, device, world
-                )
+                assert curves is not None
+                with curves:  # deletes the curves' unfinished side files if this fails
+                    summary = _store_run(
+                        project,
+                        config,
+                        run_id,
+                        old_id,
+                        backbone,
+                        result,
+                        trip,
+                        device,
+                        world,
+                        curves,
+                    )
                 # the copies the keep policy (keep_last, keep_best) left stay as side files
                 # the run is written: the training checkpoint has served its purpose
                 path.unlink(missing_ok=True)
@@ -542,6 +563,21 @@ def run_distill(
     if not writer:
         return (yield from body())
     return (yield from _journalled(project, run_id, body))
+
+
+def _recording_curves(job: Job[Any], curves: CurveFiles | None) -> Job[Any]:
+    """``job``'s events, each :class:`LossBatch` also handed to ``curves``; its result."""
+    try:
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                return stop.value
+            if curves is not None and isinstance(event, LossBatch):
+                curves.add(event)
+            yield event
+    finally:
+        job.close()  # a closed stage closes the training job (its loader's workers)
 
 
 def _journalled(project: Project, run_id: str, body: Callable[[], Job[str]]) -> Job[str]:
@@ -633,8 +669,11 @@ def _store_run(
     trip: Any,
     device: torch.device,
     world: int,
+    curves: CurveFiles,
 ) -> dict[str, Any]:
-    """Write the student file and the run (rank 0 only); returns the run's summary."""
+    """Write the student file and the run (rank 0 only); returns the run's summary.
+
+    ``curves`` collected the job's curve points (see :mod:`.curve_files`)."""
     training = config.training
     checkpoint = project.side_path(f"distill-{run_id}.safetensors")
     description = student_description(backbone, config.image_size)
@@ -652,7 +691,7 @@ def _store_run(
         },
         head_state=result.head_state,
     )
-    arrays = {f"history_{k}": np.asarray(v) for k, v in result.history.items()}
+    arrays = curves.arrays(result.history)
     summary: dict[str, Any] = {
         "student": config.student,
         "steps": result.steps_done,
