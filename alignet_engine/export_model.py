@@ -434,7 +434,7 @@ def _fit_classifier(model: nn.Module, config: Mapping[str, Any], source: Path) -
     replacement = nn.Linear(layer.in_features, int(classes), bias=layer.bias is not None)
     setattr(parent, attr, replacement)
     if hasattr(model, "num_classes"):  # timm models keep their class count as an attribute
-        model.num_classes = int(classes)
+        model.num_classes = int(classes)  # type: ignore[assignment]  # Module's __setattr__
     logger.info("resized %s of %s to %d classes", name, source, int(classes))
 
 

@@ -646,8 +646,8 @@ class AffineTransform(BaseEstimator):
             auto.append("tol")
         lam = self.lam
         if lam is None:
-            lo, hi = _AUTO_LAM_RANGE
-            lam = float(min(hi, max(lo, _AUTO_LAM_SCALE * n_dims**2 / t)))
+            lam_lo, lam_hi = _AUTO_LAM_RANGE
+            lam = float(min(lam_hi, max(lam_lo, _AUTO_LAM_SCALE * n_dims**2 / t)))
             auto.append("lam")
         threads = None if self.n_threads is None else int(self.n_threads)
         if threads is None and min(n_items, 3 * bs) * n_dims**2 < _AUTO_THREADS_MIN_WORK:
