@@ -201,18 +201,19 @@ def cmd_import_matrix(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_matrix_triplets(args: argparse.Namespace) -> dict[str, Any]:
-    from alignet_engine.stages.imports import derive_matrix_triplets
+    from alignet_engine.config import MatrixTripletsConfig
+    from alignet_engine.stages.matrix_triplets import derive_triplets
 
+    cfg = MatrixTripletsConfig(
+        matrix=args.matrix,
+        name=args.name,
+        n_triplets=args.n,
+        split=args.split,
+        test_fraction=args.test_fraction,
+        random_state=args.seed,
+    )
     with _project(args) as p:
-        r = derive_matrix_triplets(
-            p,
-            args.matrix,
-            name=args.name,
-            n_triplets=args.n,
-            split=args.split,
-            test_fraction=args.test_fraction,
-            random_state=args.seed,
-        )
+        r = _run(derive_triplets(p, cfg), args)
     return {
         "name": args.name,
         "matrix": args.matrix,
@@ -1211,9 +1212,7 @@ def _json_safe(value: Any) -> Any:
 def _configure_logging(args: argparse.Namespace) -> None:
     """Log records to stderr: ``--log-level`` wins, else ``-v`` INFO, ``-vv`` DEBUG, else
     WARNING."""
-    level = args.log_level or {2: "INFO", 1: "WARNING", 0: "WARNING"}.get(
-        _verbosity(args), "DEBUG"
-    )
+    level = args.log_level or {2: "INFO", 1: "WARNING", 0: "WARNING"}.get(_verbosity(args), "DEBUG")
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
 
 

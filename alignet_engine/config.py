@@ -333,3 +333,34 @@ class EvaluateConfig(StageConfig):
                 f"EvaluateConfig.metric {self.metric!r} applies to judgments; RSA on a matrix "
                 "uses cosine or pearson"
             )
+
+
+@dataclass(frozen=True)
+class MatrixTripletsConfig(StageConfig):
+    """Derive odd-one-out judgments ``name`` from the per-subject matrix set ``matrix``.
+
+    Every subject's matrix answers ``n_triplets`` random triplets over the items of ``split``
+    (an object-disjoint ``fit`` / ``test`` split of ``test_fraction`` of the items drawn with
+    ``random_state``, complementary for the same seed; ``all``: every item); see
+    ``alignet_engine.align.matrix_triplets``.
+    """
+
+    matrix: str
+    name: str = "matrix-fit"
+    n_triplets: int = 10_000
+    split: Literal["fit", "test", "all"] = "fit"
+    test_fraction: float = 0.5
+    random_state: int = 0
+
+    def validate(self) -> None:
+        _positive(self, "n_triplets")
+        if self.split not in ("fit", "test", "all"):
+            raise ValueError(
+                f"MatrixTripletsConfig.split must be fit, test or all, not {self.split!r}"
+            )
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(
+                f"MatrixTripletsConfig.test_fraction must be in (0, 1), got {self.test_fraction}"
+            )
+        if not self.name.strip():
+            raise ValueError("MatrixTripletsConfig.name must not be empty")

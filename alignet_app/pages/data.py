@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from alignet_app.defaults import judged_image_set
 from alignet_app.dialogs.import_dialog import ImportDialog
+from alignet_app.dialogs.matrix_triplets_dialog import MatrixTripletsDialog
 from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
 from alignet_app.widgets.image_grid import ImageGrid
@@ -76,6 +77,14 @@ class DataPage(Page):
         self.import_images_button.clicked.connect(lambda: self._choose("images", folder=True))
         self.import_judgments_button = QPushButton("Import judgments…")
         self.import_judgments_button.clicked.connect(lambda: self._choose("judgments"))
+        self.matrix_triplets_button = QPushButton("Triplets from a matrix…")
+        self.matrix_triplets_button.setObjectName("matrix_triplets")
+        self.matrix_triplets_button.setToolTip(
+            "Derive odd-one-out judgments from a per-subject similarity matrix set, on an "
+            "object-disjoint fit/test split of its items"
+        )
+        self.matrix_triplets_button.clicked.connect(self.open_matrix_triplets)
+        self.matrix_triplets_button.setEnabled(False)  # until the project holds a matrix
 
         self.heading = QLabel()
         self.heading.setWordWrap(True)
@@ -84,6 +93,7 @@ class DataPage(Page):
         top.addWidget(self.heading, 1)
         top.addWidget(self.import_images_button)
         top.addWidget(self.import_judgments_button)
+        top.addWidget(self.matrix_triplets_button)
         top.addWidget(self.import_button)
 
         # ---- what the project holds
@@ -116,6 +126,7 @@ class DataPage(Page):
         self.error.hide()
         if not self.session.is_open:
             self.rows = []
+            self.matrix_triplets_button.setEnabled(False)
             self.heading.setText(
                 "<h3>No project open</h3>Create one (File ▸ New) or open one, then import a "
                 "folder of images and human judgments — or drop them on the window."
@@ -128,6 +139,7 @@ class DataPage(Page):
             self.rows = []
             self.error.setText(f"cannot read the project's data: {exc}")
             self.error.show()
+        self.matrix_triplets_button.setEnabled(any(r.kind == "matrix" for r in self.rows))
         n_sets = sum(r.kind == "image set" for r in self.rows)
         n_j = sum(r.kind == "judgments" for r in self.rows)
         self.heading.setText(
@@ -199,6 +211,14 @@ class DataPage(Page):
         dialog.finished.connect(lambda _r, d=dialog: self._forget(d))
         dialog.imported.connect(self._imported)
         self.dialogs.append(dialog)
+        dialog.show()
+        return dialog
+
+    def open_matrix_triplets(self) -> MatrixTripletsDialog:
+        """Open the dialog that derives judgments from a stored matrix set (not modal)."""
+        matrices = [r.name for r in self.rows if r.kind == "matrix"]
+        dialog = MatrixTripletsDialog(self, matrices)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.show()
         return dialog
 

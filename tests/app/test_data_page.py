@@ -149,3 +149,43 @@ def test_drop_folder_and_matrix(qtbot, window, tmp_path: Path, image_folder: Pat
     assert dialog.preview_result is not None and dialog.preview_result.count("shape") == "6 × 6"
     _import(qtbot, window, dialog)
     assert window.session.info()["matrices"] == ["rsm"]
+
+
+def test_triplets_from_a_matrix(qtbot, window, tmp_path: Path) -> None:
+    """The Data page's action derives judgments with the engine job the CLI uses."""
+    import numpy as np
+
+    from alignet_engine.data.types import ImageSet
+
+    rng = np.random.default_rng(5)
+    n = 20  # 10 fit items: 120 distinct triplets
+    S = rng.normal(size=(4, n, n))
+    S = (S + S.transpose(0, 2, 1)) / 2
+    window.session.new(tmp_path / "p.alignet")
+    project = window.session.project
+    project.write_imageset("s", ImageSet(("",) * n, ("",) * n), {})
+    project.write_matrix("ratings", S, image_set="s", kind="similarity", params={})
+    window.session.refresh()
+    window.show_page("data")
+    page = window.page("data")
+    assert page.matrix_triplets_button.isEnabled()
+    dialog = page.open_matrix_triplets()
+    assert dialog.form.values()["matrix"] == "ratings"
+    dialog.form.set_value("n_triplets", 0)
+    assert not dialog.derive()  # bad input: the engine's message, no job
+    assert "n_triplets" in dialog.error.text() and not window.session.runner.busy
+    dialog.form.set_value("n_triplets", 60)
+    dialog.form.set_value("name", "ratings-fit")
+    with qtbot.waitSignal(window.session.runner.idle, timeout=LONG):
+        assert dialog.derive()
+    qtbot.waitUntil(
+        lambda: any(r.name == "ratings-fit" for r in page.rows if r.kind == "judgments"),
+        timeout=LONG,
+    )
+    j, image_set = window.session.project.judgments("ratings-fit")
+    assert image_set == "s" and len(j) > 0
+    fit_items = np.unique(j.triplets)
+    assert fit_items.size <= n - round(0.5 * n)  # only the fit side's items
+    for (a, b, c), subject in zip(j.triplets, j.participant, strict=True):
+        pairs = {(a, b): S[subject, a, b], (a, c): S[subject, a, c], (b, c): S[subject, b, c]}
+        assert max(pairs, key=pairs.get) == (a, b)  # the odd one (last) is outside the top pair

@@ -145,3 +145,41 @@ def test_cli_fit_and_test_splits_are_object_disjoint(tmp_path: Path, cli) -> Non
     )
     with Project.open(project, readonly=True) as p:
         assert "x" not in p.names("judgments")
+
+
+def test_derive_job_writes_what_the_matrices_say_and_cancels_cleanly(tmp_path: Path) -> None:
+    from alignet_engine.config import MatrixTripletsConfig
+    from alignet_engine.data.types import ImageSet
+    from alignet_engine.jobs import Cancelled, JobControl, Message, Progress
+    from alignet_engine.stages.matrix_triplets import derive_triplets
+
+    rng = np.random.default_rng(4)
+    n = 12
+    S = rng.normal(size=(3, n, n))
+    S = (S + S.transpose(0, 2, 1)) / 2
+    with Project.create(tmp_path / "p.alignet") as project:
+        project.write_imageset("s", ImageSet(("",) * n, ("",) * n), {})
+        project.write_matrix("m", S, image_set="s", kind="similarity", params={})
+        control = JobControl()
+        control.cancel()
+        config = MatrixTripletsConfig(matrix="m", name="j", n_triplets=40, split="all")
+        with pytest.raises(Cancelled):
+            list(derive_triplets(project, config, control))
+        assert "j" not in project.names("judgments")
+        events = []
+        job = derive_triplets(project, config)
+        try:
+            while True:
+                events.append(next(job))
+        except StopIteration as stop:
+            result = stop.value
+        assert [e.done for e in events if isinstance(e, Progress)] == [0, 1]
+        assert "40 triplets" in next(e.text for e in events if isinstance(e, Message))
+        j, image_set = project.judgments("j")
+        assert image_set == "s" and len(j) == len(result.judgments)
+        # every stored response is the odd one out of that subject's matrix, by hand
+        for (a, b, c), subject in zip(j.triplets, j.participant, strict=True):
+            assert _odd_by_hand(S[subject], a, b, c) == c  # odd one last
+        assert result.n_triplets == 40 and result.items.size == n
+    with pytest.raises(InputError, match="test_fraction"):
+        MatrixTripletsConfig(matrix="m", test_fraction=1.0)
