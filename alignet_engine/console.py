@@ -19,6 +19,7 @@ terminal is set separately (``--log-level``, see ``alignet_engine.cli``).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import IO, Any
@@ -46,12 +47,27 @@ def _duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
-class _StageState:
-    """Where one stage's progress stands: its units done, total and when it began (s)."""
+def _is_terminal(stream: IO[str]) -> bool:
+    """Whether ``stream`` is a terminal with a size: tqdm draws no bar on a pseudo-terminal
+    that reports 0 rows or columns (some CI runners, ``script``), so those get plain lines."""
+    try:
+        if not stream.isatty():
+            return False
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return size.lines > 0 and size.columns > 0
 
-    def __init__(self, total: int, now: float) -> None:
+
+class _StageState:
+    """Where one stage's progress stands: its units done, total, and the units done and
+    the time (s) of its first event, which the rate is counted from (a job reports its first
+    batch when it is already done: counting it would show millions of images a second)."""
+
+    def __init__(self, done: int, total: int, now: float) -> None:
         self.total = total
-        self.done = 0
+        self.done = done
+        self.start_done = done
         self.start = now
         self.last_line = -float("inf")
         self.loss: float | None = None
@@ -59,9 +75,9 @@ class _StageState:
         self.bar: Any = None  # a tqdm bar on a terminal
 
     def rate(self, now: float) -> float | None:
-        """Units per second since the stage began, or None before any time has passed."""
-        elapsed = now - self.start
-        return self.done / elapsed if elapsed > 0 and self.done else None
+        """Units per second since the stage's first event, or None before any progress."""
+        elapsed, done = now - self.start, self.done - self.start_done
+        return done / elapsed if elapsed > 0 and done > 0 else None
 
 
 class ConsoleProgress:
@@ -85,12 +101,12 @@ class ConsoleProgress:
     ) -> None:
         self.verbosity = verbosity
         self.stream = stream if stream is not None else sys.stderr
-        if bars is None:
-            isatty = getattr(self.stream, "isatty", None)
-            bars = bool(isatty and isatty())
-        self.bars = bars
+        self.bars = _is_terminal(self.stream) if bars is None else bars
         self.interval_s = interval_s
         self._stages: dict[str, _StageState] = {}
+        # (done, total) each stage finished with: a job that repeats its final Progress
+        # (the trainer's last step, then its closing report) gets one final line, not two
+        self._finished: dict[str, tuple[int, int]] = {}
 
     # ----------------------------------------------------------------------------- events
     def __call__(self, event: Event) -> None:
@@ -126,9 +142,12 @@ class ConsoleProgress:
     # ----------------------------------------------------------------------------- internals
     def _progress(self, event: Progress) -> None:
         state = self._stages.get(event.stage)
+        if state is None and self._finished.get(event.stage) == (event.done, event.total):
+            return
         if state is None or event.done < state.done:  # a new pass of the stage starts over
             self._finish(event.stage)
-            state = self._stages[event.stage] = _StageState(event.total, time.monotonic())
+            state = _StageState(event.done, event.total, time.monotonic())
+            self._stages[event.stage] = state
         if event.message:
             state.message = event.message
         self._advance(event.stage, state, event.done, event.total)
@@ -140,6 +159,8 @@ class ConsoleProgress:
         first = state.bar is None and state.last_line == -float("inf")
         state.done, state.total = max(done, state.done), total
         finished = may_finish and bool(total) and state.done >= total
+        if finished:
+            self._finished[stage] = (state.done, total)
         if self.bars:
             self._bar_update(stage, state)
             if finished:
@@ -175,6 +196,7 @@ class ConsoleProgress:
 
             state.bar = tqdm(
                 total=state.total or None,
+                initial=state.done,  # the rate counts from the first event, as in plain lines
                 desc=stage,
                 unit=UNITS.get(stage, "it"),
                 file=self.stream,

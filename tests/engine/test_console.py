@@ -52,6 +52,21 @@ def test_plain_lines_are_periodic_with_rate_and_eta(clock: Clock) -> None:
     assert f"ETA {m:02d}:{s:02d}" in middle
     assert f"loss {1.0 / done:.4f}" in middle
     assert lines[-1].startswith("[distill] 600/600 (100%) 2 step/s in 05:00 loss 0.0017")
+    progress(Progress("distill", 600, 600))  # the trainer repeats its final progress
+    assert out.getvalue().splitlines() == lines
+
+
+def test_rate_counts_from_the_first_event(clock: Clock) -> None:
+    """A job reports its first batch once it is done: that batch is not counted as done in
+    no time (the demo showed "2.2e+06 img/s")."""
+    out = io.StringIO()
+    progress = ConsoleProgress(stream=out, bars=False, interval_s=0.0)
+    progress(Progress("extract", 32, 120))
+    clock.now += 4.0
+    progress(Progress("extract", 64, 120))
+    first, second = out.getvalue().splitlines()
+    assert first == "[extract] 32/120 (27%)"
+    assert second == "[extract] 64/120 (53%) 8 img/s ETA 00:07"
 
 
 def test_messages_follow_the_verbosity(clock: Clock) -> None:
