@@ -601,7 +601,7 @@ def cmd_evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
-    """report.json + report.html of the current evaluations (the GUI adds PNG charts)."""
+    """report.json + report.html (with SVG charts) of the current evaluations."""
     from alignet_engine.stages.report import write_report_job
 
     with _project(args, readonly=True) as p:

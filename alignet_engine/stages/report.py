@@ -698,8 +698,77 @@ def _params_html(record: Mapping[str, Any] | None) -> str:
     return f"<table class='params'>{cells}</table>"
 
 
+#: Bar colours of the SVG charts, one per representation column (colour-blind-safe Okabe-Ito).
+_SVG_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
+#: Plot area of an SVG chart, px: bars are drawn in [left, left + width] × [top, top + height].
+_SVG_BOX = (40, 10, 60, 180)  # left, top, width per bar group, height
+
+
+def svg_chart(row: Mapping[str, Any], columns: Sequence[str], labels: Mapping[str, str]) -> str:
+    """One data set's results as an inline SVG bar chart (the CLI report's charts; the GUI
+    renders its own PNGs): a bar per evaluated representation with its 95% CI as a whisker,
+    the noise ceiling dashed, chance dotted, on the row's ``y_range``.
+
+    Bars carry ``data-value`` and ``data-role`` and a height of ``(value - lo) / (hi - lo)``
+    of the plot height, so a reader (or a test) can check them against report.json.
+    """
+    left, top, group, height = _SVG_BOX
+    cells = [(c, row["cells"][c]) for c in columns if row["cells"].get(c)]
+    cells = [(c, cell) for c, cell in cells if _num(cell["value"]) is not None]
+    lo, hi = (float(v) for v in row.get("y_range") or (0.0, 1.0))
+    span = (hi - lo) or 1.0
+
+    def y(v: float) -> float:
+        return top + height * (1.0 - (min(max(v, lo), hi) - lo) / span)
+
+    width = left + group * max(len(cells), 1) + 10
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{top + height + 60}' "
+        f"role='img' aria-label='{html.escape(str(row['name']))}' font-size='10'>",
+        f"<line x1='{left}' y1='{top}' x2='{left}' y2='{top + height}' stroke='#444'/>",
+    ]
+    for tick in (lo, (lo + hi) / 2, hi):
+        parts.append(
+            f"<text x='{left - 4}' y='{y(tick) + 3:.1f}' text-anchor='end'>{tick:.2f}</text>"
+        )
+    for i, (column, cell) in enumerate(cells):
+        value = float(cell["value"])
+        x = left + i * group + 8
+        colour = _SVG_COLOURS[columns.index(column) % len(_SVG_COLOURS)]
+        bar_h = top + height - y(value)
+        parts.append(
+            f"<rect x='{x}' y='{y(value):.2f}' width='{group - 16}' height='{bar_h:.2f}' "
+            f"fill='{colour}' data-role='{html.escape(column)}' data-value='{value:.6g}'>"
+            f"<title>{html.escape(labels.get(column, column))}: {value:.3f}</title></rect>"
+        )
+        c_lo, c_hi = _num(cell["ci_low"]), _num(cell["ci_high"])
+        if c_lo is not None and c_hi is not None:
+            mid = x + (group - 16) / 2
+            parts.append(
+                f"<line x1='{mid}' y1='{y(c_lo):.2f}' x2='{mid}' y2='{y(c_hi):.2f}' "
+                "stroke='#222' stroke-width='1.5'/>"
+            )
+        name = html.escape(labels.get(column, column))
+        parts.append(
+            f"<text x='{x + (group - 16) / 2}' y='{top + height + 12}' text-anchor='end' "
+            f"transform='rotate(-30 {x + (group - 16) / 2} {top + height + 12})'>{name}</text>"
+        )
+    for level, dash, what in (
+        (_num(row.get("noise_ceiling")), "6 3", "noise ceiling"),
+        (_num(row.get("chance")), "2 3", "chance"),
+    ):
+        if level is not None and lo <= level <= hi:
+            parts.append(
+                f"<line x1='{left}' y1='{y(level):.2f}' x2='{width - 5}' y2='{y(level):.2f}' "
+                f"stroke='#777' stroke-dasharray='{dash}'><title>{what} {level:.3f}</title></line>"
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def report_html(data: Mapping[str, Any]) -> str:
-    """A self-contained HTML page (inline CSS, PNGs referenced by relative file name)."""
+    """A self-contained HTML page (inline CSS, PNGs referenced by relative file name; without
+    PNGs, inline SVG charts from :func:`svg_chart`)."""
     table = data["table"]
     cols = table["columns"]
     labels = table["labels"]
@@ -743,6 +812,10 @@ def report_html(data: Mapping[str, Any]) -> str:
         f"<figure><img src='{esc(fname)}' alt='{esc(name)}'>"
         f"<figcaption>{esc(name)}</figcaption></figure>"
         for name, fname in data["plots"].items()
+    ) or "".join(
+        f"<figure>{svg_chart(row, cols, labels)}<figcaption>{esc(row['name'])}"
+        f"{' [' + esc(str(row['level'])) + ']' if row.get('level') else ''}</figcaption></figure>"
+        for row in table["rows"]
     )
     pipeline = "".join(
         f"<h3>{esc(stage)}</h3>{_params_html(rec)}" for stage, rec in data["pipeline"].items()

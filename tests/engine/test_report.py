@@ -262,4 +262,16 @@ def test_cli_evaluate_all_then_report(
     files = json.loads(capsys.readouterr().out)["files"]
     data = json.loads(Path(files["report_json"]).read_text())
     assert data["table"] == again["table"]
-    assert Path(files["report_html"]).read_text().count("held-out") >= 1
+    page = Path(files["report_html"]).read_text()
+    # without the GUI's PNGs the page draws SVG charts: one bar per cell, its height the
+    # value's share of the row's value range (plot height 180 px)
+    import re
+
+    assert page.count("<svg") == len(data["table"]["rows"]) == 2
+    for row, svg in zip(data["table"]["rows"], page.split("<svg")[1:], strict=True):
+        bars = re.findall(r"<rect [^>]*height='([\d.]+)'[^>]*data-role='(\w+)'", svg)
+        assert {role for _, role in bars} == set(row["cells"])
+        lo, hi = row["y_range"]
+        for bar_height, role in bars:
+            share = (row["cells"][role]["value"] - lo) / (hi - lo)
+            assert float(bar_height) == pytest.approx(180 * share, abs=0.01)
