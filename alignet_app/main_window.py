@@ -44,7 +44,7 @@ from alignet_app.widgets import theme
 from alignet_app.widgets.welcome import WelcomeScreen, demo_folder
 from alignet_engine.errors import AlignetError
 from alignet_engine.jobs import Message, Progress, StageDone
-from alignet_engine.stages.status import HEADLINES, RunComparison, compare_headline
+from alignet_engine.stages.headlines import HEADLINES, RunComparison, compare_headline
 
 log = logging.getLogger(__name__)
 

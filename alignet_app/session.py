@@ -18,11 +18,11 @@ from PySide6.QtCore import QObject, Signal
 from alignet_app import settings
 from alignet_app.jobrunner import JobRunner
 from alignet_app.viewjobs import ViewJobs
+from alignet_engine.base.devices import set_cpu_threads
 from alignet_engine.errors import ProjectError, ProjectLockedError
 from alignet_engine.jobs import Job, JobControl
-from alignet_engine.models import set_cpu_threads
-from alignet_engine.stages.status import StageState, pipeline_status
 from alignet_engine.store import Project
+from alignet_engine.views.status import StageState, pipeline_status
 
 log = logging.getLogger(__name__)
 

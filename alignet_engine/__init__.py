@@ -36,8 +36,8 @@ _PUBLIC: dict[str, str] = {
     "noise_ceiling_matrix": "alignet_engine.align.metrics",
     "rsa": "alignet_engine.align.metrics",
     # data, the project file, the exported student
-    "ImageSet": "alignet_engine.data.types",
-    "Judgments": "alignet_engine.data.types",
+    "ImageSet": "alignet_engine.base.types",
+    "Judgments": "alignet_engine.base.types",
     "Project": "alignet_engine.store.project",
     "load_aligned_model": "alignet_engine.export_model",
     # errors a user's code may catch
@@ -76,8 +76,8 @@ if TYPE_CHECKING:  # type checkers and IDEs see the real definitions (explicit r
     from alignet_engine.align.triplet_sampling import load_alignet_npz as load_alignet_npz
     from alignet_engine.align.triplet_sampling import sample_triplets as sample_triplets
     from alignet_engine.align.triplet_sampling import save_alignet_npz as save_alignet_npz
-    from alignet_engine.data.types import ImageSet as ImageSet
-    from alignet_engine.data.types import Judgments as Judgments
+    from alignet_engine.base.types import ImageSet as ImageSet
+    from alignet_engine.base.types import Judgments as Judgments
     from alignet_engine.errors import InputError as InputError
     from alignet_engine.errors import ProjectError as ProjectError
     from alignet_engine.export_model import load_aligned_model as load_aligned_model

@@ -78,7 +78,7 @@ def cmd_new(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_info(args: argparse.Namespace) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from alignet_engine.stages.status import next_steps, pipeline_status
+    from alignet_engine.views.status import next_steps, pipeline_status
 
     with _project(args, readonly=True) as p:
         info = p.info()
@@ -453,8 +453,8 @@ _DISTILL_TRAINING_FLAGS = {
 
 
 def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
-    from alignet_engine.distill import DistillConfig
-    from alignet_engine.stages.distill import DistillStageConfig, resume_distill, run_distill
+    from alignet_engine.config.distill import DistillConfig, DistillStageConfig
+    from alignet_engine.stages.distill import resume_distill, run_distill
 
     given = {
         field: getattr(args, dest)
@@ -578,7 +578,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     with _project(args) as p:
         result = dict(_run(evaluate(p, cfg), args))
     if not args.json:
-        from alignet_engine.stages.report import evaluation_text
+        from alignet_engine.views.evaluation import evaluation_text
 
         print(evaluation_text(result))
     return result
@@ -587,7 +587,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
     """Every representation of the pipeline on each held-out judgment set / matrix (the
     Evaluation page's "Evaluate all"), then the table."""
-    from alignet_engine.stages.report import evaluate_all, evaluation_table, evaluation_table_text
+    from alignet_engine.stages.evaluate_all import evaluate_all
+    from alignet_engine.views.evaluation import evaluation_table, evaluation_table_text
 
     with _project(args) as p:
         job = evaluate_all(
@@ -602,7 +603,7 @@ def cmd_evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     """report.json + report.html (with SVG charts) of the current evaluations."""
-    from alignet_engine.stages.report import write_report_job
+    from alignet_engine.views.report import write_report_job
 
     with _project(args, readonly=True) as p:
         if not any(slot.startswith("evaluate:") for slot in p.slots()):

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from alignet_engine.base.types import Judgments
 from alignet_engine.config import StageConfig
-from alignet_engine.data.types import Judgments
 from alignet_engine.errors import InputError
 from alignet_engine.files import atomic_write_text
 

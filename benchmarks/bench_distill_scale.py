@@ -112,8 +112,9 @@ def _workload(args: argparse.Namespace, n_pool: int) -> dict[str, Any]:
     """The shared pieces: model, streamed pool, triplets, config."""
     import torch
 
-    from alignet_engine.data.types import ImageSet
-    from alignet_engine.distill import DistillConfig, StreamedImages
+    from alignet_engine.base.types import ImageSet
+    from alignet_engine.config.distill import DistillConfig
+    from alignet_engine.distill import StreamedImages
     from alignet_engine.models import load_backbone, make_transform
     from alignet_engine.models.extract import _ImageFiles
     from alignet_engine.stages.distill import StudentFeatures

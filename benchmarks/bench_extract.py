@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 import alignet_engine.models.extract as extract_mod
+from alignet_engine.base.devices import pick_device
 from alignet_engine.jobs import run_job
-from alignet_engine.models import load_backbone, load_image, make_transform, pick_device
+from alignet_engine.models import load_backbone, load_image, make_transform
 from alignet_engine.models.extract import PartialFeatures, default_workers, extraction_job
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

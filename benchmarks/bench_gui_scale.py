@@ -30,7 +30,7 @@ os.environ["ALIGNET_NO_DIALOGS"] = "1"
 
 import numpy as np
 
-from alignet_engine.data.types import ImageSet
+from alignet_engine.base.types import ImageSet
 from alignet_engine.store import Project
 
 K = 500

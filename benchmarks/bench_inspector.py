@@ -29,7 +29,7 @@ os.environ["ALIGNET_NO_DIALOGS"] = "1"
 import h5py
 import numpy as np
 
-from alignet_engine.data.types import ImageSet
+from alignet_engine.base.types import ImageSet
 from alignet_engine.store import Project
 
 N_ITEMS = 100_000
@@ -80,7 +80,7 @@ def measure(app, path: Path, label: str, jumps: int = 50, steps: int = 100) -> d
     from PySide6.QtTest import QTest
 
     from alignet_app.main_window import MainWindow
-    from alignet_engine.stages import browse
+    from alignet_engine.views import browse
 
     window = MainWindow()
     window.resize(1440, 900)

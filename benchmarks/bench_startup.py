@@ -63,7 +63,7 @@ def _project(path: Path, size_mb: int, env: dict[str, str]) -> None:
     """A project holding an image set and one features run of about ``size_mb`` MiB."""
     code = f"""
 import numpy as np
-from alignet_engine.data.types import ImageSet
+from alignet_engine.base.types import ImageSet
 from alignet_engine.store import Project
 n = 20_000
 d = max(1, {size_mb} * (1 << 20) // (4 * n))

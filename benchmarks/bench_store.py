@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alignet_engine.data.types import ImageSet, Judgments
+from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.store import Project
 
 FULL_ROWS, QUICK_ROWS, DIM = 1_281_167, 20_000, 1280

@@ -42,12 +42,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from alignet_engine.distill import (  # noqa: E402
-    DistillConfig,
-    distill,
-    kl_triplet_loss,
-    triplet_similarities,
-)
+from alignet_engine.config.distill import DistillConfig  # noqa: E402
+from alignet_engine.distill import distill, kl_triplet_loss, triplet_similarities  # noqa: E402
 from alignet_engine.distill.batching import TripletSampler  # noqa: E402
 from alignet_engine.jobs import run_job  # noqa: E402
 from alignet_engine.models import load_backbone  # noqa: E402

@@ -27,8 +27,8 @@ from alignet_engine.align import AffineTransform, choice_distributions
 from alignet_engine.align.calibration import entropy_correlation, expected_calibration_error
 from alignet_engine.align.metrics import accuracy_summary
 from alignet_engine.align.model_selection import object_disjoint_folds
+from alignet_engine.base.types import Judgments
 from alignet_engine.data.importers import read_image_folder, read_materials_json
-from alignet_engine.data.types import Judgments
 from alignet_engine.jobs import run_job
 from alignet_engine.models import extract_features, load_backbone
 

@@ -129,9 +129,10 @@ from alignet_engine.align.metrics import (
 )
 from alignet_engine.align.model_selection import object_disjoint_folds
 from alignet_engine.align.triplet_sampling import sample_triplets, teacher_odd_one_out
+from alignet_engine.base.types import Judgments
+from alignet_engine.config.distill import DistillConfig
 from alignet_engine.data.importers import read_image_folder, read_materials_json
-from alignet_engine.data.types import Judgments
-from alignet_engine.distill import DistillConfig, distill
+from alignet_engine.distill import distill
 from alignet_engine.jobs import LossBatch, run_job
 from alignet_engine.models import (
     Preprocess,

@@ -75,7 +75,7 @@ from alignet_engine.align.metrics import (  # noqa: E402
 )
 from alignet_engine.align.soft_targets import choice_distributions  # noqa: E402
 from alignet_engine.align.transform import AffineTransform  # noqa: E402
-from alignet_engine.data.types import Judgments  # noqa: E402
+from alignet_engine.base.types import Judgments  # noqa: E402
 
 THINGS = REPO.parent / "shared" / "data" / "things"
 ANIMACY_COLS = (

@@ -43,7 +43,9 @@ from alignet_app.jobrunner import JobFailure
 from alignet_app.pages.base import error_label
 from alignet_app.session import Session
 from alignet_engine.data.importers import FEATURE_SUFFIXES
-from alignet_engine.data.preview import (
+from alignet_engine.errors import AlignetError
+from alignet_engine.stages.imports import JUDGMENT_FORMATS
+from alignet_engine.views.preview import (
     IMPORT_KINDS,
     MATRIX_KINDS,
     ImportRequest,
@@ -54,8 +56,6 @@ from alignet_engine.data.preview import (
     preview,
     project_view,
 )
-from alignet_engine.errors import AlignetError
-from alignet_engine.stages.imports import JUDGMENT_FORMATS
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,9 @@ from alignet_engine.config import EvaluateConfig, TransformConfig
 from alignet_engine.errors import AlignetError
 from alignet_engine.jobs import Job, JobControl, LossBatch
 from alignet_engine.stages.evaluate import evaluate
-from alignet_engine.stages.summaries import (
+from alignet_engine.stages.transform import fit_transform, transform_slot
+from alignet_engine.store import Project
+from alignet_engine.views.summaries import (
     AlignmentResults,
     alignment_results,
     feature_labels,
@@ -56,8 +58,6 @@ from alignet_engine.stages.summaries import (
     search_rows,
     stored_history,
 )
-from alignet_engine.stages.transform import fit_transform, transform_slot
-from alignet_engine.store import Project
 
 FIT_LABEL = "Fit transform"
 EVAL_LABEL = "Evaluate base and aligned"

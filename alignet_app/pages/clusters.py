@@ -35,8 +35,8 @@ from alignet_app.widgets.thumbnails import ThumbnailCache
 from alignet_engine.config import ClusterConfig
 from alignet_engine.errors import AlignetError
 from alignet_engine.jobs import Job, JobControl
-from alignet_engine.stages import browse
 from alignet_engine.stages.clusters import cluster
+from alignet_engine.views import browse
 
 TIPS = {
     "image_set": "The pool image set to cluster (the images triplets are sampled from).",

@@ -32,8 +32,8 @@ from alignet_app.dialogs.matrix_triplets_dialog import MatrixTripletsDialog
 from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
 from alignet_app.widgets.image_grid import ImageGrid
-from alignet_engine.data.preview import DataRow, group_by_category, guess_import, summarize_data
 from alignet_engine.errors import AlignetError
+from alignet_engine.views.preview import DataRow, group_by_category, guess_import, summarize_data
 
 _ROLE = int(Qt.ItemDataRole.UserRole)
 _GROUPS = (

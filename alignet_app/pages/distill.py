@@ -4,7 +4,7 @@ The form is built from the engine's configuration dataclasses (:class:`DistillSt
 and its nested :class:`DistillConfig`), so a field the engine adds shows up here with the
 tooltip of its docstring entry. Training runs as the engine's ``run_distill`` job; its loss
 batches feed :class:`~alignet_app.widgets.plots.LiveCurves`, and the readout's rates come
-from the engine's :class:`~alignet_engine.stages.summaries.RateMeter`. After the job the page
+from the engine's :class:`~alignet_engine.views.summaries.RateMeter`. After the job the page
 shows the run's stored curves and summary. An interrupted run (killed, cancelled, failed)
 can be resumed from its training checkpoint when the engine offers ``resume_distill``.
 """
@@ -32,12 +32,12 @@ from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
 from alignet_app.widgets.config_form import ConfigForm
 from alignet_app.widgets.plots import LiveCurves
-from alignet_engine.distill import DistillConfig
+from alignet_engine.config.distill import DistillConfig, DistillStageConfig
 from alignet_engine.errors import AlignetError
 from alignet_engine.jobs import LossBatch, Progress, StageDone
 from alignet_engine.stages import distill as distill_stage
-from alignet_engine.stages.distill import DistillStageConfig, run_distill
-from alignet_engine.stages.summaries import (
+from alignet_engine.stages.distill import run_distill
+from alignet_engine.views.summaries import (
     RateMeter,
     field_docs,
     format_duration,
@@ -537,7 +537,7 @@ def resume_api() -> Callable[..., Any] | None:
 
 def _device_name(preference: str) -> str:
     """Where ``preference`` trains on this machine (cheap: no model is loaded)."""
-    from alignet_engine.models import pick_device
+    from alignet_engine.base.devices import pick_device
 
     return str(pick_device(preference))
 

@@ -1,8 +1,8 @@
 """The Evaluation page: base vs. aligned teacher vs. base vs. distilled student, per data set.
 
 The table and the charts show every current evaluate run, organised by the engine
-(:func:`alignet_engine.stages.report.evaluation_table`); "Evaluate all" runs the engine's
-:func:`~alignet_engine.stages.report.evaluate_all` job, the form runs one evaluation with an
+(:func:`alignet_engine.views.evaluation.evaluation_table`); "Evaluate all" runs the engine's
+:func:`~alignet_engine.stages.evaluate_all.evaluate_all` job, the form runs one evaluation with an
 :class:`~alignet_engine.config.EvaluateConfig`, and "Export report…" renders the charts to PNG
 and has the engine write report.html + report.json.
 """
@@ -45,16 +45,14 @@ from alignet_app.widgets.config_form import ConfigForm
 from alignet_engine.config import EvaluateConfig
 from alignet_engine.errors import AlignetError
 from alignet_engine.stages.evaluate import evaluate
-from alignet_engine.stages.report import (
+from alignet_engine.stages.evaluate_all import evaluate_all, fit_judgments
+from alignet_engine.views.evaluation import (
     EvaluationTable,
-    check_output_folder,
     comparison_text,
-    evaluate_all,
     evaluation_table,
-    fit_judgments,
     format_cell,
-    write_report_job,
 )
+from alignet_engine.views.report import check_output_folder, write_report_job
 
 _ROLE = int(Qt.ItemDataRole.UserRole)
 

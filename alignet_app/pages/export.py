@@ -40,11 +40,11 @@ from alignet_app.widgets import theme
 from alignet_app.widgets.bar_charts import render_chart_pngs
 from alignet_engine.errors import AlignetError
 from alignet_engine.stages.export import existing_outputs
-from alignet_engine.stages.report import (
+from alignet_engine.views.evaluation import evaluation_table
+from alignet_engine.views.report import (
     EXPORT_DESCRIPTIONS,
     EXPORT_FORMATS,
     check_output_folder,
-    evaluation_table,
     export_job,
     export_prerequisites,
 )

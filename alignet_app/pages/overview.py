@@ -1,13 +1,13 @@
 """The Project page: a study dashboard.
 
 - the pipeline as a flow of stages, each with its state and why (the engine's
-  :func:`~alignet_engine.stages.status.pipeline_status`, the same the navigator shows);
+  :func:`~alignet_engine.views.status.pipeline_status`, the same the navigator shows);
 - what to do next, in words, with a link to the page that does it and a "Re-run everything
-  stale" action (:func:`~alignet_engine.stages.status.next_steps`,
+  stale" action (:func:`~alignet_engine.views.status.next_steps`,
   :func:`~alignet_engine.stages.rerun.rerun_stale`);
 - the headline chain base teacher → aligned teacher → distilled student against the noise
   ceiling, with 95% CIs, per triplet type, and the aligned teacher's calibration
-  (:func:`~alignet_engine.stages.report.evaluation_table`);
+  (:func:`~alignet_engine.views.evaluation.evaluation_table`);
 - every run of every stage (:class:`~alignet_app.widgets.runs.RunHistory`): readable details,
   make any run current, compare runs side by side, delete runs.
 """
@@ -38,10 +38,12 @@ from alignet_app.session import Session
 from alignet_app.widgets.runs import RunComparison, RunHistory
 from alignet_engine.errors import AlignetError
 from alignet_engine.jobs import Job
-from alignet_engine.stages.report import ROLES, EvaluationTable, evaluation_table, format_cell
+from alignet_engine.stages.evaluate_all import ROLES
+from alignet_engine.stages.order import PIPELINE, stale_order
 from alignet_engine.stages.rerun import RERUNNABLE, rerun_stale
-from alignet_engine.stages.status import PIPELINE, next_steps, stale_order
 from alignet_engine.store import Project
+from alignet_engine.views.evaluation import EvaluationTable, evaluation_table, format_cell
+from alignet_engine.views.status import next_steps
 
 _MARK = {"not run": "○", "done": "●", "stale": "◐", "interrupted": "✕", "running": "▶"}
 #: Border colours of the stage boxes: readable on light and dark palettes alike.
@@ -322,7 +324,7 @@ def advice_html(steps: list) -> str:
 
 
 def page_key(title: str) -> str:
-    """The navigator key of a page title (as :class:`~alignet_engine.stages.status.NextStep`
+    """The navigator key of a page title (as :class:`~alignet_engine.views.status.NextStep`
     names pages)."""
     return {
         "Data": "data",

@@ -54,8 +54,8 @@ from alignet_engine.align.triplet_sampling import STRATEGIES
 from alignet_engine.config import SampleConfig
 from alignet_engine.errors import AlignetError
 from alignet_engine.jobs import Job, JobControl
-from alignet_engine.stages import browse, inspector
 from alignet_engine.stages.triplets import sample
+from alignet_engine.views import browse, inspector
 
 #: wait this long after the last change of a filter widget before filtering (ms)
 FILTER_DEBOUNCE_MS = 300

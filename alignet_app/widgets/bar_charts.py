@@ -2,7 +2,7 @@
 
 Each chart shows one bar per representation (consistent colours), its 95% CI as an error
 bar, the human noise ceiling as a dashed line and chance as a dotted line. Every number comes
-from :class:`alignet_engine.stages.report.EvaluationTable`; the widgets only draw them.
+from :class:`alignet_engine.views.evaluation.EvaluationTable`; the widgets only draw them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from alignet_app.widgets import figure_export, theme
-from alignet_engine.stages.report import ROLES, EvalRow, EvaluationTable
+from alignet_engine.stages.evaluate_all import ROLES
+from alignet_engine.views.evaluation import EvalRow, EvaluationTable
 
 #: Okabe–Ito colours (colour-blind safe): teachers blue, students orange; aligned = darker.
 ROLE_COLOURS: dict[str, str] = {

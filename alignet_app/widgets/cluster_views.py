@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from alignet_app.widgets import figure_export, theme
 from alignet_app.widgets.thumbnails import ThumbnailCache
-from alignet_engine.stages.browse import ClusterOverview, PoolMap
+from alignet_engine.views.browse import ClusterOverview, PoolMap
 
 INERTIA_COLOUR = theme.OKABE_ITO[0]
 SILHOUETTE_COLOUR = theme.OKABE_ITO[3]

@@ -3,7 +3,7 @@
 Design (design.md, "Threading and jobs"): the job yields a batch of points every ~200 ms;
 each series appends them to a growing numpy buffer (amortised doubling, no per-point Python
 objects). What is *drawn* is a bounded min/max decimation of each series
-(:class:`alignet_engine.curves.MinMaxDecimator`, ≤ ~2k points whatever the run's length), so
+(:class:`alignet_engine.views.curves.MinMaxDecimator`, ≤ ~2k points whatever the run's length), so
 a 100k-step run paints as fast as a 100-step one. A 25 Hz timer redraws one plot per tick
 (round robin over the plots with new points), so one paint never covers the whole canvas:
 painting, not data handling, is what stalls the event loop (issue 10 item 11).
@@ -39,8 +39,8 @@ from PySide6.QtWidgets import (
 )
 
 from alignet_app.widgets import figure_export, theme
-from alignet_engine.curves import EmaStream, MinMaxDecimator
 from alignet_engine.jobs import LossBatch
+from alignet_engine.views.curves import EmaStream, MinMaxDecimator
 
 log = logging.getLogger(__name__)
 
@@ -528,7 +528,7 @@ class LiveCurves(QWidget):
         """Replace every curve by a finished run's stored history (``name → (n,)`` arrays).
 
         ``val_*`` curves are drawn against ``val_step``, the others against ``step`` or
-        ``epoch`` (as :func:`alignet_engine.stages.summaries.stored_history` returns them).
+        ``epoch`` (as :func:`alignet_engine.views.summaries.stored_history` returns them).
         ``planned``: the x-axis spans 0..planned (default: the data).
         """
         self.clear()

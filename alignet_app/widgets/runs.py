@@ -1,6 +1,6 @@
 """Runs of a project: their history per stage, readable details, and side-by-side comparison.
 
-The engine decides what is current, stale or worse (:mod:`alignet_engine.stages.status`,
+The engine decides what is current, stale or worse (:mod:`alignet_engine.views.status`,
 :class:`~alignet_engine.store.Project`); these widgets only show it and pass the user's
 choices (make current, delete) back as engine calls.
 """
@@ -35,7 +35,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from alignet_engine.stages.status import HEADLINES, PIPELINE
+from alignet_engine.stages.headlines import HEADLINES
+from alignet_engine.stages.order import PIPELINE
 from alignet_engine.store import Project, Run
 
 _ROLE = int(Qt.ItemDataRole.UserRole)

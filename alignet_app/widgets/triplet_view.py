@@ -1,11 +1,11 @@
 """Widgets of the triplet inspector: a lazy table model, its view, and the detail panel.
 
 The model's ``rowCount`` is the (filtered, sorted) number of rows; ``data()`` reads rows from
-the engine's :class:`~alignet_engine.stages.browse.TripletView` in blocks of :data:`BLOCK` rows
+the engine's :class:`~alignet_engine.views.browse.TripletView` in blocks of :data:`BLOCK` rows
 and keeps a few blocks in an LRU cache. A view scrolled across ten million triplets therefore
 only ever holds what was recently on screen, and no Python object exists per triplet.
 
-Rows are shown in *display order* (:func:`alignet_engine.stages.inspector.in_display_order`):
+Rows are shown in *display order* (:func:`alignet_engine.views.inspector.in_display_order`):
 stored rows put the odd one last, so without it every answer would be "C". The verdict and
 the two choices come first, because they are what a reader scans for.
 """
@@ -33,8 +33,8 @@ from PySide6.QtWidgets import (
 
 from alignet_app.widgets import figure_export, theme
 from alignet_app.widgets.thumbnails import ThumbnailCache
-from alignet_engine.stages.browse import FilterResult, TripletRows, TripletView
-from alignet_engine.stages.inspector import in_display_order
+from alignet_engine.views.browse import FilterResult, TripletRows, TripletView
+from alignet_engine.views.inspector import in_display_order
 
 #: Rows read from the engine at once, and blocks kept (a screen shows ~40 rows).
 BLOCK = 128
@@ -60,7 +60,7 @@ class Col:
     VERDICT, HUMAN, TEACHER, P_ODD, ENTROPY, AGREEMENT, KIND, ROW, A, B, C, CLUSTERS = range(12)
 
 
-#: column → the engine's sort key (:data:`alignet_engine.stages.inspector.SORT_KEYS`)
+#: column → the engine's sort key (:data:`alignet_engine.views.inspector.SORT_KEYS`)
 SORTABLE = {
     Col.VERDICT: "verdict",
     Col.P_ODD: "teacher_p",

@@ -38,6 +38,7 @@ from alignet_engine.align.chunked import (
     rows_for_budget,
 )
 from alignet_engine.align.metrics import check_features
+from alignet_engine.base.devices import pick_device
 from alignet_engine.errors import InputError
 
 if TYPE_CHECKING:  # torch costs ~1.5 s to import; only the GPU path needs it
@@ -85,8 +86,6 @@ def resolve_device(device: str) -> torch.device | None:
 
         return torch.device("cuda") if torch.cuda.is_available() else None
     if spec == "cuda" or spec.startswith("cuda:"):
-        from alignet_engine.models.devices import pick_device
-
         return pick_device(spec)
     raise InputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 

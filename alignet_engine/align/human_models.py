@@ -39,8 +39,8 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from alignet_engine.align.metrics import check_features, check_triplets
+from alignet_engine.base.devices import torch_threads
 from alignet_engine.errors import AlignetError, InputError
-from alignet_engine.models.devices import torch_threads
 
 if TYPE_CHECKING:
     import torch

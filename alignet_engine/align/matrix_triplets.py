@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from alignet_engine.data.types import Judgments
+from alignet_engine.base.types import Judgments
 from alignet_engine.errors import InputError
 
 logger = logging.getLogger(__name__)

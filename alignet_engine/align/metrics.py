@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from alignet_engine.data.types import Judgments
+from alignet_engine.base.types import Judgments
 from alignet_engine.errors import InputError
 
 logger = logging.getLogger(__name__)

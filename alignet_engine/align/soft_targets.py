@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from alignet_engine.align.metrics import oddone_choice_counts, twoafc_choice_counts
-from alignet_engine.data.types import Judgments
+from alignet_engine.base.types import Judgments
 from alignet_engine.errors import InputError
 
 

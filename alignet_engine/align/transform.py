@@ -101,11 +101,11 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from alignet_engine.align.metrics import check_features, check_triplets, pair_similarities
+from alignet_engine.base.devices import torch_threads
 from alignet_engine.data._io_common import check_file
 from alignet_engine.data.arrays_io import npz_get, open_npz
 from alignet_engine.errors import InputError
 from alignet_engine.files import atomic_output
-from alignet_engine.models.devices import torch_threads
 
 logger = logging.getLogger(__name__)
 

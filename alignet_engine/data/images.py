@@ -1,7 +1,7 @@
 """Importers of stimulus image sets: a folder of images, or a CSV manifest.
 
 Item ids of everything else (judgments, features, matrices) are row indices into the
-returned :class:`~alignet_engine.data.types.ImageSet`, so its order must be deterministic
+returned :class:`~alignet_engine.base.types.ImageSet`, so its order must be deterministic
 and documented.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from alignet_engine.base.types import ImageSet, encode_paths
 from alignet_engine.data._csv import read_csv_table
 from alignet_engine.data._io_common import LIST_LIMIT, PathLike, summarize
-from alignet_engine.data.types import ImageSet, encode_paths
 from alignet_engine.errors import InputError
 
 logger = logging.getLogger(__name__)

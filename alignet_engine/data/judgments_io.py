@@ -5,7 +5,7 @@ Every reader validates the whole file before it returns and raises
 numbers follow :mod:`alignet_engine.data._io_common`: the editor line for text files (the
 header is line 1), the 1-based array row for ``.npy``, the 1-based entry number for JSON.
 
-Output conventions (see :class:`~alignet_engine.data.types.Judgments`): item ids are
+Output conventions (see :class:`~alignet_engine.base.types.Judgments`): item ids are
 0-based; odd-one-out rows are ``(i, j, odd)`` with the odd one LAST and the other two in
 their presented order; two-alternative rows are ``(anchor, chosen, other)``.
 """
@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from alignet_engine.base.types import Judgments
 from alignet_engine.data._csv import IntCsv, read_int_csv
 from alignet_engine.data._io_common import (
     PathLike,
@@ -34,7 +35,6 @@ from alignet_engine.data._io_common import (
     summarize,
 )
 from alignet_engine.data.arrays_io import load_npy
-from alignet_engine.data.types import Judgments
 from alignet_engine.errors import InputError
 
 logger = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.data._io_common import PathLike, summarize
-from alignet_engine.data.types import ImageSet, Judgments
 from alignet_engine.errors import InputError
 
 #: Level of a triplet from the number of distinct WordNet ids among its three images.

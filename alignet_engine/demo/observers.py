@@ -25,7 +25,7 @@ similarity of the pair that remains when k is removed::
 of responses with their triplet's majority choice, 400 triplets × 5 repeats, default world)
 at about 0.81 and the ground-truth model's accuracy at about 0.76 (chance 1/3; THINGS
 odd-one-out data reach ≈ 0.67). Rows are stored as ``(i, j, odd)`` with the chosen odd one
-LAST, as :class:`~alignet_engine.data.types.Judgments` requires.
+LAST, as :class:`~alignet_engine.base.types.Judgments` requires.
 
 Triplet mix
 -----------
@@ -44,7 +44,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from alignet_engine.data.types import Judgments
+from alignet_engine.base.types import Judgments
 from alignet_engine.demo.world import DemoWorld
 from alignet_engine.errors import InputError
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.config import (
     ClusterConfig,
     EvaluateConfig,
@@ -29,13 +30,12 @@ from alignet_engine.config import (
     SampleConfig,
     TransformConfig,
 )
-from alignet_engine.data.types import ImageSet, Judgments
+from alignet_engine.config.distill import DistillConfig, DistillStageConfig
 from alignet_engine.demo.observers import TRIPLET_TYPES, classify_triplets, make_demo_judgments
 from alignet_engine.demo.world import DemoWorld, generate_world_job
-from alignet_engine.distill import DistillConfig
 from alignet_engine.jobs import Job, JobControl, Message
 from alignet_engine.stages.clusters import cluster
-from alignet_engine.stages.distill import DistillStageConfig, run_distill
+from alignet_engine.stages.distill import run_distill
 from alignet_engine.stages.evaluate import evaluate
 from alignet_engine.stages.export import export
 from alignet_engine.stages.features import extract

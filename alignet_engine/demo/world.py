@@ -78,7 +78,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from alignet_engine.data.types import ImageSet
+from alignet_engine.base.types import ImageSet
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Progress, run_job
 

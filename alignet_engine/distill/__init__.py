@@ -1,7 +1,6 @@
 """Stage 5: distil the surrogate teacher's triplet similarities into a student backbone."""
 
 from .batching import StreamedImages
-from .config import DistillConfig
 from .guards import DistillDivergedError, DistillOutOfMemoryError
 from .losses import (
     contrastive_triplet_loss,
@@ -23,7 +22,6 @@ from .trainer import DistillResult, TrainingRun, Validator, distill
 
 __all__ = [
     "HEAD_PREFIX",
-    "DistillConfig",
     "DistillDivergedError",
     "DistillOutOfMemoryError",
     "DistillResult",

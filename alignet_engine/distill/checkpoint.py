@@ -60,9 +60,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from alignet_engine.config.distill import RESUME_FREE, DistillConfig
 from alignet_engine.errors import AlignetError, InputError
 
-from .config import RESUME_FREE, DistillConfig
 from .student_io import HEAD_PREFIX
 
 logger = logging.getLogger(__name__)

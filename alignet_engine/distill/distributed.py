@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from alignet_engine.base.devices import pick_device
 from alignet_engine.errors import AlignetError, InputError
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def local_rank() -> int:
 def rank_device(preference: str, launch: LaunchEnv | None = None) -> torch.device:
     """The device this process trains on.
 
-    One process: :func:`alignet_engine.models.pick_device` of ``preference``. Several
+    One process: :func:`alignet_engine.base.devices.pick_device` of ``preference``. Several
     processes: ``"auto"`` or ``"cuda"`` on a CUDA machine give ``cuda:LOCAL_RANK`` (one GPU per
     process, as torchrun's ``--nproc-per-node`` = GPUs per node expects); ``"cpu"`` (or
     ``"auto"`` without CUDA) gives the CPU.
@@ -142,8 +143,6 @@ def rank_device(preference: str, launch: LaunchEnv | None = None) -> torch.devic
     DeviceUnavailableError
         As :func:`pick_device` (e.g. ``cuda`` on a machine without CUDA).
     """
-    from alignet_engine.models.devices import pick_device
-
     world, _ = world_rank()
     if launch is None and world == 1:
         launch = LaunchEnv.from_environ()

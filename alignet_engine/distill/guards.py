@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from alignet_engine.config.distill import DistillConfig
 from alignet_engine.errors import AlignetError
-
-from .config import DistillConfig
 
 
 class DistillDivergedError(AlignetError):

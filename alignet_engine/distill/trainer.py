@@ -11,7 +11,7 @@ representation from drifting far::
 generic ``feature_fn: nn.Module`` (images → pooled features) and a pool of images given
 either as one pre-decoded tensor or as a loader callable, so it does not depend on how
 backbones are built or images decoded. Its parts live beside it: settings in
-:mod:`~alignet_engine.distill.config`, batches in :mod:`~alignet_engine.distill.batching`,
+:mod:`~alignet_engine.config.distill`, batches in :mod:`~alignet_engine.distill.batching`,
 the student's modules in :mod:`~alignet_engine.distill.student`, its files in
 :mod:`~alignet_engine.distill.student_io`, device guards in
 :mod:`~alignet_engine.distill.guards`, checkpoints in :mod:`~alignet_engine.distill.checkpoint`.
@@ -93,6 +93,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alignet_engine.config.distill import DistillConfig
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import (
     Cancelled,
@@ -123,7 +124,6 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import DistillConfig
 from .curves import Curves
 from .distributed import world_rank
 from .guards import (

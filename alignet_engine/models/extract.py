@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from alignet_engine.base.devices import pick_device
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Message, Progress
-from alignet_engine.models.devices import pick_device
 from alignet_engine.models.images import ImageReadError, load_image, make_transform
 from alignet_engine.models.registry import Backbone
 

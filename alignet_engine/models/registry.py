@@ -37,9 +37,9 @@ import timm
 import torch
 from torch import nn
 
+from alignet_engine.base.devices import pick_device
 from alignet_engine.errors import InputError, ModelUnavailableError
 from alignet_engine.models import sources
-from alignet_engine.models.devices import pick_device
 from alignet_engine.models.layers import (
     LayerInfo,
     LayerReader,

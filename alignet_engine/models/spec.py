@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Literal
 
-from alignet_engine.config import POOLINGS
 from alignet_engine.errors import InputError
 
 EMBEDDED_MODELS: tuple[str, ...] = (
@@ -48,6 +47,9 @@ EMBEDDED_MODELS: tuple[str, ...] = (
     "efficientnet_lite1",
     "efficientnet_lite2",
 )
+
+#: how a layer's output becomes (n, d) features
+POOLINGS: tuple[str, ...] = ("auto", "mean", "cls", "flatten")
 
 SpecKind = Literal["embedded", "torchvision", "timm", "torchscript", "module"]
 KINDS: tuple[str, ...] = ("embedded", "torchvision", "timm", "torchscript", "module")

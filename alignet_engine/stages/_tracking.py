@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from alignet_engine.errors import ProjectError
 from alignet_engine.jobs import Cancelled, Job, Message
-from alignet_engine.stages.status import RunComparison, compare_headline
+from alignet_engine.stages.headlines import RunComparison, compare_headline
 from alignet_engine.store import Project
 
 T = TypeVar("T")

@@ -38,7 +38,6 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +46,9 @@ import torch
 from torch import nn
 
 from alignet_engine.align.metrics import oddone_correct, twoafc_correct
-from alignet_engine.config import StageConfig
-from alignet_engine.data.types import Judgments
+from alignet_engine.base.types import Judgments
+from alignet_engine.config.distill import DistillConfig, DistillStageConfig
 from alignet_engine.distill import (
-    DistillConfig,
     StreamedImages,
     Validator,
     distill,
@@ -96,76 +94,6 @@ HUMAN_VALIDATOR = "human"
 def training_checkpoint_name(run_id: str) -> str:
     """Side-file name of the training checkpoint of distill job ``run_id``."""
     return f"distill-{run_id}.ckpt.safetensors"
-
-
-@dataclass(frozen=True)
-class DistillStageConfig(StageConfig):
-    """Which student to train on the current triplets, where, and how (``training``).
-
-    Attributes
-    ----------
-    student : registry name of the student backbone.
-    image_size : input size in px; None = the student's own.
-    device : ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
-    training : the optimisation settings (:class:`DistillConfig`).
-    val_judgments : name of imported human judgments (odd-one-out or two-alternative) to
-        track the student's accuracy on during training (curve ``val_human``); None = off.
-    val_set : the image set those judgments refer to; None = the one they were imported with
-        (given, it must be that one).
-    num_workers : image-decoding processes feeding the training (0: decode in the job's own
-        thread, the safe choice inside the GUI). The pool is read from its files as training
-        goes, never decoded whole; the result does not depend on this.
-    skip_corrupt : False — an unreadable pool image stops the job with an error naming the
-        file; True — it is left out (with the triplets that use it) and recorded in the run's
-        summary (``skipped_images``).
-    """
-
-    student: str = "efficientnet_lite0"
-    image_size: int | None = None  # None: the student's own input size
-    device: str = "auto"
-    training: DistillConfig = field(default_factory=DistillConfig)
-    val_judgments: str | None = None
-    val_set: str | None = None
-    num_workers: int = 0
-    skip_corrupt: bool = False
-
-    def validate(self) -> None:
-        if (
-            isinstance(self.num_workers, bool)
-            or not isinstance(self.num_workers, int)
-            or self.num_workers < 0
-        ):
-            raise InputError(
-                f"must be an integer ≥ 0; got {self.num_workers!r}",
-                source="distill config",
-                field="num_workers",
-            )
-        if self.image_size is not None and (
-            not isinstance(self.image_size, int) or self.image_size < 32
-        ):
-            raise InputError(
-                f"must be an integer ≥ 32 px or None; got {self.image_size!r}",
-                source="distill config",
-                field="image_size",
-            )
-        if self.val_set is not None and self.val_judgments is None:
-            raise InputError(
-                "val_set names the image set of val_judgments; set val_judgments too",
-                source="distill config",
-                field="val_set",
-            )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DistillStageConfig:
-        data = dict(data)
-        training = data.pop("training", {})
-        base = super().from_dict.__func__(cls, data)  # type: ignore[attr-defined]
-        return dataclasses.replace(base, training=DistillConfig.from_dict(training))
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["training"] = self.training.to_dict()
-        return out
 
 
 class StudentFeatures(nn.Module):

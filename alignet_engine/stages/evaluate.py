@@ -20,8 +20,8 @@ from alignet_engine.align.metrics import (
     rsa_bootstrap_ci,
     twoafc_correct,
 )
+from alignet_engine.base.types import Judgments
 from alignet_engine.config import EvaluateConfig, features_slot
-from alignet_engine.data.types import Judgments
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, StageDone
 from alignet_engine.stages._tracking import tracked

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from alignet_engine.base.devices import pick_device
+from alignet_engine.base.types import ImageSet
 from alignet_engine.config import ExtractConfig, features_slot
-from alignet_engine.data.types import ImageSet
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Message, StageDone
-from alignet_engine.models import Backbone, backbone_for, pick_device
+from alignet_engine.models import Backbone, backbone_for
 from alignet_engine.models.extract import Extraction, PartialFeatures, extraction_job
 from alignet_engine.models.preprocess import whole_stimulus
 from alignet_engine.models.registry import load_layers

@@ -14,13 +14,13 @@ import numpy as np
 
 from alignet_engine.align.clustering import cluster_summaries
 from alignet_engine.align.matrix_triplets import MatrixTriplets
+from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.config import JUDGMENT_FORMATS, ClusterConfig, features_slot
 from alignet_engine.data import importers
 from alignet_engine.data._io_common import summarize
 from alignet_engine.data.arrays_io import read_alignet_representations, read_imagenet_filenames
 from alignet_engine.data.features_io import FILE_NAMES, file_names_order, read_file_names
 from alignet_engine.data.images import PathSuffixIndex
-from alignet_engine.data.types import ImageSet, Judgments
 from alignet_engine.errors import InputError
 from alignet_engine.stages.clusters import SLOT as CLUSTER_SLOT
 from alignet_engine.stages.clusters import STAGE as CLUSTER_STAGE

@@ -1,6 +1,6 @@
 """Re-run everything stale: each stale current run again, with its own stored parameters.
 
-The runs go in :func:`~alignet_engine.stages.status.stale_order` (each after the stale runs
+The runs go in :func:`~alignet_engine.stages.order.stale_order` (each after the stale runs
 whose slots it reads), so every re-run reads up-to-date inputs. Exports are files outside
 the project and are not re-run here (the Export page writes them again).
 """
@@ -17,9 +17,10 @@ from alignet_engine.config import (
     SampleConfig,
     TransformConfig,
 )
+from alignet_engine.config.distill import DistillStageConfig
 from alignet_engine.jobs import Job, JobControl, Message
 from alignet_engine.stages import clusters, distill, evaluate, features, transform, triplets
-from alignet_engine.stages.status import stale_order
+from alignet_engine.stages.order import stale_order
 from alignet_engine.store import Project
 
 #: stage -> function(project, params, control) -> job, for every stage that can be re-run.
@@ -30,9 +31,7 @@ RERUNNABLE: dict[str, Callable[[Project, dict[str, Any], JobControl], Job[Any]]]
     ),
     "clusters": lambda p, params, c: clusters.cluster(p, ClusterConfig.from_dict(params), c),
     "triplets": lambda p, params, c: triplets.sample(p, SampleConfig.from_dict(params), c),
-    "distill": lambda p, params, c: distill.run_distill(
-        p, distill.DistillStageConfig.from_dict(params), c
-    ),
+    "distill": lambda p, params, c: distill.run_distill(p, DistillStageConfig.from_dict(params), c),
     "evaluate": lambda p, params, c: evaluate.evaluate(p, EvaluateConfig.from_dict(params), c),
 }
 

@@ -14,8 +14,8 @@ import numpy as np
 from alignet_engine.align import AffineTransform, choice_distributions
 from alignet_engine.align.model_selection import TransformSearch
 from alignet_engine.align.transform import PRESETS
+from alignet_engine.base.types import Judgments
 from alignet_engine.config import TransformConfig, features_slot
-from alignet_engine.data.types import Judgments
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, LossBatch, Message, Progress, StageDone, Throttle
 from alignet_engine.stages._tracking import kept_current_message, tracked, worse_than_current

@@ -71,7 +71,7 @@ import h5py
 import numpy as np
 
 from alignet_engine import __version__
-from alignet_engine.data.types import ImageSet, Judgments
+from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.errors import ProjectError, ProjectLockedError
 from alignet_engine.store import maintenance
 from alignet_engine.store import sidefiles as sf

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alignet_engine.stages.summaries import run_arrays
+from alignet_engine.views.summaries import run_arrays
 from tests.app.conftest import save_screenshot
 
 

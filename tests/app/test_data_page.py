@@ -155,7 +155,7 @@ def test_triplets_from_a_matrix(qtbot, window, tmp_path: Path) -> None:
     """The Data page's action derives judgments with the engine job the CLI uses."""
     import numpy as np
 
-    from alignet_engine.data.types import ImageSet
+    from alignet_engine.base.types import ImageSet
 
     rng = np.random.default_rng(5)
     n = 20  # 10 fit items: 120 distinct triplets

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alignet_engine.data.types import ImageSet, Judgments
+from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.store import Project
 
 TEACHER = "efficientnet_lite2"

@@ -43,7 +43,7 @@ def _small_config(page, *, steps: int, val_every: int = 10) -> None:
 def test_form_has_every_field_with_a_tooltip(window) -> None:
     import dataclasses
 
-    from alignet_engine.distill import DistillConfig
+    from alignet_engine.config.distill import DistillConfig
 
     page = window.page("distill")
     for f in dataclasses.fields(DistillConfig):

@@ -13,7 +13,7 @@ import pytest
 
 from alignet_app import settings
 from alignet_app.jobrunner import JobFailure
-from alignet_engine.data.types import ImageSet
+from alignet_engine.base.types import ImageSet
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Progress
 from alignet_engine.store import Project

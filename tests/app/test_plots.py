@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from alignet_app.widgets.plots import LiveCurves, label_of
-from alignet_engine.curves import ema
 from alignet_engine.jobs import LossBatch
+from alignet_engine.views.curves import ema
 
 GROUPS = ("Losses", "Agreement (train batch, validation)", "Learning rate")
 

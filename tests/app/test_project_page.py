@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from alignet_engine.jobs import StageDone
-from alignet_engine.stages.report import evaluation_table
+from alignet_engine.views.evaluation import evaluation_table
 from tests.app.conftest import save_screenshot
 
 

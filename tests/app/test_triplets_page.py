@@ -10,10 +10,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 from alignet_app.widgets.triplet_view import HUMAN_COLOUR, Col
-from alignet_engine.data.types import ImageSet
+from alignet_engine.base.types import ImageSet
 from alignet_engine.jobs import run_job
-from alignet_engine.stages import browse, inspector
 from alignet_engine.store import Project
+from alignet_engine.views import browse, inspector
 from tests.app.conftest import save_screenshot
 
 IDLE_MS = 120_000

@@ -213,7 +213,7 @@ def test_whole_study_from_the_window(window, qtbot, tmp_path: Path, study_files:
     from alignet_engine.config import EvaluateConfig
     from alignet_engine.export_model import load_aligned_model
     from alignet_engine.stages.evaluate import evaluation_slot
-    from alignet_engine.stages.report import format_cell
+    from alignet_engine.views.evaluation import format_cell
 
     files = study_files
     failures = []

@@ -17,7 +17,7 @@ from alignet_engine.align.metrics import (
     twoafc_correct,
 )
 from alignet_engine.align.soft_targets import choice_distributions
-from alignet_engine.data.types import Judgments
+from alignet_engine.base.types import Judgments
 from alignet_engine.errors import InputError
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alignet_engine.base.types import ImageSet
 from alignet_engine.cli import main
 from alignet_engine.config import SampleConfig
-from alignet_engine.data.types import ImageSet
 from alignet_engine.errors import InputError
 from alignet_engine.stages.clusters import SLOT as CLUSTER_SLOT
 from alignet_engine.stages.imports import import_alignet_representations

@@ -1,4 +1,4 @@
-"""Browsing engine (stages/browse.py): lazy triplet views, filters, pool map — without Qt."""
+"""Browsing engine (views/browse.py): lazy triplet views, filters, pool map — without Qt."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from alignet_engine.align.triplet_sampling import teacher_probabilities
-from alignet_engine.data.types import ImageSet, Judgments
+from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Cancelled, JobControl, Progress, run_job
-from alignet_engine.stages import browse
 from alignet_engine.store import Project
+from alignet_engine.views import browse
 
 N_ITEMS = 60
 N_ROWS = 5000

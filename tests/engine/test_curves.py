@@ -1,11 +1,11 @@
-"""Min/max decimation and EMA smoothing of long curves (alignet_engine.curves)."""
+"""Min/max decimation and EMA smoothing of long curves (alignet_engine.views.curves)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from alignet_engine.curves import MinMaxDecimator, decimate, ema
+from alignet_engine.views.curves import MinMaxDecimator, decimate, ema
 
 
 def _reference_bins(x, y, b):
@@ -70,7 +70,7 @@ def test_ema_is_tensorboards_debiased_average() -> None:
 
 
 def test_ema_fed_in_batches_equals_ema_of_the_whole_series() -> None:
-    from alignet_engine.curves import EmaStream
+    from alignet_engine.views.curves import EmaStream
 
     rng = np.random.default_rng(1)
     v = rng.normal(size=1000)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alignet_engine.data.types import Judgments
+from alignet_engine.base.types import Judgments
 from alignet_engine.demo import observers as obs
 from alignet_engine.demo.observers import (
     DEFAULT_MIX,

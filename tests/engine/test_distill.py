@@ -18,8 +18,8 @@ import pytest
 import torch
 from torch import nn
 
+from alignet_engine.config.distill import DistillConfig
 from alignet_engine.distill import (
-    DistillConfig,
     DistillDivergedError,
     DistillResult,
     contrastive_triplet_loss,

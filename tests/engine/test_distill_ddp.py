@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from alignet_engine.distill import DistillConfig, distill
+from alignet_engine.config.distill import DistillConfig
+from alignet_engine.distill import distill
 from alignet_engine.distill.checkpoint import load_checkpoint
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import run_job

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alignet_engine.config.distill import DistillConfig
 from alignet_engine.distill import (
-    DistillConfig,
     DistillOutOfMemoryError,
     DistillResult,
     distill,

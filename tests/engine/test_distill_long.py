@@ -15,10 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from alignet_engine.distill import DistillConfig, DistillResult, distill
+from alignet_engine.config.distill import DistillConfig
+from alignet_engine.distill import DistillResult, distill
 from alignet_engine.distill.checkpoint import kept_path, kept_steps, load_checkpoint
 from alignet_engine.jobs import run_job
-from alignet_engine.stages.summaries import RateMeter
+from alignet_engine.views.summaries import RateMeter
 
 N, M, SIZE = 32, 96, 12
 

@@ -18,7 +18,8 @@ import pytest
 import torch
 from torch import nn
 
-from alignet_engine.distill import DistillConfig, DistillResult, distill
+from alignet_engine.config.distill import DistillConfig
+from alignet_engine.distill import DistillResult, distill
 from alignet_engine.distill import checkpoint as checkpoint_module
 from alignet_engine.distill.checkpoint import CheckpointWriteError, load_checkpoint
 from alignet_engine.errors import AlignetError, InputError

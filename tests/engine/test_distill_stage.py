@@ -24,15 +24,15 @@ import pytest
 import torch
 from PIL import Image
 
-from alignet_engine.data.types import ImageSet, Judgments
-from alignet_engine.distill import DistillConfig, load_student_head, load_student_state
+from alignet_engine.base.types import ImageSet, Judgments
+from alignet_engine.config.distill import DistillConfig, DistillStageConfig
 from alignet_engine.distill import checkpoint as checkpoint_module
+from alignet_engine.distill import load_student_head, load_student_state
 from alignet_engine.distill.checkpoint import CheckpointWriteError, load_checkpoint
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Cancelled, Event, JobControl, Message, Progress, run_job
 from alignet_engine.models import load_backbone, load_image, make_transform
 from alignet_engine.stages.distill import (
-    DistillStageConfig,
     StudentFeatures,
     resumable_runs,
     resume_distill,

@@ -16,7 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from alignet_engine.distill import DistillConfig, DistillResult, StreamedImages, distill
+from alignet_engine.config.distill import DistillConfig
+from alignet_engine.distill import DistillResult, StreamedImages, distill
 from alignet_engine.distill.checkpoint import load_checkpoint
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Event, Message, run_job

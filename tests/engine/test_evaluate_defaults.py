@@ -71,9 +71,9 @@ def test_evaluate_uses_the_similarity_recorded_at_import(tmp_path: Path, cli) ->
 
 
 def test_the_import_dialogs_request_records_the_similarity(tmp_path: Path) -> None:
-    from alignet_engine.data.preview import ImportRequest, import_job
     from alignet_engine.jobs import run_job
     from alignet_engine.store import Project
+    from alignet_engine.views.preview import ImportRequest, import_job
 
     np.save(tmp_path / "e.npy", np.abs(np.random.default_rng(0).normal(size=(5, 3))))
     request = ImportRequest(

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from alignet_engine import __version__
-from alignet_engine.distill import DistillConfig, save_student
+from alignet_engine.config.distill import DistillConfig
+from alignet_engine.distill import save_student
 from alignet_engine.errors import InputError, ModelUnavailableError
 from alignet_engine.export_model import (
     AlignedModel,

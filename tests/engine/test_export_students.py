@@ -28,11 +28,12 @@ import torchvision
 from torch import nn
 
 from alignet_engine.config import ExtractConfig
-from alignet_engine.distill import DistillConfig, load_student_head, load_student_state
+from alignet_engine.config.distill import DistillConfig, DistillStageConfig
+from alignet_engine.distill import load_student_head, load_student_state
 from alignet_engine.export_model import export_onnx, export_torchscript, load_aligned_model
 from alignet_engine.jobs import run_job
 from alignet_engine.models import load_backbone, load_image, make_transform
-from alignet_engine.stages.distill import DistillStageConfig, run_distill
+from alignet_engine.stages.distill import run_distill
 from alignet_engine.stages.export import export_student
 from alignet_engine.stages.features import extract
 from alignet_engine.store import Project

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 import alignet_engine.models.extract as extract_mod
+from alignet_engine.base.types import ImageSet
 from alignet_engine.config import ClusterConfig, ExtractConfig
-from alignet_engine.data.types import ImageSet
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Cancelled, JobControl, Message, Progress, run_job
 from alignet_engine.models import Backbone, Preprocess, load_backbone, load_image, make_transform

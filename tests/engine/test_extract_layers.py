@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from alignet_engine.base.types import ImageSet
 from alignet_engine.cli import main
 from alignet_engine.config import ExtractConfig, features_slot
-from alignet_engine.data.types import ImageSet
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Progress
 from alignet_engine.models import load_backbone

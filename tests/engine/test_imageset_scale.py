@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alignet_engine.base.types import ImageSet
 from alignet_engine.data import images as images_module
 from alignet_engine.data.images import read_image_folder, read_image_manifest
-from alignet_engine.data.preview import category_counts, group_by_category
-from alignet_engine.data.types import ImageSet
 from alignet_engine.errors import InputError
 from alignet_engine.store import Project
 from alignet_engine.store.project import _STR
+from alignet_engine.views.preview import category_counts, group_by_category
 
 
 def test_compact_form_keeps_every_path_and_category() -> None:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alignet_engine.base.types import Judgments
 from alignet_engine.data.levels_io import read_levels_pkl, safe_unpickle, triplet_level
-from alignet_engine.data.types import Judgments
 from alignet_engine.errors import InputError
 
 # ImageNet-style file names: the WordNet id is the part before "_"
@@ -346,8 +346,9 @@ def test_levels_import_without_the_image_set_says_what_to_import(
 
 def test_levels_rows_per_level_in_the_evaluation_table_and_report(tmp_path: Path, cli) -> None:
     from alignet_engine.data.importers import read_image_folder
-    from alignet_engine.stages.report import evaluation_table, report_data, report_html
     from alignet_engine.store import Project
+    from alignet_engine.views.evaluation import evaluation_table
+    from alignet_engine.views.report import report_data, report_html
 
     root = image_folder(tmp_path)
     np.save(tmp_path / "features.npy", _features(read_image_folder(root)))

@@ -148,8 +148,8 @@ def test_cli_fit_and_test_splits_are_object_disjoint(tmp_path: Path, cli) -> Non
 
 
 def test_derive_job_writes_what_the_matrices_say_and_cancels_cleanly(tmp_path: Path) -> None:
+    from alignet_engine.base.types import ImageSet
     from alignet_engine.config import MatrixTripletsConfig
-    from alignet_engine.data.types import ImageSet
     from alignet_engine.jobs import Cancelled, JobControl, Message, Progress
     from alignet_engine.stages.matrix_triplets import derive_triplets
 

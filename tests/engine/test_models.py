@@ -10,21 +10,19 @@ import pytest
 import torch
 from PIL import Image
 
+from alignet_engine.base.devices import DeviceUnavailableError, pick_device, set_cpu_threads
 from alignet_engine.errors import InputError, ModelUnavailableError
 from alignet_engine.jobs import Cancelled, JobControl, Progress, run_job
 from alignet_engine.models import (
     EMBEDDED_MODELS,
     Backbone,
-    DeviceUnavailableError,
     ImageReadError,
     Preprocess,
     extract_features,
     load_backbone,
     load_image,
     make_transform,
-    pick_device,
     registry,
-    set_cpu_threads,
 )
 
 CATEGORIES = ("airplanes", "butterfly", "chair", "dolphin", "grand_piano")

@@ -123,8 +123,9 @@ def test_paired_rsa_by_items() -> None:
 def test_evaluate_compare_through_the_cli_and_the_report(tmp_path, cli) -> None:
     """Two representations on one judgment set: the paired difference equals the difference
     of their accuracies computed here by hand, and the report shows it."""
-    from alignet_engine.stages.report import evaluation_table, report_data, report_html
     from alignet_engine.store import Project
+    from alignet_engine.views.evaluation import evaluation_table
+    from alignet_engine.views.report import report_data, report_html
 
     rng = np.random.default_rng(0)
     n, d = 30, 6

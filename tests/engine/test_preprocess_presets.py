@@ -49,8 +49,8 @@ def _images(folder: Path, n: int) -> Path:
 
 
 def test_extraction_defaults_to_the_whole_stimulus_for_sets_people_judged(tmp_path: Path) -> None:
+    from alignet_engine.base.types import Judgments
     from alignet_engine.config import ExtractConfig
-    from alignet_engine.data.types import Judgments
     from alignet_engine.jobs import run_job
     from alignet_engine.models import load_backbone, load_image, make_transform
     from alignet_engine.stages.features import extract, resolve_preprocessing

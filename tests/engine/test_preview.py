@@ -7,7 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alignet_engine.data.preview import (
+from alignet_engine.base.types import ImageSet, Judgments
+from alignet_engine.errors import InputError
+from alignet_engine.jobs import run_job
+from alignet_engine.store import Project
+from alignet_engine.views.preview import (
     ImportRequest,
     ProjectView,
     group_by_category,
@@ -18,10 +22,6 @@ from alignet_engine.data.preview import (
     project_view,
     summarize_data,
 )
-from alignet_engine.data.types import ImageSet, Judgments
-from alignet_engine.errors import InputError
-from alignet_engine.jobs import run_job
-from alignet_engine.store import Project
 
 
 @pytest.fixture

@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.config import TransformConfig
-from alignet_engine.data.types import ImageSet, Judgments
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import run_job
-from alignet_engine.stages import report
+from alignet_engine.stages import evaluate_all
 from alignet_engine.stages.imports import import_features
 from alignet_engine.stages.transform import fit_transform
 from alignet_engine.store import Project
+from alignet_engine.views import evaluation, report
 
 N = 24
 
@@ -72,7 +73,7 @@ def project(tmp_path: Path):
 
 
 def test_roles_come_from_the_transform_and_the_distill_run(project: Project) -> None:
-    roles = report.pipeline_roles(project)
+    roles = evaluate_all.pipeline_roles(project)
     assert (roles.teacher, roles.transform, roles.student) == ("T", "teacher", "S")
     assert roles.role_of("T", "teacher") == "aligned_teacher"
     assert roles.role_of("S+distilled", None) == "distilled_student"
@@ -80,14 +81,14 @@ def test_roles_come_from_the_transform_and_the_distill_run(project: Project) -> 
 
 
 def test_evaluate_all_fills_the_table_and_skips_current_runs(project: Project) -> None:
-    assert report.evaluation_table(project).rows == ()
-    result = run_job(report.evaluate_all(project, ["held-out"], ["ratings"], n_boot=50))
+    assert evaluation.evaluation_table(project).rows == ()
+    result = run_job(evaluate_all.evaluate_all(project, ["held-out"], ["ratings"], n_boot=50))
     assert len(result["ran"]) == 8
-    table = report.evaluation_table(project)
+    table = evaluation.evaluation_table(project)
     assert [r.name for r in table.rows] == ["held-out", "ratings"]
-    assert table.columns == report.ROLES
+    assert table.columns == evaluate_all.ROLES
     for row in table.rows:
-        assert set(row.cells) == set(report.ROLES)
+        assert set(row.cells) == set(evaluate_all.ROLES)
         for cell in row.cells.values():
             summary = project.run(cell.run, arrays=False).summary
             key = "accuracy" if row.kind == "judgments" else "spearman"
@@ -95,7 +96,7 @@ def test_evaluate_all_fills_the_table_and_skips_current_runs(project: Project) -
             assert (cell.ci_low, cell.ci_high) == (summary["ci_low"], summary["ci_high"])
             assert cell.n == summary["n"] and not cell.stale
             assert cell.err_minus >= 0 and cell.err_plus >= 0
-            text = report.format_cell(cell)
+            text = evaluation.format_cell(cell)
             assert text == f"{cell.value:.3f} [{cell.ci_low:.3f}, {cell.ci_high:.3f}]"
     held = table.rows[0]
     ceiling = project.run(held.cells["base_teacher"].run, arrays=False).summary["noise_ceiling"]
@@ -105,7 +106,7 @@ def test_evaluate_all_fills_the_table_and_skips_current_runs(project: Project) -
     lo, hi = held.y_range
     assert lo <= min(c.ci_low for c in held.cells.values()) and hi >= 1.0
 
-    again = run_job(report.evaluate_all(project, ["held-out"], ["ratings"], n_boot=50))
+    again = run_job(evaluate_all.evaluate_all(project, ["held-out"], ["ratings"], n_boot=50))
     assert again["ran"] == []
     assert {s["why"] for s in again["skipped"]} == {"already current"}
 
@@ -113,13 +114,13 @@ def test_evaluate_all_fills_the_table_and_skips_current_runs(project: Project) -
 def test_replaced_features_mark_the_evaluation_stale_and_rerun_only_it(
     project: Project, tmp_path: Path
 ) -> None:
-    run_job(report.evaluate_all(project, ["held-out"], (), n_boot=20))
+    run_job(evaluate_all.evaluate_all(project, ["held-out"], (), n_boot=20))
     import_features(project, tmp_path / "S.npy", image_set="s", label="S")
-    cells = report.evaluation_table(project).rows[0].cells
+    cells = evaluation.evaluation_table(project).rows[0].cells
     assert cells["base_student"].stale and not cells["base_teacher"].stale
-    result = run_job(report.evaluate_all(project, ["held-out"], (), n_boot=20))
+    result = run_job(evaluate_all.evaluate_all(project, ["held-out"], (), n_boot=20))
     assert len(result["ran"]) == 1
-    assert not report.evaluation_table(project).rows[0].cells["base_student"].stale
+    assert not evaluation.evaluation_table(project).rows[0].cells["base_student"].stale
 
 
 def test_staleness_is_transitive(project: Project) -> None:
@@ -131,23 +132,23 @@ def test_staleness_is_transitive(project: Project) -> None:
     a = write("a", {})
     b = write("b", {"a": a})
     c = write("c", {"b": b})
-    assert report._StaleCache(project).reasons(c) == ()
+    assert evaluate_all.StaleCache(project).reasons(c) == ()
     write("a", {})
-    reasons = report._StaleCache(project).reasons(c)
+    reasons = evaluate_all.StaleCache(project).reasons(c)
     assert len(reasons) == 1 and reasons[0].startswith("b: a changed")
 
 
 def test_evaluate_all_rejects_unknown_targets(project: Project) -> None:
     with pytest.raises(InputError, match="no judgment set named"):
-        run_job(report.evaluate_all(project, ["nope"], ()))
+        run_job(evaluate_all.evaluate_all(project, ["nope"], ()))
     with pytest.raises(InputError, match="at least one"):
-        run_job(report.evaluate_all(project, (), ()))
+        run_job(evaluate_all.evaluate_all(project, (), ()))
 
 
 def test_write_report_json_equals_the_table_and_html_shows_it(
     project: Project, tmp_path: Path
 ) -> None:
-    run_job(report.evaluate_all(project, ["held-out"], ["ratings"], n_boot=30))
+    run_job(evaluate_all.evaluate_all(project, ["held-out"], ["ratings"], n_boot=30))
     png = tmp_path / "chart.png"
     png.write_bytes(b"\x89PNG fake")
     out = tmp_path / "out" / "nested"
@@ -159,7 +160,7 @@ def test_write_report_json_equals_the_table_and_html_shows_it(
     ]
     assert Path(files["plot:held-out"]).read_bytes() == png.read_bytes()
     data = json.loads((out / "report.json").read_text())
-    table = report.evaluation_table(project)
+    table = evaluation.evaluation_table(project)
     assert data["versions"]["alignet_studio"] == "9.9"
     assert data["pipeline"]["transform"]["params"]["model"] == "T"
     assert data["plots"] == {"held-out": "plot_held-out.png"}
@@ -180,7 +181,7 @@ def test_write_report_json_equals_the_table_and_html_shows_it(
             assert data["runs"][row.name][role] == cell.run
     text = (out / "report.html").read_text()
     assert "plot_held-out.png" in text
-    assert report.format_cell(table.rows[0].cells["aligned_teacher"]) in text
+    assert evaluation.format_cell(table.rows[0].cells["aligned_teacher"]) in text
 
 
 def test_a_failed_write_leaves_no_half_file(
@@ -220,7 +221,7 @@ def test_export_prerequisites_say_why() -> None:
 
 
 def test_export_job_writes_transform_and_report(project: Project, tmp_path: Path) -> None:
-    run_job(report.evaluate_all(project, ["held-out"], (), n_boot=20))
+    run_job(evaluate_all.evaluate_all(project, ["held-out"], (), n_boot=20))
     files = run_job(report.export_job(project, tmp_path / "e", ("transform", "report")))
     assert Path(files["transform"]).is_file() and Path(files["report_html"]).is_file()
     assert project.run("export", arrays=False).summary["files"]["transform"] == files["transform"]
@@ -248,9 +249,9 @@ def test_cli_evaluate_all_then_report(
     assert text.splitlines()[0].split()[:3] == ["data", "set", "base"]
     assert [line.split()[0] for line in text.splitlines()[1:]] == ["held-out"]
     with Project.open(path, readonly=True) as p:
-        table = report.evaluation_table(p)
+        table = evaluation.evaluation_table(p)
         cell = table.rows[0].cells["aligned_teacher"]
-        assert report.format_cell(cell) in text
+        assert evaluation.format_cell(cell) in text
         assert p.run(cell.run, arrays=False).params["judgments"] == "held-out"
 
     assert main(["evaluate-all", path, "--json", "--quiet", "--n-boot", "50"]) == 0

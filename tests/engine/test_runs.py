@@ -10,23 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.config import EvaluateConfig, TransformConfig
-from alignet_engine.data.types import ImageSet, Judgments
 from alignet_engine.errors import ProjectError
 from alignet_engine.jobs import Message, run_job
 from alignet_engine.stages.evaluate import evaluate
+from alignet_engine.stages.evaluate_all import evaluate_all, fit_judgments
+from alignet_engine.stages.headlines import compare_headline
 from alignet_engine.stages.imports import import_features
-from alignet_engine.stages.report import evaluate_all, fit_judgments
+from alignet_engine.stages.order import stale_order
 from alignet_engine.stages.rerun import rerun_stale
-from alignet_engine.stages.status import (
-    advice,
-    compare_headline,
-    next_steps,
-    pipeline_status,
-    stale_order,
-)
 from alignet_engine.stages.transform import fit_transform
 from alignet_engine.store import Project
+from alignet_engine.views.status import advice, next_steps, pipeline_status
 
 
 def _run(p: Project, stage: str, slot: str, inputs=None, summary=None, current=True) -> str:

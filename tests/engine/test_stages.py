@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.config import ExtractConfig, TransformConfig
-from alignet_engine.data.types import ImageSet, Judgments
 from alignet_engine.jobs import Cancelled, JobControl, Progress
 from alignet_engine.stages.features import extract
 from alignet_engine.stages.imports import import_features

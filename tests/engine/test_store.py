@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
-from alignet_engine.data.types import ImageSet, Judgments
+from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.errors import ProjectError, ProjectLockedError
 from alignet_engine.store import SCHEMA_VERSION, Project
 from alignet_engine.store import project as project_module

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import pytest
 
-from alignet_engine.data.types import ImageSet, Judgments
+from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.errors import ProjectError
 from alignet_engine.store import SCHEMA_VERSION, Project, SideArray
 from alignet_engine.store import sidefiles as sf

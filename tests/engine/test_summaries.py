@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from alignet_engine.config import TransformConfig
-from alignet_engine.distill import DistillConfig
+from alignet_engine.config.distill import DistillConfig
 from alignet_engine.errors import InputError
-from alignet_engine.stages.summaries import (
+from alignet_engine.views.summaries import (
     RateMeter,
     alignment_results,
     field_docs,

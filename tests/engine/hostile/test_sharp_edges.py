@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.cli import build_parser
 from alignet_engine.config import TransformConfig
-from alignet_engine.data.types import ImageSet, Judgments
 from alignet_engine.jobs import Progress, run_job
 from alignet_engine.stages.imports import import_features
 from alignet_engine.stages.transform import fit_transform

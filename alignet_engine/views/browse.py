@@ -759,6 +759,7 @@ def pool_map(
     the principal axes are those of the sample (so a 1.28 M pool costs a 20 k × d PCA), and
     only the sampled rows are transformed.
     """
+    # imported here for the same reason as in JudgmentTriplets: stages.clusters imports torch
     from alignet_engine.stages.clusters import teacher_rows
 
     run = project.run(ref, arrays=False)

@@ -1,4 +1,4 @@
-"""What the triplet inspector computes beyond :mod:`~alignet_engine.stages.browse`: the order
+"""What the triplet inspector computes beyond :mod:`~alignet_engine.views.browse`: the order
 items are shown in, sorting rows, and the per-type breakdown of the rows a filter keeps.
 
 Display order. Stored rows put the odd one out last (judgments: the human's odd one, pool:
@@ -8,7 +8,7 @@ pseudo-random permutation of its three items: a function of the row number only 
 hash), the same in the table, the detail panel and every session.
 
 Sorting and breakdowns run over up to tens of millions of rows, so they are jobs that read the
-source in chunks (:data:`~alignet_engine.stages.browse.FILTER_CHUNK` rows) and check their
+source in chunks (:data:`~alignet_engine.views.browse.FILTER_CHUNK` rows) and check their
 :class:`JobControl` between chunks.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Progress
-from alignet_engine.stages.browse import (
+from alignet_engine.views.browse import (
     FILTER_CHUNK,
     FilterResult,
     JudgmentTriplets,

@@ -1,14 +1,21 @@
-"""Choosing the torch device and the CPU thread count the engine computes on."""
+"""Choosing the torch device and the CPU thread count the engine computes on.
+
+Every layer uses these (the GUI's session sets the thread count at start-up, the CLI parses
+``--device``), so importing this module does not import torch: each function imports it when
+called.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import torch
+from typing import TYPE_CHECKING
 
 from alignet_engine.errors import AlignetError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +27,8 @@ class DeviceUnavailableError(AlignetError, ValueError):
 
 
 def _mps_available() -> bool:
+    import torch
+
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
 
@@ -43,6 +52,8 @@ def pick_device(preference: str | torch.device = "auto") -> torch.device:
         We never fall back silently: a user who picked "cuda" and got the CPU would wait hours
         for a run they expected to take minutes.
     """
+    import torch
+
     if isinstance(preference, torch.device):
         spec = str(preference)
     else:
@@ -110,6 +121,8 @@ def set_cpu_threads(n: int | None) -> int:
     Only the intra-op pool is touched: ``torch.set_num_interop_threads`` may be called once per
     process and raises afterwards, which would make this helper unsafe to call twice.
     """
+    import torch
+
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"CPU thread count must be a positive integer or None, got {n!r}")
@@ -125,6 +138,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
     ``None`` leaves the setting alone. Small fits run faster on one thread when other work
     shares the cores, and a GUI keeps a core for its event loop.
     """
+    import torch
+
     old = torch.get_num_threads()
     if n is None or n == old:
         yield

@@ -17,16 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-#: The stages in pipeline order (the names runs are stored under).
-PIPELINE: tuple[str, ...] = (
-    "features",
-    "transform",
-    "clusters",
-    "triplets",
-    "distill",
-    "evaluate",
-    "export",
-)
+from alignet_engine.stages.order import PIPELINE, stale_order
 
 
 @dataclass(frozen=True)
@@ -66,80 +57,6 @@ def pipeline_status(info: Mapping[str, Any]) -> dict[str, StageState]:
             state = StageState(stage, "not run", "no run yet", refs)
         out[stage] = state
     return out
-
-
-# --------------------------------------------------------------------- headline metrics
-@dataclass(frozen=True)
-class Headline:
-    """The metric that says whether one run of a stage is better than another.
-
-    ``key`` is the run summary's field, ``label`` the plain-language name shown to users.
-    """
-
-    key: str
-    label: str
-    higher_is_better: bool = True
-
-
-#: Stages whose new runs are compared with the current run before replacing it.
-HEADLINES: dict[str, Headline] = {
-    "distill": Headline("val_agreement_after", "validation agreement with the teacher"),
-    "transform": Headline("val_accuracy", "held-out accuracy on the human judgments"),
-}
-
-
-@dataclass(frozen=True)
-class RunComparison:
-    """A new run's headline metric against the current run's (both plain floats)."""
-
-    stage: str
-    metric: str
-    label: str
-    new: float
-    current: float
-    current_ref: str
-    higher_is_better: bool = True
-
-    @property
-    def worse(self) -> bool:
-        """True when the new run is strictly worse than the current one."""
-        return self.new < self.current if self.higher_is_better else self.new > self.current
-
-    def sentence(self) -> str:
-        verdict = "worse than" if self.worse else "at least as good as"
-        return (
-            f"The new run's {self.label} ({self.new:.3f}) is {verdict} the current run's "
-            f"({self.current:.3f}, {self.current_ref})."
-        )
-
-
-def compare_headline(
-    stage: str,
-    new_summary: Mapping[str, Any],
-    current_summary: Mapping[str, Any] | None,
-    current_ref: str = "",
-) -> RunComparison | None:
-    """Compare a new run of ``stage`` with the current one by the stage's :data:`HEADLINES`.
-
-    None when the stage has no headline metric, there is no current run, or either run
-    lacks the metric (old runs written before it existed): then the new run simply replaces
-    the current one, as it always did.
-    """
-    headline = HEADLINES.get(stage)
-    if headline is None or current_summary is None:
-        return None
-    new, old = new_summary.get(headline.key), current_summary.get(headline.key)
-    if not isinstance(new, int | float) or not isinstance(old, int | float):
-        return None
-    return RunComparison(
-        stage,
-        headline.key,
-        headline.label,
-        float(new),
-        float(old),
-        current_ref,
-        headline.higher_is_better,
-    )
 
 
 # --------------------------------------------------------------------- what to do next
@@ -188,29 +105,6 @@ def _what(stage: str, slots: list[str]) -> str:
     if stage == "evaluate":
         return f"{len(slots)} evaluation{'s' if len(slots) != 1 else ''}"
     return ""
-
-
-def stale_order(info: Mapping[str, Any]) -> list[str]:
-    """Current stale runs in the order they must be re-run: each after the stale runs whose
-    slots it reads (a run that reads a stale run is stale itself, so direct inputs suffice).
-    Ties go in :data:`PIPELINE` order."""
-    current = info.get("current", {})
-    runs = {r["run"]: r for r in info.get("runs", [])}
-    stale = [ref for ref, r in runs.items() if r["stale"] and current.get(r["slot"]) == ref]
-    rank = {s: i for i, s in enumerate(PIPELINE)}
-    pending = sorted(stale, key=lambda ref: (rank.get(ref.split("/", 1)[0], 99), ref))
-    order: list[str] = []
-    while pending:
-        waiting = {runs[ref]["slot"] for ref in pending}
-        ready = [
-            r
-            for r in pending
-            if not (set(runs[r].get("inputs", {})) & (waiting - {runs[r]["slot"]}))
-        ]
-        nxt = (ready or pending)[0]  # a cycle cannot be stored; the fallback keeps this total
-        order.append(nxt)
-        pending.remove(nxt)
-    return order
 
 
 def next_steps(info: Mapping[str, Any]) -> list[NextStep]:

@@ -2,6 +2,13 @@
 
 Every field has a default a researcher can start from; ``validate()`` runs in
 ``__post_init__`` so an invalid configuration can never reach a job.
+
+This package is the one home of the stage configs: :class:`StageConfig` and the configs of
+features, transform, clusters, triplets and evaluate here, the distillation's
+(:class:`~alignet_engine.config.distill.DistillConfig`, the optimisation settings, and
+:class:`~alignet_engine.config.distill.DistillStageConfig`) in :mod:`.distill`. It sits
+above ``models`` (model specs are validated with :mod:`alignet_engine.models.spec`, pure
+string work) and below ``align``, ``distill`` and ``stages``, which read it.
 """
 
 from __future__ import annotations
@@ -11,11 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from alignet_engine.errors import InputError
+from alignet_engine.models.spec import POOLINGS as POOLINGS  # one of the choices below
+from alignet_engine.models.spec import model_label, resolve_spec
 
 C = TypeVar("C", bound="StageConfig")
 
 # The choices a stage offers, declared here (a light module: the CLI's parser and the GUI's
-# forms read them without importing torch or scikit-learn) and re-exported where they are used.
+# forms read them without importing torch or scikit-learn) and re-exported where they are used;
+# POOLINGS (imported above) is the model spec's.
 #: triplet sampling strategies (``alignet_engine.align.triplet_sampling``)
 STRATEGIES: tuple[str, ...] = (
     "cluster_boundary",
@@ -26,8 +36,6 @@ STRATEGIES: tuple[str, ...] = (
     "within_class",
     "between_classes",
 )
-#: how a layer's output becomes (n, d) features (``alignet_engine.models.spec``)
-POOLINGS: tuple[str, ...] = ("auto", "mean", "cls", "flatten")
 #: what ``export`` can write (``alignet_engine.stages.export``)
 EXPORTABLE: tuple[str, ...] = ("student", "pt2", "torchscript", "onnx", "transform", "triplets")
 #: what ``export`` writes when not told: every format but TorchScript, which torch 2.14
@@ -139,9 +147,7 @@ class ExtractConfig(StageConfig):
                 f"ExtractConfig.preprocessing must be auto, model or whole, got "
                 f"{self.preprocessing!r}"
             )
-        # Spec syntax only (no files are read); imported here to keep this module light.
-        from alignet_engine.models.spec import resolve_spec
-
+        # spec syntax only: no files are read
         resolve_spec(self.model, weights=self.weights, layer=self.layer, pooling=self.pooling)
         if self.num_workers < 0:
             raise ValueError(f"ExtractConfig.num_workers must be >= 0, got {self.num_workers}")
@@ -151,8 +157,6 @@ class ExtractConfig(StageConfig):
         """The features label: the model spec's label (``efficientnet_lite0``,
         ``torchvision-resnet18@layer3``...; see ``ModelSpec.label``), ``+distilled`` for a
         distilled student's features."""
-        from alignet_engine.models.spec import model_label
-
         base = model_label(self.model, weights=self.weights, layer=self.layer, pooling=self.pooling)
         return base if self.checkpoint is None else f"{base}+distilled"
 

@@ -22,10 +22,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from alignet_engine.base.types import ImageSet, Judgments
+from alignet_engine.config import JUDGMENT_FORMATS
 from alignet_engine.data import importers
-from alignet_engine.data.types import ImageSet, Judgments
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Message, Progress
+from alignet_engine.stages import imports
+from alignet_engine.stages.imports import read_judgments
 
 log = logging.getLogger(__name__)
 
@@ -215,13 +218,10 @@ class ImportRequest:
             raise InputError("give a name without '/'", field="name")
         if self.kind != "images" and not self.image_set:
             raise InputError("choose the image set the data refer to", field="image set")
-        if self.kind == "judgments":
-            from alignet_engine.stages.imports import JUDGMENT_FORMATS
-
-            if self.fmt not in JUDGMENT_FORMATS:
-                raise InputError(
-                    f"choose a judgment format ({', '.join(JUDGMENT_FORMATS)})", field="format"
-                )
+        if self.kind == "judgments" and self.fmt not in JUDGMENT_FORMATS:
+            raise InputError(
+                f"choose a judgment format ({', '.join(JUDGMENT_FORMATS)})", field="format"
+            )
         if self.kind == "matrix" and self.matrix_kind not in MATRIX_KINDS:
             raise InputError("matrix kind must be similarity or dissimilarity", field="kind")
         if self.kind == "transform" and not self.model:
@@ -342,8 +342,6 @@ def judgment_counts(j: Judgments, *, repeats: bool = True) -> dict[str, int]:
 
 def preview_judgments(path: str | Path, fmt: str, images: ImageSet) -> Preview:
     """Parse judgments of format ``fmt`` about ``images`` and summarise them."""
-    from alignet_engine.stages.imports import read_judgments
-
     j = read_judgments(path, fmt, images)
     c = judgment_counts(j)
     counts = [
@@ -445,7 +443,8 @@ def preview_features(path: str | Path, n_items: int | None, key: str | None = No
 
 def preview_transform(path: str | Path, feature_dim: int | None) -> Preview:
     """Read a transform ``.npz``; ``feature_dim`` (if known) must match its input size."""
-    from alignet_engine.align import AffineTransform
+    # imported here, not above: it imports torch, which previewing other files never needs
+    from alignet_engine.align.transform import AffineTransform
 
     est = AffineTransform.load_npz(path)
     dim_in, dim_out = (int(s) for s in est.W_.shape)
@@ -559,8 +558,6 @@ def import_job(
     import). The import functions are quick and not interruptible, so the job checks for
     cancellation only before it starts.
     """
-    from alignet_engine.stages import imports
-
     control = control or JobControl()
     request.check()
     control.check()
