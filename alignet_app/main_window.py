@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
@@ -38,13 +40,17 @@ from alignet_app import settings
 from alignet_app.help import HelpDialog
 from alignet_app.jobrunner import JobFailure
 from alignet_app.notify import dialogs_enabled, inform, warn
-from alignet_app.pages import PAGES, Page
+from alignet_app.pages import PAGES, SPECS
 from alignet_app.session import Session
 from alignet_app.widgets import theme
 from alignet_app.widgets.welcome import WelcomeScreen, demo_folder
 from alignet_engine.errors import AlignetError
 from alignet_engine.jobs import Message, Progress, StageDone
 from alignet_engine.stages.headlines import HEADLINES, RunComparison, compare_headline
+
+if TYPE_CHECKING:  # a page's module imports seconds of libraries: loaded on first show
+    from alignet_app.pages import PageSpec
+    from alignet_app.pages.base import Page
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,32 @@ class _LogBridge(QObject, logging.Handler):
             self.record.emit(record.levelname, self.format(record))
 
 
+class _Pages(Mapping[str, "Page"]):
+    """The window's pages by key, in navigator order; a page is built on first access.
+
+    Iterating gives the keys without building anything (:meth:`built` gives the pages that
+    exist), so the window opens without importing any page's module.
+    """
+
+    def __init__(self, build: Callable[[PageSpec], Page]) -> None:
+        self._build = build
+        self._built: dict[str, Page] = {}
+
+    def __getitem__(self, key: str) -> Page:
+        if key not in self._built:
+            self._built[key] = self._build(SPECS[key])  # KeyError for an unknown page
+        return self._built[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SPECS)
+
+    def __len__(self) -> int:
+        return len(SPECS)
+
+    def built(self) -> dict[str, Page]:
+        return dict(self._built)
+
+
 class MainWindow(QMainWindow):
     """The application window. ``session`` owns the project and the engine thread."""
 
@@ -83,28 +115,25 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
 
         # ---- pages and navigator
-        self.pages: dict[str, Page] = {}
+        #: every page by key, each built the first time it is shown or asked for
+        self.pages = _Pages(self._build_page)
         self.stack = QStackedWidget()
         self.navigator = QListWidget()
         self.navigator.setObjectName("navigator")
         self.navigator.setMinimumWidth(160)
         self.navigator.setMaximumWidth(260)
-        for cls in PAGES:
-            page = cls(self.session)
-            self.pages[cls.key] = page
+        for spec in PAGES:
             # Each page scrolls on its own when the window is smaller than the page's
             # minimum, so no single page sets the window's minimum width (1280×800 and
             # 1366×768 screens); above its minimum a page simply resizes.
             holder = QScrollArea()
-            holder.setObjectName(f"page_{cls.key}")
+            holder.setObjectName(f"page_{spec.key}")
             holder.setWidgetResizable(True)
             holder.setFrameShape(QScrollArea.Shape.NoFrame)
-            holder.setWidget(page)
             self.stack.addWidget(holder)
-            item = QListWidgetItem(cls.title)
-            item.setData(Qt.ItemDataRole.UserRole, cls.key)
+            item = QListWidgetItem(spec.title)
+            item.setData(Qt.ItemDataRole.UserRole, spec.key)
             self.navigator.addItem(item)
-        self.navigator.currentRowChanged.connect(self.stack.setCurrentIndex)
         splitter = QSplitter()
         splitter.setObjectName("main_splitter")
         splitter.addWidget(self.navigator)
@@ -123,7 +152,8 @@ class MainWindow(QMainWindow):
         self.central.addWidget(self.welcome)
         self.central.addWidget(splitter)
         self.setCentralWidget(self.central)
-        self.pages["project"].navigate.connect(self.show_page)
+        self.navigator.currentRowChanged.connect(self._show_row)
+        self.central.currentChanged.connect(lambda _i: self._show_row(self.navigator.currentRow()))
         #: comparisons of new runs kept out of their slot, shown when the job has ended
         self.kept_runs: list[tuple[str, str, RunComparison]] = []
 
@@ -270,23 +300,36 @@ class MainWindow(QMainWindow):
 
     # ----------------------------------------------------------------- pages
     def page(self, key: str) -> Page:
+        """The page ``key`` (built now if it has not been shown yet)."""
         return self.pages[key]
+
+    def _build_page(self, spec: PageSpec) -> Page:
+        page = spec.load()(self.session)
+        holder = self.stack.widget(PAGES.index(spec))
+        assert isinstance(holder, QScrollArea)
+        holder.setWidget(page)
+        navigate = getattr(page, "navigate", None)  # the Project page links to the others
+        if navigate is not None:
+            navigate.connect(self.show_page)
+        self._restore_splitters(spec.key, page)
+        return page
+
+    def _show_row(self, row: int) -> None:
+        self.stack.setCurrentIndex(row)
+        if self.central.currentIndex() == 1 and row >= 0:  # the pages are on screen
+            self.pages[PAGES[row].key]
 
     def current_page(self) -> Page:
         """The page on show (the stack holds each page in its scroll area)."""
-        holder = self.stack.currentWidget()
-        assert isinstance(holder, QScrollArea)
-        page = holder.widget()
-        assert isinstance(page, Page)
-        return page
+        return self.pages[PAGES[self.stack.currentIndex()].key]
 
     def show_page(self, key: str) -> None:
-        self.navigator.setCurrentRow(list(self.pages).index(key))
+        self.navigator.setCurrentRow(list(SPECS).index(key))
 
     def _update_navigator(self) -> None:
         status = self.session.status()
         running = self.session.runner.label
-        for row, page in enumerate(self.pages.values()):
+        for row, page in enumerate(PAGES):
             item = self.navigator.item(row)
             if page.stage is None:
                 item.setText(f"    {page.title}")
@@ -417,30 +460,40 @@ class MainWindow(QMainWindow):
         return dialog
 
     # ----------------------------------------------------------------- layout memory
-    def _layout_splitters(self) -> dict[str, QSplitter]:
-        """Every splitter of the window by a stable key (page key and index within it)."""
-        out: dict[str, QSplitter] = {"main": self.main_splitter}
-        for key, page in self.pages.items():
-            for i, splitter in enumerate(page.findChildren(QSplitter)):
-                out[f"{key}/{splitter.objectName() or i}"] = splitter
-        return out
+    @staticmethod
+    def _page_splitters(key: str, page: Page) -> dict[str, QSplitter]:
+        """A page's splitters by a stable key (page key and name or index within it)."""
+        return {
+            f"{key}/{splitter.objectName() or i}": splitter
+            for i, splitter in enumerate(page.findChildren(QSplitter))
+        }
+
+    def _restore_splitters(self, key: str, page: Page) -> None:
+        store = settings.settings()
+        for name, splitter in self._page_splitters(key, page).items():
+            state = store.value(f"splitters/{name}")
+            if state is not None:
+                splitter.restoreState(state)
 
     def _restore_layout(self) -> None:
         store = settings.settings()
         geometry = store.value("window/geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
-        for key, splitter in self._layout_splitters().items():
-            state = store.value(f"splitters/{key}")
-            if state is not None:
-                splitter.restoreState(state)
+        state = store.value("splitters/main")
+        if state is not None:
+            self.main_splitter.restoreState(state)
 
     def save_layout(self) -> None:
-        """Remember the window's size and every splitter's position (QSettings)."""
+        """Remember the window's size and every splitter's position (QSettings); pages
+        never shown keep what was stored for them."""
         store = settings.settings()
         store.setValue("window/geometry", self.saveGeometry())
-        for key, splitter in self._layout_splitters().items():
-            store.setValue(f"splitters/{key}", splitter.saveState())
+        splitters = {"main": self.main_splitter}
+        for key, page in self.pages.built().items():
+            splitters.update(self._page_splitters(key, page))
+        for name, splitter in splitters.items():
+            store.setValue(f"splitters/{name}", splitter.saveState())
         store.sync()
 
     # ----------------------------------------------------------------- drag and drop

@@ -131,8 +131,6 @@ TRANSFORM_LABELS = {
 
 class AlignmentPage(Page):
     key = "alignment"
-    title = "Alignment"
-    stage = "transform"
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)

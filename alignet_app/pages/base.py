@@ -15,8 +15,8 @@ from alignet_app.widgets import figure_export, theme
 class Page(QWidget):
     """A page of the main window.
 
-    Subclasses set ``key`` (navigator id), ``title`` and ``stage`` (the pipeline stage whose
-    state the navigator shows next to the title, or None), build their widgets in
+    Subclasses set ``key`` (navigator id; the ``title`` and the ``stage`` whose state the
+    navigator shows come from :data:`~alignet_app.pages.PAGES`), build their widgets in
     ``__init__`` and redraw from the project in :meth:`refresh`. ``refresh`` runs when the
     project changes while the page is visible, or when it is shown after a change, so hidden
     pages cost nothing. Pages hold no numerics: they read results from the project and run
@@ -26,6 +26,14 @@ class Page(QWidget):
     key: ClassVar[str] = ""
     title: ClassVar[str] = ""
     stage: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # title and stage come from the page registry, the one place that names every page
+        super().__init_subclass__(**kwargs)
+        from alignet_app.pages import SPECS
+
+        if cls.key:
+            cls.title, cls.stage = SPECS[cls.key].title, SPECS[cls.key].stage
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)

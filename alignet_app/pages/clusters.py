@@ -73,8 +73,6 @@ def parse_ks(text: str) -> tuple[int, ...]:
 
 class ClustersPage(Page):
     key = "clusters"
-    title = "Clusters"
-    stage = "clusters"
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)

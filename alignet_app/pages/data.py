@@ -46,8 +46,6 @@ _GROUPS = (
 
 class DataPage(Page):
     key = "data"
-    title = "Data"
-    stage = None
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)

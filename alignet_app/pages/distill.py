@@ -122,8 +122,6 @@ def _tips(cls: type, explicit: dict[str, str]) -> dict[str, str]:
 
 class DistillPage(Page):
     key = "distill"
-    title = "Distillation"
-    stage = "distill"
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)

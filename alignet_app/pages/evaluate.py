@@ -76,8 +76,6 @@ _TOOLTIPS = {
 
 class EvaluatePage(Page):
     key = "evaluate"
-    title = "Evaluation"
-    stage = "evaluate"
 
     #: labels of the jobs this page starts (their failures are shown inline too)
     JOB_ALL = "Evaluate all"

@@ -52,8 +52,6 @@ _TIPS = {
 
 class ExperimentPage(Page):
     key = "experiment"
-    title = "Experiment"
-    stage = None
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)

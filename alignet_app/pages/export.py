@@ -63,8 +63,6 @@ _DEFAULT_ON = ("student", "transform", "triplets", "report")
 
 class ExportPage(Page):
     key = "export"
-    title = "Export"
-    stage = "export"
 
     JOB = "Export"
 

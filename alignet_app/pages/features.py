@@ -108,8 +108,6 @@ def layers_job(model: str, weights: str | None, control: JobControl) -> Job[list
 
 class FeaturesPage(Page):
     key = "features"
-    title = "Models & features"
-    stage = "features"
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)

@@ -95,7 +95,6 @@ class StageBox(QFrame):
 
 class OverviewPage(Page):
     key = "project"
-    title = "Project"
 
     #: emitted with a page key when the user follows a next-step link
     navigate = Signal(str)

@@ -91,8 +91,6 @@ def _filter_and_sort(
 
 class TripletsPage(Page):
     key = "triplets"
-    title = "Triplets"
-    stage = "triplets"
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)

@@ -9,11 +9,15 @@ is swapped for light grey.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pyqtgraph as pg
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QWidget
+
+if TYPE_CHECKING:  # pyqtgraph takes ~1 s to import: the empty window must not wait for it
+    import pyqtgraph as pg
 
 #: Okabe–Ito, ordered so the first few are the most distinct (blue, orange, green, …)
 OKABE_ITO = (
@@ -153,11 +157,12 @@ def restyle(root: QWidget) -> None:
     """Re-colour every plot under ``root`` after a theme change (widgets that know more,
     like the live curves, re-colour themselves through their ``apply_theme``)."""
     c = colours()
+    pg = sys.modules.get("pyqtgraph")  # not imported yet: no plot exists to re-colour
     for widget in (root, *root.findChildren(QWidget)):
         method = getattr(widget, "apply_theme", None)
         if callable(method):
             method()
-        elif isinstance(widget, pg.PlotWidget):
+        elif pg is not None and isinstance(widget, pg.PlotWidget):
             style_canvas(widget, c)
 
 
@@ -178,5 +183,7 @@ def style_canvas(widget: pg.GraphicsView | pg.PlotWidget, c: PlotColours | None 
     """Set a pyqtgraph canvas's background (and its plot's axes) from the theme."""
     c = c or colours()
     widget.setBackground(c.background)
+    import pyqtgraph as pg  # loaded already: ``widget`` is one of its canvases
+
     if isinstance(widget, pg.PlotWidget):
         style_plot(widget.getPlotItem(), c)

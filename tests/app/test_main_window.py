@@ -173,3 +173,69 @@ def test_the_preferred_device_presets_every_device_field(window, tmp_path: Path)
         forms = [f for f in window.page(key).findChildren(ConfigForm) if "device" in f.editors]
         assert forms, key
         assert all(f.values()["device"] == "cpu" for f in forms), key
+
+
+_EMPTY_WINDOW = """
+import json, sys
+from alignet_app.application import get_app
+from alignet_app.main_window import MainWindow
+app = get_app()
+w = MainWindow()
+w.show()
+app.processEvents()
+shown = {"welcome": w.central.currentIndex() == 0, "built": sorted(w.pages.built())}
+w.session.shutdown()
+print(json.dumps({"modules": sorted(sys.modules), **shown}))
+"""
+
+
+def test_the_empty_window_shows_without_torch_or_any_page(tmp_path: Path) -> None:
+    """Issue 13: the window (welcome screen, navigator, menus) is on screen in a blink, so it
+    imports neither torch nor pyqtgraph and builds no page until one is shown. Runs in a fresh
+    interpreter: modules other tests imported cannot hide an import."""
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        "PYTHONPATH": str(repo),
+        "PATH": "/usr/bin:/bin",
+        "QT_QPA_PLATFORM": "offscreen",
+        "HOME": str(tmp_path),  # no recent projects, no stored layout
+        "XDG_CONFIG_HOME": str(tmp_path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _EMPTY_WINDOW],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["welcome"] and result["built"] == []
+    heavy = {"torch", "torchvision", "timm", "sklearn", "scipy", "pyqtgraph"}
+    assert not heavy & set(result["modules"])
+
+
+def test_pages_are_built_when_first_shown(window, tmp_path: Path) -> None:
+    window.session.new(tmp_path / "p.alignet")
+    assert set(window.pages.built()) == {"project"}  # the page on show once a project opens
+    window.show_page("clusters")
+    assert set(window.pages.built()) == {"project", "clusters"}
+    assert window.current_page() is window.page("clusters")
+    assert window.page("evaluate").title == "Evaluation"  # asked for: built now
+    assert list(window.pages) == [
+        "project",
+        "data",
+        "features",
+        "alignment",
+        "clusters",
+        "triplets",
+        "distill",
+        "evaluate",
+        "export",
+        "experiment",
+    ]
