@@ -34,7 +34,7 @@ from alignet_app.widgets.config_form import ConfigForm
 from alignet_app.widgets.thumbnails import ThumbnailCache
 from alignet_engine.config import ClusterConfig
 from alignet_engine.errors import AlignetError
-from alignet_engine.jobs import Job, JobControl
+from alignet_engine.jobs import Job, JobControl, Progress
 from alignet_engine.stages.clusters import cluster
 from alignet_engine.views import browse
 
@@ -211,13 +211,28 @@ class ClustersPage(Page):
         self.transform_box.addItems([*transforms, NO_TRANSFORM])
         if current_t:
             self.transform_box.setCurrentText(current_t)
-        overview = None
-        if "clusters" in slots:
+        if "clusters" not in slots:
+            self._show(None)
+            return
+        # read on a view worker: a pool of a million images' labels and paths is seconds of
+        # reading the GUI thread must not wait for (issue 9: browsing at real size)
+        path = self.session.project.path
+        self.summary.setText("Loading the clusters…")
+
+        def job(control: JobControl) -> Job[browse.ClusterOverview]:
+            yield Progress("clusters", 0, 1, "loading the clusters run")
+            project = read_only(path)
             try:
-                overview = browse.cluster_overview(self.session.project)
-            except AlignetError as exc:
-                self.summary.setText(str(exc))
-        if overview is not None and self._form_run != overview.ref:
+                return browse.cluster_overview(project)
+            finally:
+                project.close()
+
+        self.session.views.submit(
+            "clusters:overview", job, self._overview_ready, self.summary.setText
+        )
+
+    def _overview_ready(self, overview: browse.ClusterOverview) -> None:
+        if self._form_run != overview.ref:
             self._form_run = overview.ref  # show the parameters of the run on screen
             params = overview.params
             for name in self.form.names:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QGridLayout,
@@ -34,6 +34,8 @@ CLUSTER_SYMBOLS = ("o", "s", "t", "d", "star", "h")
 #: points the map draws at most: a larger pool is shown as a fixed random subsample (the
 #: status line says so); a scatter of 200 k points would take seconds per repaint
 MAP_POINTS = 20_000
+#: points added to the map per event-loop turn (a few ms of pyqtgraph's Python each)
+MAP_CHUNK = 2_000
 
 
 def cluster_colour(c: int, k: int = 0) -> Any:
@@ -180,6 +182,7 @@ class PoolMapView(pg.PlotWidget):
         self.legend = pg.LegendItem(labelTextSize="8pt", labelTextColor=c.foreground)
         self.getPlotItem().layout.addItem(self.legend, 2, 3)
         self.map: PoolMap | None = None
+        self._drawing = 0  # counts set_map calls: a chunk of an older map is not added
         self.shown: np.ndarray = np.zeros(0, dtype=np.int64)  # rows of the map drawn
         self.categories: tuple[str, ...] = ()
         figure_export.install(self, self._csv, name="pool_map")
@@ -192,6 +195,7 @@ class PoolMapView(pg.PlotWidget):
         self.marker.setData([], [])
         self.marker_inner.setData([], [])
         self.legend.clear()
+        self._drawing += 1
         if pool_map is None:
             self.scatter.setData([], [])
             self.shown = np.zeros(0, dtype=np.int64)
@@ -206,13 +210,17 @@ class PoolMapView(pg.PlotWidget):
         k = max(k, int(labels.max()) + 1 if n else 1)
         brushes = [pg.mkBrush(cluster_colour(c)) for c in range(k)]
         drawn = labels[self.shown]
-        self.scatter.setData(
-            x=pool_map.xy[self.shown, 0],
-            y=pool_map.xy[self.shown, 1],
-            brush=[brushes[int(c)] for c in drawn],
-            symbol=[cluster_symbol(int(c)) for c in drawn],
-            data=pool_map.items[self.shown],  # item ids (the engine may map a sample)
-        )
+        points = {
+            "x": pool_map.xy[self.shown, 0],
+            "y": pool_map.xy[self.shown, 1],
+            "brush": [brushes[int(c)] for c in drawn],
+            "symbol": [cluster_symbol(int(c)) for c in drawn],
+            "data": pool_map.items[self.shown],  # item ids (the engine may map a sample)
+        }
+        # pyqtgraph adds points at ~0.01 ms each in Python: 20 k at once would stall the
+        # event loop for a few hundred ms, so the map fills in chunks between events
+        self.scatter.setData(**{key: v[:MAP_CHUNK] for key, v in points.items()})
+        self._add_points(points, MAP_CHUNK, self._drawing)
         sizes = np.bincount(labels, minlength=k)
         if k <= 40:  # a legend of hundreds of clusters would hide the map
             for c in range(k):
@@ -223,7 +231,19 @@ class PoolMapView(pg.PlotWidget):
         ex = pool_map.explained
         self.setLabel("bottom", f"PC 1 ({ex[0]:.0%} of the variance)")
         self.setLabel("left", f"PC 2 ({ex[1]:.0%})")
-        self.autoRange()
+        if len(self.shown):  # the whole map's range now, not the first chunk's
+            xy = pool_map.xy[self.shown]
+            self.setRange(
+                xRange=(float(xy[:, 0].min()), float(xy[:, 0].max())),
+                yRange=(float(xy[:, 1].min()), float(xy[:, 1].max())),
+            )
+
+    def _add_points(self, points: dict[str, Any], start: int, drawing: int) -> None:
+        """Add the map's points from ``start`` on, one chunk per event-loop turn."""
+        if drawing != self._drawing or start >= len(points["x"]):
+            return  # a newer map replaced this one, or all points are drawn
+        self.scatter.addPoints(**{key: v[start : start + MAP_CHUNK] for key, v in points.items()})
+        QTimer.singleShot(0, lambda: self._add_points(points, start + MAP_CHUNK, drawing))
 
     def _tip(self, x: float, y: float, data: Any) -> str:
         item = int(data)

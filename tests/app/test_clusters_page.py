@@ -26,8 +26,9 @@ def test_cluster_with_diagnostics_map_and_typical_images(window, qtbot, copy_dem
     assert window.open_project(str(copy_demo))
     window.show_page("clusters")
     page = window.page("clusters")
-    # the demo's run (k=12, no diagnostics) is shown and its map computed on the engine thread
-    assert page.overview is not None and page.overview.k == 12
+    # the demo's run (k=12, no diagnostics) is loaded and its map computed on view workers
+    qtbot.waitUntil(lambda: page.overview is not None, timeout=IDLE_MS)
+    assert page.overview.k == 12
     qtbot.waitUntil(lambda: page.pool_map is not None, timeout=IDLE_MS)
 
     page.form.set_value("k", 4)
