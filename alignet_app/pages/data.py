@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -31,8 +32,11 @@ from alignet_app.dialogs.import_dialog import ImportDialog
 from alignet_app.dialogs.matrix_triplets_dialog import MatrixTripletsDialog
 from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
+from alignet_app.viewjobs import read_only
 from alignet_app.widgets.image_grid import ImageGrid
+from alignet_engine.base.types import ImageSet
 from alignet_engine.errors import AlignetError
+from alignet_engine.jobs import Job, JobControl, Progress
 from alignet_engine.views.preview import DataRow, group_by_category, guess_import, summarize_data
 
 _ROLE = int(Qt.ItemDataRole.UserRole)
@@ -172,16 +176,30 @@ class DataPage(Page):
             self.show_image_set(row.image_set)
 
     def show_image_set(self, name: str) -> None:
-        """Show image set ``name`` in the grid (reads its paths; the grid loads lazily)."""
+        """Show image set ``name`` in the grid. Its paths are read on a view worker (a pool
+        of a million paths takes a while) and the grid then loads thumbnails lazily."""
         if not self.session.is_open:
             return
-        try:
-            images = self.session.project.imageset(name)
-        except (AlignetError, OSError) as exc:
-            self.grid.clear(f"cannot read image set '{name}': {exc}")
-            return
         self._shown_set = name
-        self.grid.set_images(name, images.paths, images.categories, group_by_category(images))
+        path = self.session.project.path
+
+        def job(control: JobControl) -> Job[tuple[ImageSet, list[tuple[str, np.ndarray]]]]:
+            yield Progress("image set", 0, 1, f"reading '{name}'")
+            project = read_only(path)
+            try:
+                images = project.imageset(name)
+            finally:
+                project.close()
+            return images, group_by_category(images)
+
+        def show(result: tuple[ImageSet, list[tuple[str, np.ndarray]]]) -> None:
+            if name == self._shown_set:  # not replaced by another set meanwhile
+                images, groups = result
+                self.grid.set_images(name, images.paths, images.categories, groups)
+
+        self.session.views.submit(
+            "data:grid", job, show, lambda text: self.grid.clear(f"cannot read '{name}': {text}")
+        )
 
     # ----------------------------------------------------------------- imports
     def _choose(self, kind: str, *, folder: bool = False) -> None:
