@@ -51,8 +51,9 @@ def test_import_images_and_judgments(qtbot, window, tmp_path: Path, image_folder
     qtbot.waitUntil(lambda: any(r.name == "stimuli" for r in page.rows), timeout=LONG)
     row = next(r for r in page.rows if r.kind == "image set")
     assert row.details == "6 images, 2 categories"
+    # the set's paths are read on a view worker, then the grid fills
+    qtbot.waitUntil(lambda: page.grid.model.rowCount() == 8, timeout=LONG)  # 2 headers + 6
     model = page.grid.model
-    assert model.rowCount() == 8  # 2 category headers + 6 images
     assert [model.is_header(r) for r in (0, 4)] == [True, True]
     qtbot.waitUntil(lambda: all(model.thumbnail_ready(r) for r in model.image_rows()), timeout=LONG)
 
