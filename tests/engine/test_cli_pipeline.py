@@ -66,6 +66,7 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, cli) -> None:
     files = result["exports"]
     cfg = json.loads(Path(files["config"]).read_text())
     assert cfg["architecture"] == "efficientnet_lite0" and Path(files["weights"]).is_file()
+    assert Path(files["pt2"]).is_file()  # the torch.export program, checked when written
     with np.load(files["transform"]) as t:
         assert {"weights", "bias", "mean", "std"} <= set(t.files)
         assert t["weights"].shape == (1280, 1280)
