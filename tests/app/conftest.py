@@ -34,6 +34,14 @@ def window(qtbot):
     w.session.shutdown()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the demo project (directly or through ``copy_demo``) is marked
+    ``slow``: the first one pays for running the whole demo pipeline."""
+    for item in items:
+        if "demo_project" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The quick demo's project (the whole pipeline, run once per test session), as a template.

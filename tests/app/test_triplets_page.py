@@ -15,6 +15,7 @@ from alignet_engine.jobs import run_job
 from alignet_engine.store import Project
 from alignet_engine.views import browse, inspector
 from tests.app.conftest import save_screenshot
+from tests.helpers import noise_pngs
 
 IDLE_MS = 120_000
 
@@ -214,8 +215,7 @@ N_BIG = 200_000
 def big_project(tmp_path: Path) -> Path:
     """A 200 k-row triplet run over a 2 k-item pool (images are a few files repeated)."""
     rng = np.random.default_rng(1)
-    images = Path("/tmp/gui-demo/images")
-    files = sorted(str(f) for f in images.rglob("*.png"))[:20] or ["/nonexistent.png"]
+    files = noise_pngs(tmp_path / "images", 20)
     n_items = 2000
     path = tmp_path / "big.alignet"
     with Project.create(path) as p:

@@ -22,8 +22,7 @@ from alignet_engine.distill import distill
 from alignet_engine.distill.checkpoint import load_checkpoint
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import run_job
-
-from .test_distill import tiny_net, toy_problem
+from tests.engine.distill.toys import tiny_net, toy_problem
 
 WORLD = 2
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,18 +34,9 @@ from alignet_engine.distill import (
 from alignet_engine.distill.checkpoint import load_checkpoint
 from alignet_engine.errors import AlignetError, InputError
 from alignet_engine.jobs import Cancelled, Event, JobControl, LossBatch, Message, Progress, run_job
+from tests.engine.distill.toys import Toy, pair_sims, quick, tiny_net, toy_problem
 
-from .test_distill import Toy, pair_sims, quick, tiny_net, toy_problem
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # the machine's two cores are shared: one thread avoids oversubscription and keeps
-    # float reductions in one fixed order
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.config.distill import DistillConfig, DistillStageConfig
 from alignet_engine.distill import checkpoint as checkpoint_module
 from alignet_engine.distill import load_student_head, load_student_state
@@ -40,87 +36,11 @@ from alignet_engine.stages.distill import (
     training_checkpoint_name,
 )
 from alignet_engine.store import Project
+from tests.engine.stages.distill_project import SIZE, Reference, make_project, stored
 
 REPO = Path(__file__).resolve().parents[2]
-N_IMAGES = 18
-SIZE = 32
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # two shared cores: one thread avoids oversubscription, and bitwise comparisons between
-    # runs (and processes) need the same thread count
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def _make_images(folder: Path) -> list[str]:
-    """Coloured blocks on noise: images whose pretrained features differ visibly."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(N_IMAGES):
-        pixels = rng.integers(0, 60, (40, 40, 3)).astype(np.uint8)
-        colour = np.array([(i * 70) % 256, (i * 150) % 256, (i * 30) % 256], dtype=np.uint8)
-        top, left = rng.integers(0, 20, 2)
-        pixels[top : top + 20, left : left + 20] = colour
-        path = folder / f"img{i:02d}.png"
-        Image.fromarray(pixels).save(path)
-        paths.append(str(path))
-    return paths
-
-
-def _odd_last(z: np.ndarray, triplets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder triplets so the most similar pair of ``z`` comes first; return them and sims."""
-    t = z[triplets]
-    s = np.stack(
-        [(t[:, 0] * t[:, 1]).sum(-1), (t[:, 0] * t[:, 2]).sum(-1), (t[:, 1] * t[:, 2]).sum(-1)], 1
-    )
-    order = np.array([[0, 1, 2], [0, 2, 1], [1, 2, 0]])[s.argmax(1)]
-    triplets = np.take_along_axis(triplets, order, 1)
-    t = z[triplets]
-    s = np.stack(
-        [(t[:, 0] * t[:, 1]).sum(-1), (t[:, 0] * t[:, 2]).sum(-1), (t[:, 1] * t[:, 2]).sum(-1)], 1
-    )
-    return triplets.astype(np.int64), s.astype(np.float32)
-
-
-def make_project(folder: Path) -> Path:
-    """A project with a pool, a triplet run (60 train + 12 val) and 'human' judgments."""
-    paths = _make_images(folder / "pool")
-    rng = np.random.default_rng(1)
-    # the "teacher": a random linear view of the mean colour of each image
-    colours = np.stack([np.asarray(Image.open(p), dtype=np.float32).mean((0, 1)) for p in paths])
-    z = (colours - colours.mean(0)) @ rng.standard_normal((3, 4)).astype(np.float32) / 100
-    raw = np.stack([rng.choice(N_IMAGES, 3, replace=False) for _ in range(72)])
-    triplets, sims = _odd_last(z, raw)
-    is_val = np.zeros(72, dtype=bool)
-    is_val[60:] = True
-    human, _ = _odd_last(
-        colours, np.stack([rng.choice(N_IMAGES, 3, replace=False) for _ in range(40)])
-    )
-
-    path = folder / "study.alignet"
-    with Project.create(path) as project:
-        project.write_imageset("pool", ImageSet(tuple(paths), ("",) * N_IMAGES), {})
-        project.write_judgments(
-            "human",
-            Judgments(kind="oddone", triplets=human, participant=np.zeros(40, dtype=np.int64)),
-            image_set="pool",
-            params={},
-        )
-        run_id = project.begin_job("triplets", {})
-        project.write_run(
-            "triplets",
-            run_id,
-            slot="triplets",
-            params={"strategy": "random"},
-            arrays={"triplets": triplets, "sims": sims, "is_val": is_val},
-            summary={"image_set": "pool"},
-        )
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def stage_config(**training: object) -> DistillStageConfig:
@@ -143,19 +63,6 @@ def stage_config(**training: object) -> DistillStageConfig:
         training=DistillConfig(**base),  # type: ignore[arg-type]
         val_judgments="human",
     )
-
-
-@dataclass(frozen=True)
-class Reference:
-    arrays: dict[str, np.ndarray]
-    summary: dict[str, object]
-    weights: dict[str, torch.Tensor]
-
-
-def stored(project: Project, ref: str = "distill") -> Reference:
-    run = project.run(ref)
-    weights = load_student_state(project.side_path(run.summary["checkpoint"]))
-    return Reference(run.arrays, run.summary, weights)
 
 
 def assert_same_run(got: Reference, expected: Reference) -> None:

@@ -28,8 +28,7 @@ import torch.distributed as dist
 from alignet_engine.distill.checkpoint import load_checkpoint
 from alignet_engine.stages.distill import resumable_runs
 from alignet_engine.store import Project
-
-from .test_distill_stage import SIZE, make_project, stored
+from tests.engine.stages.distill_project import SIZE, make_project, stored
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(), reason="no gloo in this torch"

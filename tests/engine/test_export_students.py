@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +36,9 @@ from alignet_engine.stages.distill import run_distill
 from alignet_engine.stages.export import export_student
 from alignet_engine.stages.features import extract
 from alignet_engine.store import Project
+from tests.engine.stages.distill_project import SIZE, make_project
 
-from .test_distill_stage import SIZE, make_project
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _distill(folder: Path, student: str, head_dim: int = 0) -> tuple[Path, Path]:

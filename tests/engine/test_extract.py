@@ -32,6 +32,7 @@ from alignet_engine.models.extract import (
 from alignet_engine.stages.clusters import cluster
 from alignet_engine.stages.features import extract, stored_features
 from alignet_engine.store import Project
+from tests.helpers import noise_pngs
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32  # model input side: small, so each forward is cheap on a 2-core CPU
@@ -40,19 +41,6 @@ SIZE = 32  # model input side: small, so each forward is cheap on a 2-core CPU
 @pytest.fixture(scope="module")
 def lite0() -> Backbone:
     return load_backbone("efficientnet_lite0")
-
-
-def _images(folder: Path, n: int, seed: int = 0) -> list[str]:
-    """``n`` distinct small RGB PNGs of varying sizes."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        arr = rng.integers(0, 256, size=(40 + 3 * i, 52 - 2 * i, 3), dtype=np.uint8)
-        p = folder / f"img_{i}.png"
-        Image.fromarray(arr).save(p)
-        paths.append(str(p))
-    return paths
 
 
 def _manual(backbone: Backbone, paths: list[str], size: int = SIZE) -> np.ndarray:
@@ -92,7 +80,7 @@ def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_workers_keep_row_order_and_values(lite0: Backbone, tmp_path: Path) -> None:
-    paths = _images(tmp_path, 7)
+    paths = noise_pngs(tmp_path, 7)
     serial = run_job(extract_features(lite0, paths, batch_size=3, image_size=SIZE))
     forked = run_job(extract_features(lite0, paths, batch_size=3, image_size=SIZE, num_workers=2))
     # Same batches, same decoding: the workers change where decoding runs, not the result.
@@ -101,7 +89,7 @@ def test_workers_keep_row_order_and_values(lite0: Backbone, tmp_path: Path) -> N
 
 
 def test_amp_is_a_no_op_off_cuda(lite0: Backbone, tmp_path: Path) -> None:
-    paths = _images(tmp_path, 3)
+    paths = noise_pngs(tmp_path, 3)
     plain = run_job(extraction_job(lite0, paths, batch_size=3, image_size=SIZE))
     amp = run_job(extraction_job(lite0, paths, batch_size=3, image_size=SIZE, amp=True))
     assert amp.autocast is None and plain.autocast is None
@@ -122,7 +110,7 @@ def test_bad_arguments_fail_at_creation(lite0: Backbone) -> None:
 def test_cancel_then_resume_computes_only_the_missing_rows(
     lite0: Backbone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    paths = _images(tmp_path / "img", 7)
+    paths = noise_pngs(tmp_path / "img", 7)
     reference = run_job(extract_features(lite0, paths, batch_size=2, image_size=SIZE))
     side = tmp_path / "side"
     side.mkdir()
@@ -166,7 +154,7 @@ def test_cancel_then_resume_computes_only_the_missing_rows(
 def test_changed_files_and_settings_are_not_resumed(
     lite0: Backbone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    paths = _images(tmp_path / "img", 5)
+    paths = noise_pngs(tmp_path / "img", 5)
     side = tmp_path / "side"
     side.mkdir()
     first = run_job(
@@ -193,7 +181,7 @@ def test_changed_files_and_settings_are_not_resumed(
 
 
 def test_fingerprints_and_model_digest(lite0: Backbone, tmp_path: Path) -> None:
-    paths = _images(tmp_path, 2)
+    paths = noise_pngs(tmp_path, 2)
     a = file_fingerprints([*paths, str(tmp_path / "missing.png")])
     assert a.dtype == np.int64 and (a != 0).all() and len(set(a.tolist())) == 3
     np.testing.assert_array_equal(a, file_fingerprints([*paths, str(tmp_path / "missing.png")]))
@@ -208,7 +196,7 @@ def test_fingerprints_and_model_digest(lite0: Backbone, tmp_path: Path) -> None:
 def test_unwritable_side_folder_does_not_fail_the_extraction(
     lite0: Backbone, tmp_path: Path
 ) -> None:
-    paths = _images(tmp_path, 3)
+    paths = noise_pngs(tmp_path, 3)
     partial = PartialFeatures(tmp_path / "no" / "such" / "folder")
     result = run_job(extraction_job(lite0, paths, batch_size=2, image_size=SIZE, partial=partial))
     assert partial.broken
@@ -216,7 +204,7 @@ def test_unwritable_side_folder_does_not_fail_the_extraction(
 
 
 def _project_with_images(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
-    paths = _images(tmp_path / "img", n)
+    paths = noise_pngs(tmp_path / "img", n)
     path = tmp_path / "p.alignet"
     with Project.create(path) as project:
         project.write_imageset("s", ImageSet(tuple(paths), ("",) * n), {})
@@ -325,7 +313,7 @@ def _corrupt_files(folder: Path) -> tuple[str, str, str]:
 def test_skip_corrupt_stores_nan_rows_and_later_stages_refuse_them(
     lite0: Backbone, tmp_path: Path
 ) -> None:
-    good = _images(tmp_path / "img", 5)
+    good = noise_pngs(tmp_path / "img", 5)
     truncated, garbage, missing = _corrupt_files(tmp_path)
     paths = [good[0], truncated, *good[1:4], garbage, good[4], missing]
     bad_rows = [1, 5, 7]
@@ -371,7 +359,7 @@ def test_skip_corrupt_stores_nan_rows_and_later_stages_refuse_them(
 def test_without_skip_every_bad_file_is_reported_and_good_rows_are_kept(
     lite0: Backbone, tmp_path: Path, decoded: list[str]
 ) -> None:
-    good = _images(tmp_path / "img", 4)
+    good = noise_pngs(tmp_path / "img", 4)
     truncated, garbage, _ = _corrupt_files(tmp_path)
     paths = [*good[:2], truncated, good[2], garbage, good[3]]
     path = tmp_path / "p.alignet"
@@ -394,7 +382,7 @@ def test_without_skip_every_bad_file_is_reported_and_good_rows_are_kept(
 
 def test_cli_extract_flags(tmp_path: Path, cli) -> None:
     folder = tmp_path / "imgs"
-    _images(folder, 4)
+    noise_pngs(folder, 4)
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     project = str(tmp_path / "p.alignet")
     cli("new", project)

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from alignet_engine.base.types import ImageSet
 from alignet_engine.cli import main
@@ -21,20 +20,11 @@ from alignet_engine.models import load_backbone
 from alignet_engine.models.registry import load_layers
 from alignet_engine.stages.features import extract, extract_layers
 from alignet_engine.store import Project
+from tests.helpers import noise_pngs
 
 SIZE = 64
 # timm's own pre-logits path, an inner block (hooked), the classifier output
 LAYERS = ["blocks.3", "pre_logits", "output"]
-
-
-def _images(folder: Path, n: int = 5) -> tuple[str, ...]:
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        p = folder / f"{i}.png"
-        Image.fromarray(rng.integers(0, 255, size=(48, 56, 3), dtype=np.uint8)).save(p)
-        paths.append(str(p))
-    return tuple(paths)
 
 
 def test_one_forward_pass_equals_each_layer_alone() -> None:
@@ -61,7 +51,7 @@ def test_one_forward_pass_equals_each_layer_alone() -> None:
 
 
 def test_extract_layers_stores_the_runs_of_single_extractions(tmp_path: Path) -> None:
-    paths = _images(tmp_path)
+    paths = tuple(noise_pngs(tmp_path, 5, size=lambda i: (48, 56)))
     with Project.create(tmp_path / "p.alignet") as project:
         project.write_imageset("s", ImageSet(paths, ("",) * len(paths)), {})
         base = ExtractConfig(
@@ -96,7 +86,7 @@ def test_extract_layers_stores_the_runs_of_single_extractions(tmp_path: Path) ->
 
 
 def test_cli_extract_layers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    paths = _images(tmp_path, 3)
+    paths = tuple(noise_pngs(tmp_path, 3, size=lambda i: (48, 56)))
     project = tmp_path / "p.alignet"
     with Project.create(project) as p:
         p.write_imageset("s", ImageSet(paths, ("",) * 3), {})

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from alignet_engine.models.preprocess import IMAGENET_DEFAULT, Preprocess, whole_stimulus
+from tests.helpers import noise_pngs
 
 
 def test_whole_stimulus_resizes_everything_and_uses_imagenet_statistics() -> None:
@@ -39,15 +40,6 @@ def test_whole_stimulus_resizes_everything_and_uses_imagenet_statistics() -> Non
         Preprocess(224, (0.5,) * 3, (0.5,) * 3, "bicubic", 0.875, whole=True)
 
 
-def _images(folder: Path, n: int) -> Path:
-    rng = np.random.default_rng(1)
-    folder.mkdir(parents=True)
-    for i in range(n):
-        arr = rng.integers(0, 256, size=(24 + 4 * i, 40, 3), dtype=np.uint8)
-        Image.fromarray(arr).save(folder / f"im{i}.png")
-    return folder
-
-
 def test_extraction_defaults_to_the_whole_stimulus_for_sets_people_judged(tmp_path: Path) -> None:
     from alignet_engine.base.types import Judgments
     from alignet_engine.config import ExtractConfig
@@ -57,9 +49,11 @@ def test_extraction_defaults_to_the_whole_stimulus_for_sets_people_judged(tmp_pa
     from alignet_engine.stages.imports import import_images
     from alignet_engine.store import Project
 
+    for folder, n in (("stim", 4), ("pool", 3)):  # portrait images of different heights
+        noise_pngs(tmp_path / folder, n, seed=1, size=lambda i: (24 + 4 * i, 40))
     with Project.create(tmp_path / "p.alignet") as project:
-        images = import_images(project, "stimuli", _images(tmp_path / "stim", 4))
-        import_images(project, "pool", _images(tmp_path / "pool", 3))
+        images = import_images(project, "stimuli", tmp_path / "stim")
+        import_images(project, "pool", tmp_path / "pool")
         j = Judgments("oddone", np.array([[0, 1, 2], [1, 3, 0]]), np.array([0, 1]))
         project.write_judgments("people", j, image_set="stimuli", params={})
         auto = ExtractConfig(image_set="stimuli", image_size=32, batch_size=4)
