@@ -168,6 +168,117 @@ class LevelsData:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+#: the trial keys naming the three images
+_IMAGE_KEYS = ("image1Path", "image2Path", "image3Path")
+#: the file's own ``triplet_type`` → our WordNet level (counted where they disagree)
+_AUTHORS_LEVEL = {
+    "between_class": "global",
+    "within_class": "local",
+    "class_border": "class_boundary",
+}
+
+
+@dataclass
+class _TrialCounts:
+    """Trial counts over the whole file: the numbers of the import report."""
+
+    experimental: int = 0
+    catch: int = 0
+    nonresponses_experimental: int = 0
+    invalid_selections: int = 0
+    level_mismatch: int = 0
+
+
+@dataclass
+class _ParticipantTrials:
+    """One participant's answered experimental trials and what the filter needs."""
+
+    kept: list[tuple[tuple[str, str, str], str, float]] = field(default_factory=list)
+    catch_correct: int = 0
+    catch_scorable: int = 0
+    nonresponses: int = 0
+
+    def excluded_because(self, min_catch_accuracy: float, max_nonresponses: int) -> str | None:
+        """Why the filter drops this participant, or None to keep them."""
+        n = self.catch_scorable
+        if n and self.catch_correct / n < min_catch_accuracy:
+            return f"catch accuracy {self.catch_correct}/{n} < {min_catch_accuracy:g}"
+        if self.nonresponses > max_nonresponses:
+            return f"{self.nonresponses} non-responses > {max_nonresponses}"
+        return None
+
+
+def _check_trial(pid: str, t: int, trial: Any, src: Path) -> None:
+    """Raise an InputError naming participant ``pid``, 1-based trial ``t`` and the key when
+    ``trial`` is not a dict with the three image paths and ``exp_trial_type``."""
+    if not isinstance(trial, Mapping):
+        raise InputError(
+            f"participant {pid!r}: trial is {type(trial).__name__}, expected a dict",
+            source=src,
+            row=t,
+        )
+    for k in (*_IMAGE_KEYS, "exp_trial_type"):
+        if k not in trial:
+            raise InputError(
+                f"participant {pid!r}: key missing from the trial (it has "
+                f"{', '.join(sorted(map(str, trial)))})",
+                source=src,
+                row=t,
+                field=k,
+            )
+
+
+def _scan_participant(pid: str, trials: Any, src: Path, counts: _TrialCounts) -> _ParticipantTrials:
+    """Sort one participant's trials: catch trials are scored, trials without a (valid)
+    response counted, answered experimental trials kept as (file names, chosen name, rt)."""
+    if not isinstance(trials, list | tuple):
+        raise InputError(
+            f"participant {pid!r} maps to {type(trials).__name__}, expected a list of trial dicts",
+            source=src,
+        )
+    out = _ParticipantTrials()
+    for t, trial in enumerate(trials, start=1):
+        _check_trial(pid, t, trial, src)
+        names = tuple(Path(str(trial[k])).name for k in _IMAGE_KEYS)
+        kind = trial["exp_trial_type"]
+        choice = trial.get("selected_image")
+        if _is_missing(choice):
+            out.nonresponses += 1
+            if kind == "exp_trial":
+                counts.nonresponses_experimental += 1
+                counts.experimental += 1
+            else:
+                counts.catch += 1
+            continue
+        choice = Path(str(choice)).name
+        if kind == "catch_trial":
+            counts.catch += 1
+            answer = _catch_answer(names)  # type: ignore[arg-type]
+            if answer is not None:
+                out.catch_scorable += 1
+                out.catch_correct += choice == answer
+            continue
+        if kind != "exp_trial":
+            raise InputError(
+                f"participant {pid!r}: unknown trial type {kind!r} (expected exp_trial or "
+                "catch_trial)",
+                source=src,
+                row=t,
+                field="exp_trial_type",
+            )
+        counts.experimental += 1
+        if choice not in names:
+            counts.invalid_selections += 1  # none of the three images: no response
+            out.nonresponses += 1
+            continue
+        level = triplet_level(names)  # type: ignore[arg-type]
+        tt = trial.get("triplet_type")
+        if isinstance(tt, str) and _AUTHORS_LEVEL.get(tt, level) != level:
+            counts.level_mismatch += 1
+        out.kept.append((names, choice, _rt(trial.get("rt"))))  # type: ignore[arg-type]
+    return out
+
+
 def read_levels_pkl(
     path: PathLike,
     images: ImageSet,
@@ -214,93 +325,26 @@ def read_levels_pkl(
     for i, p in enumerate(images.paths):
         if p:
             by_name.setdefault(Path(p).name, i)
-    keys = ("image1Path", "image2Path", "image3Path")
     participants = tuple(sorted(str(k) for k in data))
     pindex = {p: i for i, p in enumerate(participants)}
     rows: list[tuple[int, int, int]] = []
     rts: list[float] = []
     who: list[int] = []
     missing: dict[str, None] = {}
-    n_exp = n_catch = n_missing_trials = n_nonresponse_exp = n_invalid = 0
+    n_missing_trials = 0
     excluded: dict[str, str] = {}
-    n_level_mismatch = 0
-    authors_level = {"between_class": "global", "within_class": "local"}
-    authors_level["class_border"] = "class_boundary"
+    counts = _TrialCounts()
     for pid_raw, trials in data.items():
         pid = str(pid_raw)
-        if not isinstance(trials, list | tuple):
-            raise InputError(
-                f"participant {pid!r} maps to {type(trials).__name__}, expected a list of "
-                "trial dicts",
-                source=src,
-            )
-        catch_ok = catch_n = nonresp = 0
-        kept: list[tuple[tuple[str, str, str], str, float]] = []
-        for t, trial in enumerate(trials, start=1):
-            if not isinstance(trial, Mapping):
-                raise InputError(
-                    f"participant {pid!r}: trial is {type(trial).__name__}, expected a dict",
-                    source=src,
-                    row=t,
-                )
-            for k in (*keys, "exp_trial_type"):
-                if k not in trial:
-                    raise InputError(
-                        f"participant {pid!r}: key missing from the trial (it has "
-                        f"{', '.join(sorted(map(str, trial)))})",
-                        source=src,
-                        row=t,
-                        field=k,
-                    )
-            names = tuple(Path(str(trial[k])).name for k in keys)
-            kind = trial["exp_trial_type"]
-            choice = trial.get("selected_image")
-            if _is_missing(choice):
-                nonresp += 1
-                if kind == "exp_trial":
-                    n_nonresponse_exp += 1
-                    n_exp += 1
-                else:
-                    n_catch += 1
-                continue
-            choice = Path(str(choice)).name
-            if kind == "catch_trial":
-                n_catch += 1
-                answer = _catch_answer(names)  # type: ignore[arg-type]
-                if answer is not None:
-                    catch_n += 1
-                    catch_ok += choice == answer
-                continue
-            if kind != "exp_trial":
-                raise InputError(
-                    f"participant {pid!r}: unknown trial type {kind!r} (expected exp_trial or "
-                    "catch_trial)",
-                    source=src,
-                    row=t,
-                    field="exp_trial_type",
-                )
-            n_exp += 1
-            if choice not in names:
-                n_invalid += 1  # a selection that is none of the three images: no response
-                nonresp += 1
-                continue
-            level = triplet_level(names)  # type: ignore[arg-type]
-            tt = trial.get("triplet_type")
-            if isinstance(tt, str) and authors_level.get(tt, level) != level:
-                n_level_mismatch += 1
-            kept.append((names, choice, _rt(trial.get("rt"))))  # type: ignore[arg-type]
-        if catch_n and catch_ok / catch_n < min_catch_accuracy:
-            excluded[pid] = f"catch accuracy {catch_ok}/{catch_n} < {min_catch_accuracy:g}"
-        elif nonresp > max_nonresponses:
-            excluded[pid] = f"{nonresp} non-responses > {max_nonresponses}"
-        if pid in excluded:
+        scanned = _scan_participant(pid, trials, src, counts)
+        why = scanned.excluded_because(min_catch_accuracy, max_nonresponses)
+        if why is not None:
+            excluded[pid] = why
             continue
-        for names, choice, rt in kept:
+        for names, choice, rt in scanned.kept:
             ids = [by_name.get(n) for n in names]
             if any(i is None for i in ids):
-                for n, i in zip(names, ids, strict=True):
-                    if i is None:
-                        missing[n] = None
+                missing.update((n, None) for n, i in zip(names, ids, strict=True) if i is None)
                 n_missing_trials += 1
                 continue
             odd = names.index(choice)
@@ -330,14 +374,14 @@ def read_levels_pkl(
         "participants_kept": len(participants) - len(excluded),
         "participants_excluded": excluded,
         "filter": {"min_catch_accuracy": min_catch_accuracy, "max_nonresponses": max_nonresponses},
-        "experimental_trials": n_exp,
-        "catch_trials": n_catch,
-        "nonresponses_experimental": n_nonresponse_exp,
-        "invalid_selections": n_invalid,
+        "experimental_trials": counts.experimental,
+        "catch_trials": counts.catch,
+        "nonresponses_experimental": counts.nonresponses_experimental,
+        "invalid_selections": counts.invalid_selections,
         "trials_missing_images": n_missing_trials,
         "n_missing_images": len(missing),
         "missing_images": list(missing)[:50],
-        "triplet_type_disagrees_with_wordnet_level": n_level_mismatch,
+        "triplet_type_disagrees_with_wordnet_level": counts.level_mismatch,
         "trials_kept": len(rows),
         "by_level": {lv: row_levels.count(lv) for lv in LEVELS},
     }
