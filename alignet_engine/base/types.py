@@ -127,6 +127,12 @@ class ImageSet:
     """
 
     __slots__ = ("category_codes", "category_names", "path_bytes", "path_offsets", "root")
+    # the slots' types, for type checkers (set once, in _set)
+    root: str
+    path_bytes: np.ndarray
+    path_offsets: np.ndarray
+    category_codes: np.ndarray
+    category_names: tuple[str, ...]
 
     def __init__(self, paths: Sequence[str], categories: Sequence[str]) -> None:
         if len(paths) != len(categories):
@@ -145,7 +151,7 @@ class ImageSet:
         path_bytes: np.ndarray,
         path_offsets: np.ndarray,
         category_codes: np.ndarray,
-        category_names: Sequence[str],
+        category_names: Sequence[str] | np.ndarray,
     ) -> ImageSet:
         """An image set from its compact arrays (see the class docstring); checks them."""
         offsets = np.asarray(path_offsets, dtype=np.int64)
@@ -161,7 +167,14 @@ class ImageSet:
         self._set(root, blob, offsets, codes, names)
         return self
 
-    def _set(self, root, blob, offsets, codes, names) -> None:
+    def _set(
+        self,
+        root: str,
+        blob: np.ndarray,
+        offsets: np.ndarray,
+        codes: np.ndarray,
+        names: tuple[str, ...],
+    ) -> None:
         object.__setattr__(self, "root", root)
         object.__setattr__(self, "path_bytes", _readonly(blob))
         object.__setattr__(self, "path_offsets", _readonly(offsets))
