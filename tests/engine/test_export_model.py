@@ -170,6 +170,17 @@ def test_pt2_program_reproduces_the_students_features(
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
 
 
+def test_pt2_refuses_a_student_read_through_a_hook(
+    tmp_path: Path, aligned: AlignedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A student read at a named layer ends its forward pass with an exception from a hook,
+    which torch.export cannot follow: a clear error naming the alternatives, no file."""
+    monkeypatch.setattr(aligned, "layer", "blocks.5")
+    with pytest.raises(InputError, match=r"torch\.export cannot follow.*torchscript or onnx"):
+        export_pt2(aligned, tmp_path / "student.pt2")
+    assert not list(tmp_path.iterdir())
+
+
 def test_torchscript_round_trip_shows_no_deprecation_warning(
     tmp_path: Path, aligned: AlignedModel
 ) -> None:
