@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -184,6 +184,94 @@ def _lambda_cv_grid(
     return LAM_CV_GRID
 
 
+class _Searched(NamedTuple):
+    """The search over settings and the estimator it refitted with the best of them."""
+
+    search: TransformSearch
+    best: AffineTransform
+
+
+def _search_fit(
+    config: TransformConfig,
+    params: dict[str, Any],
+    grid: dict[str, Any],
+    X: np.ndarray,
+    rows: _TrainingRows,
+    pool: np.ndarray | None,
+    control: JobControl,
+) -> Job[_Searched]:
+    """Cross-validate ``grid`` (object-disjoint folds), refit the best setting; progress per fit."""
+    search = TransformSearch(
+        grid, n_splits=config.n_splits, base_params=params, random_state=config.random_state
+    )
+    throttle = Throttle(0.2)
+    for step in search.iter_fit(X, rows.triplets, kind=rows.kind, targets=rows.targets, pool=pool):
+        control.check()
+        if throttle():
+            what = "refit" if step.refit else f"setting {step.setting}/{step.n_settings}"
+            yield Progress(
+                STAGE, step.done_fits, step.n_fits, f"{what}, fold {step.fold}/{step.n_splits}"
+            )
+    return _Searched(search, search.best_estimator_)
+
+
+def _plain_fit(
+    est: AffineTransform,
+    X: np.ndarray,
+    rows: _TrainingRows,
+    pool: np.ndarray | None,
+    control: JobControl,
+) -> Job[None]:
+    """Fit ``est`` in place; progress and the train / val loss curves once per epoch."""
+    throttle = Throttle(0.2)
+    for epoch in est.iter_fit(X, rows.triplets, kind=rows.kind, targets=rows.targets, pool=pool):
+        control.check()
+        if throttle():
+            yield Progress(
+                STAGE,
+                epoch.epoch,
+                epoch.max_epochs,
+                f"epoch {epoch.epoch}: val loss {epoch.val_loss:.4f}",
+            )
+            yield LossBatch(
+                STAGE,
+                np.array([epoch.epoch]),
+                {
+                    "train_loss": np.array([epoch.train_loss]),
+                    "val_loss": np.array([epoch.val_loss]),
+                },
+            )
+
+
+def _fit_results(
+    est: AffineTransform, X: np.ndarray, rows: _TrainingRows
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The run's arrays (the transform, its history, the training rows) and summary."""
+    arrays = {k: np.asarray(v) for k, v in est.to_arrays().items()}
+    for key, values in est.history_.items():
+        arrays[f"history_{key}"] = np.asarray(values, dtype=np.float64)
+    arrays.update(rows.arrays)
+    summary: dict[str, Any] = {}
+    # accuracy on the rows held out for early stopping: the headline that decides
+    # whether this fit may replace the current one (fit accuracy rewards overfitting)
+    held_out = getattr(est, "val_mask_", None)
+    if held_out is not None and held_out.any():
+        summary["val_accuracy"] = float(est.score(X, rows.triplets[held_out], kind=rows.kind))
+    summary.update(
+        {
+            **rows.info,
+            "fit_accuracy": float(est.score(X, rows.triplets, kind=rows.kind)),
+            "n_triplets": len(rows.triplets),
+            "epochs": int(est.n_epochs_),
+            "best_epoch": int(est.best_epoch_),
+            "temperature": float(est.temperature_),
+            "kind": rows.kind,
+            "fit_settings": dataclasses.asdict(est.settings_),
+        }
+    )
+    return arrays, summary
+
+
 def fit_transform(
     project: Project, config: TransformConfig, control: JobControl | None = None
 ) -> Job[str]:
@@ -212,75 +300,19 @@ def fit_transform(
                 f"choosing λ among {lam_grid} by {config.n_splits}-fold object-disjoint "
                 "cross-validation (give --lam to skip)",
             )
-        throttle = Throttle(0.2)
         summary: dict[str, Any] = {}
         if search_grid:
-            search = TransformSearch(
-                search_grid,
-                n_splits=config.n_splits,
-                base_params=params,
-                random_state=config.random_state,
-            )
-            steps = search.iter_fit(
-                X, rows.triplets, kind=rows.kind, targets=rows.targets, pool=pool
-            )
-            for step in steps:
-                control.check()
-                if throttle():
-                    what = "refit" if step.refit else f"setting {step.setting}/{step.n_settings}"
-                    yield Progress(
-                        STAGE,
-                        step.done_fits,
-                        step.n_fits,
-                        f"{what}, fold {step.fold}/{step.n_splits}",
-                    )
-            est = search.best_estimator_
+            searched = yield from _search_fit(config, params, search_grid, X, rows, pool, control)
+            est = searched.best
             summary["search"] = {
-                "best_params": search.best_params_,
-                "cv_results": search.cv_results_,
+                "best_params": searched.search.best_params_,
+                "cv_results": searched.search.cv_results_,
             }
         else:
             est = AffineTransform(random_state=config.random_state, **params)
-            epochs = est.iter_fit(X, rows.triplets, kind=rows.kind, targets=rows.targets, pool=pool)
-            for epoch in epochs:
-                control.check()
-                if throttle():
-                    yield Progress(
-                        STAGE,
-                        epoch.epoch,
-                        epoch.max_epochs,
-                        f"epoch {epoch.epoch}: val loss {epoch.val_loss:.4f}",
-                    )
-                    yield LossBatch(
-                        STAGE,
-                        np.array([epoch.epoch]),
-                        {
-                            "train_loss": np.array([epoch.train_loss]),
-                            "val_loss": np.array([epoch.val_loss]),
-                        },
-                    )
-        arrays = {k: np.asarray(v) for k, v in est.to_arrays().items()}
-        for key, values in est.history_.items():
-            arrays[f"history_{key}"] = np.asarray(values, dtype=np.float64)
-        arrays.update(rows.arrays)
-        fit_acc = est.score(X, rows.triplets, kind=rows.kind)
-        # accuracy on the rows held out for early stopping: the headline that decides
-        # whether this fit may replace the current one (fit accuracy rewards overfitting)
-        held_out = getattr(est, "val_mask_", None)
-        if held_out is not None and held_out.any():
-            summary["val_accuracy"] = float(est.score(X, rows.triplets[held_out], kind=rows.kind))
-        summary.update(
-            {
-                **rows.info,
-                "fit_accuracy": float(fit_acc),
-                "n_triplets": len(rows.triplets),
-                "epochs": int(est.n_epochs_),
-                "best_epoch": int(est.best_epoch_),
-                "temperature": float(est.temperature_),
-                "kind": rows.kind,
-                "fit_settings": dataclasses.asdict(est.settings_),
-            }
-        )
+            yield from _plain_fit(est, X, rows, pool, control)
+        arrays, fit_summary = _fit_results(est, X, rows)
+        summary.update(fit_summary)
         slot = transform_slot(config.name)
         inputs = {
             features_slot(config.image_set, config.model): feat_ref,
