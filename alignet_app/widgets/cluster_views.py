@@ -314,6 +314,7 @@ class TypicalGrid(QWidget):
         if overview is None:
             return
         size = self.thumbs.size
+        waiting = QIcon(self.thumbs.placeholder())  # one icon for every tile still decoding
         # Rows of typical images shown at most: AligNet's k = 500 would be 4000 buttons and
         # thumbnail decodes, a 50 s stall of the event loop; 50 rows still stalled it for 7 s on
         # the loaded 2-core machine (bench_gui_scale.py).
@@ -345,7 +346,7 @@ class TypicalGrid(QWidget):
                 )
                 button.clicked.connect(lambda _=False, i=item: self.picked.emit(i))
                 pixmap = self.thumbs.get(path)
-                button.setIcon(QIcon(pixmap if pixmap is not None else self.thumbs.placeholder()))
+                button.setIcon(QIcon(pixmap) if pixmap is not None else waiting)
                 self.buttons.setdefault(path, []).append(button)
                 self.grid.addWidget(button, c, j + 1)
 

@@ -69,6 +69,7 @@ class ThumbnailCache(QObject):
         self.capacity = capacity
         self._cache: OrderedDict[str, QPixmap] = OrderedDict()
         self._pending: set[str] = set()
+        self._waiting: QPixmap | None = None
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(threads)
         self._signals = _Signals()
@@ -86,7 +87,10 @@ class ThumbnailCache(QObject):
         return None
 
     def placeholder(self) -> QPixmap:
-        return QPixmap.fromImage(_placeholder(self.size, "…"))
+        """The "…" tile shown until a thumbnail is decoded (drawn once, then shared)."""
+        if self._waiting is None:
+            self._waiting = QPixmap.fromImage(_placeholder(self.size, "…"))
+        return self._waiting
 
     def wait(self, timeout_ms: int = 10_000) -> bool:
         """Block until queued decodes finish (tests); signals still need the event loop."""
