@@ -18,20 +18,26 @@ import logging
 import math
 import os
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from alignet_engine import __version__
 from alignet_engine.config import (
-    DEFAULT_MEMORY_BUDGET_MB,
     EXPORTABLE,
     JUDGMENT_FORMATS,
-    POOLINGS,
-    STRATEGIES,
+    ClusterConfig,
+    EvaluateConfig,
+    ExtractConfig,
+    MatrixTripletsConfig,
+    SampleConfig,
     TransformConfig,
+    parse_search_grid,
 )
+from alignet_engine.config.distill import DistillConfig, DistillStageConfig
 from alignet_engine.errors import AlignetError, InputError, ProjectError
+from alignet_engine.params import field_default, type_hints, unwrap_optional
 
 if TYPE_CHECKING:
     from alignet_engine.jobs import Job
@@ -201,23 +207,15 @@ def cmd_import_matrix(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_matrix_triplets(args: argparse.Namespace) -> dict[str, Any]:
-    from alignet_engine.config import MatrixTripletsConfig
     from alignet_engine.stages.matrix_triplets import derive_triplets
 
-    cfg = MatrixTripletsConfig(
-        matrix=args.matrix,
-        name=args.name,
-        n_triplets=args.n,
-        split=args.split,
-        test_fraction=args.test_fraction,
-        random_state=args.seed,
-    )
+    cfg = MatrixTripletsConfig(**_given(args, MatrixTripletsConfig))
     with _project(args) as p:
         r = _run(derive_triplets(p, cfg), args)
     return {
-        "name": args.name,
-        "matrix": args.matrix,
-        "split": args.split,
+        "name": cfg.name,
+        "matrix": cfg.matrix,
+        "split": cfg.split,
         "n_items": int(r.items.size),
         "n_triplets": r.n_triplets,
         "n_responses": len(r.judgments),
@@ -280,26 +278,12 @@ def cmd_import_transform(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
-    from alignet_engine.config import ExtractConfig
     from alignet_engine.models.extract import default_workers
     from alignet_engine.stages.features import extract
 
-    cfg = ExtractConfig(
-        image_set=args.set,
-        model=args.model,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        device=args.device,
-        checkpoint=args.checkpoint,
-        weights=args.weights,
-        layer=args.layer,
-        pooling=args.pooling,
-        num_workers=default_workers() if args.workers is None else args.workers,
-        amp=args.amp,
-        skip_corrupt=args.skip_corrupt,
-        resume=not args.no_resume,
-        preprocessing=args.preprocessing,
-    )
+    given = _given(args, ExtractConfig)
+    given.setdefault("num_workers", default_workers())
+    cfg = ExtractConfig(**given)
     if not args.layers:
         return _run_stage(args, "features", lambda p: extract(p, cfg))
     from alignet_engine.stages.features import extract_layers
@@ -332,142 +316,35 @@ def cmd_layers(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_fit_transform(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.transform import fit_transform
 
-    # flags left unset (None) take TransformConfig's defaults: one place defines them
-    optional = {
-        name: getattr(args, name)
-        for name in ("lam", "lr", "batch_size", "patience", "threads", "max_epochs")
-        if getattr(args, name) is not None
-    }
-    cfg = TransformConfig(
-        image_set=args.set,
-        judgments=tuple(args.judgments),
-        model=args.model,
-        objective=args.objective,
-        alpha=args.alpha,
-        preset=args.preset,
-        standardize=args.standardize,
-        similarity=args.similarity,
-        targets=args.targets,
-        n_model_triplets=args.n_model_triplets,
-        vice_max_epochs=args.vice_max_epochs,
-        search=_parse_grid(args.search) if args.search else None,
-        n_splits=args.folds,
-        pool=args.pool,
-        random_state=args.seed,
-        name=args.name,
-        **optional,
-    )
+    search = parse_search_grid("; ".join(args.search)) if args.search else None
+    cfg = TransformConfig(**_given(args, TransformConfig), search=search)
     return _run_stage(args, "transform", lambda p: fit_transform(p, cfg))
 
 
-def _parse_grid(items: list[str]) -> dict[str, list[Any]]:
-    """``["lam=0.01,0.1", "lr=1e-3"]`` → ``{"lam": [0.01, 0.1], "lr": [0.001]}``."""
-
-    def value(text: str) -> Any:
-        for kind in (int, float):
-            try:
-                return kind(text)
-            except ValueError:
-                pass
-        return text
-
-    grid: dict[str, list[Any]] = {}
-    for item in items:
-        name, _, values = item.partition("=")
-        if not name.strip() or not values.strip():
-            raise InputError(f"--search {item!r}: write NAME=V1,V2,…", field="search")
-        grid[name.strip()] = [value(v.strip()) for v in values.split(",")]
-    return grid
-
-
-def _memory_budget_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--memory-budget-mb",
-        type=float,
-        default=DEFAULT_MEMORY_BUDGET_MB,
-        help="working memory of the chunked paths, MiB (larger pools are read in chunks)",
-    )
-
-
 def cmd_cluster(args: argparse.Namespace) -> dict[str, Any]:
-    from alignet_engine.config import ClusterConfig
     from alignet_engine.stages.clusters import cluster
 
-    transform = None if args.transform in ("none", "") else args.transform
-    cfg = ClusterConfig(
-        image_set=args.set,
-        model=args.model,
-        transform=transform,
-        k=args.k,
-        diagnose_ks=tuple(args.diagnose),
-        n_nearest=args.n_nearest,
-        device=args.device,
-        random_state=args.seed,
-        memory_budget_mb=args.memory_budget_mb,
-    )
+    given = _given(args, ClusterConfig)
+    if given.get("transform") in ("none", ""):
+        given["transform"] = None
+    cfg = ClusterConfig(**given)
     return _run_stage(args, "clusters", lambda p: cluster(p, cfg))
 
 
 def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
-    from alignet_engine.config import SampleConfig
     from alignet_engine.stages.triplets import sample
 
-    cfg = SampleConfig(
-        n_triplets=args.n,
-        n_val=args.n_val,
-        strategy=args.strategy,
-        teacher_temperature=args.teacher_temperature,
-        random_state=args.seed,
-        memory_budget_mb=args.memory_budget_mb,
-    )
+    cfg = SampleConfig(**_given(args, SampleConfig))
     return _run_stage(args, "triplets", lambda p: sample(p, cfg))
 
 
-#: ``distill`` flags (argparse dest) → DistillConfig fields; unset flags take its defaults
-_DISTILL_TRAINING_FLAGS = {
-    "steps": "steps",
-    "batch_size": "batch_size",
-    "accumulation_steps": "accumulation_steps",
-    "lr": "lr",
-    "warmup_steps": "warmup_steps",
-    "schedule": "schedule",
-    "decay_to_init": "weight_decay_to_init",
-    "loss": "loss",
-    "similarity": "similarity",
-    "teacher_temperature": "teacher_temperature",
-    "student_temperature": "student_temperature",
-    "grad_clip": "grad_clip",
-    "head_dim": "head_dim",
-    "preserve_weight": "preserve_weight",
-    "augment": "augment",
-    "train_bn": "train_bn",
-    "amp": "amp",
-    "channels_last": "channels_last",
-    "val_every": "val_every",
-    "eval_batch_size": "eval_batch_size",
-    "checkpoint_every": "checkpoint_every",
-    "keep_last": "keep_last",
-    "keep_best": "keep_best",
-    "seed": "seed",
-}
-
-
 def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
-    from alignet_engine.config.distill import DistillConfig, DistillStageConfig
     from alignet_engine.stages.distill import resume_distill, run_distill
 
-    given = {
-        field: getattr(args, dest)
-        for dest, field in _DISTILL_TRAINING_FLAGS.items()
-        if getattr(args, dest) is not None
-    }
-    stage = {
-        name: getattr(args, name)
-        for name in ("student", "image_size", "val_judgments", "val_set")
-        if getattr(args, name) is not None
-    }
-    if args.skip_corrupt:
-        stage["skip_corrupt"] = True
+    given = _given(args, DistillConfig)
+    stage = _given(args, DistillStageConfig)
+    # where and with how many decoders are not settings of the run: --resume may change them
+    device, workers = stage.pop("device", None), stage.pop("num_workers", None)
     if args.resume is not None:
         if given or stage:
             flags = sorted("--" + name.replace("_", "-") for name in (*given, *stage))
@@ -479,15 +356,15 @@ def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
         run = None if args.resume is True else args.resume
 
         def start(p: Any) -> Job[str]:
-            return resume_distill(p, run, device=args.device, num_workers=args.workers)
+            return resume_distill(p, run, device=device, num_workers=workers)
 
     else:
         from alignet_engine.models.extract import default_workers
 
         cfg = DistillStageConfig(
             **stage,
-            device=args.device or "auto",
-            num_workers=default_workers() if args.workers is None else args.workers,
+            device=device or "auto",
+            num_workers=default_workers() if workers is None else workers,
             training=DistillConfig(**given),
         )
 
@@ -528,7 +405,7 @@ def _distill_distributed(
     if follower:
         args.quiet = True
         args.follower = True
-    device = rank_device(args.device or "auto", launch)
+    device = rank_device(args.device or "auto", launch)  # args.device: DistillStageConfig's
 
     def stopped(signum: int, frame: Any) -> None:
         raise LauncherStoppedError(
@@ -559,22 +436,9 @@ def _distill_distributed(
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from alignet_engine.config import EvaluateConfig
     from alignet_engine.stages.evaluate import evaluate
 
-    cfg = EvaluateConfig(
-        image_set=args.set,
-        model=args.model,
-        judgments=args.judgments,
-        matrix=args.matrix,
-        transform=args.transform,
-        metric=args.metric,
-        n_boot=args.n_boot,
-        random_state=args.seed,
-        compare=args.compare,
-        compare_transform=args.compare_transform,
-        ci_unit=args.ci_unit,
-    )
+    cfg = EvaluateConfig(**_given(args, EvaluateConfig))
     with _project(args) as p:
         result = dict(_run(evaluate(p, cfg), args))
     if not args.json:
@@ -592,7 +456,7 @@ def cmd_evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
 
     with _project(args) as p:
         job = evaluate_all(
-            p, args.judgments, args.matrices, n_boot=args.n_boot, random_state=args.seed
+            p, args.judgments, args.matrices, n_boot=args.n_boot, random_state=args.random_state
         )
         result = _run(job, args)
         table = evaluation_table(p)
@@ -645,10 +509,73 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _config_flags(
+    p: argparse.ArgumentParser,
+    cls: type,
+    *,
+    defaults: dict[str, Any] | None = None,
+    notes: dict[str, str] | None = None,
+) -> None:
+    """One flag per field of stage configuration ``cls``, all from its declaration.
+
+    ``--field-name`` (and the field's older spellings, ``aliases``), the type, the
+    ``Literal`` choices, ``nargs="+"`` for tuples, ``--x/--no-x`` for booleans, and the help
+    of the field's metadata — the text the GUI shows as the field's tooltip — followed by the
+    dataclass default. Unset flags stay ``None`` (see :func:`_given`), so the dataclass
+    default applies and a command can tell which flags were given. Values are checked by
+    the dataclass (its ``bounds``) when the command builds it: exit status 2 and the field.
+
+    ``defaults``: the CLI's own default for a field (shown as given); ``notes``: text
+    replacing the shown default (e.g. a default the command computes).
+    """
+    hints = type_hints(cls)
+    defaults, notes = defaults or {}, notes or {}
+    for f in dataclasses.fields(cls):
+        tp, _ = unwrap_optional(hints[f.name])
+        kw: dict[str, Any] = {"dest": f.name, "default": defaults.get(f.name)}
+        if tp is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(tp) is Literal:
+            kw["choices"] = typing.get_args(tp)
+        elif typing.get_origin(tp) is tuple:
+            kw["nargs"] = "+"
+            kw["type"] = typing.get_args(tp)[0]
+            kw["metavar"] = f.name.removesuffix("s").upper()
+        elif tp in (int, float, str):
+            kw["type"] = tp
+        else:
+            continue  # no flag for nested or structured settings (written by hand)
+        default = field_default(f)
+        if default is dataclasses.MISSING and f.name not in defaults:
+            kw["required"] = True
+        text = f.metadata.get("help", "")
+        if f.name in notes:
+            text += f" (default: {notes[f.name]})"
+        elif f.name not in defaults and default not in (None, (), dataclasses.MISSING):
+            text += f" (default: {_shown(default)})"
+        kw["help"] = text.replace("%", "%%")  # argparse %-formats help
+        p.add_argument("--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ()), **kw)
+
+
+def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` whose flags were given (see :func:`_config_flags`)."""
+    return {
+        f.name: tuple(v) if isinstance(v, list) else v
+        for f in dataclasses.fields(cls)
+        if (v := getattr(args, f.name, None)) is not None
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; imports nothing heavy (see the module docstring)."""
     # one default model for extract, fit-transform and cluster (the teacher), from the config
-    teacher = next(f.default for f in dataclasses.fields(TransformConfig) if f.name == "model")
+    teacher = TransformConfig.model
     parser = argparse.ArgumentParser(
         prog="alignet-cli", description="AligNet Studio, headless: every stage of the pipeline."
     )
@@ -773,14 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
         "derive odd-one-out judgments from a per-subject matrix set (each subject answers "
         "every sampled triplet) over an object-disjoint fit or test split",
     )
-    p.add_argument("--matrix", required=True, help="name of an imported matrix set")
-    p.add_argument("--n", type=int, required=True, help="distinct triplets to sample")
-    p.add_argument("--name", required=True, help="name of the new judgments")
-    p.add_argument("--split", choices=("fit", "test", "all"), default="fit")
-    p.add_argument(
-        "--test-fraction", type=float, default=0.5, help="share of the items on the test side"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and the triplets")
+    _config_flags(p, MatrixTripletsConfig)
 
     p = command(
         "import-features",
@@ -826,57 +746,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="features label it applies to")
     p.add_argument("--name", default="teacher")
 
+    workers = "CPU cores - 1, at most 8"
     p = command("extract", cmd_extract, "extract penultimate-layer features of an image set")
-    p.add_argument("--set", required=True)
-    p.add_argument(
-        "--model",
-        default=teacher,
-        help="model spec (see `alignet-cli models`); the default is the teacher that "
-        "fit-transform and cluster default to",
+    _config_flags(
+        p,
+        ExtractConfig,
+        defaults={"model": teacher},  # the teacher that fit-transform and cluster default to
+        notes={"num_workers": workers},
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--checkpoint", help="use the student of this distill run (e.g. 'distill')")
-    p.add_argument(
-        "--weights",
-        help="state dict for the model's architecture (.pt/.pth/.safetensors), or random",
-    )
-    p.add_argument(
-        "--layer",
-        help="representation: pre_logits (default), output, or a module name (see layers)",
-    )
-    p.add_argument("--pooling", choices=POOLINGS, default="auto", help="layer output to (n, d)")
     p.add_argument(
         "--layers",
         help="several representations in one pass, comma-separated (e.g. "
         "layer3,layer4,pre_logits): one features run per layer; replaces --layer",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="image-decoding worker processes (default: CPU cores - 1, at most 8; 0 = decode "
-        "in the main process)",
-    )
-    p.add_argument("--amp", action="store_true", help="bf16/fp16 autocast on CUDA (faster)")
-    p.add_argument(
-        "--skip-corrupt",
-        action="store_true",
-        help="store unreadable images as NaN rows (recorded in the run) instead of failing",
-    )
-    p.add_argument(
-        "--preprocessing",
-        choices=("auto", "model", "whole"),
-        default="auto",
-        help="model: the model's resize + centre crop; whole: the whole stimulus resized to the "
-        "input size, ImageNet mean/std; auto: whole for image sets with judgments or matrices "
-        "(evaluated against people), model otherwise",
-    )
-    p.add_argument(
-        "--no-resume",
-        action="store_true",
-        help="start over instead of continuing an interrupted extraction of the same settings",
     )
 
     p = command(
@@ -884,215 +765,38 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_fit_transform,
         "fit the affine alignment transform (the surrogate teacher)",
     )
-    p.add_argument("--set", required=True)
-    p.add_argument(
-        "--judgments",
-        nargs="+",
-        default=[],
-        help="judgments to fit on (not needed with --targets embedding:LABEL)",
-    )
-    p.add_argument("--model", default=teacher, help="features label (as extract stored it)")
-    p.add_argument("--objective", choices=("hard", "soft"), default="soft")
-    p.add_argument(
-        "--lam",
-        type=float,
-        help="pull of W toward a scaled identity (default: cross-validated on small problems, "
-        "from the problem size on large ones)",
-    )
-    p.add_argument("--alpha", type=float, default=0.0, help="weight of gLocal's local term")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default: from the batch size)")
-    p.add_argument(
-        "--batch-size", type=int, help="triplets per step (default: from the number of triplets)"
-    )
-    p.add_argument(
-        "--patience", type=int, help="epochs without improvement before stopping (default: auto)"
-    )
-    p.add_argument("--max-epochs", type=int)
-    p.add_argument(
-        "--preset",
-        choices=("auto", "glocal"),
-        default="auto",
-        help="auto: settings from the problem size; glocal: gLocal's exact settings (batch 256, "
-        "lr 1e-3, patience 15, lam 0.1; slow on large problems). Explicit flags win.",
-    )
-    p.add_argument(
-        "--threads", type=int, help="CPU threads of the fit (default: all that torch may use)"
-    )
-    p.add_argument(
-        "--standardize",
-        choices=("scalar", "perdim", "none"),
-        default="scalar",
-        help="scalar mean/std over the whole matrix (gLocal) or per dimension",
-    )
-    p.add_argument("--similarity", choices=("dot", "cosine"), default="dot")
-    p.add_argument(
-        "--targets",
-        default="judgments",
-        help="judgments | vice (fit VICE on the judgments) | embedding:LABEL "
-        "(imported human embedding stored as features of the same set)",
-    )
-    p.add_argument(
-        "--n-model-triplets",
-        type=int,
-        default=50_000,
-        help="random triplets labelled by the human model (vice / embedding)",
-    )
-    p.add_argument("--vice-max-epochs", type=int, default=1000)
+    _config_flags(p, TransformConfig)
     p.add_argument(
         "--search",
         nargs="+",
         metavar="NAME=V1,V2",
         help="grid search by object-disjoint CV, e.g. --search lam=0.01,0.1 lr=1e-3",
     )
-    p.add_argument("--folds", type=int, default=3, help="folds of the grid search")
-    p.add_argument("--pool", help="image set for gLocal's local term (needs --alpha > 0)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--name", default="teacher")
 
     p = command("cluster", cmd_cluster, "k-means on the teacher's representation of the pool")
-    p.add_argument("--set", required=True, help="the pool image set")
-    p.add_argument("--model", default=teacher, help="features label (as extract stored it)")
-    p.add_argument("--transform", default="teacher", help="transform name, or 'none'")
-    p.add_argument("--k", type=int, default=12)
-    p.add_argument(
-        "--diagnose",
-        type=int,
-        nargs="+",
-        default=[],
-        metavar="K",
-        help="also record inertia and silhouette for these k (to choose k)",
-    )
-    p.add_argument(
-        "--n-nearest",
-        type=int,
-        default=8,
-        help="items nearest each centroid kept as the cluster's summary",
-    )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    _memory_budget_flag(p)
+    _config_flags(p, ClusterConfig)
 
     p = command("sample", cmd_sample, "sample pool triplets; the teacher picks the odd one out")
-    p.add_argument("--n", type=int, default=20_000)
-    p.add_argument("--n-val", type=int, default=500)
-    p.add_argument(
-        "--strategy",
-        default="cluster_boundary",
-        choices=STRATEGIES,
-        help="cluster_boundary (AligNet's default): 2 from one cluster + 1 from "
-        "another; class_* strategies use the pool's categories",
-    )
-    p.add_argument(
-        "--teacher-temperature",
-        type=float,
-        default=1.0,
-        help="divides the teacher's logits (> 1: softer choice distributions)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    _memory_budget_flag(p)
+    _config_flags(p, SampleConfig)
 
     p = command("distill", cmd_distill, "distil the teacher's triplets into the student")
-    # every default is None: unset flags take DistillConfig's defaults (shown in brackets),
-    # and --resume can tell which flags were given
     p.add_argument(
         "--resume",
         nargs="?",
         const=True,
         metavar="RUN",
         help="continue the newest interrupted (killed, cancelled, failed) distill job from its "
-        "training checkpoint, or the job RUN (distill/<id>), with its own settings",
+        "training checkpoint, or the job RUN (distill/<id>), with its own settings (only "
+        "--device and --num-workers may be given)",
     )
-    p.add_argument("--student", help="student backbone [efficientnet_lite0]")
-    p.add_argument("--steps", type=int, help="optimizer steps [300]")
-    p.add_argument("--batch-size", type=int, help="triplets per micro-batch [16]")
-    p.add_argument(
-        "--accumulation-steps",
-        type=int,
-        help="micro-batches per step; effective batch = batch size × this [1]",
-    )
-    p.add_argument("--lr", type=float, help="peak learning rate [1e-4]")
-    p.add_argument("--warmup-steps", type=int, help="linear warm-up steps [20]")
-    p.add_argument("--schedule", choices=("cosine", "constant"), help="after warm-up [cosine]")
-    p.add_argument("--decay-to-init", type=float, help="λ of the pull toward θ₀ [1.0]")
-    p.add_argument("--loss", choices=("kl", "jsd", "contrastive"), help="[kl]")
-    p.add_argument("--similarity", choices=("cosine", "dot"), help="[cosine]")
-    p.add_argument("--teacher-temperature", type=float, help="[1.0]")
-    p.add_argument("--student-temperature", type=float, help="[0.1]")
-    p.add_argument("--grad-clip", type=float, help="max gradient norm, 0 = off [1.0]")
-    p.add_argument(
-        "--head-dim", type=int, help="new linear triplet head of this size, 0 = none [0]"
-    )
-    p.add_argument(
-        "--preserve-weight",
-        type=float,
-        help="weight of the 1 − cos(f, f_pretrained) preservation term [0]",
-    )
-    p.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        help="random horizontal flips [off]",
-    )
-    p.add_argument(
-        "--train-bn",
-        action=argparse.BooleanOptionalAction,
-        help="BatchNorm in train mode (batch statistics) [off]",
-    )
-    p.add_argument(
-        "--amp",
-        action=argparse.BooleanOptionalAction,
-        help="mixed precision on CUDA (bfloat16 or float16 + loss scaling) [off]",
-    )
-    p.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        help="channels-last memory layout [on]",
-    )
-    p.add_argument("--val-every", type=int, help="validate every N steps, 0 = ends only [50]")
-    p.add_argument("--eval-batch-size", type=int, help="images per validation forward [64]")
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        help="training checkpoint (for --resume) every N steps, 0 = only on cancel [100]",
-    )
-    p.add_argument(
-        "--keep-last",
-        type=int,
-        help="keep the N newest training checkpoints as .step<k> side files [1]",
-    )
-    p.add_argument(
-        "--keep-best",
-        action=argparse.BooleanOptionalAction,
-        help="keep the checkpoint of the best validation as a .best side file [off]",
-    )
-    p.add_argument(
-        "--val-judgments",
-        help="human judgments to track the student's accuracy on during training",
-    )
-    p.add_argument("--val-set", help="their image set (default: the one they were imported with)")
-    p.add_argument("--image-size", type=int, help="input size in px [the student's own]")
-    p.add_argument(
-        "--device",
-        help="auto, cpu, cuda, cuda:N, mps [auto]; under torchrun auto/cuda is cuda:LOCAL_RANK",
-    )
-    p.add_argument("--seed", type=int, help="[0]")
-    p.add_argument(
-        "--workers",
-        type=int,
-        help="image-decoding worker processes feeding the training (default: CPU cores - 1, "
-        "at most 8; 0 = decode in the main process); may be given with --resume",
-    )
-    p.add_argument(
-        "--skip-corrupt",
-        action="store_true",
-        help="leave out unreadable pool images and their triplets (recorded in the run) "
-        "instead of failing",
-    )
+    _config_flags(p, DistillStageConfig, notes={"num_workers": workers})
+    _config_flags(p, DistillConfig)
     p.add_argument(
         "--dist-timeout",
         type=float,
         default=1800.0,
         metavar="SECONDS",
-        help="under torchrun: how long a process waits for the others before failing [1800]",
+        help="under torchrun: how long a process waits for the others before failing",
     )
 
     p = command(
@@ -1100,35 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_evaluate,
         "accuracy (odd-one-out / two-alternative) with 95%% CI and noise ceiling, or RSA",
     )
-    p.add_argument("--set", required=True)
-    p.add_argument("--model", required=True, help="features label, e.g. efficientnet_lite0")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--judgments")
-    target.add_argument("--matrix")
-    p.add_argument("--transform", help="score through this fitted transform (e.g. teacher)")
-    p.add_argument(
-        "--metric",
-        choices=("cosine", "dot", "euclidean", "pearson"),
-        help="default: dot through a transform, cosine otherwise; pearson: RSA only",
-    )
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--compare",
-        metavar="LABEL",
-        help="paired test against this features label on the same items: the difference "
-        "(--model minus LABEL) with a paired bootstrap CI and p-value",
-    )
-    p.add_argument(
-        "--compare-transform", metavar="NAME", help="score --compare through this transform"
-    )
-    p.add_argument(
-        "--ci-unit",
-        choices=("triplets", "items", "responses"),
-        default="triplets",
-        help="what accuracy CIs resample: triplets (default; responses to one triplet are not "
-        "independent), items (the question is about the stimuli) or responses; RSA: items",
-    )
+    _config_flags(p, EvaluateConfig)
 
     p = command(
         "evaluate-all",
@@ -1146,7 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--matrices", nargs="*", metavar="NAME", help="matrices [all; give none for none]"
     )
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the CIs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--random-state", "--seed", type=int, default=0, help="seed of the bootstraps")
 
     p = command(
         "report",

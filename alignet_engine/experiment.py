@@ -20,6 +20,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from alignet_engine.base.types import Judgments
 from alignet_engine.config import StageConfig
 from alignet_engine.errors import InputError
 from alignet_engine.files import atomic_write_text
+from alignet_engine.params import Interval, param
 
 FORMAT = "alignet-experiment"
 FORMAT_VERSION = 1
@@ -49,35 +51,47 @@ DEFAULT_INSTRUCTIONS = (
 
 @dataclass(frozen=True)
 class ExperimentConfig(StageConfig):
-    """One participant's session.
+    """One participant's session (each field's help and range are declared with it)."""
 
-    image_set : the project's image set the trials are drawn from (>= 3 images).
-    participant : the participant's number (stored with each answer; no names).
-    n_trials : trials in the session, repeats included (>= 1).
-    repeat_fraction : share of trials that repeat an earlier one, in [0, 0.5].
-    break_every : a break after this many trials (0 = no breaks).
-    seed : seeds the plan; the same seed and participant give the same trials.
-    judgments_name : name of the judgments set the answers are saved under.
-    """
-
-    image_set: str
-    participant: int = 1
-    n_trials: int = 60
-    repeat_fraction: float = 0.1
-    break_every: int = 30
-    seed: int = 0
-    judgments_name: str = "experiment"
-    instructions: str = DEFAULT_INSTRUCTIONS
-    consent: str = DEFAULT_CONSENT
+    image_set: str = param(
+        help="The images the trials are drawn from (three different images per trial).",
+        aliases=("--set",),
+    )
+    participant: int = param(
+        1,
+        "The participant's number; stored with every answer (no names are stored).",
+        bounds=Interval(Integral, 0, None, closed="left"),
+    )
+    n_trials: int = param(
+        60,
+        "Trials in the session, repeats included. About 2–3 s per trial.",
+        bounds=Interval(Integral, 1, None, closed="left"),
+    )
+    repeat_fraction: float = param(
+        0.1,
+        "Share of trials that show an earlier triplet again (in a new order), measuring the "
+        "participant's own consistency — the noise ceiling.",
+        bounds=Interval(Real, 0, 0.5, closed="both"),
+    )
+    break_every: int = param(
+        30,
+        "A break screen after this many trials (0 = none).",
+        bounds=Interval(Integral, 0, None, closed="left"),
+    )
+    seed: int = param(
+        0,
+        "Seeds the trial plan; the same seed and participant give the same trials.",
+        bounds=Interval(Integral, 0, None, closed="left"),
+    )
+    judgments_name: str = param(
+        "experiment", "The answers are saved as judgments '<name>-p<participant>'."
+    )
+    instructions: str = param(DEFAULT_INSTRUCTIONS, "The instructions shown before the trials.")
+    consent: str = param(DEFAULT_CONSENT, "The consent text the participant agrees to first.")
 
     def validate(self) -> None:
         if not self.image_set:
             raise InputError("choose the image set to show", field="image_set")
-        for name, low in (("participant", 0), ("n_trials", 1), ("break_every", 0), ("seed", 0)):
-            if int(getattr(self, name)) < low:
-                raise InputError(f"must be ≥ {low}", field=name)
-        if not 0.0 <= self.repeat_fraction <= 0.5:
-            raise InputError("must be between 0 and 0.5", field="repeat_fraction")
         if not self.judgments_name or "/" in self.judgments_name:
             raise InputError("give a name without '/'", field="judgments_name")
 

@@ -51,7 +51,6 @@ from alignet_engine.views.summaries import (
     AlignmentResults,
     alignment_results,
     feature_labels,
-    field_docs,
     format_search_grid,
     parse_search_grid,
     run_arrays,
@@ -68,43 +67,6 @@ _DATA_FIELDS = ("image_set", "model", "judgments", "pool", "search")
 
 #: what each hyperparameter does, with gLocal's / AligNet's setting (method.md §2–3); a field
 #: not listed gets the text of its docstring
-TIPS: dict[str, str] = {
-    "objective": "soft: fit the distribution of human choices per triplet (AligNet's "
-    "uncertainty distillation, needs repeated triplets or vote counts); hard: each "
-    "response as a label (gLocal).",
-    "lam": "λ, the weight of the regulariser pulling W toward a scaled identity (keeps the "
-    "transform close to the original features). Empty = automatic: cross-validated over "
-    "0.001…1 on small problems, from the problem size on large ones. gLocal grid 1e-5…10.",
-    "alpha": "α, the weight of gLocal's local-structure term, which keeps nearest-neighbour "
-    "structure of a pool of images (needs a pool image set). 0 = global term only; gLocal "
-    "final: 0.1.",
-    "tau": "τ, the temperature of the local-structure softmax (only with alpha > 0). gLocal "
-    "grid 0.01…1.",
-    "lr": "Adam learning rate. Empty = from the batch size. gLocal default 1e-3.",
-    "max_epochs": "Upper bound on training epochs over the triplets (gLocal: ≤ 100).",
-    "batch_size": "Triplets per gradient step. Empty = from the number of triplets (large "
-    "problems get large, fast batches). gLocal: 256.",
-    "patience": "Stop after this many epochs without a better held-out loss; the best "
-    "epoch's weights are kept. Empty = automatic. gLocal: 15.",
-    "preset": "auto: empty settings are chosen from the problem size; glocal: gLocal's exact "
-    "settings (batch 256, lr 1e-3, λ 0.1, patience 15), slow on large problems.",
-    "threads": "CPU threads of the fit; empty = the application's thread preference.",
-    "val_fraction": "Fraction of the triplets held out for early stopping.",
-    "standardize": "scalar: one mean / std over the whole feature matrix (gLocal); perdim: "
-    "per dimension; none: raw features.",
-    "similarity": "How transformed features are compared in the triplet softmax: dot (gLocal, "
-    "AligNet) or cosine.",
-    "targets": "Where the training targets come from: judgments (the judgments themselves), "
-    "vice (a VICE embedding fitted on them labels n model triplets random triplets), or "
-    "embedding:LABEL (an imported human embedding stored as features of this image set).",
-    "n_model_triplets": "Random triplets labelled by the human model (targets vice or "
-    "embedding:…).",
-    "vice_max_epochs": "Epochs of the VICE fit (targets = vice).",
-    "n_splits": "Object-disjoint cross-validation folds of the search grid.",
-    "random_state": "Seed of the split, initialisation and batches.",
-    "name": "Name of the transform (slot transform:NAME); 'teacher' is what clustering, "
-    "triplet sampling and distillation use.",
-}
 SEARCH_TIP = (
     "Optional grid search by cross-validation: NAME=V1,V2; NAME=… (e.g. lam=0.001,0.01,0.1; "
     "lr=1e-3,1e-2). The best setting is refitted on all triplets; empty = no search."
@@ -165,7 +127,6 @@ class AlignmentPage(Page):
         self.form = ConfigForm(
             TransformConfig,
             fields=fields,
-            tooltips={**field_docs(TransformConfig), **TIPS},
             choices={"targets": ["judgments", "vice"]},
             labels=TRANSFORM_LABELS,
         )

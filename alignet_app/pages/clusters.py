@@ -38,14 +38,6 @@ from alignet_engine.jobs import Job, JobControl, Progress
 from alignet_engine.stages.clusters import cluster
 from alignet_engine.views import browse
 
-TIPS = {
-    "image_set": "The pool image set to cluster (the images triplets are sampled from).",
-    "model": "The teacher backbone whose features of the pool are clustered.",
-    "k": "Number of k-means clusters (AligNet uses 500 on ImageNet).",
-    "n_nearest": "How many of each cluster's most typical images (nearest its centre) to keep.",
-    "device": "auto: a CUDA GPU if there is one, else the CPU; or cpu, cuda, cuda:N.",
-    "random_state": "Seed of k-means and of the diagnostics: the same seed, the same clusters.",
-}
 NO_TRANSFORM = "none (raw features)"
 
 
@@ -88,7 +80,6 @@ class ClustersPage(Page):
         self.form = ConfigForm(
             ClusterConfig,
             fields=["image_set", "model", "k", "n_nearest", "device", "random_state"],
-            tooltips=TIPS,
             choices={"image_set": [], "model": []},
             labels={"image_set": "pool image set", "n_nearest": "typical images"},
         )

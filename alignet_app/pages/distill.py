@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from alignet_app.pages.base import Page, error_label
 from alignet_app.session import Session
-from alignet_app.widgets.config_form import ConfigForm
+from alignet_app.widgets.config_form import ConfigForm, tooltip
 from alignet_app.widgets.plots import LiveCurves
 from alignet_engine.config.distill import DistillConfig, DistillStageConfig
 from alignet_engine.errors import AlignetError
@@ -39,7 +39,6 @@ from alignet_engine.stages import distill as distill_stage
 from alignet_engine.stages.distill import run_distill
 from alignet_engine.views.summaries import (
     RateMeter,
-    field_docs,
     format_duration,
     stored_history,
 )
@@ -51,73 +50,8 @@ _NONE = "none"
 
 #: what each field does, with AligNet's setting where it has one (method.md §5); a field not
 #: listed here gets the text of its docstring entry
-TRAINING_TIPS: dict[str, str] = {
-    "steps": "Optimizer steps. Each step draws batch_size triplets from the training "
-    "triplets. AligNet: 100,000 steps; a few hundred suffice for a pool of a few hundred "
-    "images on a CPU.",
-    "batch_size": "Triplets per step; a step forwards 3 × batch_size images. AligNet: 512 "
-    "triplets (1,536 images). Lower it if memory runs out.",
-    "lr": "Peak learning rate η reached after the warm-up. AligNet: 3e-5 (ViT-B); 1e-4 "
-    "suits the small CNN students here.",
-    "warmup_steps": "Steps of linear warm-up to the peak learning rate. AligNet: 5,000 of "
-    "100,000 steps.",
-    "schedule": "cosine: warm-up, then cosine decay to 0 at the last step (AligNet); "
-    "constant: warm-up, then the peak rate.",
-    "weight_decay_to_init": "λ of the decoupled pull toward the pretrained weights θ₀ "
-    "(θ ← θ − η[Adam(g) + λ(θ − θ₀)]); keeps the student's representation close to the "
-    "pretrained one. AligNet: 1.0.",
-    "loss": "kl: KL(teacher ‖ student) over the triplet's odd-one-out distribution (the "
-    "paper); jsd: Jensen–Shannon (the released AligNet config); contrastive: hard label, "
-    "the teacher's most similar pair.",
-    "similarity": "How student features become pair similarities: cosine (default here: "
-    "pretrained dot products are too large for a softmax) or dot (AligNet, on its triplet "
-    "head).",
-    "teacher_temperature": "τ_t dividing the teacher's similarities before the softmax. "
-    "AligNet: 1.",
-    "student_temperature": "τ_s dividing the student's similarities (the contrastive loss's "
-    "τ). 0.1 with cosine similarity; AligNet uses 100 on dot products.",
-    "grad_clip": "Maximum global L2 norm of the gradient; 0 disables clipping.",
-    "seed": "Seeds triplet sampling, augmentation and torch's RNG (AligNet: 42).",
-    "log_every_s": "Minimum seconds between two loss batches sent to the plots (points are "
-    "batched, never dropped); 0 sends every step.",
-    "val_every": "Measure the held-out triplets (and the human validation judgments) every "
-    "this many steps, besides before the first and after the last step; 0 = only then. "
-    "AligNet: every 5,000 steps.",
-    "eval_batch_size": "Images per forward pass during validation.",
-    "train_bn": "Off keeps BatchNorm layers in eval mode (their ImageNet statistics), so "
-    "small noisy batches cannot shift them; their affine weights still train.",
-    "augment": "Flip each training image horizontally with probability ½.",
-    "channels_last": "Train in the channels-last memory layout: same numbers, about 1.6× "
-    "faster for EfficientNet on a CPU.",
-    "checkpoint_every": "Write a training checkpoint every this many steps, so an "
-    "interrupted run can be resumed; 0 = only at the end and on cancel. AligNet: 10,000.",
-    "head_dim": "0: similarities of the student's own features; > 0: of a new linear "
-    "triplet head d → head_dim trained from scratch. AligNet: 1024.",
-    "preserve_weight": "Weight of an extra loss term 1 − cos(f(x), f₀(x)) that keeps the "
-    "student's features close to the pretrained ones; 0 = off (AligNet relies on the "
-    "decay to θ₀ alone).",
-    "accumulation_steps": "Micro-batches of batch_size triplets per optimizer step: the "
-    "effective batch is batch_size × accumulation_steps with one micro-batch's memory.",
-    "amp": "Mixed precision (bfloat16 / float16) on CUDA; no effect on a CPU.",
-}
 
-STAGE_TIPS: dict[str, str] = {
-    "student": "The pretrained backbone to fine-tune (AligNet: ViT-B/16 from SigLIP). Small "
-    "CNNs (efficientnet_lite0) train on a CPU.",
-    "image_size": "Input size in pixels; auto = the student's own. Smaller is faster (64 px "
-    "for a quick try), larger is closer to how the model was pretrained.",
-    "device": "Where to train: auto picks CUDA, then Apple MPS, then the CPU.",
-}
-
-VAL_TIP = (
-    "Human judgments (odd-one-out or 2AFC) to track the student's agreement with people "
-    "during training: the curve val_human. none = off."
-)
-
-
-def _tips(cls: type, explicit: dict[str, str]) -> dict[str, str]:
-    """Explicit tooltips, falling back to the engine dataclass's docstring entries."""
-    return {**field_docs(cls), **explicit}
+VAL_TIP = tooltip(DistillStageConfig, "val_judgments")
 
 
 class DistillPage(Page):
@@ -145,7 +79,6 @@ class DistillPage(Page):
         self.stage_form = ConfigForm(
             DistillStageConfig,
             fields=stage_fields,
-            tooltips=_tips(DistillStageConfig, STAGE_TIPS),
             choices={
                 "student": list(available_models()),
                 "device": ["auto", "cpu", "cuda", "mps"],
@@ -155,9 +88,7 @@ class DistillPage(Page):
         self.val_judgments.setObjectName("field_val_judgments")
         self.val_judgments.setToolTip(VAL_TIP)
         self.stage_form.layout().addRow("validate on", self.val_judgments)  # type: ignore[union-attr]
-        self.training_form = ConfigForm(
-            DistillConfig, tooltips=_tips(DistillConfig, TRAINING_TIPS), labels=TRAINING_LABELS
-        )
+        self.training_form = ConfigForm(DistillConfig, labels=TRAINING_LABELS)
         self.error = error_label()
 
         stage_box = QGroupBox("Student")

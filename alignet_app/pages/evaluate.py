@@ -56,23 +56,6 @@ from alignet_engine.views.report import check_output_folder, write_report_job
 
 _ROLE = int(Qt.ItemDataRole.UserRole)
 
-_TOOLTIPS = {
-    "image_set": "The image set the judgments or matrix refer to (its features are scored).",
-    "model": "Which features: a model label; '<student>+distilled' is the distilled student.",
-    "judgments": "Held-out human judgments to score (auto = none; then choose a matrix).",
-    "matrix": "A similarity / dissimilarity matrix for RSA (auto = none; then judgments).",
-    "transform": "Score the features through this fitted transform (the aligned teacher); "
-    "auto = raw features.",
-    "metric": "Similarity used to pick the odd one out; auto = dot through a transform, "
-    "cosine otherwise; pearson applies to matrices only.",
-    "n_boot": "Bootstrap resamples for the 95% confidence interval.",
-    "compare": "Paired test against this representation on the same items: the difference "
-    "with its paired-bootstrap CI and p-value (auto = no comparison).",
-    "compare_transform": "Score the compared features through this transform.",
-    "ci_unit": "What accuracy CIs resample: triplets (responses to one triplet are not "
-    "independent), items (a question about the stimuli) or responses. RSA: always items.",
-}
-
 
 class EvaluatePage(Page):
     key = "evaluate"
@@ -154,7 +137,6 @@ class EvaluatePage(Page):
                 "compare_transform",
                 "ci_unit",
             ],
-            tooltips=_TOOLTIPS,
             choices={
                 "image_set": [],
                 "model": [],

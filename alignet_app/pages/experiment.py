@@ -38,17 +38,6 @@ from alignet_engine.experiment import (
 from alignet_engine.jobs import Job, JobControl, StageDone
 from alignet_engine.store import Project
 
-_TIPS = {
-    "image_set": "The images the trials are drawn from (three different images per trial).",
-    "participant": "The participant's number; stored with every answer (no names are stored).",
-    "n_trials": "Trials in the session, repeats included. About 2–3 s per trial.",
-    "repeat_fraction": "Share of trials that show an earlier triplet again (in a new order), "
-    "measuring the participant's own consistency — the noise ceiling.",
-    "break_every": "A break screen after this many trials (0 = none).",
-    "seed": "Seeds the trial plan; the same seed and participant give the same trials.",
-    "judgments_name": "The answers are saved as judgments '<name>-p<participant>'.",
-}
-
 
 class ExperimentPage(Page):
     key = "experiment"
@@ -69,7 +58,6 @@ class ExperimentPage(Page):
                 "seed",
                 "judgments_name",
             ],
-            tooltips=_TIPS,
             choices={"image_set": []},
         )
         defaults = ExperimentConfig(image_set="x")

@@ -56,25 +56,6 @@ _FIELDS = (
     "preprocessing",
     "device",
 )
-_TOOLTIPS = {
-    "image_set": "The images whose features are extracted (one row per image, in set order)",
-    "model": "An embedded model (efficientnet_lite0/1/2, offline) or a spec: "
-    "torchvision:resnet18, timm:convnext_tiny, a TorchScript file, module.path:factory "
-    "(runs Python code from MODULE: name only code you trust); "
-    "options after '?', e.g. torchvision:resnet18?layer=layer3&pooling=mean",
-    "weights": "A state-dict file replacing the model's weights, or 'random' "
-    "(auto: the model's own pretrained weights)",
-    "layer": "The module whose output is the representation; choose it in the layer tree "
-    "(auto: pre_logits, the classifier's input)",
-    "pooling": "How a layer's (b, c, h, w) or (b, tokens, d) output becomes (b, d): auto, "
-    "mean, cls (ViT class token) or flatten",
-    "batch_size": "Images per forward pass (lower it if memory runs out)",
-    "image_size": "Input side in pixels (auto: the model's own input size)",
-    "device": "auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps",
-    "preprocessing": "whole: the whole stimulus resized to the model's input (ImageNet "
-    "mean/std), as people saw it; model: the model's own resize and centre crop; auto: whole "
-    "for image sets with judgments or matrices, model for pools",
-}
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -116,7 +97,6 @@ class FeaturesPage(Page):
         self.form = ConfigForm(
             ExtractConfig,
             fields=self.fields,
-            tooltips=_TOOLTIPS,
             choices={
                 "image_set": (),
                 "model": available_models(),

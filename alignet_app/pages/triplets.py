@@ -60,18 +60,6 @@ from alignet_engine.views import browse, inspector
 #: wait this long after the last change of a filter widget before filtering (ms)
 FILTER_DEBOUNCE_MS = 300
 
-SAMPLE_TIPS = {
-    "n_triplets": "Training triplets to sample (AligNet uses 10 million).",
-    "n_val": "Extra held-out triplets for validation during distillation.",
-    "strategy": (
-        "How items are drawn: cluster_boundary (AligNet's default) takes two items from one "
-        "cluster and the odd one from another; within / between clusters, random, and the "
-        "class_* variants use the pool's categories instead of clusters."
-    ),
-    "teacher_temperature": "Divides the teacher's logits: above 1 makes its choices softer.",
-    "random_state": "Seed: the same seed gives the same triplets.",
-}
-
 
 def _filter_and_sort(
     view: browse.TripletView,
@@ -215,7 +203,6 @@ class TripletsPage(Page):
         # --- sampling
         self.form = ConfigForm(
             SampleConfig,
-            tooltips=SAMPLE_TIPS,
             choices={"strategy": STRATEGIES},
             labels={"n_triplets": "triplets", "n_val": "validation triplets"},
         )

@@ -1,17 +1,22 @@
 """A form built from a stage's configuration dataclass: one editor per field, with tooltips.
 
-The form only edits values; the engine's dataclass validates them. :meth:`ConfigForm.config`
-builds the dataclass and raises the engine's error, which the page shows next to the form.
+Each field's tooltip is the help text of its declaration (``alignet_engine.params.param``,
+the text ``alignet-cli --help`` shows for the field's flag) and its spin box's range the
+declared ``bounds``. The form only edits values; the engine's dataclass validates them.
+:meth:`ConfigForm.config` builds the dataclass and raises the engine's error, which the page
+shows next to the form.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 from typing import Any, Literal
 
+from PySide6.QtCore import QLocale
+from PySide6.QtGui import QDoubleValidator
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -21,15 +26,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from alignet_engine.params import Interval, field_default, type_hints
+from alignet_engine.params import unwrap_optional as _unwrap
+
 _NONE_TEXT = "auto"
+_INT_LIMIT = 1_000_000_000  # a QSpinBox holds a C int; no count here comes near it
 
 
-def _unwrap(tp: Any) -> tuple[Any, bool]:
-    """(the type without ``None``, whether ``None`` is allowed)."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return (args[0] if len(args) == 1 else tp), len(args) < len(typing.get_args(tp))
-    return tp, False
+def tooltip(cls: type, name: str) -> str:
+    """The tooltip of field ``name`` of ``cls``: its declared help, then its code name in
+    brackets (the name the CLI's flag and the config files use)."""
+    help_ = {f.name: f for f in dataclasses.fields(cls)}[name].metadata.get("help", "")
+    return f"{help_} [{name}]" if help_ else ""
 
 
 class ConfigForm(QWidget):
@@ -39,8 +47,6 @@ class ConfigForm(QWidget):
     ----------
     cls : a frozen stage configuration dataclass (``from_dict`` / ``to_dict``).
     fields : which fields to show, in order (default: all).
-    tooltips : field → what it does in plain words (shown on hover, followed by the field's
-        code name in brackets, the name the CLI and the config files use).
     choices : field → allowed values for a string field without a ``Literal`` type
         (e.g. the project's image sets); shown as an editable combo box.
     labels : field → label text (default: the field name with spaces).
@@ -51,14 +57,13 @@ class ConfigForm(QWidget):
         cls: type,
         *,
         fields: Sequence[str] | None = None,
-        tooltips: Mapping[str, str] | None = None,
         choices: Mapping[str, Sequence[str]] | None = None,
         labels: Mapping[str, str] | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.cls = cls
-        hints = typing.get_type_hints(cls)
+        hints = type_hints(cls)
         all_fields = {f.name: f for f in dataclasses.fields(cls)}
         self.names = list(fields) if fields is not None else list(all_fields)
         self.editors: dict[str, QWidget] = {}
@@ -67,32 +72,26 @@ class ConfigForm(QWidget):
         layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
         # a narrow side panel (laptop screens) puts long rows' fields under their labels
         layout.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
-        tooltips = tooltips or {}
         labels = labels or {}
         for name in self.names:
             f = all_fields[name]
-            default = (
-                f.default
-                if f.default is not dataclasses.MISSING
-                else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
-            )
+            default = field_default(f)
             tp, optional = _unwrap(hints[name])
             self._kinds[name] = (tp, optional)
-            editor = self._editor(tp, optional, (choices or {}).get(name))
+            editor = self._editor(tp, optional, (choices or {}).get(name), f.metadata.get("bounds"))
             editor.setObjectName(f"field_{name}")
             _narrowable(editor)
-            if name in tooltips:
-                # plain words first, the configuration's (CLI's) name in brackets
-                editor.setToolTip(f"{tooltips[name]} [{name}]")
+            editor.setToolTip(tooltip(cls, name))
             self.editors[name] = editor
-            self.set_value(name, default)
+            self.set_value(name, None if default is dataclasses.MISSING else default)
             label = labels.get(name, name.replace("_", " "))
             layout.addRow(label, editor)
-            if name in tooltips:
-                layout.labelForField(editor).setToolTip(editor.toolTip())
+            layout.labelForField(editor).setToolTip(editor.toolTip())
 
     @staticmethod
-    def _editor(tp: Any, optional: bool, choices: Sequence[str] | None) -> QWidget:
+    def _editor(
+        tp: Any, optional: bool, choices: Sequence[str] | None, bounds: Interval | None
+    ) -> QWidget:
         if tp is bool:
             return QCheckBox()
         if typing.get_origin(tp) is Literal:
@@ -101,9 +100,10 @@ class ConfigForm(QWidget):
                 box.addItem(_NONE_TEXT)
             box.addItems([str(a) for a in typing.get_args(tp)])
             return box
+        low, high = _range(bounds)
         if tp is int and not optional:
             spin = QSpinBox()
-            spin.setRange(-1_000_000_000, 1_000_000_000)
+            spin.setRange(int(max(low, -_INT_LIMIT)), int(min(high, _INT_LIMIT)))
             spin.setGroupSeparatorShown(True)
             return spin
         if choices is not None:
@@ -116,6 +116,12 @@ class ConfigForm(QWidget):
         edit = QLineEdit()
         if optional:
             edit.setPlaceholderText(_NONE_TEXT)
+        if tp in (int, float) and bounds is not None:
+            # refuses a sign the range excludes as it is typed; the config names the rest
+            validator = QDoubleValidator(max(low, -1e300), min(high, 1e300), 1000, edit)
+            validator.setNotation(QDoubleValidator.Notation.ScientificNotation)
+            validator.setLocale(QLocale.c())  # "0.1" in every locale, as the CLI reads it
+            edit.setValidator(validator)
         return edit
 
     # ----------------------------------------------------------------- values
@@ -191,6 +197,20 @@ class ConfigForm(QWidget):
     def config(self, **extra: Any) -> Any:
         """The dataclass from the form's values plus ``extra`` fields (raises on bad values)."""
         return self.cls.from_dict({**self.values(), **extra})
+
+
+def _range(bounds: Interval | None) -> tuple[float, float]:
+    """The closed range of an editor for ``bounds`` (an open end of an integer range moves
+    one step in; a float's open end stays: the config rejects the end value itself)."""
+    if bounds is None:
+        return -float("inf"), float("inf")
+    low = -float("inf") if bounds.left is None else float(bounds.left)
+    high = float("inf") if bounds.right is None else float(bounds.right)
+    if bounds.kind is Integral and bounds.closed in ("right", "neither"):
+        low += 1
+    if bounds.kind is Integral and bounds.closed in ("left", "neither"):
+        high -= 1
+    return low, high
 
 
 def _format(value: Any) -> str:

@@ -1,4 +1,5 @@
-"""Settings of the distillation stage (validated, JSON round-trip).
+"""Settings of the distillation stage (validated, JSON round-trip), declared like every
+stage's (:func:`~alignet_engine.params.param`: help, range and CLI spellings per field).
 
 :class:`DistillConfig` holds the optimisation settings the trainer
 (:func:`alignet_engine.distill.distill`) reads; :class:`DistillStageConfig` is the stage's
@@ -13,20 +14,24 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from numbers import Integral
 from typing import Any, Literal
 
-import numpy as np
-
-from alignet_engine.config import StageConfig
+from alignet_engine.config import (
+    _DEVICE_HELP,
+    _NONNEGATIVE,
+    _NONNEGATIVE_INT,
+    _POSITIVE,
+    _POSITIVE_INT,
+    StageConfig,
+)
 from alignet_engine.errors import InputError
+from alignet_engine.params import Interval, param
 
-_LOSSES = ("kl", "jsd", "contrastive")
-_SCHEDULES = ("cosine", "constant")
-_SIMILARITIES = ("dot", "cosine")
-
-#: settings a resumed run may change because they do not touch the training trajectory
-#: (``steps`` is checked apart: it may grow, to extend a finished or interrupted run)
+#: distill settings a resumed run may change because they do not touch the
+#: training trajectory (``steps`` is checked apart: it may grow, to extend a finished or
+#: interrupted run)
 RESUME_FREE = frozenset(
     {
         "steps",
@@ -41,156 +46,160 @@ RESUME_FREE = frozenset(
 
 
 @dataclass(frozen=True)
-class DistillConfig:
-    """Parameters of the distillation stage (validated on construction).
+class DistillConfig(StageConfig):
+    """Optimisation settings of the distillation stage (``alignet_engine.distill``).
 
-    Attributes
-    ----------
-    steps : optimizer steps (≥ 1).
-    batch_size : triplets per step (≥ 1); a step forwards ``3 * batch_size`` images.
-    lr : peak learning rate η (> 0).
-    warmup_steps : steps of linear warm-up to ``lr`` (0 ≤ warmup_steps ≤ steps).
-    schedule : ``"cosine"`` — warm-up, then cosine decay to 0 at ``steps``;
-        ``"constant"`` — warm-up, then ``lr``.
-    weight_decay_to_init : λ ≥ 0 of the decoupled pull toward the initial weights θ₀ (AligNet
-        uses 1.0). The per-step pull fraction ``η_t·λ`` is capped at 1 (a full reset to θ₀);
-        beyond that the update would overshoot θ₀ and diverge.
-    loss : ``"kl"`` (paper), ``"jsd"`` (released AligNet config) or ``"contrastive"`` (hard
-        label: the teacher's most similar pair).
-    similarity : ``"cosine"`` or ``"dot"`` — how student features become pair similarities
-        (see the module docstring for why cosine is the default).
-    teacher_temperature : τ_t > 0 dividing the teacher similarities.
-    student_temperature : τ_s > 0 dividing the student similarities (the contrastive loss's τ).
-    grad_clip : max global L2 norm of the gradient; 0 disables clipping.
-    seed : ≥ 0; seeds triplet sampling, augmentation and torch's global RNG (dropout).
-    log_every_s : minimum seconds between two yielded :class:`LossBatch` / :class:`Progress`
-        events (points are batched, never dropped); 0 yields every step.
-    val_every : run the validation set every this many steps (plus before the first and after
-        the last step); 0 = only before and after.
-    eval_batch_size : images per forward pass during validation.
-    train_bn : False keeps BatchNorm layers in eval mode (see the module docstring).
-    augment : True flips each training image horizontally with probability ½.
-    channels_last : True trains in the channels-last memory layout (4-D weights and image
-        batches). Same numbers up to float rounding; on this project's 2-core CPU it made an
-        EfficientNet-Lite0 step about 1.6× faster. The module keeps that layout afterwards.
-    checkpoint_every : write a training checkpoint every this many steps when
-        :func:`distill` is given a ``checkpoint_path``; 0 = no periodic checkpoints (the
-        end-of-run and on-cancel checkpoints are still written).
-    head_dim : 0 = similarities of the student's own features; > 0 = of a new linear triplet
-        head ``d → head_dim`` trained from scratch (AligNet: 1024). Not pulled toward its
-        init (see the module docstring).
-    preserve_weight : w ≥ 0 of the representation-preservation term ``1 − cos(f, f₀)``
-        (mean over the step's images) added to the loss; 0 = off.
-    accumulation_steps : micro-batches of ``batch_size`` triplets per optimizer step (≥ 1);
-        the effective batch is ``batch_size * accumulation_steps`` triplets.
-    amp : mixed precision on CUDA (bfloat16, or float16 with loss scaling); no effect elsewhere.
-    keep_last : training checkpoints kept (≥ 1): with N > 1 the N newest also stay as
-        ``<name>.step<k><suffix>`` files beside the checkpoint (any of them resumes); 1 keeps
-        only the checkpoint itself, replaced each time.
-    keep_best : also keep the checkpoint of the best validation so far as
-        ``<name>.best<suffix>``: the highest ``val_agreement``, or without a validation set
-        the first validator's value (written right after that validation, steps ≥ 1).
+    ``weight_decay_to_init``: the per-step pull fraction ``η_t·λ`` is capped at 1 (a full
+    reset to θ₀); beyond that the update would overshoot θ₀ and diverge. ``head_dim`` > 0:
+    the new head is not pulled toward its init (see ``distill/trainer.py``). ``keep_last``
+    N > 1 keeps the N newest checkpoints as ``<name>.step<k><suffix>`` files beside the
+    checkpoint (any of them resumes); ``keep_best`` keeps ``<name>.best<suffix>``: the highest
+    ``val_agreement``, or without a validation set the first validator's value.
+
+    The learning-rate schedule is a function of the step and these settings
+    (:meth:`lr_at`), so a checkpoint needs no schedule state.
     """
 
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 1e-4
-    warmup_steps: int = 20
-    schedule: Literal["cosine", "constant"] = "cosine"
-    weight_decay_to_init: float = 1.0
-    loss: Literal["kl", "jsd", "contrastive"] = "kl"
-    similarity: Literal["dot", "cosine"] = "cosine"
-    teacher_temperature: float = 1.0
-    student_temperature: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
-    log_every_s: float = 0.2
-    val_every: int = 50
-    eval_batch_size: int = 64
-    train_bn: bool = False
-    augment: bool = False
-    channels_last: bool = True
-    checkpoint_every: int = 100
-    head_dim: int = 0
-    preserve_weight: float = 0.0
-    accumulation_steps: int = 1
-    amp: bool = False
-    keep_last: int = 1
-    keep_best: bool = False
-
-    def __post_init__(self) -> None:
-        self.validate()
+    steps: int = param(
+        300,
+        "Optimizer steps. Each step draws batch_size triplets from the training triplets. "
+        "AligNet: 100,000 steps; a few hundred suffice for a pool of a few hundred images on "
+        "a CPU.",
+        bounds=_POSITIVE_INT,
+    )
+    batch_size: int = param(
+        16,
+        "Triplets per step; a step forwards 3 × batch_size images. AligNet: 512 triplets "
+        "(1,536 images). Lower it if memory runs out.",
+        bounds=_POSITIVE_INT,
+    )
+    lr: float = param(
+        1e-4,
+        "Peak learning rate η reached after the warm-up. AligNet: 3e-5 (ViT-B); 1e-4 suits "
+        "the small CNN students here.",
+        bounds=_POSITIVE,
+    )
+    warmup_steps: int = param(
+        20,
+        "Steps of linear warm-up to the peak learning rate (at most steps). AligNet: 5,000 of "
+        "100,000 steps.",
+        bounds=_NONNEGATIVE_INT,
+    )
+    schedule: Literal["cosine", "constant"] = param(
+        "cosine",
+        "cosine: warm-up, then cosine decay to 0 at the last step (AligNet); constant: "
+        "warm-up, then the peak rate.",
+    )
+    weight_decay_to_init: float = param(
+        1.0,
+        "λ of the decoupled pull toward the pretrained weights θ₀ "
+        "(θ ← θ − η[Adam(g) + λ(θ − θ₀)]); keeps the student's representation close to the "
+        "pretrained one. AligNet: 1.0.",
+        bounds=_NONNEGATIVE,
+        aliases=("--decay-to-init",),
+    )
+    loss: Literal["kl", "jsd", "contrastive"] = param(
+        "kl",
+        "kl: KL(teacher ‖ student) over the triplet's odd-one-out distribution (the paper); "
+        "jsd: Jensen–Shannon (the released AligNet config); contrastive: hard label, the "
+        "teacher's most similar pair.",
+    )
+    similarity: Literal["dot", "cosine"] = param(
+        "cosine",
+        "How student features become pair similarities: cosine (default here: pretrained dot "
+        "products are too large for a softmax) or dot (AligNet, on its triplet head).",
+    )
+    teacher_temperature: float = param(
+        1.0,
+        "τ_t dividing the teacher's similarities before the softmax. AligNet: 1.",
+        bounds=_POSITIVE,
+    )
+    student_temperature: float = param(
+        0.1,
+        "τ_s dividing the student's similarities (the contrastive loss's τ). 0.1 with cosine "
+        "similarity; AligNet uses 100 on dot products.",
+        bounds=_POSITIVE,
+    )
+    grad_clip: float = param(
+        1.0,
+        "Maximum global L2 norm of the gradient; 0 disables clipping.",
+        bounds=_NONNEGATIVE,
+    )
+    seed: int = param(
+        0,
+        "Seeds triplet sampling, augmentation and torch's RNG (AligNet: 42).",
+        bounds=_NONNEGATIVE_INT,
+        aliases=("--random-state",),
+    )
+    log_every_s: float = param(
+        0.2,
+        "Minimum seconds between two loss batches sent to the plots (points are batched, "
+        "never dropped); 0 sends every step.",
+        bounds=_NONNEGATIVE,
+    )
+    val_every: int = param(
+        50,
+        "Measure the held-out triplets (and the human validation judgments) every this many "
+        "steps, besides before the first and after the last step; 0 = only then. AligNet: "
+        "every 5,000 steps.",
+        bounds=_NONNEGATIVE_INT,
+    )
+    eval_batch_size: int = param(
+        64, "Images per forward pass during validation.", bounds=_POSITIVE_INT
+    )
+    train_bn: bool = param(
+        False,
+        "Off keeps BatchNorm layers in eval mode (their ImageNet statistics), so small noisy "
+        "batches cannot shift them; their affine weights still train.",
+    )
+    augment: bool = param(False, "Flip each training image horizontally with probability ½.")
+    channels_last: bool = param(
+        True,
+        "Train in the channels-last memory layout: same numbers, about 1.6× faster for "
+        "EfficientNet on a CPU.",
+    )
+    checkpoint_every: int = param(
+        100,
+        "Write a training checkpoint every this many steps, so an interrupted run can be "
+        "resumed; 0 = only at the end and on cancel. AligNet: 10,000.",
+        bounds=_NONNEGATIVE_INT,
+    )
+    head_dim: int = param(
+        0,
+        "0: similarities of the student's own features; > 0: of a new linear triplet head "
+        "d → head_dim trained from scratch. AligNet: 1024.",
+        bounds=_NONNEGATIVE_INT,
+    )
+    preserve_weight: float = param(
+        0.0,
+        "Weight of an extra loss term 1 − cos(f(x), f₀(x)) that keeps the student's features "
+        "close to the pretrained ones; 0 = off (AligNet relies on the decay to θ₀ alone).",
+        bounds=_NONNEGATIVE,
+    )
+    accumulation_steps: int = param(
+        1,
+        "Micro-batches of batch_size triplets per optimizer step: the effective batch is "
+        "batch_size × accumulation_steps with one micro-batch's memory.",
+        bounds=_POSITIVE_INT,
+    )
+    amp: bool = param(False, "Mixed precision (bfloat16 / float16) on CUDA; no effect on a CPU.")
+    keep_last: int = param(
+        1,
+        "Keep the N newest training checkpoints (any of them resumes); 1 keeps only the "
+        "newest, replaced each time.",
+        bounds=_POSITIVE_INT,
+    )
+    keep_best: bool = param(
+        False, "Also keep the checkpoint of the best validation so far as a .best side file."
+    )
 
     def validate(self) -> None:
-        """Raise :class:`~alignet_engine.errors.InputError` (a ``ValueError``) naming the field."""
-
-        def bad(name: str, why: str) -> InputError:
-            value = getattr(self, name)
-            return InputError(f"{why}; got {value!r}", source="distill config", field=name)
-
-        def is_int(value: Any) -> bool:
-            return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-        def is_real(value: Any) -> bool:
-            return (
-                isinstance(value, int | float | np.integer | np.floating)
-                and not isinstance(value, bool)
-                and math.isfinite(float(value))
-            )
-
-        for name, low in (
-            ("steps", 1),
-            ("batch_size", 1),
-            ("warmup_steps", 0),
-            ("seed", 0),
-            ("val_every", 0),
-            ("eval_batch_size", 1),
-            ("checkpoint_every", 0),
-            ("head_dim", 0),
-            ("accumulation_steps", 1),
-            ("keep_last", 1),
-        ):
-            value = getattr(self, name)
-            if not is_int(value) or value < low:
-                raise bad(name, f"must be an integer ≥ {low}")
         if self.warmup_steps > self.steps:
-            raise bad("warmup_steps", f"must not exceed steps ({self.steps})")
-        for name in ("lr", "teacher_temperature", "student_temperature"):
-            value = getattr(self, name)
-            if not is_real(value) or value <= 0:
-                raise bad(name, "must be a finite number > 0")
-        for name in ("weight_decay_to_init", "grad_clip", "log_every_s", "preserve_weight"):
-            value = getattr(self, name)
-            if not is_real(value) or value < 0:
-                raise bad(name, "must be a finite number ≥ 0")
-        for name, allowed in (
-            ("schedule", _SCHEDULES),
-            ("loss", _LOSSES),
-            ("similarity", _SIMILARITIES),
-        ):
-            if getattr(self, name) not in allowed:
-                raise bad(name, f"must be one of {', '.join(allowed)}")
-        for name in ("train_bn", "augment", "channels_last", "amp", "keep_best"):
-            if not isinstance(getattr(self, name), bool):
-                raise bad(name, "must be true or false")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DistillConfig:
-        """Inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys raise."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
             raise InputError(
-                f"unknown distill setting(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}",
-                source="distill config",
-                field=unknown[0],
+                f"must not exceed steps ({self.steps}); got {self.warmup_steps!r}",
+                source="DistillConfig",
+                field="warmup_steps",
             )
-        return cls(**dict(data))
 
     @property
     def effective_batch_size(self) -> int:
@@ -212,67 +221,57 @@ class DistillConfig:
 class DistillStageConfig(StageConfig):
     """Which student to train on the current triplets, where, and how (``training``).
 
-    Attributes
-    ----------
-    student : registry name of the student backbone.
-    image_size : input size in px; None = the student's own.
-    device : ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
-    training : the optimisation settings (:class:`DistillConfig`).
-    val_judgments : name of imported human judgments (odd-one-out or two-alternative) to
-        track the student's accuracy on during training (curve ``val_human``); None = off.
-    val_set : the image set those judgments refer to; None = the one they were imported with
-        (given, it must be that one).
-    num_workers : image-decoding processes feeding the training (0: decode in the job's own
-        thread, the safe choice inside the GUI). The pool is read from its files as training
-        goes, never decoded whole; the result does not depend on this.
-    skip_corrupt : False — an unreadable pool image stops the job with an error naming the
-        file; True — it is left out (with the triplets that use it) and recorded in the run's
-        summary (``skipped_images``).
+    The pool is read from its files as training goes, never decoded whole; the result does
+    not depend on ``num_workers``. With ``skip_corrupt`` an unreadable image is left out with
+    the triplets that use it and recorded in the run's summary (``skipped_images``).
     """
 
-    student: str = "efficientnet_lite0"
-    image_size: int | None = None  # None: the student's own input size
-    device: str = "auto"
-    training: DistillConfig = field(default_factory=DistillConfig)
-    val_judgments: str | None = None
-    val_set: str | None = None
-    num_workers: int = 0
-    skip_corrupt: bool = False
+    student: str = param(
+        "efficientnet_lite0",
+        "The pretrained backbone to fine-tune (AligNet: ViT-B/16 from SigLIP). Small CNNs "
+        "(efficientnet_lite0) train on a CPU.",
+    )
+    image_size: int | None = param(
+        None,
+        "Input size in pixels; auto = the student's own. Smaller is faster (64 px for a quick "
+        "try), larger is closer to how the model was pretrained.",
+        bounds=Interval(Integral, 32, None, closed="left"),
+    )
+    device: str = param(
+        "auto",
+        _DEVICE_HELP + " Under torchrun, auto and cuda mean cuda:LOCAL_RANK.",
+    )
+    training: DistillConfig = param(
+        default_factory=DistillConfig, help="The optimisation settings."
+    )
+    val_judgments: str | None = param(
+        None,
+        "Human judgments (odd-one-out or two-alternative) to track the student's accuracy on "
+        "during training (curve val_human).",
+    )
+    val_set: str | None = param(None, "Their image set (default: the one they were imported with).")
+    num_workers: int = param(
+        0,
+        "Image-decoding worker processes feeding the training (0: decode in the job's own thread).",
+        bounds=_NONNEGATIVE_INT,
+        aliases=("--workers",),
+    )
+    skip_corrupt: bool = param(
+        False,
+        "Leave out unreadable pool images and their triplets (recorded in the run) instead "
+        "of failing.",
+    )
 
     def validate(self) -> None:
-        if (
-            isinstance(self.num_workers, bool)
-            or not isinstance(self.num_workers, int)
-            or self.num_workers < 0
-        ):
-            raise InputError(
-                f"must be an integer ≥ 0; got {self.num_workers!r}",
-                source="distill config",
-                field="num_workers",
-            )
-        if self.image_size is not None and (
-            not isinstance(self.image_size, int) or self.image_size < 32
-        ):
-            raise InputError(
-                f"must be an integer ≥ 32 px or None; got {self.image_size!r}",
-                source="distill config",
-                field="image_size",
-            )
         if self.val_set is not None and self.val_judgments is None:
             raise InputError(
                 "val_set names the image set of val_judgments; set val_judgments too",
-                source="distill config",
+                source="DistillStageConfig",
                 field="val_set",
             )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DistillStageConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> DistillStageConfig:
         data = dict(data)
-        training = data.pop("training", {})
-        base = super().from_dict.__func__(cls, data)  # type: ignore[attr-defined]
-        return dataclasses.replace(base, training=DistillConfig.from_dict(training))
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["training"] = self.training.to_dict()
-        return out
+        training = DistillConfig.from_dict(data.pop("training", {}))
+        return dataclasses.replace(super().from_dict(data), training=training)

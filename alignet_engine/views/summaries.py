@@ -8,10 +8,7 @@ computed here, in plain Python / numpy, and tested without Qt. Everything reads 
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import math
-import re
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -20,82 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from alignet_engine.config import EvaluateConfig
-from alignet_engine.errors import InputError
+from alignet_engine.config import (  # noqa: F401 - the grid text is shown on pages too
+    EvaluateConfig,
+    format_search_grid,
+    parse_search_grid,
+)
 from alignet_engine.stages.evaluate import evaluation_slot
-
-# --------------------------------------------------------------------------------------------
-# configuration help
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """``{field: text}`` from the ``Attributes`` section of a dataclass's numpy docstring.
-
-    Used as the fallback tooltip of a configuration field, so that a field added to an engine
-    dataclass (with its docstring entry) gets a tooltip without touching the GUI.
-    """
-    doc = inspect.getdoc(cls) or ""
-    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
-    out: dict[str, str] = {}
-    current: str | None = None
-    in_section = False
-    for line in doc.splitlines():
-        stripped = line.strip()
-        if stripped in ("Attributes", "Parameters"):
-            in_section = True
-            continue
-        if not in_section:
-            continue
-        if set(stripped) == {"-"}:
-            continue
-        match = re.match(r"^(\w+)\s*:\s*(.*)$", line)
-        if match and not line.startswith((" ", "\t")):
-            current = match.group(1)
-            out[current] = match.group(2).strip()
-        elif current is not None and stripped:
-            out[current] = f"{out[current]} {stripped}".strip()
-        elif not stripped and current is not None and not line:
-            # a blank line ends an entry but not the section
-            current = None
-    return {k: v for k, v in out.items() if not fields or k in fields}
-
-
-def parse_search_grid(text: str) -> dict[str, list[Any]] | None:
-    """``"lam=0.01,0.1; lr=1e-3"`` → ``{"lam": [0.01, 0.1], "lr": [0.001]}``; "" → None.
-
-    Entries are separated by ``;`` or new lines, values by ``,``; numbers become int or
-    float, anything else stays a string (as ``alignet-cli fit-transform --search`` reads).
-    """
-
-    def value(item: str) -> Any:
-        for kind in (int, float):
-            try:
-                return kind(item)
-            except ValueError:
-                pass
-        return item
-
-    grid: dict[str, list[Any]] = {}
-    for entry in re.split(r"[;\n]", text):
-        if not entry.strip():
-            continue
-        name, sep, values = entry.partition("=")
-        items = [v.strip() for v in values.split(",") if v.strip()]
-        if not sep or not name.strip() or not items:
-            raise InputError(
-                f"search grid entry {entry.strip()!r}: write NAME=V1,V2 (e.g. lam=0.01,0.1)",
-                field="search",
-            )
-        grid[name.strip()] = [value(v) for v in items]
-    return grid or None
-
-
-def format_search_grid(grid: Mapping[str, list[Any]] | None) -> str:
-    """Inverse of :func:`parse_search_grid`."""
-    if not grid:
-        return ""
-    return "; ".join(f"{k}={','.join(str(v) for v in values)}" for k, values in grid.items())
-
 
 # --------------------------------------------------------------------------------------------
 # project overview helpers

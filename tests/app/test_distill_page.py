@@ -176,10 +176,12 @@ def test_pause_stops_steps_and_resume_completes(window, qtbot, copy_demo: Path) 
 
 def test_bad_value_shows_inline_error_and_starts_nothing(window, copy_demo: Path) -> None:
     page = _open_page(window, copy_demo)
-    page.training_form.set_value("steps", 0)
+    page.training_form.set_value("steps", 0)  # the spin box stops at the declared ≥ 1
+    assert page.training_form.values()["steps"] == 1
+    page.training_form.set_value("warmup_steps", 5)  # a rule between fields: warm-up ≤ steps
     assert not page.start()
     assert not window.session.runner.busy
-    assert page.error.isVisible() and "steps" in page.error.text()
+    assert page.error.isVisible() and "warmup_steps" in page.error.text()
     page.training_form.set_value("steps", 10)
     page.training_form.editors["lr"].setText("fast")
     assert not page.start()

@@ -71,9 +71,12 @@ def test_layer_tree_and_bad_input(qtbot, window, project_with_images: Path) -> N
     assert not page.extract()
     assert "nope" in page.error.text() and page.error.isVisibleTo(page)
     page.form.set_value("image_set", "stimuli")
-    page.form.set_value("batch_size", 0)
+    page.form.set_value("batch_size", 0)  # the spin box stops at the declared ≥ 1
+    assert page.form.values()["batch_size"] == 1
+    page.form.set_value("batch_size", 32)
+    page.form.editors["image_size"].setText("0")
     assert not page.extract()
-    assert "batch_size" in page.error.text()
+    assert "image_size" in page.error.text()
     assert not window.session.runner.busy
 
 

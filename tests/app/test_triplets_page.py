@@ -157,9 +157,13 @@ def test_inspector_lists_filters_and_steps_through_demo_triplets(window, qtbot, 
     qtbot.waitUntil(lambda: page.model.rowCount() == 340, timeout=10_000)
     assert page.kind_box.findData("within_cluster") >= 0
 
+    # the count's spin box stops at the declared range (SampleConfig.n_triplets ≥ 1) ...
     page.form.set_value("n_triplets", 0)
+    assert page.form.values()["n_triplets"] == 1
+    # ... and a value the form cannot stop is named next to it by the config's check
+    page.form.set_value("teacher_temperature", 0.0)
     page.sample_button.click()
-    assert page.sample_error.isVisible() and "n_triplets" in page.sample_error.text()
+    assert page.sample_error.isVisible() and "teacher_temperature" in page.sample_error.text()
 
 
 def test_inspector_shows_human_judgments(window, qtbot, copy_demo):

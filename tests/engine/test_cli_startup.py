@@ -79,4 +79,5 @@ def test_help_shows_defaults_and_a_plain_percent(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit):
         parser.parse_args(["fit-transform", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--name NAME default: teacher" in text  # an option without help text of its own
+    assert "slot transform:NAME); 'teacher' is what clustering" in text  # the field's help
+    assert "(default: teacher)" in text

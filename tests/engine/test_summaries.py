@@ -7,13 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from alignet_engine.config import TransformConfig
-from alignet_engine.config.distill import DistillConfig
 from alignet_engine.errors import InputError
 from alignet_engine.views.summaries import (
     RateMeter,
     alignment_results,
-    field_docs,
     format_duration,
     format_search_grid,
     parse_search_grid,
@@ -21,14 +18,6 @@ from alignet_engine.views.summaries import (
     search_rows,
     stored_history,
 )
-
-
-def test_field_docs_cover_the_distill_config() -> None:
-    docs = field_docs(DistillConfig)
-    assert set(docs) == set(DistillConfig.__dataclass_fields__)
-    assert docs["steps"].startswith("optimizer steps")
-    assert "AligNet" in docs["head_dim"]  # continuation lines are joined
-    assert field_docs(TransformConfig) == {}  # no Attributes section: no tooltips
 
 
 def test_search_grid_round_trip_and_errors() -> None:
