@@ -20,16 +20,6 @@ from alignet_engine.errors import AlignetError
 if TYPE_CHECKING:
     from alignet_app.pages.base import Page
 
-TOOLTIPS = {
-    "matrix": "The per-subject similarity or dissimilarity matrices whose answers are used",
-    "name": "Name of the new judgments",
-    "n_triplets": "Distinct triplets sampled; every subject's matrix answers each one",
-    "split": "Which items: the fit or test side of an object-disjoint split, or all items",
-    "test_fraction": "Share of the items on the test side of the split",
-    "random_state": "Seed of the split and of the triplets (fit and test with one seed are "
-    "complementary halves)",
-}
-
 
 class MatrixTripletsDialog(QDialog):
     """Choose a matrix set and a split; :meth:`derive` runs the job on ``page``."""
@@ -38,9 +28,7 @@ class MatrixTripletsDialog(QDialog):
         super().__init__(parent or page)
         self.page = page
         self.setWindowTitle("Triplets from a similarity matrix")
-        self.form = ConfigForm(
-            MatrixTripletsConfig, tooltips=TOOLTIPS, choices={"matrix": list(matrices)}
-        )
+        self.form = ConfigForm(MatrixTripletsConfig, choices={"matrix": list(matrices)})
         self.form.set_choices("matrix", list(matrices), strict=True)
         self.error = error_label()
         intro = QLabel(

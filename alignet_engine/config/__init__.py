@@ -550,10 +550,15 @@ class MatrixTripletsConfig(StageConfig):
     ``alignet_engine.align.matrix_triplets``.
     """
 
-    matrix: str = param(help="Name of an imported per-subject matrix set.")
+    matrix: str = param(
+        help="The imported per-subject similarity or dissimilarity matrices whose answers are used."
+    )
     name: str = param("matrix-fit", "Name of the new judgments.")
     n_triplets: int = param(
-        10_000, "Distinct triplets to sample.", bounds=_POSITIVE_INT, aliases=("--n",)
+        10_000,
+        "Distinct triplets sampled; every subject's matrix answers each one.",
+        bounds=_POSITIVE_INT,
+        aliases=("--n",),
     )
     split: Literal["fit", "test", "all"] = param(
         "fit",
@@ -565,7 +570,13 @@ class MatrixTripletsConfig(StageConfig):
         "Share of the items on the test side.",
         bounds=Interval(Real, 0, 1, closed="neither"),
     )
-    random_state: int = param(0, _SEED_HELP, bounds=_NONNEGATIVE_INT, aliases=("--seed",))
+    random_state: int = param(
+        0,
+        "Seed of the split and of the triplets (fit and test with one seed are complementary "
+        "halves).",
+        bounds=_NONNEGATIVE_INT,
+        aliases=("--seed",),
+    )
 
     def validate(self) -> None:
         if not self.name.strip():

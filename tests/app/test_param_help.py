@@ -77,3 +77,15 @@ def test_form_ranges_come_from_the_declared_bounds(window) -> None:
     assert steps.minimum() == 1
     warmup = window.page("distill").training_form.editors["warmup_steps"]
     assert warmup.minimum() == 0
+
+
+def test_matrix_triplets_dialog_and_cli_share_the_help(window) -> None:
+    from alignet_app.dialogs.matrix_triplets_dialog import MatrixTripletsDialog
+    from alignet_engine.config import MatrixTripletsConfig
+
+    dialog = MatrixTripletsDialog(window.page("data"), ["r"])
+    cli = _cli_help("matrix-triplets")
+    for f in dataclasses.fields(MatrixTripletsConfig):
+        declared = f.metadata["help"]
+        assert dialog.form.editors[f.name].toolTip() == f"{declared} [{f.name}]"
+        assert cli[f.name].startswith(declared)

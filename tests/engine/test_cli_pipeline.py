@@ -237,10 +237,23 @@ def test_rsa_against_a_per_subject_matrix(tmp_path: Path, cli) -> None:
 
 
 def test_search_grid_argument_is_parsed_into_numbers_and_names() -> None:
-    from alignet_engine.cli import _parse_grid
+    from alignet_engine.cli import build_parser
+    from alignet_engine.config import parse_search_grid
     from alignet_engine.errors import InputError
 
-    grid = _parse_grid(["lam=.5,1,1e-3", "standardize=scalar,perdim"])
+    args = build_parser().parse_args(
+        [
+            "fit-transform",
+            "p",
+            "--set",
+            "s",
+            "--search",
+            "lam=.5,1,1e-3",
+            "standardize=scalar,perdim",
+        ]
+    )
+    # the CLI's words, read by the one grid parser the Alignment page uses too
+    grid = parse_search_grid("; ".join(args.search))
     assert grid == {"lam": [0.5, 1, 0.001], "standardize": ["scalar", "perdim"]}
     with pytest.raises(InputError, match="NAME=V1,V2"):
-        _parse_grid(["lam"])
+        parse_search_grid("lam")
