@@ -172,9 +172,12 @@ def test_triplets_from_a_matrix(qtbot, window, tmp_path: Path) -> None:
     assert page.matrix_triplets_button.isEnabled()
     dialog = page.open_matrix_triplets()
     assert dialog.form.values()["matrix"] == "ratings"
-    dialog.form.set_value("n_triplets", 0)
-    assert not dialog.derive()  # bad input: the engine's message, no job
-    assert "n_triplets" in dialog.error.text() and not window.session.runner.busy
+    dialog.form.set_value("n_triplets", 0)  # the spin box stops at the declared ≥ 1
+    assert dialog.form.values()["n_triplets"] == 1
+    dialog.form.set_value("test_fraction", 1.0)  # outside (0, 1): the engine's message, no job
+    assert not dialog.derive()
+    assert "test_fraction" in dialog.error.text() and not window.session.runner.busy
+    dialog.form.set_value("test_fraction", 0.5)
     dialog.form.set_value("n_triplets", 60)
     dialog.form.set_value("name", "ratings-fit")
     with qtbot.waitSignal(window.session.runner.idle, timeout=LONG):
