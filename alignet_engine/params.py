@@ -125,9 +125,8 @@ def field_default(f: dataclasses.Field[Any]) -> Any:
     """The field's default value (``MISSING`` for a required field)."""
     if f.default is not _MISSING:
         return f.default
-    if f.default_factory is not _MISSING:
-        return f.default_factory()
-    return _MISSING
+    factory: Any = f.default_factory
+    return factory() if factory is not _MISSING else _MISSING
 
 
 def check_params(obj: Any) -> None:
@@ -140,7 +139,7 @@ def check_params(obj: Any) -> None:
     ------
     InputError : naming the config class and the field, with what it must be.
     """
-    cls = type(obj)
+    cls: Any = type(obj)
     hints = type_hints(cls)
     for f in dataclasses.fields(cls):
         value = getattr(obj, f.name)

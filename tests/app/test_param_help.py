@@ -12,13 +12,12 @@ import pytest
 from alignet_engine.cli import build_parser
 from alignet_engine.config import (
     ClusterConfig,
-    DistillConfig,
-    DistillStageConfig,
     EvaluateConfig,
     ExtractConfig,
     SampleConfig,
     TransformConfig,
 )
+from alignet_engine.config.distill import DistillConfig, DistillStageConfig
 
 #: page key → (form attribute, config class, CLI command)
 FORMS = {

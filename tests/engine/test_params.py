@@ -12,13 +12,12 @@ import pytest
 from alignet_engine import cli
 from alignet_engine.config import (
     ClusterConfig,
-    DistillConfig,
-    DistillStageConfig,
     EvaluateConfig,
     ExtractConfig,
     SampleConfig,
     TransformConfig,
 )
+from alignet_engine.config.distill import DistillConfig, DistillStageConfig
 from alignet_engine.errors import InputError
 from alignet_engine.params import Interval, field_help
 
