@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader
 
 from alignet_engine.errors import InputError
 
+from .rows import Rows, StoredRows, row_blocks
+
 
 class ImageDataset(Protocol):
     """What :class:`StreamedImages` reads: the pool, by image id.
@@ -302,31 +304,46 @@ ImageSource = torch.Tensor | Callable[[np.ndarray], torch.Tensor] | StreamedImag
 
 
 def check_triplets(
-    triplets: np.ndarray, sims: np.ndarray, n_images: int | None, name: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and convert ``(m, 3)`` ids and ``(m, 3)`` similarities; return int64, float32."""
-    triplets = np.asarray(triplets)
-    sims = np.asarray(sims)
-    if triplets.ndim != 2 or triplets.shape[1] != 3 or triplets.shape[0] == 0:
+    triplets: Rows, sims: Rows, n_images: int | None, name: str
+) -> tuple[Rows, Rows]:
+    """Validate ``(m, 3)`` ids and ``(m, 3)`` similarities, in blocks of rows.
+
+    Arrays in memory come back as int64 and float32; :class:`StoredRows` come back as they
+    are (read a step's rows with :func:`~.rows.take_rows`, then convert).
+    """
+    if not isinstance(triplets, StoredRows):
+        triplets = np.asarray(triplets)
+    if not isinstance(sims, StoredRows):
+        sims = np.asarray(sims)
+    if len(triplets.shape) != 2 or triplets.shape[1] != 3 or triplets.shape[0] == 0:
         raise InputError(f"must have shape (m, 3) with m ≥ 1; got {triplets.shape}", field=name)
     if not np.issubdtype(triplets.dtype, np.integer):
         raise InputError(f"must hold integer image ids; got {triplets.dtype}", field=name)
-    if sims.shape != triplets.shape:
+    if tuple(sims.shape) != tuple(triplets.shape):
         raise InputError(
             f"similarities must have the triplets' shape {triplets.shape}; got {sims.shape}",
             field=f"{name} similarities",
         )
-    if not np.all(np.isfinite(sims)):
-        row = int(np.flatnonzero(~np.isfinite(sims).all(axis=1))[0])
-        raise InputError("similarities must be finite", row=row + 1, field=f"{name} similarities")
-    out_of_range = triplets < 0
-    if n_images is not None:
-        out_of_range |= triplets >= n_images
-    if out_of_range.any():
-        limit = f"[0, {n_images})" if n_images is not None else "≥ 0"
-        row = int(np.flatnonzero(out_of_range.any(axis=1))[0])
-        raise InputError(f"image ids must lie in {limit}", row=row + 1, field=name)
-    return triplets.astype(np.int64, copy=False), sims.astype(np.float32, copy=False)
+    for begin, block in row_blocks(sims):
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            row = begin + int(np.flatnonzero(~finite)[0])
+            raise InputError(
+                "similarities must be finite", row=row + 1, field=f"{name} similarities"
+            )
+    for begin, block in row_blocks(triplets):
+        out_of_range = block < 0
+        if n_images is not None:
+            out_of_range |= block >= n_images
+        if out_of_range.any():
+            limit = f"[0, {n_images})" if n_images is not None else "≥ 0"
+            row = begin + int(np.flatnonzero(out_of_range.any(axis=1))[0])
+            raise InputError(f"image ids must lie in {limit}", row=row + 1, field=name)
+    if isinstance(triplets, np.ndarray):
+        triplets = triplets.astype(np.int64, copy=False)
+    if isinstance(sims, np.ndarray):
+        sims = sims.astype(np.float32, copy=False)
+    return triplets, sims
 
 
 class TripletSampler:

@@ -63,6 +63,7 @@ from torch import nn
 from alignet_engine.config.distill import RESUME_FREE, DistillConfig
 from alignet_engine.errors import AlignetError, InputError
 
+from .rows import Rows, row_blocks
 from .student_io import HEAD_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -135,17 +136,18 @@ class TrainingCheckpoint:
     grad_scaler: dict[str, Any] | None = None
 
 
-def data_digest(triplets: np.ndarray, sims: np.ndarray) -> str:
-    """sha256 of int64 ``triplets`` and float32 ``sims`` (shapes included).
+def data_digest(triplets: Rows, sims: Rows) -> str:
+    """sha256 of int64 ``triplets`` and float32 ``sims`` (shapes included), read in blocks
+    (arrays in memory or rows on disk give the same digest).
 
     A resumed run checks it so that a checkpoint is never continued on other triplets, which
     would silently mix two trainings in one curve.
     """
     digest = hashlib.sha256()
     for array, dtype in ((triplets, np.int64), (sims, np.float32)):
-        array = np.ascontiguousarray(array, dtype=dtype)
-        digest.update(repr(array.shape).encode())
-        digest.update(array.tobytes())
+        digest.update(repr((len(array), *array.shape[1:])).encode())
+        for _, block in row_blocks(array):
+            digest.update(np.ascontiguousarray(block, dtype=dtype).tobytes())
     return digest.hexdigest()
 
 

@@ -141,6 +141,7 @@ from .losses import (
     odd_one_out_agreement,
     triplet_similarities,
 )
+from .rows import Rows, take_rows, unique_ids, whole
 from .student import StudentModel, TrainForward, checked_features, make_triplet_head, set_mode
 from .student_io import HEAD_PREFIX, split_head
 
@@ -199,8 +200,8 @@ class DistillResult:
 def distill(
     feature_fn: nn.Module,
     images: ImageSource,
-    triplets: np.ndarray,
-    teacher_sims: np.ndarray,
+    triplets: Rows,
+    teacher_sims: Rows,
     config: DistillConfig,
     *,
     device: torch.device | str | None = None,
@@ -228,8 +229,11 @@ def distill(
         :class:`~alignet_engine.distill.batching.StreamedImages` whose DataLoader workers
         decode the next micro-batches while the model trains (pools of any size; memory does
         not grow with the pool). The result is the same for the same images.
-    triplets : (m, 3) int image ids, teacher's odd one out last.
-    teacher_sims : (m, 3) float teacher similarities ``[s01, s02, s12]`` per triplet row.
+    triplets : (m, 3) int image ids, teacher's odd one out last: an array, or a
+        :class:`~alignet_engine.distill.rows.StoredRows` whose rows are read from the
+        project's side file as each step needs them (10M triplets are never in memory).
+    teacher_sims : (m, 3) float teacher similarities ``[s01, s02, s12]`` per triplet row
+        (array or :class:`~alignet_engine.distill.rows.StoredRows`, as ``triplets``).
     config : see :class:`DistillConfig`.
     device : where to train; None = the device of ``feature_fn``'s first parameter.
         ``feature_fn`` is moved there.
@@ -326,7 +330,9 @@ def distill(
     triplets, teacher_sims = check_triplets(triplets, teacher_sims, source.count, "triplets")
     val_data = None
     if val is not None:
-        val_data = check_triplets(val[0], val[1], source.count, "validation triplets")
+        val_t, val_s = check_triplets(val[0], val[1], source.count, "validation triplets")
+        # the validation set is read whole at each validation (its distinct images once)
+        val_data = (whole(val_t).astype(np.int64), whole(val_s).astype(np.float32))
     validators = dict(validators or {})
     for name, fn in validators.items():
         if not isinstance(name, str) or not name.isidentifier() or name in ("agreement", "loss"):
@@ -511,8 +517,8 @@ class TrainingRun:
         self,
         feature_fn: nn.Module,
         source: PoolImages | StreamedImages,
-        triplets: np.ndarray,
-        teacher_sims: np.ndarray,
+        triplets: Rows,
+        teacher_sims: Rows,
         config: DistillConfig,
         device: torch.device,
         control: JobControl,
@@ -566,7 +572,7 @@ class TrainingRun:
             # eval mode (no batch statistics, no dropout, no RNG draw) tells it
             feature_fn.eval()
             with torch.no_grad():
-                first = self.source(self.triplets[:1, 0], config.channels_last)
+                first = self.source(self._ids(np.zeros(1, np.int64))[:1], config.channels_last)
                 probe = checked_features(feature_fn, first)
             self.head = make_triplet_head(int(probe.shape[1]), config.head_dim, config.seed + 2)
             self.head.to(device)
@@ -607,8 +613,6 @@ class TrainingRun:
         # dropout / drop-path draw from torch's global RNG; seeding it makes runs repeatable
         torch.manual_seed(config.seed)
         self.flip_gen = torch.Generator().manual_seed(config.seed + 1)
-        # a copy (torch.tensor, not from_numpy): the caller's arrays may be read-only
-        self.teacher_sims = torch.tensor(self.teacher_sims_np, device=device)
         # foreach: one multi-tensor kernel per update instead of a Python loop over ~150
         # tensors; torch only picks it by default on CUDA, and on the CPU it saves ~6 ms of a
         # Lite0 step.
@@ -653,6 +657,10 @@ class TrainingRun:
     # ----------------------------------------------------------------------------------------
     # small parts
 
+    def _ids(self, rows: np.ndarray) -> np.ndarray:
+        """The image ids of triplet rows ``rows`` (k,), flattened: (3k,) int64."""
+        return take_rows(self.triplets, rows).astype(np.int64, copy=False).reshape(-1)
+
     def autocast(self) -> Any:
         """The forward's autocast context (a no-op without AMP)."""
         return torch.autocast(
@@ -676,13 +684,16 @@ class TrainingRun:
     def _oom(self, where: str) -> DistillOutOfMemoryError:
         free_device_memory(self.device)
         return oom_error(
-            self.config, self.device, where, self.source.image_shape(self.triplets[0, 0])
+            self.config,
+            self.device,
+            where,
+            self.source.image_shape(self._ids(np.zeros(1, np.int64))[0]),
         )
 
     def cache_pretrained_features(self) -> Job[None]:
         """f₀ of each training image (and its mirror image when augmenting), eval mode."""
         config, feature_fn = self.config, self.feature_fn
-        ids = np.unique(self.triplets)
+        ids = unique_ids(self.triplets)
         orientations = (False, True) if config.augment else (False,)
         chunks: list[torch.Tensor] = []
         feature_fn.eval()
@@ -773,8 +784,10 @@ class TrainingRun:
         """
         config, device = self.config, self.device
         rows = next(self.batches)  # (batch_size * accumulation_steps,) triplet rows
-        ids = self.triplets[rows].reshape(-1)  # (3 · effective batch,) image ids
-        teacher = self.teacher_sims[torch.from_numpy(rows).to(device)]
+        ids = self._ids(rows)  # (3 · effective batch,) image ids
+        # (a copy of the rows: the caller's arrays may be read-only)
+        sims = take_rows(self.teacher_sims_np, rows).astype(np.float32, copy=False)
+        teacher = torch.from_numpy(sims).to(device)
         flip = None
         if config.augment:
             # one draw for the whole step, so the flips do not depend on how it is split
@@ -1076,7 +1089,7 @@ class TrainingRun:
 
         def plan() -> Iterator[np.ndarray]:
             for _ in range(self.step + 1, config.steps + 1):
-                ids = self.triplets[next(sampler)].reshape(-1)
+                ids = self._ids(next(sampler))
                 for part in range(parts):
                     first = 3 * (b * part + local * self.rank)
                     yield ids[first : first + 3 * local]

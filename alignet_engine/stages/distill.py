@@ -61,6 +61,7 @@ from alignet_engine.distill.checkpoint import (
     kept_steps,
 )
 from alignet_engine.distill.distributed import Agreement, rank_device, world_rank
+from alignet_engine.distill.rows import SCAN_ROWS, Rows, StoredRows
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import (
     Cancelled,
@@ -379,18 +380,14 @@ def run_distill(
 
     def body() -> Job[str]:
         with Agreement("reading the triplets and opening the pool") as agreed:
-            trip = project.run(TRIPLET_SLOT)
+            trip = project.run(TRIPLET_SLOT, arrays=False)
             pool_name = trip.summary["image_set"]
             pool = project.imageset(pool_name)
-            triplets, sims = trip.arrays["triplets"], trip.arrays["sims"]
-            is_val = trip.arrays["is_val"]
-            if (~is_val).sum() == 0:
-                raise InputError("the triplet run has no training triplets", field="n_triplets")
+            train, val = triplet_split(project, f"{trip.stage}/{trip.run_id}")
             device = rank_device(config.device)
             backbone = load_backbone(config.student)
             backbone.model.to(device)
             images = pool_images(pool.paths, backbone, config)
-            val = (triplets[is_val], sims[is_val]) if is_val.any() else None
             validators: dict[str, Validator] = {}
             if config.val_judgments is not None:
                 judgments, judged = yield from _judgment_images(project, config, backbone, control)
@@ -406,7 +403,7 @@ def run_distill(
             yield Message(
                 STAGE,
                 f"distilling into {config.student} on {device}{processes}: "
-                f"{int((~is_val).sum())} triplets, {training.steps} steps",
+                f"{len(train[0])} triplets, {training.steps} steps",
             )
             path = _side_file(project, training_checkpoint_name(run_id))
             if writer and old_id is not None:
@@ -421,8 +418,8 @@ def run_distill(
                 job = distill(
                     StudentFeatures(backbone),
                     images,
-                    triplets[~is_val],
-                    sims[~is_val],
+                    train[0],
+                    train[1],
                     training,
                     device=device,
                     control=control,
@@ -491,6 +488,45 @@ def run_distill(
     if not writer:
         return (yield from body())
     return (yield from _journalled(project, run_id, body))
+
+
+def triplet_split(project: Project, ref: str) -> tuple[tuple[Rows, Rows], tuple[Rows, Rows] | None]:
+    """The training and validation ``(triplets (m, 3), sims (m, 3))`` of triplet run ``ref``.
+
+    The triplets stage stores the validation rows last (``is_val`` is False then True): the
+    two parts are then row ranges of the stored arrays, read from their side files as the
+    steps need them (:class:`StoredRows`), so 10M triplets are never loaded whole. Arrays
+    stored otherwise (inline in the index: small; compressed; or validation rows elsewhere)
+    are read into memory.
+
+    Raises
+    ------
+    InputError
+        No training triplets.
+    """
+    with project.array_reader(ref) as reader:
+        triplets, sims, is_val = reader["triplets"], reader["sims"], reader["is_val"]
+        m = int(triplets.shape[0])
+        n_val = 0
+        ordered = True  # is_val is False … False True … True
+        for begin in range(0, m, SCAN_ROWS):
+            block = np.asarray(is_val[begin : begin + SCAN_ROWS], dtype=bool)
+            if n_val:  # after a validation row, only validation rows
+                ordered &= bool(block.all())
+            elif block.any():
+                ordered &= bool(block[int(block.argmax()) :].all())
+            n_val += int(block.sum())
+        n_train = m - n_val
+        if n_train == 0:
+            raise InputError("the triplet run has no training triplets", field="n_triplets")
+        if ordered and StoredRows.readable(triplets) and StoredRows.readable(sims):
+            train = (StoredRows(triplets, 0, n_train), StoredRows(sims, 0, n_train))
+            if not n_val:
+                return train, None
+            return train, (StoredRows(triplets, n_train), StoredRows(sims, n_train))
+        mask = np.asarray(is_val[()], dtype=bool)
+        t, s = np.asarray(triplets[()]), np.asarray(sims[()])
+        return (t[~mask], s[~mask]), ((t[mask], s[mask]) if mask.any() else None)
 
 
 def _recording_curves(job: Job[Any], curves: CurveFiles | None) -> Job[Any]:
