@@ -7,7 +7,7 @@ stage's image dataset (decode, resize, crop, normalise) with ``--workers`` DataL
 The triplets (``--triplets`` rows, random ids over the whole pool, random teacher
 similarities) and the steps are the same whatever the pool size.
 
-Two measurements, each in fresh child processes (so that one does not inherit the other's
+Three measurements, each in fresh child processes (so that one does not inherit the other's
 memory), printed as ratios against a baseline measured in the same run:
 
 * **memory** — peak RSS of a short distillation (``--rss-steps`` steps) with a pool of
@@ -15,13 +15,21 @@ memory), printed as ratios against a baseline measured in the same run:
   largest DataLoader worker's (``getrusage``). Target: big / small ≤ 1.2. (Decoding the pool
   whole, as the stage did before streaming, would hold ``n × 3 × size² × 4`` bytes: 9.8 GB
   for 200k images at 64 px.)
+* **triplet count** — peak RSS of the same short distillation (``--small``-image pool) on
+  the training rows of a stored triplet run of ``--stored`` rows (default 200k and 10M,
+  written once as the triplets stage writes them: side files, validation rows last) and read
+  as the distill stage reads them, a step's rows at a time; and of the 10M rows loaded whole
+  first (less than the stage held before, which also copied them to split off the validation
+  rows). Target: 10M / 200k close to 1 (the triplet sampler's
+  permutation, 8 bytes a row, is what remains).
 * **throughput** — images/s of :func:`alignet_engine.distill.distill` against a bare loop:
   a plain ``DataLoader`` over the same dataset and the same batches (same workers) feeding the
   same model, KL loss on cosine similarities and an Adam step — no metrics, no validation, no
   checkpoints. Both are timed from the end of step ``--warmup`` to the last step, in the same
   child process, alternating ``--reps`` rounds. Target: ours / bare ≥ 0.9.
 
-Run: ``.venv/bin/python benchmarks/bench_distill_scale.py`` (``--device cuda`` on a GPU
+Run: ``.venv/bin/python benchmarks/bench_distill_scale.py`` (``--only rss|triplets|speed``
+for one measurement, ``--quick`` for small sizes) (``--device cuda`` on a GPU
 machine, which adds AMP and keeps channels-last). Creating the 200k-file pool takes a few
 minutes the first time. The machines are shared and noisy: compare the ratios, not absolute
 times. ``main()`` returns the figures (``benchmarks/bench_scale.py`` calls it).
@@ -259,6 +267,63 @@ def child_rss(args: argparse.Namespace) -> dict[str, Any]:
     return {"pool": args.pool, "peak_rss_mib": own, "worker_peak_rss_mib": workers, "s": seconds}
 
 
+def triplet_project(pool_dir: Path, m: int, n_pool: int) -> Path:
+    """A project holding one triplet run (slot ``triplets``) of ``m`` random rows over
+    ``n_pool`` images, the last 1000 for validation, as the triplets stage stores them
+    (side files); written in blocks and cached under ``pool_dir``."""
+    import shutil
+
+    from alignet_engine.store import Project
+
+    path = pool_dir / f"triplets-{m}-{n_pool}.alignet"
+    done = path.with_name(path.name + ".complete")
+    if done.exists():
+        return path
+    path.unlink(missing_ok=True)
+    shutil.rmtree(path.with_name(path.name + ".files"), ignore_errors=True)
+    rng = np.random.default_rng(0)
+    block = 1 << 20
+    with Project.create(path) as p:
+        rid = p.begin_job("triplets", {})
+        with (
+            p.new_side_array("triplets", (m, 3), np.int64) as t,
+            p.new_side_array("sims", (m, 3), np.float32) as s,
+            p.new_side_array("is_val", (m,), bool) as v,
+        ):
+            for lo in range(0, m, block):
+                k = min(block, m - lo)
+                t[lo : lo + k] = rng.integers(0, n_pool, (k, 3))
+                s[lo : lo + k] = rng.normal(0, 1, (k, 3)).astype(np.float32)
+                v[lo : lo + k] = np.arange(lo, lo + k) >= m - 1000
+            arrays = {"triplets": t.finish(), "sims": s.finish(), "is_val": v.finish()}
+        p.write_run("triplets", rid, slot="triplets", params={}, arrays=arrays)
+    done.touch()
+    return path
+
+
+def child_rss_triplets(args: argparse.Namespace) -> dict[str, Any]:
+    """A short distillation on the training rows of a stored triplet run of ``args.rows``
+    rows (2k-image pool), read as the distill stage reads them (``--in-memory``: loaded
+    whole first, as the stage did before); peak RSS."""
+    from alignet_engine.distill import distill
+    from alignet_engine.distill.rows import whole
+    from alignet_engine.jobs import run_job
+    from alignet_engine.stages.distill import triplet_split
+    from alignet_engine.store import Project
+
+    path = triplet_project(args.pool_dir, args.rows, args.pool)
+    w = _workload(argparse.Namespace(**{**vars(args), "triplets": 1}), args.pool)
+    start = time.perf_counter()
+    with Project.open(path, readonly=True) as project:
+        (triplets, sims), _ = triplet_split(project, "triplets")
+    if args.in_memory:
+        triplets, sims = whole(triplets), whole(sims)
+    run_job(distill(w["student"], w["streamed"](), triplets, sims, w["config"], device=w["device"]))
+    seconds = time.perf_counter() - start
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rows": args.rows, "in_memory": args.in_memory, "peak_rss_mib": own, "s": seconds}
+
+
 def child_speed(args: argparse.Namespace) -> dict[str, Any]:
     """Alternating rounds of ``distill`` and the bare loop on the small pool; images/s."""
     w = _workload(args, args.pool)
@@ -274,7 +339,9 @@ def child_speed(args: argparse.Namespace) -> dict[str, Any]:
 # the driver
 
 
-def _child(args: argparse.Namespace, what: str, pool: int, steps: int) -> dict[str, Any]:
+def _child(
+    args: argparse.Namespace, what: str, pool: int, steps: int, *extra: str
+) -> dict[str, Any]:
     command = [
         sys.executable,
         __file__,
@@ -289,6 +356,7 @@ def _child(args: argparse.Namespace, what: str, pool: int, steps: int) -> dict[s
             for name in ("device", "size", "batch", "workers", "triplets", "warmup", "reps")
         ],
         f"--pool-dir={args.pool_dir}",
+        *extra,
     ]
     if args.threads:
         command.append(f"--threads={args.threads}")
@@ -314,63 +382,109 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--reps", type=int, default=3, help="rounds of each variant")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--pool-dir", type=Path, default=DEFAULT_POOL_DIR)
+    parser.add_argument(
+        "--stored",
+        default="200000,10000000",
+        help="stored triplet rows of the triplet-count memory runs, small,large ('' skips)",
+    )
+    parser.add_argument("--only", choices=("rss", "speed", "triplets"), help="one measurement")
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check it runs")
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
-    parser.add_argument("--child", choices=("rss", "speed"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("rss", "speed", "rss-triplets"), help=argparse.SUPPRESS)
     parser.add_argument("--pool", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--in-memory", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run both measurements; print and return the figures (ratios in ``"ratios"``)."""
+    """Run the measurements; print and return the figures (ratios in ``"ratios"``)."""
     args = _parser().parse_args(argv)
+    if args.quick and not args.child:
+        args.big, args.stored, args.rss_steps, args.steps, args.reps = (
+            5000,
+            "20000,200000",
+            8,
+            10,
+            1,
+        )
+        args.warmup = 2
     if args.child:
-        result = (child_rss if args.child == "rss" else child_speed)(args)
+        children = {"rss": child_rss, "speed": child_speed, "rss-triplets": child_rss_triplets}
+        result = children[args.child](args)
         print(json.dumps(result))
         return result
 
     t0 = time.perf_counter()
     pool_paths(args.pool_dir, max(args.small, args.big), args.size)  # cached after the first run
     made = time.perf_counter() - t0
-    small = _child(args, "rss", args.small, args.rss_steps)
-    big = _child(args, "rss", args.big, args.rss_steps)
-    speed = _child(args, "speed", args.small, args.steps)
-    ours, bare = statistics.median(speed["ours"]), statistics.median(speed["bare"])
-    ratios = {
-        "peak_rss_big_over_small": big["peak_rss_mib"] / small["peak_rss_mib"],
-        "worker_rss_big_over_small": big["worker_peak_rss_mib"] / small["worker_peak_rss_mib"],
-        "images_per_s_ours_over_bare": ours / bare,
-        "images_per_s_best_ours_over_best_bare": max(speed["ours"]) / max(speed["bare"]),
-    }
-    figures = {
+    figures: dict[str, Any] = {
         "device": args.device,
         "workload": {
             k: getattr(args, k)
             for k in ("size", "batch", "workers", "triplets", "small", "big", "rss_steps")
         },
         "pool_files_ready_s": round(made, 1),
-        "small": small,
-        "big": big,
-        "images_per_s": speed,
-        "ratios": ratios,
+        "ratios": {},
     }
+    ratios = figures["ratios"]
     print(
         f"distillation at pool scale on {args.device} ({args.size} px, batch {args.batch}, "
         f"{args.workers} workers, {args.triplets} triplets)"
     )
-    print(
-        f"  peak RSS: {args.small} images {small['peak_rss_mib']:.0f} MiB "
-        f"(worker {small['worker_peak_rss_mib']:.0f}), {args.big} images "
-        f"{big['peak_rss_mib']:.0f} MiB (worker {big['worker_peak_rss_mib']:.0f})"
-    )
-    print(
-        f"  peak RSS ratio big/small: {ratios['peak_rss_big_over_small']:.3f} (target ≤ 1.2); "
-        f"workers {ratios['worker_rss_big_over_small']:.3f}"
-    )
-    print(
-        f"  images/s: distill {ours:.1f}, bare loop {bare:.1f} (medians of {args.reps}); "
-        f"ratio {ratios['images_per_s_ours_over_bare']:.3f} (target ≥ 0.9), best/best "
-        f"{ratios['images_per_s_best_ours_over_best_bare']:.3f}"
-    )
+    if args.only in (None, "rss"):
+        small = _child(args, "rss", args.small, args.rss_steps)
+        big = _child(args, "rss", args.big, args.rss_steps)
+        figures.update(small=small, big=big)
+        ratios["peak_rss_big_over_small"] = big["peak_rss_mib"] / small["peak_rss_mib"]
+        ratios["worker_rss_big_over_small"] = (
+            big["worker_peak_rss_mib"] / small["worker_peak_rss_mib"]
+        )
+        print(
+            f"  peak RSS: {args.small} images {small['peak_rss_mib']:.0f} MiB "
+            f"(worker {small['worker_peak_rss_mib']:.0f}), {args.big} images "
+            f"{big['peak_rss_mib']:.0f} MiB (worker {big['worker_peak_rss_mib']:.0f})"
+        )
+        print(
+            f"  peak RSS ratio big/small: {ratios['peak_rss_big_over_small']:.3f} "
+            f"(target ≤ 1.2); workers {ratios['worker_rss_big_over_small']:.3f}"
+        )
+    if args.only in (None, "triplets") and args.stored:
+        few, many = (int(x) for x in args.stored.split(","))
+        for m in (few, many):
+            triplet_project(args.pool_dir, m, args.small)  # cached after the first run
+        stored = {
+            m: _child(args, "rss-triplets", args.small, args.rss_steps, f"--rows={m}")
+            for m in (few, many)
+        }
+        loaded = _child(
+            args, "rss-triplets", args.small, args.rss_steps, f"--rows={many}", "--in-memory"
+        )
+        figures["stored_triplets"] = {"stored": list(stored.values()), "loaded": loaded}
+        ratios["peak_rss_many_over_few_triplets"] = (
+            stored[many]["peak_rss_mib"] / stored[few]["peak_rss_mib"]
+        )
+        ratios["peak_rss_loaded_over_stored_many_triplets"] = (
+            loaded["peak_rss_mib"] / stored[many]["peak_rss_mib"]
+        )
+        print(
+            f"  peak RSS, triplets read per step from the project ({args.small}-image pool): "
+            f"{few} rows {stored[few]['peak_rss_mib']:.0f} MiB, {many} rows "
+            f"{stored[many]['peak_rss_mib']:.0f} MiB: ratio "
+            f"{ratios['peak_rss_many_over_few_triplets']:.3f}; {many} rows loaded whole "
+            f"first (before) {loaded['peak_rss_mib']:.0f} MiB"
+        )
+    if args.only in (None, "speed"):
+        speed = _child(args, "speed", args.small, args.steps)
+        ours, bare = statistics.median(speed["ours"]), statistics.median(speed["bare"])
+        figures["images_per_s"] = speed
+        ratios["images_per_s_ours_over_bare"] = ours / bare
+        ratios["images_per_s_best_ours_over_best_bare"] = max(speed["ours"]) / max(speed["bare"])
+        print(
+            f"  images/s: distill {ours:.1f}, bare loop {bare:.1f} (medians of {args.reps}); "
+            f"ratio {ratios['images_per_s_ours_over_bare']:.3f} (target ≥ 0.9), best/best "
+            f"{ratios['images_per_s_best_ours_over_best_bare']:.3f}"
+        )
     if args.json:
         print(json.dumps(figures))
     return figures
