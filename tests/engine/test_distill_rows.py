@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from alignet_engine.distill import DistillConfig, distill
+from alignet_engine.config.distill import DistillConfig
+from alignet_engine.distill import distill
 from alignet_engine.distill.checkpoint import data_digest
 from alignet_engine.distill.rows import StoredRows, unique_ids
 from alignet_engine.errors import InputError
