@@ -5,9 +5,12 @@ to a temporary sibling created *exclusively* with an unpredictable name (``mkste
 ``O_CREAT | O_EXCL``, mode 0600, so a planted file or symlink is never opened or followed),
 flushed and fsynced, then renamed over the target (``os.replace`` replaces a symlink at the
 target itself, never the file it points to) and the folder fsynced. On any error the
-temporary file is removed. With ``overwrite=False`` an existing target (a file, folder or
-symlink, even a dangling one) is refused with :class:`FileExistsError`; the final link is
-made with ``os.link``, which fails if something appeared there in the meantime.
+temporary file is removed. Before the rename the file gets the mode ``open()`` would have
+given it (0o666 less the umask, usually 0o644): an exported model or report is readable by
+whoever may read the folder, not only by its writer. With ``overwrite=False`` an existing
+target (a file, folder or symlink, even a dangling one) is refused with
+:class:`FileExistsError`; the final link is made with ``os.link``, which fails if something
+appeared there in the meantime.
 """
 
 from __future__ import annotations
@@ -29,6 +32,24 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS says it (Linux
+    ``/proc/self/status``): setting it to read it back races with other threads' files."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(fd: int) -> None:
+    """Give the open temporary file the mode a plain ``open()`` would have (mkstemp: 0600)."""
+    with contextlib.suppress(OSError):  # file systems without modes (FAT, some mounts)
+        os.fchmod(fd, 0o666 & ~_umask())
 
 
 def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
@@ -72,6 +93,7 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
         yield tmp
         fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
+            _publish_mode(fd)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -93,6 +115,7 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
+            _publish_mode(fh.fileno())
             os.fsync(fh.fileno())
         _commit(tmp, path, overwrite)
     except BaseException:

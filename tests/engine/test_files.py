@@ -56,3 +56,24 @@ def test_temporaries_are_fresh_and_keep_the_suffix(tmp_path: Path) -> None:
             np.savez(tmp, a=np.arange(3))  # writes exactly there: the suffix is .npz
     assert len(names) == 3
     assert np.load(tmp_path / "t.npz")["a"].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_get_the_mode_open_would_give(tmp_path: Path, umask: int) -> None:
+    """mkstemp makes 0600 temporaries; the published file is 0o666 less the umask (an
+    export folder shared with colleagues must be readable by them, as with any tool)."""
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        text = atomic_write_text(tmp_path / "card.md", "x")
+        with atomic_path(tmp_path / "model.pt2") as tmp:
+            tmp.write_bytes(b"weights")
+        reference = tmp_path / "plain.txt"
+        reference.write_text("x")  # what a plain open() gives under this umask
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE(reference.stat().st_mode) == expected
+    assert stat.S_IMODE(text.stat().st_mode) == expected
+    assert stat.S_IMODE((tmp_path / "model.pt2").stat().st_mode) == expected
