@@ -197,7 +197,7 @@ def _time_bare(w: dict[str, Any], args: argparse.Namespace) -> float:
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from alignet_engine.distill import kl_triplet_loss, triplet_similarities
+    from alignet_engine.distill import kl_triplet_loss, stacked_pair_similarities
     from alignet_engine.distill.batching import TripletSampler
 
     torch, device, config = w["torch"], w["device"], w["config"]
@@ -226,7 +226,7 @@ def _time_bare(w: dict[str, Any], args: argparse.Namespace) -> float:
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             features = student(x)
-        s = triplet_similarities(features.float().reshape(config.batch_size, 3, -1), "cosine")
+        s = stacked_pair_similarities(features.float().reshape(config.batch_size, 3, -1), "cosine")
         loss = kl_triplet_loss(
             teacher[torch.from_numpy(rows[step - 1]).to(device)],
             s,

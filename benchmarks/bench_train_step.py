@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from alignet_engine.config.distill import DistillConfig  # noqa: E402
-from alignet_engine.distill import distill, kl_triplet_loss, triplet_similarities  # noqa: E402
+from alignet_engine.distill import distill, kl_triplet_loss, stacked_pair_similarities  # noqa: E402
 from alignet_engine.distill.batching import TripletSampler  # noqa: E402
 from alignet_engine.jobs import run_job  # noqa: E402
 from alignet_engine.models import load_backbone  # noqa: E402
@@ -135,7 +135,7 @@ def time_bare(
         x = images.index_select(0, torch.from_numpy(triplets[rows].reshape(-1))).to(device)
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        s = triplet_similarities(student(x).reshape(len(rows), 3, -1), "cosine")
+        s = stacked_pair_similarities(student(x).reshape(len(rows), 3, -1), "cosine")
         loss = kl_triplet_loss(
             teacher[torch.from_numpy(rows).to(device)],
             s,

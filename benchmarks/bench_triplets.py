@@ -8,7 +8,8 @@ products per triplet, ordering so the odd one is last), not clustering.
 Variants, each in its own subprocess so that each gets its own peak RSS (``ru_maxrss``; the
 pool itself, 0.5 GB, is part of every peak and is built before the clock starts):
 
-* ``ours``      — :func:`sample_cluster_boundary` + :func:`teacher_odd_one_out` (CPU), 10 M.
+* ``ours``      — :func:`sample_triplets` (cluster_boundary) + :func:`teacher_odd_one_out`
+  (CPU), 10 M.
 * ``reference`` — what a researcher would typically write: a loop over batches of 10 k
   triplets, drawing each triplet with ``rng.choice`` (a cluster pair, then two members of the
   first and one of the second) and computing the three dot products per batch. Too slow for
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from alignet_engine.align.triplet_sampling import (  # noqa: E402
     load_alignet_npz,
-    sample_cluster_boundary,
+    sample_triplets,
     save_alignet_npz,
     teacher_odd_one_out,
 )
@@ -114,7 +115,7 @@ def run_variant(args: argparse.Namespace) -> dict:
     out: dict = {"variant": args.variant, "rss_after_pool_gib": base / GIB}
     if args.variant == "ours":
         t0 = time.perf_counter()
-        raw = sample_cluster_boundary(labels, args.n_triplets, random_state=0)
+        raw = sample_triplets("cluster_boundary", args.n_triplets, labels=labels, random_state=0)
         t1 = time.perf_counter()
         trip, sims = teacher_odd_one_out(Z, raw, similarity="dot", device="cpu")
         t2 = time.perf_counter()
@@ -140,7 +141,7 @@ def run_variant(args: argparse.Namespace) -> dict:
     elif args.variant == "npz":
         # no teacher needed to time the file format: sorted random similarities will do
         rng = np.random.default_rng(1)
-        trip = sample_cluster_boundary(labels, args.n_triplets, random_state=0)
+        trip = sample_triplets("cluster_boundary", args.n_triplets, labels=labels, random_state=0)
         sims = -np.sort(-rng.random((args.n_triplets, 3), dtype=np.float32), axis=1)
         names = np.array(  # ImageNet-style paths, 30 characters
             [f"n{rng.integers(10**7, 10**8)}/n{i:08d}_{i % 99999:05d}.JPEG" for i in range(len(Z))]

@@ -25,7 +25,7 @@ from alignet_engine.align.metrics import (
 from alignet_engine.align.soft_targets import choice_distributions
 from alignet_engine.align.triplet_sampling import (
     load_alignet_npz,
-    sample_cluster_boundary,
+    sample_triplets,
     save_alignet_npz,
     teacher_odd_one_out,
 )
@@ -43,7 +43,7 @@ __all__ = [
     "oddone_correct",
     "pair_similarities",
     "rsa",
-    "sample_cluster_boundary",
+    "sample_triplets",
     "save_alignet_npz",
     "teacher_odd_one_out",
     "twoafc_correct",

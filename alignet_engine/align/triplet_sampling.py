@@ -11,13 +11,13 @@ the teacher similarities gather feature rows in small chunks so memory stays bou
 Strategies (:func:`sample_triplets` dispatches on the name)
 -----------------------------------------------------------
 ``cluster_boundary`` / ``class_boundary``
-    a, b from one group, o from another group (:func:`sample_cluster_boundary`).
+    a, b from one group, o from another group.
 ``within_cluster`` / ``within_class``
-    three items of one group (:func:`sample_within_cluster`).
+    three items of one group.
 ``between_clusters`` / ``between_classes``
-    one item from each of three different groups (:func:`sample_between_clusters`).
+    one item from each of three different groups.
 ``random``
-    three distinct items of the pool (:func:`sample_random`).
+    three distinct items of the pool.
 
 In every strategy the group(s) are drawn uniformly among the groups that can supply them
 (not in proportion to their size), then items uniformly inside a group; rows are independent
@@ -221,185 +221,12 @@ def _between(groups: _Groups, m: int, random_state, what: str) -> np.ndarray:
     return _blocks(m, random_state, fill)
 
 
-def sample_cluster_boundary(
-    labels: np.ndarray,
-    n_triplets: int,
-    *,
-    random_state: int | np.random.Generator | None = None,
-) -> np.ndarray:
-    """Sample cluster-boundary triplets ``(a, b, o)``: a, b from one cluster, o from another.
-
-    Parameters
-    ----------
-    labels : (n,) int cluster label per item (any integers; e.g. :func:`kmeans` output).
-    n_triplets : number of rows m to draw (>= 1).
-    random_state : seed or Generator.
-
-    Returns
-    -------
-    (m, 3) int64 item ids. Per row: the first cluster c1 is drawn uniformly among the clusters
-    with at least two items, ``a != b`` are drawn uniformly from c1 without replacement, the
-    second cluster c2 is drawn uniformly among ALL other clusters (a singleton may be c2) and
-    ``o`` uniformly from c2. Fallback: a cluster with fewer than two items is never the pair's
-    cluster (it can only supply ``o``); this is logged. Rows are independent, so the same
-    triplet can occur twice (at 10 M draws over 1.28 M images repeats are rare). Column 2 is
-    the cluster outsider, NOT yet the teacher's odd one: pass the rows through
-    :func:`teacher_odd_one_out`.
-
-    Raises
-    ------
-    InputError
-        fewer than two clusters, or no cluster with two items (no valid first cluster).
-    """
-    m = _check_count(n_triplets)
-    return _boundary(_groups(labels, "labels", allow_strings=False), m, random_state, "cluster")
-
-
-def sample_within_cluster(
-    labels: np.ndarray,
-    n_triplets: int,
-    *,
-    random_state: int | np.random.Generator | None = None,
-) -> np.ndarray:
-    """Sample triplets of three distinct items from one cluster.
-
-    Parameters
-    ----------
-    labels : (n,) int cluster label per item.
-    n_triplets : number of rows m to draw (>= 1).
-    random_state : seed or Generator.
-
-    Returns
-    -------
-    (m, 3) int64 item ids. The cluster is drawn uniformly among the clusters with at least
-    three items (smaller clusters are never used; logged), then three distinct members
-    uniformly without replacement.
-
-    Raises
-    ------
-    InputError
-        no cluster has three items.
-    """
-    m = _check_count(n_triplets)
-    return _within(_groups(labels, "labels", allow_strings=False), m, random_state, "cluster")
-
-
-def sample_between_clusters(
-    labels: np.ndarray,
-    n_triplets: int,
-    *,
-    random_state: int | np.random.Generator | None = None,
-) -> np.ndarray:
-    """Sample triplets whose three items come from three different clusters.
-
-    Parameters
-    ----------
-    labels : (n,) int cluster label per item.
-    n_triplets : number of rows m to draw (>= 1).
-    random_state : seed or Generator.
-
-    Returns
-    -------
-    (m, 3) int64 item ids. Three distinct clusters are drawn uniformly (an ordered triple
-    without replacement), then one member uniformly from each.
-
-    Raises
-    ------
-    InputError
-        fewer than three clusters.
-    """
-    m = _check_count(n_triplets)
-    return _between(_groups(labels, "labels", allow_strings=False), m, random_state, "cluster")
-
-
-def sample_class_boundary(
-    classes: np.ndarray,
-    n_triplets: int,
-    *,
-    random_state: int | np.random.Generator | None = None,
-) -> np.ndarray:
-    """:func:`sample_cluster_boundary` over given categories (AligNet ``class_border``).
-
-    Parameters
-    ----------
-    classes : (n,) category per item: integer ids or names (str), e.g. ImageNet classes or an
-        image set's categories.
-    n_triplets, random_state : as :func:`sample_cluster_boundary`.
-
-    Returns
-    -------
-    (m, 3) int64 item ids: items 0, 1 share a class, item 2 has another class.
-    """
-    m = _check_count(n_triplets)
-    return _boundary(_groups(classes, "classes", allow_strings=True), m, random_state, "class")
-
-
-def sample_within_class(
-    classes: np.ndarray,
-    n_triplets: int,
-    *,
-    random_state: int | np.random.Generator | None = None,
-) -> np.ndarray:
-    """:func:`sample_within_cluster` over given categories (AligNet ``within_class``).
-
-    Parameters
-    ----------
-    classes : (n,) category per item: integer ids or names (str).
-    n_triplets, random_state : as :func:`sample_within_cluster`.
-
-    Returns
-    -------
-    (m, 3) int64 item ids, all three of one class (a class with >= 3 items).
-    """
-    m = _check_count(n_triplets)
-    return _within(_groups(classes, "classes", allow_strings=True), m, random_state, "class")
-
-
-def sample_between_classes(
-    classes: np.ndarray,
-    n_triplets: int,
-    *,
-    random_state: int | np.random.Generator | None = None,
-) -> np.ndarray:
-    """:func:`sample_between_clusters` over given categories (AligNet ``between_class``).
-
-    Parameters
-    ----------
-    classes : (n,) category per item: integer ids or names (str).
-    n_triplets, random_state : as :func:`sample_between_clusters`.
-
-    Returns
-    -------
-    (m, 3) int64 item ids from three different classes.
-    """
-    m = _check_count(n_triplets)
-    return _between(_groups(classes, "classes", allow_strings=True), m, random_state, "class")
-
-
-def sample_random(
-    n_items: int,
-    n_triplets: int,
-    *,
-    random_state: int | np.random.Generator | None = None,
-) -> np.ndarray:
-    """Sample triplets of three distinct items uniformly from ``range(n_items)``.
-
-    Parameters
-    ----------
-    n_items : pool size (>= 3).
-    n_triplets : number of rows m to draw (>= 1).
-    random_state : seed or Generator.
-
-    Returns
-    -------
-    (m, 3) int64 item ids in [0, n_items), distinct within each row.
-    """
+def _random(n_items: object, m: int, random_state) -> np.ndarray:
     if isinstance(n_items, bool) or not isinstance(n_items, int | np.integer):
         raise InputError(f"n_items must be an integer, got {n_items!r}", field="n_items")
     n = int(n_items)
     if n < 3:
         raise InputError(f"needs at least 3 items to form a triplet, got {n}", field="n_items")
-    m = _check_count(n_triplets)
 
     def fill(rng: np.random.Generator, out: np.ndarray) -> None:
         k = out.shape[0]
@@ -412,6 +239,17 @@ def sample_random(
     return _blocks(m, random_state, fill)
 
 
+#: strategy → (sampler over groups, the argument holding the groups, what a group is called)
+_GROUPED = {
+    "cluster_boundary": (_boundary, "labels", "cluster"),
+    "within_cluster": (_within, "labels", "cluster"),
+    "between_clusters": (_between, "labels", "cluster"),
+    "class_boundary": (_boundary, "classes", "class"),
+    "within_class": (_within, "classes", "class"),
+    "between_classes": (_between, "classes", "class"),
+}
+
+
 def sample_triplets(
     strategy: str,
     n_triplets: int,
@@ -421,34 +259,52 @@ def sample_triplets(
     n_items: int | None = None,
     random_state: int | np.random.Generator | None = None,
 ) -> np.ndarray:
-    """Sample triplets with a named strategy (one of :data:`STRATEGIES`).
+    """Sample triplets with a named strategy (one of :data:`STRATEGIES`), the one entry point.
 
     Parameters
     ----------
-    strategy : ``"cluster_boundary"``, ``"within_cluster"``, ``"between_clusters"`` (need
-        ``labels``), ``"class_boundary"``, ``"within_class"``, ``"between_classes"`` (need
-        ``classes``) or ``"random"`` (needs ``n_items``, or takes the length of ``labels`` /
-        ``classes``).
+    strategy : one of
+
+        - ``"cluster_boundary"`` (AligNet's ``cluster_border``) / ``"class_boundary"``
+          (``class_border``): per row the first group is drawn uniformly among the groups
+          with at least two items, ``a != b`` uniformly from it without replacement, the
+          second group uniformly among ALL other groups (a singleton may supply ``o``) and
+          ``o`` uniformly from it; a group with fewer than two items is never the pair's
+          (logged). Column 2 is the group outsider, NOT yet the teacher's odd one: pass the
+          rows through :func:`teacher_odd_one_out`.
+        - ``"within_cluster"`` / ``"within_class"``: a group drawn uniformly among those with
+          at least three items (smaller ones never used; logged), then three distinct
+          members.
+        - ``"between_clusters"`` / ``"between_classes"``: three distinct groups (an ordered
+          triple without replacement), one member uniformly from each.
+        - ``"random"``: three distinct items uniformly from ``range(n_items)``.
+
     n_triplets : number of rows m to draw (>= 1).
-    labels : (n,) int cluster id per item (e.g. from :func:`kmeans`).
-    classes : (n,) category per item (integer ids or names).
-    n_items : pool size for ``"random"``.
+    labels : (n,) int cluster id per item (any integers, e.g. from :func:`kmeans`): the
+        groups of the ``*cluster*`` strategies.
+    classes : (n,) category per item, integer ids or names (str), e.g. ImageNet classes or an
+        image set's categories: the groups of the ``*class*`` strategies.
+    n_items : pool size (>= 3) for ``"random"``; default: the length of ``labels`` /
+        ``classes``.
     random_state : seed or Generator.
 
     Returns
     -------
-    (m, 3) int64 item ids, three distinct items per row; see the per-strategy functions.
+    (m, 3) int64 item ids, three distinct items per row. Rows are independent, so the same
+    triplet can occur twice (at 10 M draws over 1.28 M images repeats are rare).
 
     Raises
     ------
     InputError
-        unknown strategy, or the labels the strategy needs are missing.
+        unknown strategy; the groups the strategy needs are missing, malformed, or too few
+        (e.g. fewer than two clusters for a boundary, three for ``between_*``).
     """
     if strategy not in STRATEGIES:
         raise InputError(
             f"unknown sampling strategy {strategy!r}; use one of {', '.join(STRATEGIES)}",
             field="strategy",
         )
+    m = _check_count(n_triplets)
     if strategy == "random":
         if n_items is None:
             given = labels if labels is not None else classes
@@ -459,34 +315,18 @@ def sample_triplets(
                     field="n_items",
                 )
             n_items = int(np.asarray(given).shape[0])
-        return sample_random(n_items, n_triplets, random_state=random_state)
-    if strategy in _BY_LABELS:
-        if labels is None:
-            raise InputError(
-                f"strategy {strategy!r} needs labels= (a cluster id per item, e.g. from "
-                "kmeans()); for given categories use the class_* strategies with classes=",
-                field="labels",
-            )
-        return _BY_LABELS[strategy](labels, n_triplets, random_state=random_state)
-    if classes is None:
-        raise InputError(
-            f"strategy {strategy!r} needs classes= (a category per item, e.g. ImageNet "
-            "classes); for k-means clusters use the cluster strategies with labels=",
-            field="classes",
-        )
-    return _BY_CLASSES[strategy](classes, n_triplets, random_state=random_state)
-
-
-_BY_LABELS = {
-    "cluster_boundary": sample_cluster_boundary,
-    "within_cluster": sample_within_cluster,
-    "between_clusters": sample_between_clusters,
-}
-_BY_CLASSES = {
-    "class_boundary": sample_class_boundary,
-    "within_class": sample_within_class,
-    "between_classes": sample_between_classes,
-}
+        return _random(n_items, m, random_state)
+    sampler, key, what = _GROUPED[strategy]
+    groups = labels if key == "labels" else classes
+    if groups is None:
+        if key == "labels":
+            hint = "a cluster id per item, e.g. from kmeans()); for given categories use the "
+            hint += "class_* strategies with classes="
+        else:
+            hint = "a category per item, e.g. ImageNet classes); for k-means clusters use the "
+            hint += "cluster strategies with labels="
+        raise InputError(f"strategy {strategy!r} needs {key}= ({hint}", field=key)
+    return sampler(_groups(groups, key, allow_strings=key == "classes"), m, random_state, what)
 
 
 # --------------------------------------------------------------------------------------------

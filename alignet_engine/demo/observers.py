@@ -195,7 +195,7 @@ def _keys(t: np.ndarray, m: int) -> np.ndarray:
     return (s[:, 0] * m + s[:, 1]) * m + s[:, 2]
 
 
-def sample_triplets(
+def sample_demo_triplets(
     family: np.ndarray,
     category: np.ndarray,
     item_ids: np.ndarray,
@@ -336,7 +336,7 @@ def simulate_oddone(
     ----------
     world : the demo world; item ids index ``world.paths``.
     item_ids : (m,) int ids of the items that may appear (e.g. ``world.ids("fit")``).
-    n_triplets : number of distinct unordered triplets, sampled by :func:`sample_triplets`.
+    n_triplets : number of distinct unordered triplets, sampled by :func:`sample_demo_triplets`.
     n_repeats : responses per triplet, each from a different participant where
         ``n_repeats <= n_participants``.
     n_participants : participant ids are ``0..n_participants-1``, drawn at random per response.
@@ -352,7 +352,7 @@ def simulate_oddone(
     if n_repeats < 1 or n_participants < 1:
         raise InputError("n_repeats and n_participants must be >= 1")
     rng = np.random.default_rng(random_state)
-    trip, _ = sample_triplets(world.family, world.category, item_ids, n_triplets, rng, mix)
+    trip, _ = sample_demo_triplets(world.family, world.category, item_ids, n_triplets, rng, mix)
     # Similarities among the allowed items only: a large world's full (n, n) matrix is not needed.
     allowed = np.unique(np.asarray(item_ids, dtype=np.int64))
     S = ground_truth_similarity(world, allowed)
@@ -432,6 +432,6 @@ __all__ = [
     "ground_truth_similarity",
     "luce_probabilities",
     "make_demo_judgments",
-    "sample_triplets",
+    "sample_demo_triplets",
     "simulate_oddone",
 ]

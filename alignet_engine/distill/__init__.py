@@ -7,7 +7,7 @@ from .losses import (
     jsd_triplet_loss,
     kl_triplet_loss,
     odd_one_out_agreement,
-    triplet_similarities,
+    stacked_pair_similarities,
 )
 from .student import make_triplet_head
 from .student_io import (
@@ -38,6 +38,6 @@ __all__ = [
     "make_triplet_head",
     "odd_one_out_agreement",
     "save_student",
+    "stacked_pair_similarities",
     "triplet_head_from_state",
-    "triplet_similarities",
 ]

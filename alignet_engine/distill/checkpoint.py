@@ -50,7 +50,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,7 @@ from torch import nn
 
 from alignet_engine.config.distill import RESUME_FREE, DistillConfig
 from alignet_engine.errors import AlignetError, InputError
+from alignet_engine.files import atomic_path
 
 from .rows import Rows, row_blocks
 from .student_io import HEAD_PREFIX
@@ -205,21 +205,12 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: TrainingCheckpoint
         "state": json.dumps(state, sort_keys=True),
     }
 
-    tmp: Path | None = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        _save_file(tensors, tmp, metadata=metadata)
-        # r+b: Windows refuses to flush a handle opened read-only
-        with open(tmp, "r+b") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
+        # the engine's one atomic writer: fsynced, renamed over path, folder fsynced, the
+        # temporary file removed on any error (a full disk leaves the previous checkpoint)
+        with atomic_path(path) as tmp:
+            _save_file(tensors, tmp, metadata=metadata)
     except OSError as exc:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             why = "the disk is full"
         else:
@@ -230,10 +221,6 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: TrainingCheckpoint
             path=path,
             errno=exc.errno,
         ) from exc
-    except BaseException:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        raise
     logger.info("saved distillation checkpoint (step %d) to %s", checkpoint.steps_done, path)
 
 
@@ -276,17 +263,6 @@ def keep_checkpoints(path: str | os.PathLike[str], step: int, keep_last: int) ->
     copies = kept_steps(path)
     for old in sorted(copies)[:-keep_last]:
         copies[old].unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def checkpoint_steps(path: str | os.PathLike[str]) -> int:

@@ -27,7 +27,7 @@ __all__ = [
     "jsd_triplet_loss",
     "kl_triplet_loss",
     "odd_one_out_agreement",
-    "triplet_similarities",
+    "stacked_pair_similarities",
 ]
 
 
@@ -167,7 +167,7 @@ def contrastive_triplet_loss(
     return _reduce(per_triplet, reduction)
 
 
-def triplet_similarities(
+def stacked_pair_similarities(
     features: torch.Tensor, kind: SimilarityKind = "cosine", *, eps: float = 1e-8
 ) -> torch.Tensor:
     """Pair similarities ``[d01, d02, d12]`` of the three images of each triplet.

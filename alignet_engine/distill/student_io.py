@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from alignet_engine.errors import InputError
+from alignet_engine.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def save_student(
 
     ``config_json`` (any JSON-able mapping: distill config, backbone name, run id...) is stored
     in the safetensors header metadata under ``"config"``, so one file is self-describing and
-    the write is a single temp-file + ``os.replace`` (a crash never leaves a half file).
+    the write goes through the engine's one atomic writer (a crash never leaves a half file).
 
     Parameters
     ----------
@@ -94,20 +94,12 @@ def save_student(
             }
         )
         metadata["head_dim"] = str(int(head_state["weight"].shape[0]))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    digest = hashlib.sha256()
+    with atomic_path(path) as tmp:  # fsynced and renamed over path; removed on error
         save_file(tensors, tmp, metadata=metadata)
-        digest = hashlib.sha256()
         with open(tmp, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     logger.info("saved student (%d tensors) to %s", len(tensors), path)
     return digest.hexdigest()
 

@@ -139,7 +139,7 @@ from .losses import (
     jsd_triplet_loss,
     kl_triplet_loss,
     odd_one_out_agreement,
-    triplet_similarities,
+    stacked_pair_similarities,
 )
 from .rows import Rows, take_rows, unique_ids, whole
 from .student import StudentModel, TrainForward, checked_features, make_triplet_head, set_mode
@@ -474,7 +474,7 @@ def evaluate(
                 return math.nan, math.nan
             triplets, teacher_sims = triplets[keep], teacher_sims[keep]
         rows = torch.from_numpy(np.searchsorted(ids, triplets)).to(device)
-        student_sims = triplet_similarities(features[rows], config.similarity)
+        student_sims = stacked_pair_similarities(features[rows], config.similarity)
         teacher = torch.tensor(teacher_sims, device=device)
         agreement = float(odd_one_out_agreement(student_sims, teacher).float().mean())
         loss = float(triplet_loss_of(config, teacher, student_sims))
@@ -871,7 +871,7 @@ class TrainingRun:
         with sync_context:
             with self.autocast():
                 features, embedding = self.forward(x)
-            student_sims = triplet_similarities(
+            student_sims = stacked_pair_similarities(
                 embedding.float().reshape(len(ids) // 3, 3, -1), config.similarity
             )
             if valid is None:

@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from alignet_engine.base.devices import pick_device
 from alignet_engine.errors import InputError
+from alignet_engine.files import atomic_write_bytes
 from alignet_engine.jobs import Job, JobControl, Message, Progress
 from alignet_engine.models.images import ImageReadError, load_image, make_transform
 from alignet_engine.models.registry import Backbone
@@ -267,7 +267,7 @@ class PartialFeatures:
         self._rows = np.zeros(n, dtype=np.int64)
         _atomic_save(rows_path, self._rows)
         payload = {"meta": json.loads(meta_json), "tag": self.tag, "created": time.time()}
-        _atomic_write(json_path, json.dumps(payload, indent=1).encode())
+        atomic_write_bytes(json_path, json.dumps(payload, indent=1).encode())
 
     # write ------------------------------------------------------------------------------
     def mark(self, rows: np.ndarray) -> None:
@@ -349,25 +349,12 @@ class PartialFeatures:
             feats.unlink(missing_ok=True)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _atomic_save(path: Path, array: np.ndarray) -> None:
     import io
 
     buf = io.BytesIO()
     np.save(buf, array)
-    _atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------- the job

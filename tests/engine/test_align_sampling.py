@@ -17,20 +17,31 @@ from alignet_engine.align.triplet_sampling import (
     _sims_numpy,
     _sims_torch,
     load_alignet_npz,
-    sample_between_classes,
-    sample_between_clusters,
-    sample_class_boundary,
-    sample_cluster_boundary,
-    sample_random,
     sample_triplets,
-    sample_within_class,
-    sample_within_cluster,
     save_alignet_npz,
     teacher_odd_one_out,
     teacher_probabilities,
     triplet_similarities,
 )
 from alignet_engine.errors import InputError
+
+
+def _strategy(name: str):
+    """``f(groups, n_triplets, **kw)``: :func:`sample_triplets` with one strategy."""
+    key = "classes" if "class" in name else "labels"
+    return lambda groups, n, **kw: sample_triplets(name, n, **{key: groups}, **kw)
+
+
+sample_cluster_boundary = _strategy("cluster_boundary")
+sample_within_cluster = _strategy("within_cluster")
+sample_between_clusters = _strategy("between_clusters")
+sample_class_boundary = _strategy("class_boundary")
+sample_within_class = _strategy("within_class")
+sample_between_classes = _strategy("between_classes")
+
+
+def sample_random(n_items, n, **kw):
+    return sample_triplets("random", n, n_items=n_items, **kw)
 
 
 def _blobs(n_per: int, k: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -129,10 +129,10 @@ def test_map_rows_spills_to_a_memmap_above_its_limit() -> None:
 
 
 def test_triplet_similarities_from_lazy_features_equal_in_memory(tmp_path: Path) -> None:
-    from alignet_engine.align.triplet_sampling import sample_random, triplet_similarities
+    from alignet_engine.align.triplet_sampling import sample_triplets, triplet_similarities
 
     Z, _ = _blobs(100, 4, 12, 3)
-    trip = sample_random(400, 2000, random_state=0)
+    trip = sample_triplets("random", 2000, n_items=400, random_state=0)
     mm = np.memmap(tmp_path / "z.f32", dtype=np.float32, mode="w+", shape=Z.shape)
     mm[:] = Z
     with h5py.File(tmp_path / "z.h5", "w") as f:

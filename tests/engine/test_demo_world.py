@@ -20,7 +20,7 @@ from alignet_engine.demo.observers import (
     ground_truth_similarity,
     luce_probabilities,
     make_demo_judgments,
-    sample_triplets,
+    sample_demo_triplets,
     simulate_oddone,
 )
 from alignet_engine.demo.world import (
@@ -275,7 +275,7 @@ def test_rejection_sampling_path(world: DemoWorld, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(obs, "_ENUMERATE_MAX", 0)
     monkeypatch.setattr(obs, "_BATCH", 20_000)
     ids = world.ids("fit")
-    trips, types = sample_triplets(
+    trips, types = sample_demo_triplets(
         world.family, world.category, ids, 1000, np.random.default_rng(0)
     )
     assert trips.shape == (1000, 3)
@@ -291,11 +291,13 @@ def test_scarce_types_hand_their_share_to_others(world: DemoWorld) -> None:
     ids = np.concatenate(
         [world.ids("test")[world.category[world.ids("test")] == c][:2] for c in range(12)]
     )
-    trips, types = sample_triplets(world.family, world.category, ids, 300, np.random.default_rng(0))
+    trips, types = sample_demo_triplets(
+        world.family, world.category, ids, 300, np.random.default_rng(0)
+    )
     assert len({tuple(sorted(r)) for r in trips}) == 300
     assert TRIPLET_TYPES.index("one_category") not in types
     with pytest.raises(InputError):
-        sample_triplets(world.family, world.category, ids[:4], 5, np.random.default_rng(0))
+        sample_demo_triplets(world.family, world.category, ids[:4], 5, np.random.default_rng(0))
 
 
 def test_choice_frequencies_match_luce(world: DemoWorld) -> None:

@@ -30,7 +30,7 @@ from alignet_engine.distill import (
     load_student_state,
     odd_one_out_agreement,
     save_student,
-    triplet_similarities,
+    stacked_pair_similarities,
 )
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import (
@@ -169,10 +169,10 @@ def test_triplet_similarities_and_agreement() -> None:
     dots = np.stack(
         [(f[:, 0] * f[:, 1]).sum(-1), (f[:, 0] * f[:, 2]).sum(-1), (f[:, 1] * f[:, 2]).sum(-1)], 1
     )
-    np.testing.assert_allclose(triplet_similarities(t(f), "dot").numpy(), dots, rtol=1e-5)
+    np.testing.assert_allclose(stacked_pair_similarities(t(f), "dot").numpy(), dots, rtol=1e-5)
     n = np.linalg.norm(f, axis=-1)
     cos = dots / np.stack([n[:, 0] * n[:, 1], n[:, 0] * n[:, 2], n[:, 1] * n[:, 2]], 1)
-    np.testing.assert_allclose(triplet_similarities(t(f), "cosine").numpy(), cos, rtol=1e-5)
+    np.testing.assert_allclose(stacked_pair_similarities(t(f), "cosine").numpy(), cos, rtol=1e-5)
 
     teacher = torch.tensor([[3.0, 1.0, 0.0]] * 4)
     student = torch.tensor([[2.0, 1.0, 0.0], [0.0, 2.0, 1.0], [1.0, 1.0, 1.0], [2.0, 2.0, 0.0]])
@@ -248,7 +248,7 @@ def test_update_rule_matches_reference(toy: Toy, channels_last: bool) -> None:
     x = images[torch.from_numpy(triplets[:m].reshape(-1))]
     teacher = torch.from_numpy(sims[:m])
     for _ in range(steps):
-        s = triplet_similarities(reference(x).reshape(m, 3, -1), "cosine")
+        s = stacked_pair_similarities(reference(x).reshape(m, 3, -1), "cosine")
         loss = kl_triplet_loss(teacher, s, student_temperature=config.student_temperature)
         adam.zero_grad()
         loss.backward()

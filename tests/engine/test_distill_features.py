@@ -28,8 +28,8 @@ from alignet_engine.distill import (
     load_student_state,
     make_triplet_head,
     save_student,
+    stacked_pair_similarities,
     triplet_head_from_state,
-    triplet_similarities,
 )
 from alignet_engine.distill.checkpoint import load_checkpoint
 from alignet_engine.errors import AlignetError, InputError
@@ -115,7 +115,7 @@ def test_head_defines_the_similarities_and_is_not_pulled(toy: Toy) -> None:
     reference = copy.deepcopy(net).eval()
     with torch.no_grad():
         x = images[torch.from_numpy(triplets[rows].reshape(-1))]
-        s = triplet_similarities(head0(reference(x)).reshape(-1, 3, 6), "cosine")
+        s = stacked_pair_similarities(head0(reference(x)).reshape(-1, 3, 6), "cosine")
         expected = kl_triplet_loss(
             torch.from_numpy(sims[rows]), s, student_temperature=config.student_temperature
         )
