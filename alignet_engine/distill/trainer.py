@@ -71,7 +71,7 @@ Mechanics
   the order of float additions). Logged losses and agreement are all-reduced; only rank 0
   writes checkpoints. Every rank yields events — a caller shows rank 0's. The distill stage
   and ``alignet-cli distill`` under ``torchrun`` launch this (rank 0 alone writes the project;
-  see :mod:`alignet_engine.distill.distributed`); ``tests/engine/test_distill_ddp.py`` shows
+  see :mod:`alignet_engine.distill.distributed`); ``tests/engine/distill/test_distill_ddp.py`` shows
   the engine use.
 """
 

@@ -34,14 +34,9 @@ from alignet_engine.distill import (
 from alignet_engine.distill.checkpoint import load_checkpoint
 from alignet_engine.errors import AlignetError, InputError
 from alignet_engine.jobs import Cancelled, Event, JobControl, LossBatch, Message, Progress, run_job
-from tests.engine.distill.toys import Toy, pair_sims, quick, tiny_net, toy_problem
+from tests.engine.distill.toys import Toy, pair_sims, quick, tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def toy() -> Toy:
-    return toy_problem()
 
 
 def collect(job) -> tuple[DistillResult, list[Event]]:  # type: ignore[no-untyped-def]

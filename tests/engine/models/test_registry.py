@@ -114,11 +114,11 @@ class CifarResNet(nn.Module):
 
 
 def cifar_resnet20() -> nn.Module:
-    """Factory for the dotted-path spec ``tests.engine.test_registry:cifar_resnet20``."""
+    """Factory for the dotted-path spec ``tests.engine.models.test_registry:cifar_resnet20``."""
     return CifarResNet(3)
 
 
-FACTORY = "tests.engine.test_registry:cifar_resnet20"
+FACTORY = "tests.engine.models.test_registry:cifar_resnet20"
 CIFAR_PRE = "input_size=32&crop_pct=1.0&mean=0.485,0.456,0.406&std=0.229,0.224,0.225"
 
 
@@ -436,7 +436,7 @@ def test_dotted_path_factory_with_a_real_cifar_checkpoint(shared_data: Path) -> 
     if not ckpt.is_file():
         pytest.skip(f"{ckpt} not present")
     backbone = load_backbone(f"{FACTORY}?weights={ckpt}&{CIFAR_PRE}")
-    assert backbone.label == "tests.engine.test_registry.cifar_resnet20=resnet20-12fca82f"
+    assert backbone.label == "tests.engine.models.test_registry.cifar_resnet20=resnet20-12fca82f"
     assert (backbone.layer, backbone.head, backbone.feature_dim) == ("pre_logits", "linear", 64)
     assert backbone.preprocess.input_size == 32 and backbone.preprocess.crop_pct == 1.0
 
@@ -479,7 +479,7 @@ def test_module_factory_errors() -> None:
     with pytest.raises(InputError, match="cannot import module"):
         load_backbone("no_such_pkg.nets:build")
     with pytest.raises(InputError, match="cifar_resnet20"):
-        load_backbone("tests.engine.test_registry:cifar_resnet2")
+        load_backbone("tests.engine.models.test_registry:cifar_resnet2")
 
 
 # ----------------------------------------------------------------------------- config and CLI

@@ -188,12 +188,7 @@ def test_loss_shape_errors() -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# a learnable toy problem (tests/engine/distill/toys.py)
-
-
-@pytest.fixture(scope="module")
-def toy() -> Toy:
-    return toy_problem()
+# a learnable toy problem (tests/engine/distill/toys.py; the `toy` fixture is in conftest.py)
 
 
 def collect(job: Job[DistillResult]) -> tuple[DistillResult, list[Event]]:

@@ -38,7 +38,7 @@ from alignet_engine.stages.distill import (
 from alignet_engine.store import Project
 from tests.engine.stages.distill_project import SIZE, Reference, make_project, stored
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -34,13 +34,8 @@ from alignet_engine.stages.features import extract, stored_features
 from alignet_engine.store import Project
 from tests.helpers import noise_pngs
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SIZE = 32  # model input side: small, so each forward is cheap on a 2-core CPU
-
-
-@pytest.fixture(scope="module")
-def lite0() -> Backbone:
-    return load_backbone("efficientnet_lite0")
 
 
 def _manual(backbone: Backbone, paths: list[str], size: int = SIZE) -> np.ndarray:

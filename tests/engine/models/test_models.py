@@ -51,11 +51,6 @@ def caltech(shared_data: Path) -> list[tuple[str, str]]:
     return items
 
 
-@pytest.fixture(scope="module")
-def lite0() -> Backbone:
-    return load_backbone("efficientnet_lite0")
-
-
 @pytest.fixture()
 def rgb_files(tmp_path: Path) -> list[str]:
     """Seven small distinct RGB images (differently sized, so the transform matters)."""
