@@ -80,6 +80,111 @@ def _remap(j: Judgments, ids: np.ndarray, world: DemoWorld) -> Judgments:
     return dataclasses.replace(j, triplets=triplets, types=types)
 
 
+def _write_data(
+    project: Project, world: DemoWorld, settings: DemoSettings
+) -> tuple[ImageSet, dict[str, Judgments]]:
+    """Store the stimuli (fit + test items), the pool and the simulated judgments."""
+    judgments = make_demo_judgments(world, random_state=settings.seed)
+    stimulus_ids = np.concatenate([world.ids("fit"), world.ids("test")])
+    stimuli = ImageSet(
+        tuple(world.paths[i] for i in stimulus_ids),
+        tuple(world.category_names[world.category[i]] for i in stimulus_ids),
+    )
+    source = {"source": "generated demo world", "seed": settings.seed}
+    project.write_imageset("stimuli", stimuli, source)
+    project.write_imageset("pool", world.image_set("pool"), source)
+    for split in ("fit", "test"):
+        project.write_judgments(
+            f"{split} (simulated)",
+            _remap(judgments[split], stimulus_ids, world),
+            image_set="stimuli",
+            params={"source": "simulated observers (Luce choice)"},
+        )
+    return stimuli, judgments
+
+
+def _align_and_distill(
+    project: Project, settings: DemoSettings, n_categories: int, control: JobControl
+) -> Job[None]:
+    """Stages 1-5: features, the soft transform, clusters, pool triplets, the student (and
+    the distilled student's features of the stimuli, for the evaluation)."""
+    size = settings.image_size
+    for image_set, model in (("stimuli", TEACHER), ("pool", TEACHER), ("stimuli", STUDENT)):
+        yield from extract(
+            project, ExtractConfig(image_set=image_set, model=model, image_size=size), control
+        )
+    yield from fit_transform(
+        project,
+        TransformConfig(
+            image_set="stimuli",
+            judgments=("fit (simulated)",),
+            model=TEACHER,
+            objective="soft",
+            # fixed λ: the demo's 1408-d features are too wide for a quick λ search
+            lam=1e-2,
+            random_state=settings.seed,
+        ),
+        control,
+    )
+    yield from cluster(
+        project,
+        ClusterConfig(
+            image_set="pool",
+            model=TEACHER,
+            transform="teacher",
+            k=n_categories,
+            random_state=settings.seed,
+        ),
+        control,
+    )
+    yield from sample(
+        project,
+        SampleConfig(n_triplets=settings.n_triplets, n_val=300, random_state=settings.seed),
+        control,
+    )
+    training = DistillConfig(
+        steps=settings.distill_steps,
+        seed=settings.seed,
+        warmup_steps=min(20, settings.distill_steps // 5),
+    )
+    yield from run_distill(
+        project,
+        DistillStageConfig(student=STUDENT, image_size=size, training=training),
+        control,
+    )
+    yield from extract(
+        project,
+        ExtractConfig(image_set="stimuli", model=STUDENT, image_size=size, checkpoint="distill"),
+        control,
+    )
+
+
+def _evaluate_four(
+    project: Project, settings: DemoSettings, control: JobControl
+) -> Job[list[dict[str, Any]]]:
+    """Stage 6: the four representations on the held-out simulated judgments (table rows)."""
+    rows = []
+    for label, model, transform in (
+        ("base teacher (Lite2)", TEACHER, None),
+        ("aligned teacher (Lite2 + transform)", TEACHER, "teacher"),
+        ("base student (Lite0)", STUDENT, None),
+        ("distilled student (Lite0, AligNet)", f"{STUDENT}+distilled", None),
+    ):
+        result = yield from evaluate(
+            project,
+            EvaluateConfig(
+                image_set="stimuli",
+                model=model,
+                transform=transform,
+                judgments="test (simulated)",
+                random_state=settings.seed,
+            ),
+            control,
+        )
+        rows.append({"model": label, **result})
+    return rows
+
+
 def run_demo(
     out_dir: Path,
     settings: DemoSettings | None = None,
@@ -99,107 +204,17 @@ def run_demo(
         image_size=settings.image_size,
         control=control,
     )
-    judgments = make_demo_judgments(world, random_state=settings.seed)
-    stimulus_ids = np.concatenate([world.ids("fit"), world.ids("test")])
-    stimuli = ImageSet(
-        tuple(world.paths[i] for i in stimulus_ids),
-        tuple(world.category_names[world.category[i]] for i in stimulus_ids),
-    )
-
     project = Project.create(out_dir / "demo.alignet", overwrite=overwrite)
     try:
-        project.write_imageset(
-            "stimuli", stimuli, {"source": "generated demo world", "seed": settings.seed}
-        )
-        project.write_imageset(
-            "pool",
-            world.image_set("pool"),
-            {"source": "generated demo world", "seed": settings.seed},
-        )
-        for split in ("fit", "test"):
-            project.write_judgments(
-                f"{split} (simulated)",
-                _remap(judgments[split], stimulus_ids, world),
-                image_set="stimuli",
-                params={"source": "simulated observers (Luce choice)"},
-            )
+        stimuli, judgments = _write_data(project, world, settings)
         yield Message(
             STAGE,
             f"world: {len(stimuli)} stimuli, {len(world.ids('pool'))} pool "
             f"images; {len(judgments['fit'])} fit and "
             f"{len(judgments['test'])} test simulated responses",
         )
-        size = settings.image_size
-        for image_set, model in (("stimuli", TEACHER), ("pool", TEACHER), ("stimuli", STUDENT)):
-            yield from extract(
-                project, ExtractConfig(image_set=image_set, model=model, image_size=size), control
-            )
-        yield from fit_transform(
-            project,
-            TransformConfig(
-                image_set="stimuli",
-                judgments=("fit (simulated)",),
-                model=TEACHER,
-                objective="soft",
-                # fixed λ: the demo's 1408-d features are too wide for a quick λ search
-                lam=1e-2,
-                random_state=settings.seed,
-            ),
-            control,
-        )
-        n_categories = len(world.category_names)
-        yield from cluster(
-            project,
-            ClusterConfig(
-                image_set="pool",
-                model=TEACHER,
-                transform="teacher",
-                k=n_categories,
-                random_state=settings.seed,
-            ),
-            control,
-        )
-        yield from sample(
-            project,
-            SampleConfig(n_triplets=settings.n_triplets, n_val=300, random_state=settings.seed),
-            control,
-        )
-        training = DistillConfig(
-            steps=settings.distill_steps,
-            seed=settings.seed,
-            warmup_steps=min(20, settings.distill_steps // 5),
-        )
-        yield from run_distill(
-            project,
-            DistillStageConfig(student=STUDENT, image_size=size, training=training),
-            control,
-        )
-        yield from extract(
-            project,
-            ExtractConfig(
-                image_set="stimuli", model=STUDENT, image_size=size, checkpoint="distill"
-            ),
-            control,
-        )
-        rows = []
-        for label, model, transform in (
-            ("base teacher (Lite2)", TEACHER, None),
-            ("aligned teacher (Lite2 + transform)", TEACHER, "teacher"),
-            ("base student (Lite0)", STUDENT, None),
-            ("distilled student (Lite0, AligNet)", f"{STUDENT}+distilled", None),
-        ):
-            result = yield from evaluate(
-                project,
-                EvaluateConfig(
-                    image_set="stimuli",
-                    model=model,
-                    transform=transform,
-                    judgments="test (simulated)",
-                    random_state=settings.seed,
-                ),
-                control,
-            )
-            rows.append({"model": label, **result})
+        yield from _align_and_distill(project, settings, len(world.category_names), control)
+        rows = yield from _evaluate_four(project, settings, control)
         files = export(project, out_dir / "export", overwrite=overwrite)
         distill_summary = project.run("distill", arrays=False).summary
     finally:
