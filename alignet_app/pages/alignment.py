@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QScrollArea,
-    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -217,12 +216,7 @@ class AlignmentPage(Page):
         right_layout.addWidget(self.results_text)
         right_layout.addWidget(self.grid_table)
 
-        splitter = QSplitter()
-        splitter.addWidget(left)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(1, 1)
-        splitter.setSizes([380, 820])
-        QVBoxLayout(self).addWidget(splitter)
+        self.set_panes(left, right, widths=(380, 820))
 
         runner = session.runner
         runner.loss.connect(self._on_loss)

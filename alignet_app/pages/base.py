@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from PySide6.QtWidgets import QLabel, QWidget
+from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
 from alignet_app.notify import inform, warn
 from alignet_app.session import Session, StageJob
@@ -42,6 +42,17 @@ class Page(QWidget):
         session.changed.connect(self._on_changed)
         session.closed.connect(self._on_changed)
         session.busy_changed.connect(lambda _busy: self.update_actions())
+
+    def set_panes(self, controls: QWidget, results: QWidget, widths: tuple[int, int]) -> QSplitter:
+        """The page's layout: ``controls`` (forms, run buttons) beside ``results`` (plots,
+        tables), which take the width a larger window gives; returns the splitter."""
+        splitter = QSplitter()
+        splitter.addWidget(controls)
+        splitter.addWidget(results)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes(list(widths))
+        QVBoxLayout(self).addWidget(splitter)
+        return splitter
 
     # ----------------------------------------------------------------- redraws
     def refresh(self) -> None:

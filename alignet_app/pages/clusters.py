@@ -170,12 +170,7 @@ class ClustersPage(Page):
         right.addWidget(top)
         right.addWidget(grid_group)
         right.setSizes([430, 370])
-        splitter = QSplitter()
-        splitter.addWidget(side_scroll)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(1, 1)
-        splitter.setSizes([320, 1000])
-        QVBoxLayout(self).addWidget(splitter)
+        self.set_panes(side_scroll, right, widths=(320, 1000))
 
     # ----------------------------------------------------------------- redraw
     def refresh(self) -> None:

@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QScrollArea,
-    QSplitter,
     QVBoxLayout,
     QWidget,
 )
@@ -175,12 +174,7 @@ class DistillPage(Page):
         right_layout.addWidget(self.readout)
         right_layout.addWidget(self.curves, 1)
         right_layout.addWidget(self.summary)
-        splitter = QSplitter()
-        splitter.addWidget(left)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(1, 1)
-        splitter.setSizes([380, 820])
-        QVBoxLayout(self).addWidget(splitter)
+        self.set_panes(left, right, widths=(380, 820))
 
         runner = session.runner
         runner.loss.connect(self._on_loss)
