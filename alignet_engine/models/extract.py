@@ -518,6 +518,32 @@ def _eval_mode(model: torch.nn.Module, channels_last: bool) -> Iterator[None]:
             model.train()
 
 
+def _resume_key(
+    backbone: Backbone,
+    files: list[str],
+    size: int,
+    autocast: torch.dtype | None,
+    key_extra: dict[str, Any],
+) -> dict[str, Any]:
+    """What a partial extraction must match to be reused: the model and its weights, the
+    preprocessing, the device type and precision, and the files in order."""
+    return {
+        "model": backbone.name,
+        "arch": getattr(backbone, "arch", ""),
+        "layer": str(getattr(backbone, "layer", "")),
+        "pooling": str(getattr(backbone, "pooling", "")),
+        "weights_sha256": model_digest(backbone.model),
+        "preprocess": backbone.preprocess.to_dict(),
+        "image_size": size,
+        "autocast": str(autocast) if autocast else None,
+        "device_type": backbone.device.type,
+        "n": len(files),
+        "dim": backbone.feature_dim,
+        "paths_sha256": hashlib.sha256("\n".join(files).encode()).hexdigest(),
+        "extra": key_extra,
+    }
+
+
 def _extract(
     backbone: Backbone,
     files: list[str],
@@ -548,21 +574,7 @@ def _extract(
     todo = np.arange(n)
     fingerprints = np.zeros(n, dtype=np.int64)
     if partial is not None:
-        meta = {
-            "model": backbone.name,
-            "arch": getattr(backbone, "arch", ""),
-            "layer": str(getattr(backbone, "layer", "")),
-            "pooling": str(getattr(backbone, "pooling", "")),
-            "weights_sha256": model_digest(backbone.model),
-            "preprocess": backbone.preprocess.to_dict(),
-            "image_size": size,
-            "autocast": str(autocast) if autocast else None,
-            "device_type": dev.type,
-            "n": n,
-            "dim": dim,
-            "paths_sha256": hashlib.sha256("\n".join(files).encode()).hexdigest(),
-            "extra": key_extra,
-        }
+        meta = _resume_key(backbone, files, size, autocast, key_extra)
         fingerprints = file_fingerprints(files)
         reused = partial.open(meta, fingerprints, out)
         todo = np.flatnonzero(~reused)
@@ -617,10 +629,9 @@ def _extract(
                         logger.warning("cannot read %s: %s", path, reason)
                         if skip_corrupt:
                             skipped.append(SkippedImage(int(rows[j]), path, reason))
-                            verb = "skipped"
                         else:
                             bad.append((path, reason))
-                            verb = "cannot read"
+                        verb = "skipped" if skip_corrupt else "cannot read"
                         yield Message(STAGE, f"{verb} {path}: {reason}", "WARNING")
                     if not bad and ok.any():
                         good = rows[ok]
