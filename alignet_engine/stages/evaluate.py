@@ -25,9 +25,8 @@ from alignet_engine.config import EvaluateConfig, features_slot
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, StageDone
 from alignet_engine.stages._tracking import tracked
-from alignet_engine.stages.clusters import teacher_representation
-from alignet_engine.stages.features import stored_features
-from alignet_engine.stages.transform import stored_transform, transform_similarity
+from alignet_engine.stages.clusters import teacher_representation, teacher_rows
+from alignet_engine.stages.transform import stored_transform, transform_similarity, transform_slot
 from alignet_engine.store import Project
 
 STAGE = "evaluate"
@@ -64,9 +63,44 @@ def representation_similarity(
     return "cosine", "default for raw features"
 
 
+def _representation(
+    project: Project,
+    image_set: str,
+    model: str,
+    transform: str | None,
+    items: np.ndarray | None,
+) -> tuple[np.ndarray, dict[str, str]]:
+    """The representation of ``image_set`` (all rows), or of the sorted item ids ``items`` only
+    ((s, d) float32, rows in ``items`` order), and the runs it reads."""
+    if items is None:
+        return teacher_representation(project, image_set, model, transform)
+    run = project.run(features_slot(image_set, model), arrays=False)
+    inputs = {features_slot(image_set, model): f"{run.stage}/{run.run_id}"}
+    if transform is not None:
+        inputs[transform_slot(transform)] = stored_transform(project, transform)[1]
+    return teacher_rows(project, image_set, model, transform, items), inputs
+
+
 def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, str]]:
-    """The evaluation's result dict and the runs it read (no write)."""
-    F, inputs = teacher_representation(project, config.image_set, config.model, config.transform)
+    """The evaluation's result dict and the runs it read (no write).
+
+    Triplet judgments read the features of the judged items only, and renumber the triplets
+    into those rows: judgments about a few thousand images of a 1.28 M-image pool read a few
+    thousand rows, not the pool's (n, d) features (issue 9). A matrix needs every item.
+    """
+    j: Judgments | None = None
+    items = None
+    if config.judgments is not None:
+        j, image_set = project.judgments(config.judgments)
+        if image_set != config.image_set:
+            raise InputError(
+                f"judgments '{config.judgments}' refer to image set '{image_set}', "
+                f"not '{config.image_set}'",
+                field="judgments",
+            )
+        items = np.unique(j.triplets)
+        j = dataclasses.replace(j, triplets=np.searchsorted(items, j.triplets))
+    F, inputs = _representation(project, config.image_set, config.model, config.transform, items)
     if config.metric:
         metric, source = config.metric, "given"
     else:
@@ -81,8 +115,8 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
     }
     Fb = metric_b = None
     if config.compare is not None:
-        Fb, inputs_b = teacher_representation(
-            project, config.image_set, config.compare, config.compare_transform
+        Fb, inputs_b = _representation(
+            project, config.image_set, config.compare, config.compare_transform, items
         )
         inputs.update(inputs_b)
         metric_b = (
@@ -92,14 +126,8 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
             )[0]
         )
     boot = {"n_boot": config.n_boot, "random_state": config.random_state}
-    if config.judgments is not None:
-        j, image_set = project.judgments(config.judgments)
-        if image_set != config.image_set:
-            raise InputError(
-                f"judgments '{config.judgments}' refer to image set '{image_set}', "
-                f"not '{config.image_set}'",
-                field="judgments",
-            )
+    if j is not None:
+        assert items is not None
         if j.kind == "oddone" and j.meta.get("protocol") == "levels":
             result.update(_levels(F, j, metric, config, Fb, metric_b))
             ceiling = result.pop("noise_ceiling")
@@ -130,7 +158,7 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
             if j.types is not None and j.kind == "oddone":
                 result["by_type"] = _by_type(j, correct, correct_b, config)
         if config.transform is not None:
-            result["calibration"] = _calibration(project, config, j)
+            result["calibration"] = _calibration(project, config, j, items)
         result.update(
             {
                 "task": j.kind,
@@ -258,8 +286,12 @@ def _by_type(
     return out
 
 
-def _calibration(project: Project, config: EvaluateConfig, j: Judgments) -> dict[str, Any] | None:
+def _calibration(
+    project: Project, config: EvaluateConfig, j: Judgments, items: np.ndarray
+) -> dict[str, Any] | None:
     """The transform's triplet probabilities against the human choice distributions.
+
+    ``j``'s triplets number the rows of ``items`` (the judged items' ids, sorted).
 
     Only triplets answered at least twice carry a distribution; raw features have no
     temperature, so calibration is reported for fitted transforms only.
@@ -273,7 +305,7 @@ def _calibration(project: Project, config: EvaluateConfig, j: Judgments) -> dict
 
     assert config.transform is not None
     est, _ = stored_transform(project, config.transform)
-    X, _ = stored_features(project, config.image_set, config.model)
+    X = teacher_rows(project, config.image_set, config.model, None, items)
     if j.kind == "oddone":
         keys, counts = oddone_choice_counts(j)
         counts = counts[:, ::-1]  # keys (a, b, c) → model order [p(c odd), p(b odd), p(a odd)]
