@@ -404,6 +404,7 @@ class VICE(BaseEstimator):
                         log_q = (eps * eps).sum() * -0.5 - log_sigma.sum() - n * d * _LOG_SQRT_2PI
                         complexity = (log_q - log_p.sum()) / t
                         # ∂loss/∂X: −score/t from the prior, plus the batch's likelihood rows
+                        assert Xb.grad is not None  # set by nll.backward() just above
                         grad_X = score.mul_(-1.0 / t).index_add_(0, items, Xb.grad)
                         mu.grad = grad_X
                         # X = μ + σε: ∂X/∂log σ = σε
