@@ -88,6 +88,8 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
     into those rows: judgments about a few thousand images of a 1.28 M-image pool read a few
     thousand rows, not the pool's (n, d) features (issue 9). A matrix needs every item.
     """
+    # the representation is checked first: its error names the models the image set has
+    project.run(features_slot(config.image_set, config.model), arrays=False)
     j: Judgments | None = None
     items = None
     if config.judgments is not None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.cli import build_parser
-from alignet_engine.config import TransformConfig
+from alignet_engine.config import ClusterConfig, ExtractConfig, TransformConfig
 from alignet_engine.jobs import Progress, run_job
 from alignet_engine.stages.imports import import_features
 from alignet_engine.stages.transform import fit_transform
@@ -23,7 +23,13 @@ def _default(parser, command: str, option: str) -> object:
 
 def test_extract_fit_transform_and_cluster_default_to_one_model() -> None:
     parser = build_parser()
-    defaults = {c: _default(parser, c, "--model") for c in ("extract", "fit-transform", "cluster")}
+    configs = {"extract": ExtractConfig, "fit-transform": TransformConfig, "cluster": ClusterConfig}
+    # a flag left unset (None) takes its config dataclass's declared default
+    defaults = {
+        c: _default(parser, c, "--model")
+        or next(f.default for f in dataclasses.fields(cls) if f.name == "model")
+        for c, cls in configs.items()
+    }
     teacher = next(f.default for f in dataclasses.fields(TransformConfig) if f.name == "model")
     assert set(defaults.values()) == {teacher}, defaults
 
