@@ -176,6 +176,7 @@ class ClustersPage(Page):
     def refresh(self) -> None:
         if not self.session.is_open:
             self._signature = None
+            self.session.views.cancel("clusters:overview")
             self._show(None)
             self.summary.setText("No project open.")
             return
@@ -198,6 +199,7 @@ class ClustersPage(Page):
         if current_t:
             self.transform_box.setCurrentText(current_t)
         if "clusters" not in slots:
+            self.session.views.cancel("clusters:overview")  # a pending load is out of date
             self._show(None)
             return
         # read on a view worker: a pool of a million images' labels and paths is seconds of

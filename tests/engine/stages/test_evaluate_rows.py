@@ -44,6 +44,13 @@ def test_evaluation_reads_only_the_judged_rows_and_scores_as_on_the_whole_set(
         "j",
     )
 
+    # the whole-array reader is off limits for triplet judgments
+    import alignet_engine.stages.evaluate as evaluate_stage
+
+    def whole_features(*_args, **_kwargs):
+        raise AssertionError("evaluation read the whole (n, d) features")
+
+    monkeypatch.setattr(evaluate_stage, "teacher_representation", whole_features)
     out = cli(
         "evaluate",
         project,
