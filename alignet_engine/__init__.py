@@ -27,7 +27,7 @@ _PUBLIC: dict[str, str] = {
     # clusters and pool triplets
     "kmeans": "alignet_engine.align.clustering",
     "sample_triplets": "alignet_engine.align.triplet_sampling",
-    "load_alignet_npz": "alignet_engine.align.triplet_sampling",
+    "load_alignet_npz": "alignet_engine.data.alignet_npz",
     "save_alignet_npz": "alignet_engine.align.triplet_sampling",
     # evaluation against people
     "oddone_correct": "alignet_engine.align.metrics",
@@ -73,11 +73,11 @@ if TYPE_CHECKING:  # type checkers and IDEs see the real definitions (explicit r
     from alignet_engine.align.metrics import oddone_correct as oddone_correct
     from alignet_engine.align.metrics import rsa as rsa
     from alignet_engine.align.transform import AffineTransform as AffineTransform
-    from alignet_engine.align.triplet_sampling import load_alignet_npz as load_alignet_npz
     from alignet_engine.align.triplet_sampling import sample_triplets as sample_triplets
     from alignet_engine.align.triplet_sampling import save_alignet_npz as save_alignet_npz
     from alignet_engine.base.types import ImageSet as ImageSet
     from alignet_engine.base.types import Judgments as Judgments
+    from alignet_engine.data.alignet_npz import load_alignet_npz as load_alignet_npz
     from alignet_engine.errors import InputError as InputError
     from alignet_engine.errors import ProjectError as ProjectError
     from alignet_engine.export_model import load_aligned_model as load_aligned_model

@@ -24,11 +24,11 @@ from alignet_engine.align.metrics import (
 )
 from alignet_engine.align.soft_targets import choice_distributions
 from alignet_engine.align.triplet_sampling import (
-    load_alignet_npz,
     sample_triplets,
     save_alignet_npz,
     teacher_odd_one_out,
 )
+from alignet_engine.data.alignet_npz import load_alignet_npz
 
 __all__ = [
     "AffineTransform",

@@ -27,7 +27,6 @@ In every strategy the group(s) are drawn uniformly among the groups that can sup
 from __future__ import annotations
 
 import logging
-import struct
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -52,6 +51,7 @@ from alignet_engine.align.metrics import (
     check_triplets,
 )
 from alignet_engine.config import STRATEGIES
+from alignet_engine.data.alignet_npz import load_alignet_npz as load_alignet_npz  # public name
 from alignet_engine.errors import InputError
 from alignet_engine.files import atomic_output
 
@@ -633,9 +633,9 @@ def save_alignet_npz(
         ImageNet paths: ~3.6 GB as fixed-width unicode).
 
     The file is an uncompressed zip (``np.savez`` layout; :func:`numpy.load` and
-    :func:`load_alignet_npz` read it) holding ``filenames`` (m, 3) fixed-width unicode str
-    (no pickled objects), ``similarities`` (m, 3) float32 and ``indices`` (m, 3) int64
-    (= ``triplets``).
+    :func:`~alignet_engine.data.alignet_npz.load_alignet_npz` read it) holding ``filenames``
+    (m, 3) fixed-width unicode str (no pickled objects), ``similarities`` (m, 3) float32
+    and ``indices`` (m, 3) int64 (= ``triplets``).
     """
     trip, s = _check_alignet_arrays(triplets, sims)
     m = trip.shape[0]
@@ -666,83 +666,3 @@ def save_alignet_npz(
         _write_npy_member(zf, "similarities", (m, 3), np.dtype(np.float32), [s])
         _write_npy_member(zf, "indices", (m, 3), np.dtype(np.int64), [trip])
     logger.info("wrote %d AligNet triplets to %s", m, path)
-
-
-def _memmap_member(path: Path, zf: zipfile.ZipFile, key: str) -> np.ndarray | None:
-    """Memory-map ``key.npy`` of an npz in place; ``None`` if it is compressed or unusual."""
-    names = set(zf.namelist())
-    member = key + ".npy" if key + ".npy" in names else key  # np.load accepts both
-    if member not in names:
-        return None
-    info = zf.getinfo(member)
-    if info.compress_type != zipfile.ZIP_STORED:
-        return None
-    with open(path, "rb") as fh:
-        fh.seek(info.header_offset)
-        local = fh.read(30)  # zip local file header: fixed part
-        if len(local) < 30 or local[:4] != b"PK\x03\x04":
-            return None
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        fh.seek(info.header_offset + 30 + name_len + extra_len)
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            return None
-        offset = fh.tell()
-    if dtype.hasobject:
-        return None
-    return np.memmap(
-        path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
-    )
-
-
-def load_alignet_npz(
-    path: str | Path, *, mmap: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read an AligNet triplet file (ours or the published ``*_cluster_border_500.npz``).
-
-    Parameters
-    ----------
-    path : the ``.npz`` file.
-    mmap : memory-map the arrays (read-only) instead of reading them, when the file is an
-        uncompressed zip (as :func:`save_alignet_npz` and ``np.savez`` write it) and the
-        arrays already have the returned dtypes. For 10 M rows the filenames alone are
-        gigabytes; mapped, only the pages touched are read. Falls back to reading otherwise.
-
-    Returns
-    -------
-    filenames : (m, 3) str (unicode; bytes are decoded as UTF-8).
-    similarities : (m, 3) float32 ``[s01, s02, s12]``.
-    indices : (m, 3) int64.
-    """
-    arrays: dict[str, np.ndarray] = {}
-    keys = ("filenames", "similarities", "indices")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = set(keys) - set(data.files)
-            if missing:
-                raise InputError(f"missing key(s) {sorted(missing)}", source=path)
-            if mmap:
-                with zipfile.ZipFile(path) as zf:
-                    for key in keys:
-                        arr = _memmap_member(Path(path), zf, key)
-                        if arr is not None:
-                            arrays[key] = arr
-            for key in keys:
-                if key not in arrays:
-                    arrays[key] = data[key]
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"not a readable AligNet .npz file ({exc})", source=path) from exc
-    names = _unicode(arrays["filenames"])
-    sims = arrays["similarities"].astype(np.float32, copy=False)
-    idx = arrays["indices"].astype(np.int64, copy=False)
-    m = idx.shape[0] if idx.ndim else 0
-    for key, arr in (("filenames", names), ("similarities", sims), ("indices", idx)):
-        if arr.shape != (m, 3):
-            raise InputError(f"must have shape ({m}, 3), got {arr.shape}", source=path, field=key)
-    return names, sims, idx

@@ -34,11 +34,13 @@ PathLike = str | os.PathLike[str]
 LIST_LIMIT = 10
 
 
-def summarize(items: Sequence[object], *, limit: int = LIST_LIMIT) -> str:
-    """Join the first ``limit`` items with commas and say how many there are in all."""
+def summarize(items: Sequence[object], *, limit: int = LIST_LIMIT, total: int | None = None) -> str:
+    """Join the first ``limit`` items with commas and say how many there are in all
+    (``total`` when ``items`` holds only the first few of them)."""
+    count = len(items) if total is None else total
     shown = ", ".join(str(x) for x in items[:limit])
-    if len(items) > limit:
-        shown += f", … ({len(items)} in all)"
+    if count > limit:
+        shown += f", … ({count} in all)"
     return shown
 
 

@@ -10,13 +10,15 @@ Row numbers in messages (``InputError.row``):
 * arrays (``.npy``, ``.npz``, ``.h5``, ``.pt``): the 1-based array row (index + 1);
 * JSON lists: the 1-based entry number in the list named by ``InputError.field``.
 
-The implementations live in :mod:`.images`, :mod:`.judgments_io`, :mod:`.arrays_io`
+The implementations live in :mod:`.images`, :mod:`.judgments_io`, :mod:`.arrays_io`,
+:mod:`.alignet_npz`
 and :mod:`.features_io`.
 """
 
 from __future__ import annotations
 
-from alignet_engine.data.arrays_io import AlignetTriplets, read_alignet_npz, read_matrix
+from alignet_engine.data.alignet_npz import AlignetTriplets, read_alignet_npz
+from alignet_engine.data.arrays_io import read_matrix
 from alignet_engine.data.features_io import FEATURE_SUFFIXES, read_features
 from alignet_engine.data.images import (
     IMAGE_EXTENSIONS,

@@ -207,8 +207,9 @@ def test_alignet_npz_rejects_unsorted_and_missing(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="missing key"):
         load_alignet_npz(tmp_path / "bad.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(InputError, match="not a readable"):
+    with pytest.raises(InputError, match=r"not an \.npz archive") as err:
         load_alignet_npz(tmp_path / "junk.npz")
+    assert err.value.source == str(tmp_path / "junk.npz")
 
 
 # ------------------------------------------------------------------ all strategies
