@@ -24,13 +24,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from alignet_engine.base.similarity import SimilarityMetric, check_metric, gathered_pairs_numpy
 from alignet_engine.base.types import Judgments
 from alignet_engine.errors import InputError
 
 logger = logging.getLogger(__name__)
-
-SimilarityMetric = Literal["cosine", "dot", "euclidean"]
-_METRICS = ("cosine", "dot", "euclidean")
 
 # Rows of F[triplets] gathered per chunk in pair_similarities: bounds the temporary (chunk, 3, d)
 # float64 array to about 64 MiB, so 10 M teacher triplets of 1152-d features stay in memory.
@@ -121,18 +119,14 @@ def check_triplets(
     return arr
 
 
-def _check_metric(metric: str) -> None:
-    if metric not in _METRICS:
-        raise InputError(f"unknown similarity metric {metric!r}; use one of {_METRICS}")
-
-
 # --------------------------------------------------------------------------------------------
 # triplet similarities and accuracies
 # --------------------------------------------------------------------------------------------
 def pair_similarities(
     features: np.ndarray, triplets: np.ndarray, metric: SimilarityMetric = "cosine"
 ) -> np.ndarray:
-    """Pairwise similarities inside each triplet.
+    """Pairwise similarities inside each triplet, checked and in float64 (evaluation's entry
+    to :mod:`alignet_engine.base.similarity`).
 
     Parameters
     ----------
@@ -147,28 +141,19 @@ def pair_similarities(
     (t, 3) float64 — ``[s01, s02, s12]`` = ``[sim(i, j), sim(i, k), sim(j, k)]`` per row.
     Computed in float64 so that a tie is a real tie, not float32 round-off.
     """
-    _check_metric(metric)
+    check_metric(metric)
     feats = check_features(features)
     trip = check_triplets(triplets, feats.shape[0])
     feats = feats.astype(np.float64, copy=False)
     if metric == "cosine":
+        # Normalised rows first (not the kernel's scaled dot products): the float64 numbers
+        # evaluation has always reported. A zero vector has no direction; dividing by 1
+        # instead of 0 makes its similarity 0.
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
-        # A zero vector has no direction; dividing by 1 instead of 0 makes its similarity 0.
         feats = feats / np.where(norms > 0, norms, 1.0)
-    out = np.empty((trip.shape[0], 3), dtype=np.float64)
+        metric = "dot"
     chunk = max(1, _CHUNK_BYTES // (3 * 8 * feats.shape[1]))
-    for start in range(0, trip.shape[0], chunk):
-        g = feats[trip[start : start + chunk]]  # (c, 3, d)
-        a, b, c = g[:, 0], g[:, 1], g[:, 2]
-        if metric == "euclidean":
-            out[start : start + chunk, 0] = -np.linalg.norm(a - b, axis=1)
-            out[start : start + chunk, 1] = -np.linalg.norm(a - c, axis=1)
-            out[start : start + chunk, 2] = -np.linalg.norm(b - c, axis=1)
-        else:
-            out[start : start + chunk, 0] = np.einsum("td,td->t", a, b)
-            out[start : start + chunk, 1] = np.einsum("td,td->t", a, c)
-            out[start : start + chunk, 2] = np.einsum("td,td->t", b, c)
-    return out
+    return gathered_pairs_numpy(feats, trip, metric, chunk)
 
 
 def oddone_correct(
@@ -180,15 +165,8 @@ def oddone_correct(
     one LAST, so the model is correct iff ``s01 > s02`` and ``s01 > s12`` strictly; any tie for
     the maximum counts as wrong (method.md §6).
 
-    Parameters
-    ----------
-    features : (n, d) float.
-    triplets : (t, 3) int, rows ``(i, j, odd)``.
-    metric : see :func:`pair_similarities`.
-
-    Returns
-    -------
-    (t,) bool.
+    ``features`` (n, d) float and ``metric`` are :func:`pair_similarities`'; ``triplets``
+    (t, 3) int are rows ``(i, j, odd)``. Returns (t,) bool.
     """
     s = pair_similarities(features, triplets, metric)
     return (s[:, 0] > s[:, 1]) & (s[:, 0] > s[:, 2])
@@ -199,15 +177,8 @@ def twoafc_correct(
 ) -> np.ndarray:
     """Per-row correctness of two-alternative choices: ``sim(a, c) > sim(a, o)`` strictly.
 
-    Parameters
-    ----------
-    features : (n, d) float.
-    triplets : (t, 3) int, rows ``(anchor, chosen, other)``.
-    metric : see :func:`pair_similarities`.
-
-    Returns
-    -------
-    (t,) bool; a tie counts as wrong.
+    ``features`` (n, d) float and ``metric`` are :func:`pair_similarities`'; ``triplets``
+    (t, 3) int are rows ``(anchor, chosen, other)``. Returns (t,) bool; a tie counts as wrong.
     """
     s = pair_similarities(features, triplets, metric)
     return s[:, 0] > s[:, 1]

@@ -44,11 +44,12 @@ from alignet_engine.align.chunked import (
     rows_for_budget,
 )
 from alignet_engine.align.clustering import fits_on_device, resolve_device
-from alignet_engine.align.metrics import (
+from alignet_engine.align.metrics import check_features, check_triplets
+from alignet_engine.base.similarity import (
     SimilarityMetric,
-    _check_metric,
-    check_features,
-    check_triplets,
+    check_metric,
+    gathered_pairs_numpy,
+    gathered_pairs_torch,
 )
 from alignet_engine.config import STRATEGIES
 from alignet_engine.data.alignet_npz import load_alignet_npz as load_alignet_npz  # public name
@@ -355,7 +356,8 @@ def triplet_similarities(
     chunk_size: int | None = None,
     device: str = "auto",
 ) -> np.ndarray:
-    """Pair similarities ``[s01, s02, s12]`` of every triplet, in chunks of rows.
+    """Pair similarities ``[s01, s02, s12]`` of every triplet, in chunks of rows: the teacher
+    labels' entry to :mod:`alignet_engine.base.similarity` (``Z``'s dtype, CPU or GPU).
 
     Parameters
     ----------
@@ -379,7 +381,7 @@ def triplet_similarities(
     memory traffic, the bottleneck here), else float64. Besides the result, memory use is
     ``Z`` plus one chunk, whatever m is.
     """
-    _check_metric(similarity)
+    check_metric(similarity)
     chunk = _check_chunk(chunk_size)
     feats = _gatherable(Z)
     trip = check_triplets(triplets, feats.shape[0])
@@ -388,9 +390,10 @@ def triplet_similarities(
     if dev is not None:
         c = chunk or _auto_chunk(d, itemsize, _GPU_CHUNK_BYTES)
         if fits_on_device(feats.nbytes + 6 * c * d * itemsize, dev):
-            return _sims_torch(feats, trip, similarity, c, dev)
+            return gathered_pairs_torch(feats, trip, similarity, c, dev)
         logger.warning("Z (%d × %d) does not fit on %s; computing on the CPU", *feats.shape, dev)
-    return _sims_numpy(feats, trip, similarity, chunk or _auto_chunk(d, itemsize, _CPU_CHUNK_BYTES))
+    c = chunk or _auto_chunk(d, itemsize, _CPU_CHUNK_BYTES)
+    return gathered_pairs_numpy(feats, trip, similarity, c)
 
 
 def _gatherable(Z: RowArray) -> np.ndarray:
@@ -402,70 +405,6 @@ def _gatherable(Z: RowArray) -> np.ndarray:
     if isinstance(Z, np.memmap) and Z.dtype in (np.float32, np.float64):
         return Z
     return map_rows(Z, as_float, budget_bytes=budget, in_memory_max_bytes=0)
-
-
-def _sims_numpy(feats: np.ndarray, trip: np.ndarray, metric: str, chunk: int) -> np.ndarray:
-    m = trip.shape[0]
-    out = np.empty((m, 3), dtype=feats.dtype)
-    inv_norm = None
-    if metric == "cosine":
-        # einsum, not np.linalg.norm: no (n, d) temporary. A zero row has no direction;
-        # dividing by 1 instead of 0 makes its similarity 0.
-        norms = np.sqrt(np.einsum("ij,ij->i", feats, feats))
-        inv_norm = (1.0 / np.where(norms > 0, norms, 1.0)).astype(feats.dtype)
-    for start in range(0, m, chunk):
-        t = trip[start : start + chunk]
-        o = out[start : start + chunk]
-        a, b, c = feats[t[:, 0]], feats[t[:, 1]], feats[t[:, 2]]
-        if metric == "euclidean":
-            o[:, 0] = np.linalg.norm(a - b, axis=1)
-            o[:, 1] = np.linalg.norm(a - c, axis=1)
-            o[:, 2] = np.linalg.norm(b - c, axis=1)
-            np.negative(o, out=o)
-        else:
-            o[:, 0] = np.einsum("td,td->t", a, b)
-            o[:, 1] = np.einsum("td,td->t", a, c)
-            o[:, 2] = np.einsum("td,td->t", b, c)
-            if inv_norm is not None:
-                ia, ib, ic = inv_norm[t[:, 0]], inv_norm[t[:, 1]], inv_norm[t[:, 2]]
-                o[:, 0] *= ia * ib
-                o[:, 1] *= ia * ic
-                o[:, 2] *= ib * ic
-    return out
-
-
-def _sims_torch(feats: np.ndarray, trip: np.ndarray, metric: str, chunk: int, device) -> np.ndarray:
-    """Same as :func:`_sims_numpy` with torch on ``device`` (any torch device; tested on CPU)."""
-    import torch
-
-    m = trip.shape[0]
-    out = np.empty((m, 3), dtype=feats.dtype)
-    with torch.inference_mode():
-        X = torch.from_numpy(feats).to(device)
-        inv_norm = None
-        if metric == "cosine":
-            norms = torch.linalg.vector_norm(X, dim=1)
-            inv_norm = 1.0 / torch.where(norms > 0, norms, torch.ones_like(norms))
-        T = torch.from_numpy(trip)
-        for start in range(0, m, chunk):
-            t = T[start : start + chunk].to(device)
-            a, b, c = X[t[:, 0]], X[t[:, 1]], X[t[:, 2]]
-            if metric == "euclidean":
-                r = -torch.stack(
-                    [
-                        torch.linalg.vector_norm(a - b, dim=1),
-                        torch.linalg.vector_norm(a - c, dim=1),
-                        torch.linalg.vector_norm(b - c, dim=1),
-                    ],
-                    dim=1,
-                )
-            else:
-                r = torch.stack([(a * b).sum(1), (a * c).sum(1), (b * c).sum(1)], dim=1)
-                if inv_norm is not None:
-                    ia, ib, ic = inv_norm[t[:, 0]], inv_norm[t[:, 1]], inv_norm[t[:, 2]]
-                    r *= torch.stack([ia * ib, ia * ic, ib * ic], dim=1)
-            out[start : start + chunk] = r.cpu().numpy()
-    return out
 
 
 def _order_rows(trip: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -19,8 +19,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+# The student's pair similarities are the engine's one torch formula (re-exported here, where
+# the losses that take them live).
+from alignet_engine.base.similarity import SimilarityKind as SimilarityKind
+from alignet_engine.base.similarity import stacked_pair_similarities
+
 Reduction = Literal["mean", "none"]
-SimilarityKind = Literal["dot", "cosine"]
 
 __all__ = [
     "contrastive_triplet_loss",
@@ -165,36 +169,6 @@ def contrastive_triplet_loss(
         target = torch.zeros(student_sims.shape[0], dtype=torch.long, device=student_sims.device)
     per_triplet = F.cross_entropy(student_sims / temperature, target, reduction="none")
     return _reduce(per_triplet, reduction)
-
-
-def stacked_pair_similarities(
-    features: torch.Tensor, kind: SimilarityKind = "cosine", *, eps: float = 1e-8
-) -> torch.Tensor:
-    """Pair similarities ``[d01, d02, d12]`` of the three images of each triplet.
-
-    Parameters
-    ----------
-    features : (b, 3, d) float tensor, the features of images 0, 1, 2 of each triplet.
-    kind : ``"dot"`` — raw dot products (AligNet's choice, on a trained head's output);
-        ``"cosine"`` — dot products of L2-normalised features, in [-1, 1].
-    eps : lower bound of a feature norm for ``"cosine"`` (an all-zero feature gives 0).
-
-    Returns
-    -------
-    torch.Tensor
-        (b, 3) similarities, same dtype and device as ``features``.
-    """
-    if features.ndim != 3 or features.shape[1] != 3:
-        raise ValueError(f"features must have shape (b, 3, d); got {tuple(features.shape)}")
-    if kind == "cosine":
-        features = F.normalize(features, dim=-1, eps=eps)
-    elif kind != "dot":
-        raise ValueError(f"similarity must be 'dot' or 'cosine'; got {kind!r}")
-    f0, f1, f2 = features.unbind(dim=1)
-    return torch.stack(
-        [(f0 * f1).sum(-1), (f0 * f2).sum(-1), (f1 * f2).sum(-1)],
-        dim=-1,
-    )
 
 
 def odd_one_out_agreement(student_sims: torch.Tensor, teacher_sims: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,6 @@ from alignet_engine.align.clustering import kmeans
 from alignet_engine.align.metrics import pair_similarities
 from alignet_engine.align.triplet_sampling import (
     STRATEGIES,
-    _sims_numpy,
-    _sims_torch,
     load_alignet_npz,
     sample_triplets,
     save_alignet_npz,
@@ -23,6 +21,7 @@ from alignet_engine.align.triplet_sampling import (
     teacher_probabilities,
     triplet_similarities,
 )
+from alignet_engine.base.similarity import gathered_pairs_numpy, gathered_pairs_torch
 from alignet_engine.errors import InputError
 
 
@@ -407,7 +406,7 @@ def test_chunked_similarities_equal_unchunked(metric: str, dtype: type) -> None:
     # the torch path (used on a GPU) gives the same numbers, here on the CPU
     pytest.importorskip("torch")
     np.testing.assert_allclose(
-        _sims_torch(Z, trip, metric, 100, "cpu"), whole, rtol=tol * 10, atol=tol * 10
+        gathered_pairs_torch(Z, trip, metric, 100, "cpu"), whole, rtol=tol * 10, atol=tol * 10
     )
 
 
@@ -422,7 +421,7 @@ def test_teacher_chunking_and_blocks_do_not_change_labels(monkeypatch: pytest.Mo
         t2, s2 = teacher_odd_one_out(Z, raw, chunk_size=chunk, device="cpu")
         np.testing.assert_array_equal(t2, trip)
         np.testing.assert_array_equal(s2, sims)
-    np.testing.assert_array_equal(sims, _sims_numpy(Z, trip, "dot", 64))
+    np.testing.assert_array_equal(sims, gathered_pairs_numpy(Z, trip, "dot", 64))
 
 
 def test_teacher_uses_torch_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -432,7 +431,7 @@ def test_teacher_uses_torch_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     raw = sample_random(100, 1_000, random_state=0)
     expected = teacher_odd_one_out(Z, raw, device="cpu")
     calls: list[int] = []
-    real = triplet_sampling._sims_torch
+    real = triplet_sampling.gathered_pairs_torch
 
     def spy(feats, trip, metric, chunk, device):
         calls.append(chunk)
@@ -440,7 +439,7 @@ def test_teacher_uses_torch_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(triplet_sampling, "resolve_device", lambda d: torch.device("cpu"))
     monkeypatch.setattr(triplet_sampling, "fits_on_device", lambda nbytes, d: True)
-    monkeypatch.setattr(triplet_sampling, "_sims_torch", spy)
+    monkeypatch.setattr(triplet_sampling, "gathered_pairs_torch", spy)
     got = teacher_odd_one_out(Z, raw, chunk_size=128)
     assert calls == [128]
     np.testing.assert_array_equal(got[0], expected[0])
