@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -71,6 +72,15 @@ def _project(args: argparse.Namespace, readonly: bool = False):
     from alignet_engine.store import Project
 
     return Project.open(args.project, readonly=readonly)
+
+
+def _import(
+    args: argparse.Namespace, importer: Callable[..., Any], *positional: Any, **options: Any
+) -> Any:
+    """``importer(project, *positional, image_set=args.set, **options)`` on the project opened
+    for writing: the import-* commands of data that belongs to image set ``--set``."""
+    with _project(args) as p:
+        return importer(p, *positional, image_set=args.set, **options)
 
 
 # ------------------------------------------------------------------------------ commands
@@ -175,17 +185,16 @@ def cmd_import_images(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_import_judgments(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.imports import import_judgments
 
-    with _project(args) as p:
-        j = import_judgments(
-            p,
-            args.name,
-            args.file,
-            args.format,
-            image_set=args.set,
-            min_catch_accuracy=args.min_catch_accuracy,
-            max_nonresponses=args.max_nonresponses,
-            id_base=args.id_base,
-        )
+    j = _import(
+        args,
+        import_judgments,
+        args.name,
+        args.file,
+        args.format,
+        min_catch_accuracy=args.min_catch_accuracy,
+        max_nonresponses=args.max_nonresponses,
+        id_base=args.id_base,
+    )
     out = {
         "name": args.name,
         "set": args.set,
@@ -201,8 +210,7 @@ def cmd_import_judgments(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_import_matrix(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.imports import import_matrix
 
-    with _project(args) as p:
-        m = import_matrix(p, args.name, args.file, image_set=args.set, kind=args.kind)
+    m = _import(args, import_matrix, args.name, args.file, kind=args.kind)
     return {"name": args.name, "set": args.set, "shape": list(m.shape), "kind": args.kind}
 
 
@@ -227,15 +235,9 @@ def cmd_matrix_triplets(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_import_features(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.imports import import_features
 
-    with _project(args) as p:
-        run_id = import_features(
-            p,
-            args.file,
-            image_set=args.set,
-            label=args.name,
-            key=args.key,
-            similarity=args.similarity,
-        )
+    run_id = _import(
+        args, import_features, args.file, label=args.name, key=args.key, similarity=args.similarity
+    )
     out = {"run": f"features/{run_id}", "set": args.set, "label": args.name}
     if args.similarity:
         out["similarity"] = args.similarity
@@ -245,16 +247,15 @@ def cmd_import_features(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_import_alignet_pool(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.imports import import_alignet_representations
 
-    with _project(args) as p:
-        r = import_alignet_representations(
-            p,
-            args.file,
-            image_set=args.set,
-            label=args.name,
-            filenames=args.filenames,
-            features_key=args.key,
-            labels_key=args.labels_key,
-        )
+    r = _import(
+        args,
+        import_alignet_representations,
+        args.file,
+        label=args.name,
+        filenames=args.filenames,
+        features_key=args.key,
+        labels_key=args.labels_key,
+    )
     return {
         "features": f"features/{r.features_run}",
         "clusters": f"clusters/{r.clusters_run}",
@@ -270,10 +271,7 @@ def cmd_import_alignet_pool(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_import_transform(args: argparse.Namespace) -> dict[str, Any]:
     from alignet_engine.stages.imports import import_transform
 
-    with _project(args) as p:
-        run_id = import_transform(
-            p, args.file, image_set=args.set, model=args.model, name=args.name
-        )
+    run_id = _import(args, import_transform, args.file, model=args.model, name=args.name)
     return {"run": f"transform/{run_id}", "name": args.name}
 
 
@@ -574,61 +572,82 @@ def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; imports nothing heavy (see the module docstring)."""
-    # one default model for extract, fit-transform and cluster (the teacher), from the config
-    teacher = TransformConfig.model
     parser = argparse.ArgumentParser(
         prog="alignet-cli", description="AligNet Studio, headless: every stage of the pipeline."
     )
     parser.add_argument("--version", action="version", version=f"alignet-cli {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # the order of these calls is the order `alignet-cli --help` lists the commands in
+    _add_project_commands(sub)
+    _add_import_commands(sub)
+    _add_stage_commands(sub)
+    _add_result_commands(sub)
+    _add_projectless_commands(sub)
+    for subparser in sub.choices.values():
+        for action in subparser._actions:
+            if action.help is None and not _unset(action.default):
+                action.help = "default: %(default)s"  # argparse shows help-less options bare
+    return parser
 
-    def command(
-        name: str,
-        func: Callable[[argparse.Namespace], dict[str, Any]],
-        help_: str,
-        project: bool = True,
-    ) -> argparse.ArgumentParser:
-        # help= is %-formatted by argparse, description= is printed as written
-        p = sub.add_parser(
-            name,
-            help=help_,
-            description=help_.replace("%%", "%"),
-            formatter_class=_HelpFormatter,
-        )
-        if project:
-            p.add_argument("project", help="the .alignet project file")
-        p.add_argument("--json", action="store_true", help="print one JSON object with the results")
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-        p.add_argument(
-            "-v",
-            "--verbose",
-            action="count",
-            default=0,
-            help="more detail on stderr: -v also INFO log records, -vv DEBUG",
-        )
-        p.add_argument(
-            "--log-level",
-            type=str.upper,
-            choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-            help="which log records reach stderr (overrides -v) [WARNING]",
-        )
-        p.set_defaults(func=func)
-        return p
 
-    p = command("new", cmd_new, "create an empty project")
+_RUN_HELP = "the run, as <stage>/<run id> (see `runs`)"
+# the default of --num-workers that extract and distill compute (models.extract.default_workers)
+_WORKERS_NOTE = "CPU cores - 1, at most 8"
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    func: Callable[[argparse.Namespace], dict[str, Any]],
+    help_: str,
+    project: bool = True,
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` running ``func``, with the options every command has."""
+    # help= is %-formatted by argparse, description= is printed as written
+    p = sub.add_parser(
+        name,
+        help=help_,
+        description=help_.replace("%%", "%"),
+        formatter_class=_HelpFormatter,
+    )
+    if project:
+        p.add_argument("project", help="the .alignet project file")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the results")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more detail on stderr: -v also INFO log records, -vv DEBUG",
+    )
+    p.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="which log records reach stderr (overrides -v) [WARNING]",
+    )
+    p.set_defaults(func=func)
+    return p
+
+
+def _add_project_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """new, info, runs, use, delete-run, rerun-stale, gc, pack: the project and its runs."""
+    p = _command(sub, "new", cmd_new, "create an empty project")
     p.add_argument("--overwrite", action="store_true")
-    command("info", cmd_info, "show a project's data, runs, staleness and interrupted jobs")
-    p = command("runs", cmd_runs, "list the runs (* = current), oldest first")
+    _command(sub, "info", cmd_info, "show a project's data, runs, staleness and interrupted jobs")
+    p = _command(sub, "runs", cmd_runs, "list the runs (* = current), oldest first")
     p.add_argument("--stage", help="only this stage's runs (features, transform, distill, ...)")
-    p = command("use", cmd_use, "make a run the current run of its slot")
-    p.add_argument("run", help="the run, as <stage>/<run id> (see `runs`)")
-    p = command("delete-run", cmd_delete_run, "delete a run (a current one needs a choice)")
-    p.add_argument("run", help="the run, as <stage>/<run id> (see `runs`)")
+    p = _command(sub, "use", cmd_use, "make a run the current run of its slot")
+    p.add_argument("run", help=_RUN_HELP)
+    p = _command(sub, "delete-run", cmd_delete_run, "delete a run (a current one needs a choice)")
+    p.add_argument("run", help=_RUN_HELP)
     choice = p.add_mutually_exclusive_group()
     choice.add_argument("--replace-with", help="make this run of the same slot current instead")
     choice.add_argument("--clear-slot", action="store_true", help="leave the slot without a run")
-    command("rerun-stale", cmd_rerun_stale, "re-run every stale run with its own parameters")
-    p = command(
+    _command(sub, "rerun-stale", cmd_rerun_stale, "re-run every stale run with its own parameters")
+    p = _command(
+        sub,
         "gc",
         cmd_gc,
         "list side files (<project>.files/arrays) that nothing refers to; --delete sweeps them",
@@ -637,7 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--dry-run", action="store_true", help="only list them (the default)")
     mode.add_argument("--delete", action="store_true", help="delete them and compact the index")
     p.add_argument("--verify", action="store_true", help="also check every side file's sha256")
-    p = command(
+    p = _command(
+        sub,
         "pack",
         cmd_pack,
         "write a self-contained single-file copy of the project (side arrays inlined)",
@@ -645,7 +665,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="the packed .alignet file to write")
     p.add_argument("--overwrite", action="store_true")
 
-    p = command(
+
+def _add_import_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """import-images, -judgments, -matrix, matrix-triplets, import-features, -alignet-pool,
+    -transform: data into the project."""
+    p = _command(
+        sub,
         "import-images",
         cmd_import_images,
         "import a folder (sub-folders = categories) or a manifest CSV (path[,category])",
@@ -659,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
         "it (they become unusable until redone)",
     )
 
-    p = command("import-judgments", cmd_import_judgments, "import human triplet judgments")
+    p = _command(sub, "import-judgments", cmd_import_judgments, "import human triplet judgments")
     p.add_argument("file")
     p.add_argument("--format", required=True, choices=JUDGMENT_FORMATS)
     p.add_argument(
@@ -684,7 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="levels-pkl: keep participants with at most this many trials unanswered [10]",
     )
 
-    p = command(
+    p = _command(
+        sub,
         "import-matrix",
         cmd_import_matrix,
         "import a (n,n) or (subjects,n,n) similarity / dissimilarity matrix (npy, csv)",
@@ -694,15 +720,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--kind", choices=("similarity", "dissimilarity"), default="similarity")
 
-    p = command(
+    p = _command(
+        sub,
         "matrix-triplets",
         cmd_matrix_triplets,
         "derive odd-one-out judgments from a per-subject matrix set (each subject answers "
         "every sampled triplet) over an object-disjoint fit or test split",
     )
     _config_flags(p, MatrixTripletsConfig)
+    _add_feature_import_commands(sub)
 
-    p = command(
+
+def _add_feature_import_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """import-features, import-alignet-pool, import-transform: representations computed
+    elsewhere."""
+    p = _command(
+        sub,
         "import-features",
         cmd_import_features,
         "import precomputed (n,d) features in stimulus order (npy, npz, h5, pt)",
@@ -719,7 +754,8 @@ def build_parser() -> argparse.ArgumentParser:
         "[not recorded: evaluate uses cosine]",
     )
 
-    p = command(
+    p = _command(
+        sub,
         "import-alignet-pool",
         cmd_import_alignet_pool,
         "import the AligNet authors' representations.npz (pool features + their k-means "
@@ -736,7 +772,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="the features' array in the npz [found by shape]")
     p.add_argument("--labels-key", help="the cluster ids' array in the npz [found by shape]")
 
-    p = command(
+    p = _command(
+        sub,
         "import-transform",
         cmd_import_transform,
         "import a gLocal / thingsvision transform.npz (weights, bias, mean, std)",
@@ -746,13 +783,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="features label it applies to")
     p.add_argument("--name", default="teacher")
 
-    workers = "CPU cores - 1, at most 8"
-    p = command("extract", cmd_extract, "extract penultimate-layer features of an image set")
+
+def _add_stage_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """extract, fit-transform, cluster, sample, distill: the pipeline's stages, their flags
+    generated from the stage configurations."""
+    p = _command(sub, "extract", cmd_extract, "extract penultimate-layer features of an image set")
     _config_flags(
         p,
         ExtractConfig,
-        defaults={"model": teacher},  # the teacher that fit-transform and cluster default to
-        notes={"num_workers": workers},
+        # one default model for extract, fit-transform and cluster: the teacher of the config
+        defaults={"model": TransformConfig.model},
+        notes={"num_workers": _WORKERS_NOTE},
     )
     p.add_argument(
         "--layers",
@@ -760,7 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
         "layer3,layer4,pre_logits): one features run per layer; replaces --layer",
     )
 
-    p = command(
+    p = _command(
+        sub,
         "fit-transform",
         cmd_fit_transform,
         "fit the affine alignment transform (the surrogate teacher)",
@@ -773,13 +815,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="grid search by object-disjoint CV, e.g. --search lam=0.01,0.1 lr=1e-3",
     )
 
-    p = command("cluster", cmd_cluster, "k-means on the teacher's representation of the pool")
+    p = _command(sub, "cluster", cmd_cluster, "k-means on the teacher's representation of the pool")
     _config_flags(p, ClusterConfig)
 
-    p = command("sample", cmd_sample, "sample pool triplets; the teacher picks the odd one out")
+    p = _command(
+        sub, "sample", cmd_sample, "sample pool triplets; the teacher picks the odd one out"
+    )
     _config_flags(p, SampleConfig)
 
-    p = command("distill", cmd_distill, "distil the teacher's triplets into the student")
+    p = _command(sub, "distill", cmd_distill, "distil the teacher's triplets into the student")
     p.add_argument(
         "--resume",
         nargs="?",
@@ -789,7 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
         "training checkpoint, or the job RUN (distill/<id>), with its own settings (only "
         "--device and --num-workers may be given)",
     )
-    _config_flags(p, DistillStageConfig, notes={"num_workers": workers})
+    _config_flags(p, DistillStageConfig, notes={"num_workers": _WORKERS_NOTE})
     _config_flags(p, DistillConfig)
     p.add_argument(
         "--dist-timeout",
@@ -799,14 +843,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="under torchrun: how long a process waits for the others before failing",
     )
 
-    p = command(
+
+def _add_result_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """evaluate, evaluate-all, report, export: what the pipeline's runs give."""
+    p = _command(
+        sub,
         "evaluate",
         cmd_evaluate,
         "accuracy (odd-one-out / two-alternative) with 95%% CI and noise ceiling, or RSA",
     )
     _config_flags(p, EvaluateConfig)
 
-    p = command(
+    p = _command(
+        sub,
         "evaluate-all",
         cmd_evaluate_all,
         "evaluate every representation (base / aligned teacher, base / distilled student) on "
@@ -824,14 +873,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the CIs")
     p.add_argument("--random-state", "--seed", type=int, default=0, help="seed of the bootstraps")
 
-    p = command(
+    p = _command(
+        sub,
         "report",
         cmd_report,
         "write report.html and report.json of the current evaluations into a folder",
     )
     p.add_argument("--out", required=True, help="output folder")
 
-    p = command("export", cmd_export, "export the student, transform and triplets")
+    p = _command(sub, "export", cmd_export, "export the student, transform and triplets")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--what",
@@ -848,28 +898,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace files of the same names in the output folder (refused otherwise)",
     )
 
+
+def _add_projectless_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """models, layers, demo: the commands that take no project file."""
+    command = functools.partial(_command, sub, project=False)
     command(
         "models",
         cmd_models,
         "list the embedded models, the model spec syntax and the weights in the local caches",
-        project=False,
     )
-    p = command(
-        "layers", cmd_layers, "list a model's layers with their output shapes", project=False
-    )
+    p = command("layers", cmd_layers, "list a model's layers with their output shapes")
     p.add_argument("spec", help="model spec, e.g. torchvision:resnet18 or efficientnet_lite0")
     p.add_argument("--weights", help="state dict to load (only needed if it changes the head)")
 
-    p = command(
-        "demo", cmd_demo, "run the whole pipeline on the embedded, generated demo", project=False
-    )
+    p = command("demo", cmd_demo, "run the whole pipeline on the embedded, generated demo")
     p.add_argument("--out", default="demo-output", help="folder for the demo project and images")
     p.add_argument("--quick", action="store_true", help="a smaller, faster demo (tests)")
-    for subparser in sub.choices.values():
-        for action in subparser._actions:
-            if action.help is None and not _unset(action.default):
-                action.help = "default: %(default)s"  # argparse shows help-less options bare
-    return parser
 
 
 def _json_safe(value: Any) -> Any:
