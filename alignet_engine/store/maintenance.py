@@ -166,7 +166,7 @@ def sweep(f: h5py.File, files_dir: Path, *, dry_run: bool) -> GcReport:
     for path in present:
         if not path.is_file() or path.name in refs:
             continue
-        if not (path.name.endswith(".h5") or path.name.endswith(".h5.part")):
+        if not path.name.endswith((".h5", ".part")):
             continue  # not ours
         token = sf.token_of(path.name)
         if token not in live:

@@ -73,6 +73,7 @@ import numpy as np
 from alignet_engine import __version__
 from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.errors import ProjectError, ProjectLockedError
+from alignet_engine.files import atomic_path
 from alignet_engine.store import maintenance
 from alignet_engine.store import sidefiles as sf
 from alignet_engine.store.checks import (
@@ -127,28 +128,14 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-def _keep_mode(tmp: Path, original: os.stat_result | None) -> None:
-    """Give ``tmp`` the permission bits and group of the file it replaces (a private 0600
-    project stays private; a group-shared one stays shared)."""
-    if original is None:
-        return
-    with contextlib.suppress(OSError):
-        os.chmod(tmp, stat.S_IMODE(original.st_mode))
-    if hasattr(os, "chown"):
-        with contextlib.suppress(OSError):
-            os.chown(tmp, -1, original.st_gid)
-
-
-def _commit_file(tmp: Path, target: Path) -> None:
-    """Make the finished temporary file ``tmp`` durable, then atomically put it at ``target``."""
-    try:
-        original = target.stat()
-    except OSError:
-        original = None
-    _keep_mode(tmp, original)
-    fsync_path(tmp)
-    os.replace(tmp, target)
-    fsync_dir(target.parent)
+def _index_writer(target: Path, label: str) -> contextlib.AbstractContextManager[Path]:
+    """The temporary sibling every whole-index write (a transaction's copy, create, compact,
+    pack, Save As) is written to, through the engine's one atomic writer: on success it is
+    fsynced and renamed over ``target`` with the mode and group of the file it replaces (a
+    private 0600 project stays private), on error removed. Its name,
+    ``.<name>.<label>-<random>.tmp<suffix>``, is what :meth:`Project._sweep_temporaries`
+    recognises after a kill."""
+    return atomic_path(target, mode="keep", label=label)
 
 
 def _write_inline(group: h5py.Group, name: str, value: np.ndarray) -> None:
@@ -373,23 +360,21 @@ class Project:
             raise ProjectError(f"{path} already exists; choose another name or open it.")
         path.parent.mkdir(parents=True, exist_ok=True)
         project = cls(path, readonly=False)
-        with project._locked():
-            tmp = path.with_name(f".{path.name}.new-{uuid.uuid4().hex[:8]}")
-            try:
-                with disk_full_as_error(path.parent), h5py.File(tmp, "w", locking=False) as f:
-                    f.attrs["format"] = FORMAT
-                    f.attrs["schema_version"] = SCHEMA_VERSION
-                    f.attrs["created_with"] = __version__
-                    f.attrs["last_written_with"] = __version__
-                    f.attrs["uuid"] = uuid.uuid4().hex
-                    f.attrs["created"] = time.time()
-                    f.create_group("current")
-                    f.create_dataset("journal", shape=(0,), maxshape=(None,), dtype=_STR)
-                    f.create_group("data")
-                _commit_file(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+        with (
+            project._locked(),
+            _index_writer(path, "new") as tmp,
+            disk_full_as_error(path.parent),
+            h5py.File(tmp, "w", locking=False) as f,
+        ):
+            f.attrs["format"] = FORMAT
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["created_with"] = __version__
+            f.attrs["last_written_with"] = __version__
+            f.attrs["uuid"] = uuid.uuid4().hex
+            f.attrs["created"] = time.time()
+            f.create_group("current")
+            f.create_dataset("journal", shape=(0,), maxshape=(None,), dtype=_STR)
+            f.create_group("data")
         return project
 
     @classmethod
@@ -523,7 +508,11 @@ class Project:
         with self._locked():
             with disk_full_as_error(self.path.parent, self.path.stat().st_size):
                 ensure_free_space(self.path.parent, 2 * self.path.stat().st_size, what="backup")
-                shutil.copyfile(self.path, backup)
+                # Atomic: a kill or a full disk never leaves a half backup under its name;
+                # and as private as the project (copyfile alone would publish it 0644).
+                private = stat.S_IMODE(self.path.stat().st_mode)
+                with atomic_path(backup, mode=private, label="backup") as tmp:
+                    shutil.copyfile(self.path, tmp)
             log.info(
                 "Backed up %s to %s before migrating from schema %d", self.path, backup, version
             )
@@ -569,22 +558,18 @@ class Project:
         """
         self._check_writable()
         size = self.path.stat().st_size
-        with disk_full_as_error(self.path.parent, size), self._locked(wait):
-            tmp = self.path.with_name(f".{self.path.name}.tx-{uuid.uuid4().hex[:8]}")
-            try:
-                with disk_full_as_error(self.path.parent, size):
-                    ensure_free_space(
-                        self.path.parent, size, what="the project index", margin=INDEX_MARGIN
-                    )
-                    shutil.copyfile(self.path, tmp)
-                    with h5py.File(tmp, "r+", locking=False) as f:
-                        yield f
-                        f.attrs["last_written_with"] = __version__
-                        f.flush()
-                    _commit_file(tmp, self.path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+        with (
+            disk_full_as_error(self.path.parent, size),
+            self._locked(wait),
+            _index_writer(self.path, "tx") as tmp,
+            disk_full_as_error(self.path.parent, size),
+        ):
+            ensure_free_space(self.path.parent, size, what="the project index", margin=INDEX_MARGIN)
+            shutil.copyfile(self.path, tmp)
+            with h5py.File(tmp, "r+", locking=False) as f:
+                yield f
+                f.attrs["last_written_with"] = __version__
+                f.flush()
 
     # ----------------------------------------------------------------- journal
     @staticmethod
@@ -1404,16 +1389,15 @@ class Project:
     def compact(self) -> None:
         """Rewrite the index without the space HDF5 leaves behind deleted objects."""
         self._check_writable()
-        with self._locked():
-            tmp = self.path.with_name(f".{self.path.name}.compact-{uuid.uuid4().hex[:8]}")
-            try:
-                with disk_full_as_error(self.path.parent, self.path.stat().st_size):
-                    with self.reading() as src, h5py.File(tmp, "w", locking=False) as dst:
-                        maintenance.copy_tree(src, dst, arrays_dir=self.arrays_dir, inline=False)
-                    _commit_file(tmp, self.path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+        size = self.path.stat().st_size
+        with (
+            self._locked(),
+            disk_full_as_error(self.path.parent, size),
+            _index_writer(self.path, "compact") as tmp,
+            self.reading() as src,
+            h5py.File(tmp, "w", locking=False) as dst,
+        ):
+            maintenance.copy_tree(src, dst, arrays_dir=self.arrays_dir, inline=False)
 
     def pack(self, out: str | Path, *, overwrite: bool = False) -> Path:
         """Write a self-contained single-file copy of the project at ``out`` (every side
@@ -1430,11 +1414,14 @@ class Project:
         if out == self.path:
             raise ProjectError(f"Cannot pack {self.path} onto itself.")
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.pack-{uuid.uuid4().hex[:8]}")
+        # The snapshot is scratch (read, then deleted), not a file anyone sees: no commit.
         snap = out.with_name(f".{out.name}.snap-{uuid.uuid4().hex[:8]}")
         try:
             self._snapshot(snap)
-            with h5py.File(snap, "r", locking=False) as src:
+            with (
+                h5py.File(snap, "r", locking=False) as src,
+                _index_writer(out, "pack") as tmp,
+            ):
                 extra = self._plain_side_files()
                 needed = sum(side.size for _, side in maintenance.referenced(src).values())
                 needed += sum(path.stat().st_size for path in extra)
@@ -1450,10 +1437,6 @@ class Project:
                                     path.name, data=np.fromfile(path, dtype=np.uint8)
                                 )
                                 ds.attrs["sha256"] = sf.sha256_file(path)
-            _commit_file(tmp, out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         finally:
             snap.unlink(missing_ok=True)
         return out
@@ -1477,13 +1460,8 @@ class Project:
                     target = self.files_dir / name
                     if name.startswith(".") or target.exists():
                         continue  # never overwrite what is already beside the project
-                    tmp = self.files_dir / f".{name}.unpack-{uuid.uuid4().hex[:8]}"
-                    try:
+                    with atomic_path(target, label="unpack") as tmp:
                         ds[()].tofile(tmp)
-                        fsync_path(tmp)
-                        os.replace(tmp, target)
-                    finally:
-                        tmp.unlink(missing_ok=True)
                 del f[PACKED_FILES]
             if "packed_from" in f.attrs:
                 f.attrs["unpacked_from"] = f.attrs["packed_from"]
@@ -1552,17 +1530,11 @@ class Project:
         if new_path == self.path:
             raise ProjectError(f"{new_path} is this project; choose another name.")
         new = Project(new_path, readonly=False)
-        with new._locked():
-            tmp = new_path.with_name(f".{new_path.name}.saveas-{uuid.uuid4().hex[:8]}")
-            try:
-                self._snapshot(tmp)
-                with h5py.File(tmp, "r", locking=False) as f:
-                    refs = maintenance.referenced(f)
-                self._copy_side_files(refs, new)
-                _commit_file(tmp, new_path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+        with new._locked(), _index_writer(new_path, "saveas") as tmp:
+            self._snapshot(tmp)
+            with h5py.File(tmp, "r", locking=False) as f:
+                refs = maintenance.referenced(f)
+            self._copy_side_files(refs, new)
         self.close()
         return new
 

@@ -4,7 +4,8 @@ A project is the index file ``<project>`` plus the folder ``<project>.files/``. 
 than :data:`SIDE_ARRAY_MIN_BYTES` live in ``<project>.files/arrays/<token>-<name>-<rand>.h5``,
 one array per file, as the dataset ``/data`` (chunked in ~1 MiB row blocks, uncompressed or
 gzip, never an h5py-only filter such as lzf, so h5dump, MATLAB and R read them). A side file is
-written to a ``.part`` temporary, closed, fsynced and renamed; after that it never changes.
+written to a ``.part`` temporary beside it, closed, fsynced and renamed (the engine's one
+atomic writer, :mod:`alignet_engine.files`); after that it never changes.
 The index refers to it with a small *reference group* in place of the dataset, whose
 attributes are the file name, the sha256 of the file's bytes, the shape, the dtype and the
 file size (see :class:`SideArray`).
@@ -37,11 +38,10 @@ import h5py
 import numpy as np
 
 from alignet_engine.errors import ProjectError
+from alignet_engine.files import FileMode, atomic_write_text, commit_temporary, temporary_sibling
 from alignet_engine.store.checks import (
     disk_full_as_error,
     ensure_free_space,
-    fsync_dir,
-    fsync_path,
 )
 from alignet_engine.store.lock import identity_alive, process_identity
 
@@ -151,9 +151,7 @@ class Lease:
         if self._written:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.part")
-        tmp.write_text(json.dumps(process_identity()))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(process_identity()))
         self._written = True
 
     def release(self) -> None:
@@ -233,12 +231,18 @@ class SideArrayWriter:
         folder.mkdir(parents=True, exist_ok=True)
         stem = _SAFE_NAME.sub("_", name)[:40] or "array"
         self.final = folder / f"{token}-{stem}-{uuid.uuid4().hex[:8]}.h5"
-        self.tmp = folder / f".{self.final.name}.part"
-        self._mode = mode
+        # The step-by-step form of the atomic writer (the file outlives any one `with`
+        # block: append, flush, finish). `.part`, not `.h5`: never taken for a side file.
+        self.tmp = temporary_sibling(self.final, suffix=".part")
+        self._mode: FileMode = "umask" if mode is None else mode
         self.rows = 0
         self._done = False
         start = (0, *shape[1:]) if self.growable else shape
-        self._file = h5py.File(self.tmp, "w", locking=False)
+        try:
+            self._file = h5py.File(self.tmp, "w", locking=False)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
         try:
             self._ds = self._file.create_dataset(
                 "data",
@@ -306,10 +310,6 @@ class SideArrayWriter:
             self.abort()
             raise
         try:
-            if self._mode is not None:
-                with contextlib.suppress(OSError):
-                    os.chmod(self.tmp, self._mode)
-            fsync_path(self.tmp)
             side = SideArray(
                 file=self.final.name,
                 sha256=sha256_file(self.tmp),
@@ -317,8 +317,7 @@ class SideArrayWriter:
                 dtype=self.dtype,
                 size=self.tmp.stat().st_size,
             )
-            os.replace(self.tmp, self.final)
-            fsync_dir(self.final.parent)
+            commit_temporary(self.tmp, self.final, mode=self._mode)
         except BaseException:
             self.tmp.unlink(missing_ok=True)
             self._done = True

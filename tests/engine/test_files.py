@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from alignet_engine.files import atomic_output, atomic_path, atomic_write_text
+from alignet_engine.files import (
+    atomic_output,
+    atomic_path,
+    atomic_write_text,
+    commit_temporary,
+    temporary_sibling,
+)
 
 
 def test_a_symlink_at_the_target_is_replaced_not_followed(tmp_path: Path) -> None:
@@ -77,3 +84,45 @@ def test_written_files_get_the_mode_open_would_give(tmp_path: Path, umask: int) 
     assert stat.S_IMODE(reference.stat().st_mode) == expected
     assert stat.S_IMODE(text.stat().st_mode) == expected
     assert stat.S_IMODE((tmp_path / "model.pt2").stat().st_mode) == expected
+
+
+def test_keep_mode_gives_the_replaced_files_bits_and_a_new_file_the_umask_default(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "p.alignet"
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(target, mode="keep", label="tx") as tmp:
+            assert tmp.name.startswith(".p.alignet.tx-") and tmp.name.endswith(".tmp.alignet")
+            tmp.write_bytes(b"one")
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644  # new: as open() would make it
+        os.chmod(target, 0o600)
+        with atomic_path(target, mode="keep") as tmp:
+            tmp.write_bytes(b"two")
+        assert stat.S_IMODE(target.stat().st_mode) == 0o600  # a private file stays private
+        with atomic_path(target) as tmp:  # the default publishes, whatever was there
+            tmp.write_bytes(b"three")
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644
+        with atomic_path(target, mode=0o640) as tmp:
+            tmp.write_bytes(b"four")
+        assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    finally:
+        os.umask(mask)
+    assert target.read_bytes() == b"four"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.alignet"]
+
+
+def test_a_temporary_sibling_commits_step_by_step_or_stays_for_its_owner(tmp_path: Path) -> None:
+    final = tmp_path / "tok-X-1234.h5"
+    tmp = temporary_sibling(final, suffix=".part")
+    assert tmp.parent == tmp_path and tmp.name.startswith(".tok-X-1234.h5.")
+    assert tmp.name.endswith(".part") and tmp.stat().st_size == 0
+    assert stat.S_IMODE(tmp.stat().st_mode) == 0o600  # exclusive and private while written
+    tmp.write_bytes(b"data")
+    commit_temporary(tmp, final, mode=0o640)
+    assert final.read_bytes() == b"data" and not tmp.exists()
+    assert stat.S_IMODE(final.stat().st_mode) == 0o640
+    other = temporary_sibling(final)
+    with pytest.raises(FileExistsError):
+        commit_temporary(other, final, overwrite=False)
+    assert other.exists() and final.read_bytes() == b"data"  # the owner removes it

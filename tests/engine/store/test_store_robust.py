@@ -289,3 +289,32 @@ def test_end_records_a_new_status_once(tmp_path: Path) -> None:
         p.end_job("distill", rid, "resumed", "continued as distill/x")
         ends = [(r["status"], r["message"]) for r in p.journal() if r["event"] == "end"]
         assert ends == [("failed", "disk full: 3 MB needed"), ("resumed", "continued as distill/x")]
+
+
+def test_a_migration_backup_is_as_private_as_the_project_and_never_half_written(
+    tmp_path: Path, monkeypatch
+) -> None:
+    path = _project(tmp_path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["schema_version"] = project_module.SCHEMA_VERSION - 1
+    os.chmod(path, 0o600)
+    monkeypatch.setitem(
+        project_module.MIGRATIONS,
+        project_module.SCHEMA_VERSION - 1,
+        (project_module.SCHEMA_VERSION, lambda project, f: None),
+    )
+    real_copy = project_module.shutil.copyfile
+
+    def full(src, dst, **kw):
+        Path(dst).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(project_module.shutil, "copyfile", full)
+    with pytest.raises(DiskFullError):
+        Project.open(path)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["p.alignet"]  # no half backup
+    monkeypatch.setattr(project_module.shutil, "copyfile", real_copy)
+    Project.open(path).close()
+    backup = path.with_name(f"{path.name}.schema{project_module.SCHEMA_VERSION - 1}.bak")
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
