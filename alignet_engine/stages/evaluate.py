@@ -34,8 +34,12 @@ STAGE = "evaluate"
 
 def evaluation_slot(config: EvaluateConfig) -> str:
     target = f"judgments={config.judgments}" if config.judgments else f"matrix={config.matrix}"
-    rep = config.model + (f"+T({config.transform})" if config.transform else "")
-    return f"evaluate:{config.image_set}:{rep}:{target}"
+    return f"evaluate:{config.image_set}:{_label(config.model, config.transform)}:{target}"
+
+
+def _label(model: str, transform: str | None) -> str:
+    """A representation as slots and comparisons name it: ``model`` or ``model+T(transform)``."""
+    return model + (f"+T({transform})" if transform else "")
 
 
 def representation_similarity(
@@ -81,6 +85,18 @@ def _representation(
     return teacher_rows(project, image_set, model, transform, items), inputs
 
 
+@dataclasses.dataclass(frozen=True)
+class _Scored:
+    """The representation an evaluation scores and, with ``compare``, the one it is compared
+    with: (s, d) float32 rows (the judged items, or all items for a matrix) and the
+    similarity each is scored with."""
+
+    F: np.ndarray
+    metric: str
+    Fb: np.ndarray | None = None
+    metric_b: str | None = None
+
+
 def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, str]]:
     """The evaluation's result dict and the runs it read (no write).
 
@@ -90,130 +106,154 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
     """
     # the representation is checked first: its error names the models the image set has
     project.run(features_slot(config.image_set, config.model), arrays=False)
-    j: Judgments | None = None
-    items = None
-    if config.judgments is not None:
-        j, image_set = project.judgments(config.judgments)
-        if image_set != config.image_set:
-            raise InputError(
-                f"judgments '{config.judgments}' refer to image set '{image_set}', "
-                f"not '{config.image_set}'",
-                field="judgments",
-            )
-        items = np.unique(j.triplets)
-        j = dataclasses.replace(j, triplets=np.searchsorted(items, j.triplets))
+    j, items = _judged(project, config)
     F, inputs = _representation(project, config.image_set, config.model, config.transform, items)
-    if config.metric:
-        metric, source = config.metric, "given"
-    else:
-        metric, source = representation_similarity(
-            project, config.image_set, config.model, config.transform
-        )
+    metric, source = _similarity(project, config, config.model, config.transform)
     result: dict[str, Any] = {
         "representation": config.model,
         "transform": config.transform,
         "metric": metric,
         "metric_source": source,
     }
-    Fb = metric_b = None
+    scored = _Scored(F, metric)
     if config.compare is not None:
         Fb, inputs_b = _representation(
             project, config.image_set, config.compare, config.compare_transform, items
         )
         inputs.update(inputs_b)
-        metric_b = (
-            config.metric
-            or representation_similarity(
-                project, config.image_set, config.compare, config.compare_transform
-            )[0]
-        )
-    boot = {"n_boot": config.n_boot, "random_state": config.random_state}
+        metric_b = _similarity(project, config, config.compare, config.compare_transform)[0]
+        scored = _Scored(F, metric, Fb, metric_b)
     if j is not None:
         assert items is not None
-        if j.kind == "oddone" and j.meta.get("protocol") == "levels":
-            result.update(_levels(F, j, metric, config, Fb, metric_b))
-            ceiling = result.pop("noise_ceiling")
-        else:
-            triplets = j.triplets
-            if j.kind == "oddone":
-                score = oddone_correct
-                ceiling = noise_ceiling_oddone(j)
-            else:
-                # With vote counts, a tied triplet has no majority answer to agree with: score
-                # the strict-majority triplets (as Lagunas et al. do) and report how many tied.
-                if j.votes is not None:
-                    strict = j.votes[:, 0] > j.votes[:, 1]
-                    result["n_tied_excluded"] = int((~strict).sum())
-                    triplets = triplets[strict]
-                score = twoafc_correct
-                ceiling = noise_ceiling_twoafc(j)
-            correct = score(F, triplets, metric=metric)
-            result.update(
-                clustered_accuracy_summary(correct, triplets, unit=config.ci_unit, **boot)
-            )
-            correct_b = None
-            if Fb is not None:
-                correct_b = score(Fb, triplets, metric=metric_b)
-                result["comparison"] = paired_accuracy_test(
-                    correct, correct_b, triplets, unit=config.ci_unit, **boot
-                )
-            if j.types is not None and j.kind == "oddone":
-                result["by_type"] = _by_type(j, correct, correct_b, config)
-        if config.transform is not None:
-            result["calibration"] = _calibration(project, config, j, items)
-        result.update(
-            {
-                "task": j.kind,
-                "judgments": config.judgments,
-                "simulated": j.simulated,
-                "noise_ceiling": ceiling,
-            }
-        )
+        result.update(_judgment_scores(project, config, j, items, scored))
     else:
-        assert config.matrix is not None
-        matrix, kind, image_set = project.matrix(config.matrix)
-        if image_set != config.image_set:
-            raise InputError(
-                f"matrix '{config.matrix}' refers to image set '{image_set}', "
-                f"not '{config.image_set}'",
-                field="matrix",
-            )
-        ceiling = noise_ceiling_matrix(matrix, kind=kind) if matrix.ndim == 3 else None
-        if matrix.ndim == 3:
-            matrix = matrix.mean(axis=0)
-        rsm_metric = "pearson" if metric == "pearson" else "cosine"
-        lo, hi = rsa_bootstrap_ci(F, matrix, metric=rsm_metric, kind=kind, **boot)
-        result.update(
-            {
-                "task": "rsa",
-                "matrix": config.matrix,
-                "metric": rsm_metric,
-                "spearman": float(rsa(F, matrix, kind=kind, metric=rsm_metric)),
-                "ci_low": lo,
-                "ci_high": hi,
-                "ci_unit": "items",
-                "n": int(matrix.shape[0]),
-                "noise_ceiling": ceiling,
-            }
-        )
-        if Fb is not None:
-            result["comparison"] = paired_rsa_test(
-                F,
-                Fb,
-                matrix,
-                metric_a=rsm_metric,
-                metric_b="pearson" if metric_b == "pearson" else "cosine",
-                kind=kind,
-                **boot,
-            )
+        result.update(_matrix_scores(project, config, scored))
     if "comparison" in result:
         assert config.compare is not None
-        rep_b = config.compare
-        if config.compare_transform:
-            rep_b += f"+T({config.compare_transform})"
-        result["comparison"]["against"] = rep_b
-        result["comparison"]["metric_b"] = metric_b
+        result["comparison"]["against"] = _label(config.compare, config.compare_transform)
+        result["comparison"]["metric_b"] = scored.metric_b
     return result, inputs
+
+
+def _judged(project: Project, config: EvaluateConfig) -> tuple[Judgments | None, np.ndarray | None]:
+    """The judgments ``config`` evaluates on, their triplets renumbered into the rows of the
+    judged items, and those items' ids ((m,) sorted); ``(None, None)`` for a matrix."""
+    if config.judgments is None:
+        return None, None
+    j, image_set = project.judgments(config.judgments)
+    if image_set != config.image_set:
+        raise InputError(
+            f"judgments '{config.judgments}' refer to image set '{image_set}', "
+            f"not '{config.image_set}'",
+            field="judgments",
+        )
+    items = np.unique(j.triplets)
+    return dataclasses.replace(j, triplets=np.searchsorted(items, j.triplets)), items
+
+
+def _similarity(
+    project: Project, config: EvaluateConfig, model: str, transform: str | None
+) -> tuple[str, str]:
+    """``--metric`` if given, else :func:`representation_similarity`: (metric, source)."""
+    if config.metric:
+        return config.metric, "given"
+    return representation_similarity(project, config.image_set, model, transform)
+
+
+def _judgment_scores(
+    project: Project, config: EvaluateConfig, j: Judgments, items: np.ndarray, s: _Scored
+) -> dict[str, Any]:
+    """Accuracy on triplet judgments ``j`` (triplets numbering the rows of ``items``), with
+    CI, noise ceiling, paired comparison, per-type scores and the transform's calibration."""
+    if j.kind == "oddone" and j.meta.get("protocol") == "levels":
+        out = _levels(s.F, j, s.metric, config, s.Fb, s.metric_b)
+        ceiling = out.pop("noise_ceiling")
+    else:
+        out, ceiling = _accuracy(config, j, s)
+    if config.transform is not None:
+        out["calibration"] = _calibration(project, config, j, items)
+    out.update(
+        {
+            "task": j.kind,
+            "judgments": config.judgments,
+            "simulated": j.simulated,
+            "noise_ceiling": ceiling,
+        }
+    )
+    return out
+
+
+def _accuracy(
+    config: EvaluateConfig, j: Judgments, s: _Scored
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Odd-one-out or two-alternative accuracy (clustered CI, paired comparison, per type)
+    and the judgments' noise ceiling."""
+    out: dict[str, Any] = {}
+    triplets = j.triplets
+    if j.kind == "oddone":
+        score = oddone_correct
+        ceiling = noise_ceiling_oddone(j)
+    else:
+        # With vote counts, a tied triplet has no majority answer to agree with: score
+        # the strict-majority triplets (as Lagunas et al. do) and report how many tied.
+        if j.votes is not None:
+            strict = j.votes[:, 0] > j.votes[:, 1]
+            out["n_tied_excluded"] = int((~strict).sum())
+            triplets = triplets[strict]
+        score = twoafc_correct
+        ceiling = noise_ceiling_twoafc(j)
+    boot = {"n_boot": config.n_boot, "random_state": config.random_state}
+    correct = score(s.F, triplets, metric=s.metric)
+    out.update(clustered_accuracy_summary(correct, triplets, unit=config.ci_unit, **boot))
+    correct_b = None
+    if s.Fb is not None:
+        correct_b = score(s.Fb, triplets, metric=s.metric_b)
+        out["comparison"] = paired_accuracy_test(
+            correct, correct_b, triplets, unit=config.ci_unit, **boot
+        )
+    if j.types is not None and j.kind == "oddone":
+        out["by_type"] = _by_type(j, correct, correct_b, config)
+    return out, ceiling
+
+
+def _matrix_scores(project: Project, config: EvaluateConfig, s: _Scored) -> dict[str, Any]:
+    """RSA (Spearman of the representation's and the matrix's similarities) with bootstrap
+    CI over items, the noise ceiling of a per-subject matrix set and the paired comparison."""
+    assert config.matrix is not None
+    matrix, kind, image_set = project.matrix(config.matrix)
+    if image_set != config.image_set:
+        raise InputError(
+            f"matrix '{config.matrix}' refers to image set '{image_set}', not '{config.image_set}'",
+            field="matrix",
+        )
+    ceiling = noise_ceiling_matrix(matrix, kind=kind) if matrix.ndim == 3 else None
+    if matrix.ndim == 3:
+        matrix = matrix.mean(axis=0)
+    rsm_metric = "pearson" if s.metric == "pearson" else "cosine"
+    boot = {"n_boot": config.n_boot, "random_state": config.random_state}
+    lo, hi = rsa_bootstrap_ci(s.F, matrix, metric=rsm_metric, kind=kind, **boot)
+    out: dict[str, Any] = {
+        "task": "rsa",
+        "matrix": config.matrix,
+        "metric": rsm_metric,
+        "spearman": float(rsa(s.F, matrix, kind=kind, metric=rsm_metric)),
+        "ci_low": lo,
+        "ci_high": hi,
+        "ci_unit": "items",
+        "n": int(matrix.shape[0]),
+        "noise_ceiling": ceiling,
+    }
+    if s.Fb is not None:
+        out["comparison"] = paired_rsa_test(
+            s.F,
+            s.Fb,
+            matrix,
+            metric_a=rsm_metric,
+            metric_b="pearson" if s.metric_b == "pearson" else "cosine",
+            kind=kind,
+            **boot,
+        )
+    return out
 
 
 def _levels(
