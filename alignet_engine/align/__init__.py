@@ -7,6 +7,7 @@ soft_targets     per-unique-triplet human choice distributions (soft targets)
 metrics          triplet accuracies, bootstrap CIs, noise ceilings, RSA
 clustering       k-means of embeddings
 triplet_sampling AligNet cluster-boundary triplets, teacher odd-one-out labels, npz layout
+fitloop          the epoch loop, batches, early stopping and history the estimators' fits share
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ soft_targets_from_model  reorder rows so the model's most likely odd one is last
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Generator, Mapping
@@ -38,6 +39,15 @@ from scipy.special import ndtr
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from alignet_engine.align.fitloop import (
+    append_history,
+    check_param_table,
+    fit_from_iter,
+    new_history,
+    run_epochs,
+    shuffled_batches,
+    torch_generator,
+)
 from alignet_engine.align.metrics import check_features, check_triplets
 from alignet_engine.base.devices import torch_threads
 from alignet_engine.errors import AlignetError, InputError
@@ -127,6 +137,150 @@ class VICEEpoch:
     train_acc: float
     n_dims: int
     converged: bool
+
+
+class _VICEFit:
+    """One fit of a :class:`VICE` posterior: the (n, d) parameters μ and log σ, their Adam
+    optimiser, the torch random stream and the history. :meth:`VICE.iter_fit` runs
+    :meth:`epoch` in :func:`~alignet_engine.align.fitloop.run_epochs`.
+
+    Attributes
+    ----------
+    n, d, t : items, initial dimensions, triplet rows; trip_t : (t, 3) int64 tensor;
+    mu, log_sigma : (n, d) float32 leaf tensors; history : ``history_`` so far;
+    converged : the last epoch met the stability criterion.
+    """
+
+    def __init__(self, est: VICE, triplets: np.ndarray, n_items: int | None) -> None:
+        import torch
+
+        est._check_params()
+        self.est = est
+        trip = check_triplets(triplets, n_items)
+        n = int(trip.max()) + 1 if n_items is None else int(n_items)
+        if n < 3:
+            raise InputError(f"needs at least 3 items, got n_items={n}")
+        self.n, self.t, self.d = n, trip.shape[0], int(est.n_dims)
+        d = self.d
+        rng = np.random.default_rng(est.random_state)
+        self.gen = torch_generator(rng)
+
+        # Init as the reference: μ ~ Kaiming-normal of an (d, n) nn.Linear weight in fan_out
+        # mode with relu gain, i.e. N(0, 2/d); log σ = −1/std(μ), so σ starts tiny
+        # (d = 100: σ ≈ 8.5e-4) and the posterior begins close to a point estimate.
+        mu0 = rng.normal(0.0, math.sqrt(2.0 / d), size=(n, d)).astype(np.float32)
+        log_sigma0 = np.full((n, d), -1.0 / float(mu0.std()), dtype=np.float32)
+        self.mu = torch.from_numpy(mu0).requires_grad_(True)
+        self.log_sigma = torch.from_numpy(log_sigma0).requires_grad_(True)
+        # fused: one kernel per parameter instead of ~10 full (n, d) passes (same update rule)
+        self.opt = torch.optim.Adam(
+            [self.mu, self.log_sigma], lr=float(est.lr), eps=1e-8, fused=True
+        )
+        self.trip_t = torch.from_numpy(trip)
+        self.history = new_history("loss", "nll", "complexity", "train_acc", "n_dims")
+        self.converged = False
+        logger.info("VICE: %d triplets over %d items, d_init %d, prior %s", self.t, n, d, est.prior)
+
+    def gradients(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw one posterior sample X = μ + σε and set ∂loss/∂μ, ∂loss/∂log σ of the batch
+        ``rows`` (B, 3). Returns (NLL, complexity — scalar tensors, nats per triplet —, the
+        (B, 3) pair dot products of the sample)."""
+        import torch
+        import torch.nn.functional as F
+
+        n, d, t = self.n, self.d, self.t
+        mu, log_sigma = self.mu, self.log_sigma
+        # The complexity term touches all n·d entries at every step, the likelihood only the
+        # batch's items: the former's gradient is written out (below), autograd runs on the
+        # batch's rows only.
+        with torch.no_grad():
+            eps = torch.randn(n, d, generator=self.gen)
+            sigma = log_sigma.exp()
+            X = torch.addcmul(mu, sigma, eps)
+        items, inverse = torch.unique(rows, return_inverse=True)
+        Xb = X[items].requires_grad_(True)
+        z = F.relu(Xb)[inverse]  # (B, 3, d)
+        dots = torch.stack(
+            [
+                (z[:, 0] * z[:, 1]).sum(-1),
+                (z[:, 0] * z[:, 2]).sum(-1),
+                (z[:, 1] * z[:, 2]).sum(-1),
+            ],
+            dim=1,
+        )
+        nll = -F.log_softmax(dots, dim=1)[:, 0].mean()
+        nll.backward()
+        with torch.no_grad():
+            log_p, score = self.est._log_prior_and_score(X)
+            # log q(X) at X = μ + σε is −ε²/2 − log σ − log √2π; written with ε it has the same
+            # (path) gradient as the reference's density of (X − μ)/σ: ∂/∂log σ = −1 per entry,
+            # nothing through X.
+            log_q = (eps * eps).sum() * -0.5 - log_sigma.sum() - n * d * _LOG_SQRT_2PI
+            complexity = (log_q - log_p.sum()) / t
+            # ∂loss/∂X: −score/t from the prior, plus the batch's likelihood rows
+            assert Xb.grad is not None  # set by nll.backward() just above
+            grad_X = score.mul_(-1.0 / t).index_add_(0, items, Xb.grad)
+            mu.grad = grad_X
+            # X = μ + σε: ∂X/∂log σ = σε
+            log_sigma.grad = (grad_X * sigma).mul_(eps).sub_(1.0 / t)
+        return nll, complexity, dots
+
+    def epoch(self, epoch: int) -> VICEEpoch:
+        """One pass of Adam steps over the triplets in a random order, then the pruned
+        dimension count and the convergence test: epoch ``epoch``."""
+        import torch
+
+        est, t = self.est, self.t
+        loss_sum = nll_sum = comp_sum = 0.0
+        correct = 0
+        with torch_threads(est.n_threads):
+            for idx in shuffled_batches(t, int(est.batch_size), self.gen):
+                rows = self.trip_t[idx]
+                nll, complexity, dots = self.gradients(rows)
+                loss_value = float(nll.detach()) + float(complexity)
+                if not math.isfinite(loss_value):
+                    raise AlignetError(
+                        f"the VICE loss became {loss_value} in epoch {epoch}; lower the "
+                        f"learning rate (now {est.lr:g})"
+                    )
+                self.opt.step()
+                b = rows.shape[0]
+                with torch.no_grad():
+                    correct += int(((dots[:, 0] > dots[:, 1]) & (dots[:, 0] > dots[:, 2])).sum())
+                loss_sum += loss_value * b
+                nll_sum += float(nll.detach()) * b
+                comp_sum += float(complexity.detach()) * b
+        with torch.no_grad():
+            loc = self.mu.detach().numpy()
+            scale = self.log_sigma.detach().exp().numpy()
+        n_kept = int(est._prune(loc, scale).size)
+        record = VICEEpoch(
+            epoch, loss_sum / t, nll_sum / t, comp_sum / t, correct / t, n_kept, False
+        )
+        append_history(self.history, record)
+        self.converged = self._stable(epoch)
+        logger.debug(
+            "VICE epoch %d loss %.4f nll %.4f complexity %.4f acc %.3f dims %d",
+            epoch,
+            record.loss,
+            record.nll,
+            record.complexity,
+            record.train_acc,
+            n_kept,
+        )
+        return dataclasses.replace(record, converged=self.converged)
+
+    def _stable(self, epoch: int) -> bool:
+        """After ``burnin`` epochs, the kept-dimension count of the last ``ws`` epochs is one
+        non-zero value."""
+        ws = int(self.est.ws)
+        window = self.history["n_dims"][-ws:]
+        return (
+            epoch > int(self.est.burnin)
+            and len(window) == ws
+            and window[0] != 0
+            and all(v == window[0] for v in window)
+        )
 
 
 class VICE(BaseEstimator):
@@ -264,9 +418,7 @@ class VICE(BaseEstimator):
             ("mc_samples", self.mc_samples, int(self.mc_samples) >= 1),
             ("n_threads", self.n_threads or 1, int(self.n_threads or 1) >= 1),
         ]
-        for name, value, ok in checks:
-            if not (ok and np.isfinite(value)):
-                raise InputError(f"invalid {name}={value!r}", field=name)
+        check_param_table(checks)
         if self.prior != "gaussian" and not self.spike < self.slab:
             raise InputError(
                 f"spike ({self.spike}) must be smaller than slab ({self.slab})", field="spike"
@@ -311,12 +463,6 @@ class VICE(BaseEstimator):
     # ----------------------------------------------------------------------------------------
     # fitting
     # ----------------------------------------------------------------------------------------
-    def fit(self, triplets: np.ndarray, n_items: int | None = None) -> VICE:
-        """Fit the posterior; see :meth:`iter_fit`. Returns ``self``."""
-        for _ in self.iter_fit(triplets, n_items):
-            pass
-        return self
-
     def iter_fit(
         self, triplets: np.ndarray, n_items: int | None = None
     ) -> Generator[VICEEpoch, None, VICE]:
@@ -334,136 +480,17 @@ class VICE(BaseEstimator):
         n_items : number of items n (ids lie in ``[0, n)``); default ``max id + 1``. Items that
             occur in no triplet keep (roughly) their prior/initial values.
         """
-        import torch
-        import torch.nn.functional as F
+        run = _VICEFit(self, triplets, n_items)
+        n_epochs = yield from run_epochs(int(self.max_epochs), run.epoch, lambda e: e.converged)
+        self._store_fit(run, n_epochs)
+        return self
 
-        self._check_params()
-        trip = check_triplets(triplets, n_items)
-        n = int(trip.max()) + 1 if n_items is None else int(n_items)
-        if n < 3:
-            raise InputError(f"needs at least 3 items, got n_items={n}")
-        t = trip.shape[0]
-        d = int(self.n_dims)
-        rng = np.random.default_rng(self.random_state)
-        gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+    fit = fit_from_iter(iter_fit)
 
-        # Init as the reference: μ ~ Kaiming-normal of an (d, n) nn.Linear weight in fan_out
-        # mode with relu gain, i.e. N(0, 2/d); log σ = −1/std(μ), so σ starts tiny
-        # (d = 100: σ ≈ 8.5e-4) and the posterior begins close to a point estimate.
-        mu0 = rng.normal(0.0, math.sqrt(2.0 / d), size=(n, d)).astype(np.float32)
-        log_sigma0 = np.full((n, d), -1.0 / float(mu0.std()), dtype=np.float32)
-        mu = torch.from_numpy(mu0).requires_grad_(True)
-        log_sigma = torch.from_numpy(log_sigma0).requires_grad_(True)
-        # fused: one kernel per parameter instead of ~10 full (n, d) passes (same update rule)
-        opt = torch.optim.Adam([mu, log_sigma], lr=float(self.lr), eps=1e-8, fused=True)
-        trip_t = torch.from_numpy(trip)
-        bs = int(self.batch_size)
-
-        history: dict[str, list[float]] = {
-            "loss": [],
-            "nll": [],
-            "complexity": [],
-            "train_acc": [],
-            "n_dims": [],
-        }
-        converged = False
-        epoch = 0
-        logger.info("VICE: %d triplets over %d items, d_init %d, prior %s", t, n, d, self.prior)
-        for epoch in range(1, int(self.max_epochs) + 1):
-            loss_sum = nll_sum = comp_sum = 0.0
-            correct = 0
-            with torch_threads(self.n_threads):
-                order = torch.randperm(t, generator=gen)
-                for s in range(0, t, bs):
-                    rows = trip_t[order[s : s + bs]]
-                    # The complexity term touches all n·d entries at every step, the likelihood
-                    # only the batch's items: the former's gradient is written out (below),
-                    # autograd runs on the batch's rows only.
-                    with torch.no_grad():
-                        eps = torch.randn(n, d, generator=gen)
-                        sigma = log_sigma.exp()
-                        X = torch.addcmul(mu, sigma, eps)
-                    items, inverse = torch.unique(rows, return_inverse=True)
-                    Xb = X[items].requires_grad_(True)
-                    z = F.relu(Xb)[inverse]  # (B, 3, d)
-                    dots = torch.stack(
-                        [
-                            (z[:, 0] * z[:, 1]).sum(-1),
-                            (z[:, 0] * z[:, 2]).sum(-1),
-                            (z[:, 1] * z[:, 2]).sum(-1),
-                        ],
-                        dim=1,
-                    )
-                    nll = -F.log_softmax(dots, dim=1)[:, 0].mean()
-                    nll.backward()
-                    with torch.no_grad():
-                        log_p, score = self._log_prior_and_score(X)
-                        # log q(X) at X = μ + σε is −ε²/2 − log σ − log √2π; written with ε it
-                        # has the same (path) gradient as the reference's density of (X − μ)/σ:
-                        # ∂/∂log σ = −1 per entry, nothing through X.
-                        log_q = (eps * eps).sum() * -0.5 - log_sigma.sum() - n * d * _LOG_SQRT_2PI
-                        complexity = (log_q - log_p.sum()) / t
-                        # ∂loss/∂X: −score/t from the prior, plus the batch's likelihood rows
-                        assert Xb.grad is not None  # set by nll.backward() just above
-                        grad_X = score.mul_(-1.0 / t).index_add_(0, items, Xb.grad)
-                        mu.grad = grad_X
-                        # X = μ + σε: ∂X/∂log σ = σε
-                        log_sigma.grad = (grad_X * sigma).mul_(eps).sub_(1.0 / t)
-                    loss_value = float(nll.detach()) + float(complexity)
-                    if not math.isfinite(loss_value):
-                        raise AlignetError(
-                            f"the VICE loss became {loss_value} in epoch {epoch}; lower the "
-                            f"learning rate (now {self.lr:g})"
-                        )
-                    opt.step()
-                    b = rows.shape[0]
-                    with torch.no_grad():
-                        correct += int(
-                            ((dots[:, 0] > dots[:, 1]) & (dots[:, 0] > dots[:, 2])).sum()
-                        )
-                    loss_sum += loss_value * b
-                    nll_sum += float(nll.detach()) * b
-                    comp_sum += float(complexity.detach()) * b
-            with torch.no_grad():
-                loc = mu.detach().numpy()
-                scale = log_sigma.detach().exp().numpy()
-            n_kept = int(self._prune(loc, scale).size)
-            history["loss"].append(loss_sum / t)
-            history["nll"].append(nll_sum / t)
-            history["complexity"].append(comp_sum / t)
-            history["train_acc"].append(correct / t)
-            history["n_dims"].append(n_kept)
-            ws = int(self.ws)
-            window = history["n_dims"][-ws:]
-            converged = (
-                epoch > int(self.burnin)
-                and len(window) == ws
-                and window[0] != 0
-                and all(v == window[0] for v in window)
-            )
-            logger.debug(
-                "VICE epoch %d loss %.4f nll %.4f complexity %.4f acc %.3f dims %d",
-                epoch,
-                history["loss"][-1],
-                history["nll"][-1],
-                history["complexity"][-1],
-                history["train_acc"][-1],
-                n_kept,
-            )
-            yield VICEEpoch(
-                epoch,
-                history["loss"][-1],
-                history["nll"][-1],
-                history["complexity"][-1],
-                history["train_acc"][-1],
-                n_kept,
-                converged,
-            )
-            if converged:
-                break
-
-        loc = mu.detach().numpy().copy()
-        scale = log_sigma.detach().exp().numpy().copy()
+    def _store_fit(self, run: _VICEFit, n_epochs: int) -> None:
+        """Prune the final posterior of a finished run, set the fitted attributes, log."""
+        loc = run.mu.detach().numpy().copy()
+        scale = run.log_sigma.detach().exp().numpy().copy()
         kept = self._prune(loc, scale)
         # order the kept dimensions by decreasing L1 norm of μ, as VICE's final latents
         kept = kept[np.argsort(-np.abs(loc[:, kept]).sum(axis=0), kind="stable")]
@@ -472,10 +499,10 @@ class VICE(BaseEstimator):
         self.embedding_ = np.maximum(self.loc_, 0.0)
         self.n_dims_ = int(kept.size)
         self.kept_dims_ = kept.astype(np.int64)
-        self.n_items_ = n
-        self.n_epochs_ = epoch
-        self.converged_ = bool(converged)
-        self.history_ = history
+        self.n_items_ = run.n
+        self.n_epochs_ = n_epochs
+        self.converged_ = run.converged
+        self.history_ = run.history
         if kept.size == 0:
             logger.warning(
                 "VICE: no dimension survived pruning (k=%d, alpha=%g); predictions are uniform. "
@@ -485,13 +512,12 @@ class VICE(BaseEstimator):
             )
         logger.info(
             "VICE: %d epochs (%s), %d of %d dimensions kept, final NLL %.4f",
-            epoch,
-            "converged" if converged else "max_epochs reached",
+            n_epochs,
+            "converged" if run.converged else "max_epochs reached",
             kept.size,
-            d,
-            history["nll"][-1],
+            run.d,
+            run.history["nll"][-1],
         )
-        return self
 
     # ----------------------------------------------------------------------------------------
     # predicting

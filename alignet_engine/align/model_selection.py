@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import ParameterGrid
 
+from alignet_engine.align.fitloop import fit_from_iter
 from alignet_engine.align.metrics import check_features, check_triplets
 from alignet_engine.errors import InputError
 
@@ -158,6 +159,175 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+class _SearchRun:
+    """One run of a :class:`TransformSearch`: its checked data, folds and score tables.
+
+    Attributes
+    ----------
+    settings : the grid's parameter dicts; X : (n, d) float64; trip : (t, 3) int64; tg : (t, k)
+    float64 targets or None; folds : ``(train_rows, test_rows)`` per fold; n_splits, n_fits
+    (every setting × fold, plus the refit); acc, loss, secs : (n_settings, n_splits) float64
+    held-out accuracy, loss (nats) and fit seconds, NaN until fitted; epochs : the same, int64
+    epochs run; done : fits finished so far.
+    """
+
+    def __init__(
+        self,
+        search: TransformSearch,
+        X: np.ndarray,
+        triplets: np.ndarray,
+        kind: TripletKind,
+        targets: np.ndarray | None,
+        pool: np.ndarray | None,
+        n_items: int | None,
+    ) -> None:
+        if search.scoring not in ("accuracy", "loss"):
+            raise InputError(
+                f"scoring must be 'accuracy' or 'loss', got {search.scoring!r}", field="scoring"
+            )
+        self.search, self.kind, self.pool = search, kind, pool
+        self.settings = search._settings()
+        self.X = check_features(X, name="X")
+        n_items = self.X.shape[0] if n_items is None else int(n_items)
+        if n_items > self.X.shape[0]:
+            raise InputError(
+                f"n_items={n_items} exceeds the {self.X.shape[0]} feature rows", field="n_items"
+            )
+        self.trip = check_triplets(triplets, n_items)
+        self.tg = None
+        if targets is not None:
+            self.tg = np.asarray(targets, dtype=np.float64)
+            if self.tg.ndim != 2 or self.tg.shape[0] != self.trip.shape[0]:
+                raise InputError(
+                    f"must have one row per triplet ({self.trip.shape[0]}), got shape "
+                    f"{self.tg.shape}",
+                    field="targets",
+                )
+        self.folds = object_disjoint_folds(self.trip, n_items, search.n_splits, search.random_state)
+        self.n_splits = len(self.folds)
+        self.n_fits = len(self.settings) * self.n_splits + 1
+        shape = (len(self.settings), self.n_splits)
+        self.acc = np.full(shape, np.nan)
+        self.loss = np.full(shape, np.nan)
+        self.secs = np.full(shape, np.nan)
+        self.epochs = np.zeros(shape, dtype=np.int64)
+        self.done = 0
+
+    def _rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The triplets and targets (or None) of ``rows``."""
+        return self.trip[rows], None if self.tg is None else self.tg[rows]
+
+    def step(
+        self,
+        setting: int,
+        fold: int,
+        params: Mapping[str, Any],
+        epoch: int = 0,
+        *,
+        fold_done: bool = False,
+        test_accuracy: float = math.nan,
+        test_loss: float = math.nan,
+    ) -> SearchStep:
+        """A progress record (``setting``/``fold`` 1-based, 0 in the refit)."""
+        return SearchStep(
+            setting=setting,
+            n_settings=len(self.settings),
+            fold=fold,
+            n_splits=self.n_splits,
+            epoch=epoch,
+            params=dict(params),
+            fold_done=fold_done,
+            test_accuracy=test_accuracy,
+            test_loss=test_loss,
+            done_fits=self.done,
+            n_fits=self.n_fits,
+        )
+
+    def relay(
+        self, fitting: Iterator[Any], setting: int, fold: int, params: Mapping[str, Any]
+    ) -> Generator[SearchStep, None, None]:
+        """One progress record per epoch record of the fit ``fitting``."""
+        for ep in fitting:
+            yield self.step(setting, fold, params, ep.epoch)
+
+    def fit_fold(self, s: int, f: int) -> Generator[SearchStep, None, None]:
+        """Fit setting ``s`` on fold ``f``'s training rows (0-based) and score its test rows."""
+        setting = self.settings[s]
+        train, test = self.folds[f]
+        est = self.search._estimator(setting)
+        t0 = time.perf_counter()
+        trip, tg = self._rows(train)
+        fitting = est.iter_fit(self.X, trip, kind=self.kind, targets=tg, pool=self.pool)
+        yield from self.relay(fitting, s + 1, f + 1, setting)
+        self.secs[s, f] = time.perf_counter() - t0
+        self.epochs[s, f] = est.n_epochs_
+        test_trip, test_tg = self._rows(test)
+        self.acc[s, f], self.loss[s, f] = self.search._heldout(
+            est, self.X, test_trip, self.kind, test_tg
+        )
+        self.done += 1
+        logger.info(
+            "setting %d/%d %s fold %d/%d: held-out accuracy %.4f, loss %.4f (%.1f s)",
+            s + 1,
+            len(self.settings),
+            setting,
+            f + 1,
+            self.n_splits,
+            self.acc[s, f],
+            self.loss[s, f],
+            self.secs[s, f],
+        )
+        yield self.step(
+            s + 1,
+            f + 1,
+            setting,
+            fold_done=True,
+            test_accuracy=float(self.acc[s, f]),
+            test_loss=float(self.loss[s, f]),
+        )
+
+    def cross_validate(self) -> Generator[SearchStep, None, None]:
+        """Every (setting, fold) fit, settings in grid order, folds in order."""
+        for s in range(len(self.settings)):
+            for f in range(self.n_splits):
+                yield from self.fit_fold(s, f)
+
+    def rank(self, scoring: str) -> tuple[int, dict[str, list[Any]]]:
+        """(row of the best setting, ``cv_results_``) from the finished score tables."""
+        acc, loss, secs, settings = self.acc, self.loss, self.secs, self.settings
+        mean_acc, mean_loss = acc.mean(axis=1), loss.mean(axis=1)
+        if scoring == "accuracy":
+            order = np.argsort(-mean_acc, kind="stable")
+        else:
+            order = np.argsort(mean_loss, kind="stable")
+        rank = np.empty(len(settings), dtype=np.int64)
+        rank[order] = np.arange(1, len(settings) + 1)
+
+        results: dict[str, list[Any]] = {"params": [dict(p) for p in settings]}
+        for key in sorted({k for p in settings for k in p}):
+            results[f"param_{key}"] = [p.get(key) for p in settings]
+        results["mean_test_accuracy"] = mean_acc.tolist()
+        results["std_test_accuracy"] = acc.std(axis=1).tolist()
+        results["mean_test_loss"] = mean_loss.tolist()
+        results["std_test_loss"] = loss.std(axis=1).tolist()
+        for f in range(self.n_splits):
+            results[f"split{f}_test_accuracy"] = acc[:, f].tolist()
+            results[f"split{f}_test_loss"] = loss[:, f].tolist()
+            results[f"split{f}_n_epochs"] = self.epochs[:, f].tolist()
+            results[f"split{f}_fit_time"] = secs[:, f].tolist()
+        results["mean_fit_time"] = secs.mean(axis=1).tolist()
+        results["std_fit_time"] = secs.std(axis=1).tolist()
+        results["rank_test_score"] = rank.tolist()
+        return int(order[0]), results
+
+    def refit(self, best: int) -> Generator[SearchStep, None, Any]:
+        """Fit setting ``best`` on every triplet; returns the fitted transform."""
+        est = self.search._estimator(self.settings[best])
+        fitting = est.iter_fit(self.X, self.trip, kind=self.kind, targets=self.tg, pool=self.pool)
+        yield from self.relay(fitting, 0, 0, self.settings[best])
+        return est
+
+
 class TransformSearch(BaseEstimator):
     """Grid search of :class:`AffineTransform` parameters by object-disjoint cross-validation.
 
@@ -258,21 +428,6 @@ class TransformSearch(BaseEstimator):
             loss = float((plogp - p * logq).sum(axis=1).mean())
         return acc, loss
 
-    def fit(
-        self,
-        X: np.ndarray,
-        triplets: np.ndarray,
-        *,
-        kind: TripletKind = "oddone",
-        targets: np.ndarray | None = None,
-        pool: np.ndarray | None = None,
-        n_items: int | None = None,
-    ) -> TransformSearch:
-        """Run the search; see :meth:`iter_fit`. Returns ``self``."""
-        for _ in self.iter_fit(X, triplets, kind=kind, targets=targets, pool=pool, n_items=n_items):
-            pass
-        return self
-
     def iter_fit(
         self,
         X: np.ndarray,
@@ -297,149 +452,36 @@ class TransformSearch(BaseEstimator):
         pool : (m, d) local-term features (for settings with ``alpha > 0``), shared by all fits.
         n_items : item count for the id check (default ``n``).
         """
-        if self.scoring not in ("accuracy", "loss"):
-            raise InputError(
-                f"scoring must be 'accuracy' or 'loss', got {self.scoring!r}", field="scoring"
-            )
-        settings = self._settings()
-        X = check_features(X, name="X")
-        n_items = X.shape[0] if n_items is None else int(n_items)
-        if n_items > X.shape[0]:
-            raise InputError(
-                f"n_items={n_items} exceeds the {X.shape[0]} feature rows", field="n_items"
-            )
-        trip = check_triplets(triplets, n_items)
-        tg = None
-        if targets is not None:
-            tg = np.asarray(targets, dtype=np.float64)
-            if tg.ndim != 2 or tg.shape[0] != trip.shape[0]:
-                raise InputError(
-                    f"must have one row per triplet ({trip.shape[0]}), got shape {tg.shape}",
-                    field="targets",
-                )
-        folds = object_disjoint_folds(trip, n_items, self.n_splits, self.random_state)
-        n_splits = len(folds)
-        n_fits = len(settings) * n_splits + 1
-
-        acc = np.full((len(settings), n_splits), np.nan)
-        loss = np.full((len(settings), n_splits), np.nan)
-        secs = np.full((len(settings), n_splits), np.nan)
-        epochs = np.zeros((len(settings), n_splits), dtype=np.int64)
-        done = 0
-        for s, setting in enumerate(settings):
-            for f, (train, test) in enumerate(folds):
-                est = self._estimator(setting)
-                t0 = time.perf_counter()
-                fitting = est.iter_fit(
-                    X,
-                    trip[train],
-                    kind=kind,
-                    targets=None if tg is None else tg[train],
-                    pool=pool,
-                )
-                for ep in fitting:
-                    yield SearchStep(
-                        setting=s + 1,
-                        n_settings=len(settings),
-                        fold=f + 1,
-                        n_splits=n_splits,
-                        epoch=ep.epoch,
-                        params=dict(setting),
-                        done_fits=done,
-                        n_fits=n_fits,
-                    )
-                secs[s, f] = time.perf_counter() - t0
-                epochs[s, f] = est.n_epochs_
-                acc[s, f], loss[s, f] = self._heldout(
-                    est, X, trip[test], kind, None if tg is None else tg[test]
-                )
-                done += 1
-                logger.info(
-                    "setting %d/%d %s fold %d/%d: held-out accuracy %.4f, loss %.4f (%.1f s)",
-                    s + 1,
-                    len(settings),
-                    setting,
-                    f + 1,
-                    n_splits,
-                    acc[s, f],
-                    loss[s, f],
-                    secs[s, f],
-                )
-                yield SearchStep(
-                    setting=s + 1,
-                    n_settings=len(settings),
-                    fold=f + 1,
-                    n_splits=n_splits,
-                    epoch=0,
-                    params=dict(setting),
-                    fold_done=True,
-                    test_accuracy=float(acc[s, f]),
-                    test_loss=float(loss[s, f]),
-                    done_fits=done,
-                    n_fits=n_fits,
-                )
-
-        mean_acc, mean_loss = acc.mean(axis=1), loss.mean(axis=1)
-        if self.scoring == "accuracy":
-            order = np.argsort(-mean_acc, kind="stable")
-        else:
-            order = np.argsort(mean_loss, kind="stable")
-        rank = np.empty(len(settings), dtype=np.int64)
-        rank[order] = np.arange(1, len(settings) + 1)
-        best = int(order[0])
-
-        results: dict[str, list[Any]] = {"params": [dict(p) for p in settings]}
-        for key in sorted({k for p in settings for k in p}):
-            results[f"param_{key}"] = [p.get(key) for p in settings]
-        results["mean_test_accuracy"] = mean_acc.tolist()
-        results["std_test_accuracy"] = acc.std(axis=1).tolist()
-        results["mean_test_loss"] = mean_loss.tolist()
-        results["std_test_loss"] = loss.std(axis=1).tolist()
-        for f in range(n_splits):
-            results[f"split{f}_test_accuracy"] = acc[:, f].tolist()
-            results[f"split{f}_test_loss"] = loss[:, f].tolist()
-            results[f"split{f}_n_epochs"] = epochs[:, f].tolist()
-            results[f"split{f}_fit_time"] = secs[:, f].tolist()
-        results["mean_fit_time"] = secs.mean(axis=1).tolist()
-        results["std_fit_time"] = secs.std(axis=1).tolist()
-        results["rank_test_score"] = rank.tolist()
-
+        run = _SearchRun(self, X, triplets, kind, targets, pool, n_items)
+        yield from run.cross_validate()
+        best, results = run.rank(self.scoring)
         # refit the winner on every triplet (its own validation split does the early stopping)
-        est = self._estimator(settings[best])
         t0 = time.perf_counter()
-        for ep in est.iter_fit(X, trip, kind=kind, targets=tg, pool=pool):
-            yield SearchStep(
-                setting=0,
-                n_settings=len(settings),
-                fold=0,
-                n_splits=n_splits,
-                epoch=ep.epoch,
-                params=dict(settings[best]),
-                done_fits=done,
-                n_fits=n_fits,
-            )
+        est = yield from run.refit(best)
 
         self.cv_results_ = results
         self.best_index_ = best
-        self.best_params_ = dict(settings[best])
-        self.best_score_ = float(mean_acc[best] if self.scoring == "accuracy" else mean_loss[best])
+        self.best_params_ = dict(run.settings[best])
+        self.best_score_ = float(results[f"mean_test_{self.scoring}"][best])
         self.best_estimator_ = est
         self.refit_time_ = time.perf_counter() - t0
-        self.n_splits_ = n_splits
+        self.n_splits_ = run.n_splits
         self.folds_ = [
             {
                 "n_train": int(train.size),
                 "n_test": int(test.size),
-                "n_dropped": int(trip.shape[0] - train.size - test.size),
+                "n_dropped": int(run.trip.shape[0] - train.size - test.size),
             }
-            for train, test in folds
+            for train, test in run.folds
         ]
         logger.info(
             "transform search: best %s (%s %.4f) of %d settings x %d folds",
             self.best_params_,
             self.scoring,
             self.best_score_,
-            len(settings),
-            n_splits,
+            len(run.settings),
+            run.n_splits,
         )
         return self
+
+    fit = fit_from_iter(iter_fit)

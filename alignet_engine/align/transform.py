@@ -100,6 +100,16 @@ from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from alignet_engine.align.fitloop import (
+    EarlyStopping,
+    append_history,
+    check_param_table,
+    fit_from_iter,
+    new_history,
+    run_epochs,
+    shuffled_batches,
+    torch_generator,
+)
 from alignet_engine.align.metrics import check_features, check_triplets, pair_similarities
 from alignet_engine.base.devices import torch_threads
 from alignet_engine.data._io_common import check_file
@@ -297,8 +307,8 @@ class _PairSims(torch.autograd.Function):
 class _Objective:
     """The fit's loss as a function of the parameters (W, b, log T), with its data.
 
-    Built once per fit by :meth:`AffineTransform.iter_fit`; the training loop only asks it for
-    the loss of a batch (:meth:`step_loss`) and of the validation rows (:meth:`eval_loss`).
+    Built once per fit by :class:`_FitRun`; the training loop only asks it for the loss of a
+    batch (:meth:`step_loss`) and of the validation rows (:meth:`eval_loss`).
 
     Xs : (n, d) float32 standardised features; trip : (t, 3) int64 rows; k : logits per row
     (3 oddone, 2 twoafc); targets : (t, k) float64 soft targets or None (hard); log_t0 : the
@@ -480,6 +490,161 @@ class FitEpoch:
     max_epochs: int = 0
 
 
+@dataclass(frozen=True)
+class _FitData:
+    """The checked inputs of :meth:`AffineTransform.iter_fit`.
+
+    X : (n, d) float64 features; trip : (t, 3) int64 rows; kind : ``"oddone"`` or
+    ``"twoafc"``; k : logits per row (3 or 2); tg : (t, k) float64 soft targets with rows
+    summing to 1, or None (hard objective); pool : (m, d) float64 local-term features, or None
+    when ``alpha == 0``.
+    """
+
+    X: np.ndarray
+    trip: np.ndarray
+    kind: TripletKind
+    k: int
+    tg: np.ndarray | None
+    pool: np.ndarray | None
+
+    @classmethod
+    def checked(
+        cls,
+        est: AffineTransform,
+        X: np.ndarray,
+        triplets: np.ndarray,
+        kind: TripletKind,
+        targets: np.ndarray | None,
+        pool: np.ndarray | None,
+    ) -> _FitData:
+        """Validate ``est``'s parameters and the data (raising :class:`InputError`)."""
+        est._check_params()
+        if kind not in ("oddone", "twoafc"):
+            raise InputError(f"kind must be 'oddone' or 'twoafc', got {kind!r}")
+        X = check_features(X, name="X")
+        n, d = X.shape
+        trip = check_triplets(triplets, n)
+        k = 3 if kind == "oddone" else 2
+        tg = est._check_targets(targets, trip.shape[0], k)
+        if est.objective == "soft" and tg is None:
+            raise InputError(
+                "objective='soft' needs targets (per-row human choice probabilities); "
+                "choice_distributions() computes them from repeated judgments"
+            )
+        if est.objective == "hard" and tg is not None:
+            raise InputError("targets are only used by objective='soft'", field="targets")
+        if est.alpha > 0:
+            if pool is None:
+                raise InputError("alpha > 0 needs pool features for the local term", field="pool")
+            pool = check_features(pool, name="pool")
+            if pool.shape[1] != d or pool.shape[0] < 3:
+                raise InputError(
+                    f"must be (m >= 3, {d}) to match X, got {pool.shape}", field="pool"
+                )
+        elif pool is not None:
+            logger.info("pool features ignored: alpha == 0 switches the local term off")
+            pool = None
+        return cls(X, trip, kind, k, tg, pool)
+
+
+class _FitRun:
+    """One fit of an :class:`AffineTransform`: its :class:`_Objective`, Adam optimiser, early
+    stopping and history. :meth:`AffineTransform.iter_fit` runs :meth:`epoch` in
+    :func:`~alignet_engine.align.fitloop.run_epochs`.
+
+    Building it does everything before the first epoch, in this order (the random draws depend
+    on it): standardise, split off the validation rows, seed the torch stream, resolve the
+    settings, calibrate the temperature, measure the starting loss.
+
+    Attributes
+    ----------
+    data : the checked inputs; mu, sd : the standardisation; val_mask : (t,) bool; train_rows,
+    val_rows : int64 row indices; cfg : the resolved :class:`FitSettings` (``tol`` final);
+    obj : the objective; init_loss : monitored loss of the calibrated start; stopping : the
+    :class:`~alignet_engine.align.fitloop.EarlyStopping` state; history : ``history_`` so far.
+    """
+
+    def __init__(self, est: AffineTransform, data: _FitData) -> None:
+        self.data = data
+        self.mu, self.sd = est._standardisation(data.X)
+        Xs = ((data.X - self.mu) / self.sd).astype(np.float32)
+        n, d = data.X.shape
+
+        rng = np.random.default_rng(est.random_state)
+        self.val_mask = est._split(data.trip, rng)
+        self.train_rows = np.flatnonzero(~self.val_mask)
+        self.val_rows = np.flatnonzero(self.val_mask)
+        self.gen = torch_generator(rng)
+        cfg = est.resolved_settings(self.train_rows.size, n, d)
+
+        with torch_threads(cfg.n_threads):
+            Z0 = torch.from_numpy(Xs)
+            Z0 = F.normalize(Z0, dim=1) if est.similarity == "cosine" else Z0
+            log_t0 = est._init_log_temperature(
+                Z0, torch.from_numpy(data.trip), data.k, data.tg, self.train_rows
+            )
+        self.obj = _Objective(
+            est, Xs, data.trip, data.k, data.tg, log_t0, data.pool, self.mu, self.sd, self.gen
+        )
+        self.opt = torch.optim.Adam(self.obj.params, lr=cfg.lr)
+
+        self.monitor_val = self.val_rows.size > 0
+        with torch_threads(cfg.n_threads):
+            self.init_loss = self.obj.eval_loss(
+                self.val_rows if self.monitor_val else self.train_rows
+            )
+        if "tol" in cfg.auto:
+            cfg = dataclasses.replace(cfg, tol=_AUTO_REL_TOL * abs(self.init_loss))
+        self.cfg = cfg
+        self.stopping = EarlyStopping(self.init_loss, self.obj.params, cfg.patience, cfg.tol)
+        self.history = new_history("train_loss", "val_loss", "local_loss", "penalty")
+        self.train_t = torch.from_numpy(self.train_rows)
+
+    def train_pass(self) -> tuple[float, float]:
+        """One pass of Adam steps over the training rows in a random order, batch by batch.
+
+        Returns (mean human-term loss per training row, mean local-term loss per step or NaN
+        without the local term), both nats.
+        """
+        obj, opt, params, lam = self.obj, self.opt, self.obj.params, self.cfg.lam
+        tr_sum, loc_sum, n_steps = 0.0, 0.0, 0
+        for idx in shuffled_batches(self.train_t.numel(), self.cfg.batch_size, self.gen):
+            rows = self.train_t[idx]
+            loss, glob, loc = obj.step_loss(rows, lam)
+            if loc is not None:
+                loc_sum += float(loc.detach())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            tr_sum += float(glob.detach()) * rows.numel()
+            n_steps += 1
+        local_mean = loc_sum / n_steps if obj.use_local else float("nan")
+        return tr_sum / self.train_t.numel(), local_mean
+
+    def epoch(self, epoch: int) -> FitEpoch:
+        """Train one pass, validate, update early stopping and the history: epoch ``epoch``."""
+        cfg, obj = self.cfg, self.obj
+        with torch_threads(cfg.n_threads):
+            train_loss, local_mean = self.train_pass()
+            val_loss = obj.eval_loss(self.val_rows) if self.monitor_val else float("nan")
+            with torch.no_grad():
+                pen = float(obj.penalty())
+        monitored = val_loss if self.monitor_val else train_loss
+        improved = self.stopping.update(epoch, monitored, obj.params)
+        record = FitEpoch(epoch, train_loss, val_loss, local_mean, pen, improved, cfg.max_epochs)
+        append_history(self.history, record)
+        logger.debug(
+            "epoch %d train %.5f val %.5f local %.5f pen %.3g",
+            epoch,
+            train_loss,
+            val_loss,
+            local_mean,
+            pen,
+        )
+        return record
+
+
 class AffineTransform(BaseEstimator):
     """Affine map of frozen features fitted to human triplet judgments.
 
@@ -603,9 +768,7 @@ class AffineTransform(BaseEstimator):
             ("tol", self.tol, self.tol is None or self.tol >= 0),
             ("val_fraction", self.val_fraction, 0 <= self.val_fraction < 1),
         ]
-        for name, value, ok in checks:
-            if not (ok and (value is None or np.isfinite(value))):
-                raise InputError(f"invalid {name}={value!r}", field=name)
+        check_param_table(checks)
 
     def resolved_settings(self, n_train: int, n_items: int, n_dims: int) -> FitSettings:
         """The settings a fit on ``n_train`` training rows of (``n_items``, ``n_dims``)
@@ -721,20 +884,6 @@ class AffineTransform(BaseEstimator):
     # ----------------------------------------------------------------------------------------
     # fitting
     # ----------------------------------------------------------------------------------------
-    def fit(
-        self,
-        X: np.ndarray,
-        triplets: np.ndarray,
-        *,
-        kind: TripletKind = "oddone",
-        targets: np.ndarray | None = None,
-        pool: np.ndarray | None = None,
-    ) -> AffineTransform:
-        """Fit the transform; see :meth:`iter_fit` for the parameters. Returns ``self``."""
-        for _ in self.iter_fit(X, triplets, kind=kind, targets=targets, pool=pool):
-            pass
-        return self
-
     def iter_fit(
         self,
         X: np.ndarray,
@@ -764,141 +913,42 @@ class AffineTransform(BaseEstimator):
         -------
         ``self`` (as the generator's return value).
         """
-        self._check_params()
-        if kind not in ("oddone", "twoafc"):
-            raise InputError(f"kind must be 'oddone' or 'twoafc', got {kind!r}")
-        X = check_features(X, name="X")
-        n, d = X.shape
-        trip = check_triplets(triplets, n)
-        k = 3 if kind == "oddone" else 2
-        tg = self._check_targets(targets, trip.shape[0], k)
-        if self.objective == "soft" and tg is None:
-            raise InputError(
-                "objective='soft' needs targets (per-row human choice probabilities); "
-                "choice_distributions() computes them from repeated judgments"
-            )
-        if self.objective == "hard" and tg is not None:
-            raise InputError("targets are only used by objective='soft'", field="targets")
-        use_local = self.alpha > 0
-        if use_local:
-            if pool is None:
-                raise InputError("alpha > 0 needs pool features for the local term", field="pool")
-            pool_arr = check_features(pool, name="pool")
-            if pool_arr.shape[1] != d or pool_arr.shape[0] < 3:
-                raise InputError(
-                    f"must be (m >= 3, {d}) to match X, got {pool_arr.shape}", field="pool"
-                )
-        elif pool is not None:
-            logger.info("pool features ignored: alpha == 0 switches the local term off")
+        run = _FitRun(self, _FitData.checked(self, X, triplets, kind, targets, pool))
+        n_epochs = yield from run_epochs(run.cfg.max_epochs, run.epoch, lambda _: run.stopping.stop)
+        self._store_fit(run, n_epochs)
+        return self
 
-        mu, sd = self._standardisation(X)
-        Xs = ((X - mu) / sd).astype(np.float32)
+    fit = fit_from_iter(iter_fit)
 
-        rng = np.random.default_rng(self.random_state)
-        val_mask = self._split(trip, rng)
-        train_rows = np.flatnonzero(~val_mask)
-        val_rows = np.flatnonzero(val_mask)
-        gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
-        cfg = self.resolved_settings(train_rows.size, n, d)
-
-        with torch_threads(cfg.n_threads):
-            Z0 = torch.from_numpy(Xs)
-            Z0 = F.normalize(Z0, dim=1) if self.similarity == "cosine" else Z0
-            log_t0 = self._init_log_temperature(Z0, torch.from_numpy(trip), k, tg, train_rows)
-        obj = _Objective(
-            self, Xs, trip, k, tg, log_t0, pool_arr if use_local else None, mu, sd, gen
-        )
-        params = obj.params
-        opt = torch.optim.Adam(params, lr=cfg.lr)
-
-        monitor_val = val_rows.size > 0
-        with torch_threads(cfg.n_threads):
-            best = obj.eval_loss(val_rows if monitor_val else train_rows)
-        init_loss = best
-        if "tol" in cfg.auto:
-            cfg = dataclasses.replace(cfg, tol=_AUTO_REL_TOL * abs(init_loss))
-        best_state = [p.detach().clone() for p in params]
-        best_epoch, wait = 0, 0
-        history: dict[str, list[float]] = {
-            "train_loss": [],
-            "val_loss": [],
-            "local_loss": [],
-            "penalty": [],
-        }
-        train_t = torch.from_numpy(train_rows)
-        bs = cfg.batch_size
-        epoch = 0
-        for epoch in range(1, cfg.max_epochs + 1):
-            with torch_threads(cfg.n_threads):
-                order = train_t[torch.randperm(train_t.numel(), generator=gen)]
-                tr_sum, loc_sum, n_steps = 0.0, 0.0, 0
-                for s in range(0, order.numel(), bs):
-                    rows = order[s : s + bs]
-                    loss, glob, loc = obj.step_loss(rows, cfg.lam)
-                    if loc is not None:
-                        loc_sum += float(loc.detach())
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(params, 1.0)
-                    opt.step()
-                    tr_sum += float(glob.detach()) * rows.numel()
-                    n_steps += 1
-                train_loss = tr_sum / order.numel()
-                val_loss = obj.eval_loss(val_rows) if monitor_val else float("nan")
-                with torch.no_grad():
-                    pen = float(obj.penalty())
-            monitored = val_loss if monitor_val else train_loss
-            improved = monitored < best - cfg.tol
-            if improved:
-                best, best_epoch, wait = monitored, epoch, 0
-                best_state = [p.detach().clone() for p in params]
-            else:
-                wait += 1
-            local_mean = loc_sum / n_steps if use_local else float("nan")
-            history["train_loss"].append(train_loss)
-            history["val_loss"].append(val_loss)
-            history["local_loss"].append(local_mean)
-            history["penalty"].append(pen)
-            logger.debug(
-                "epoch %d train %.5f val %.5f local %.5f pen %.3g",
-                epoch,
-                train_loss,
-                val_loss,
-                local_mean,
-                pen,
-            )
-            yield FitEpoch(epoch, train_loss, val_loss, local_mean, pen, improved, cfg.max_epochs)
-            if wait >= cfg.patience:
-                break
-
-        W_best, b_best, log_t_best = (p.numpy().astype(np.float64) for p in best_state)
+    def _store_fit(self, run: _FitRun, n_epochs: int) -> None:
+        """Set the fitted attributes from a finished run (its best state) and log a summary."""
+        W_best, b_best, log_t_best = (p.numpy().astype(np.float64) for p in run.stopping.best_state)
         temperature = float(np.exp(log_t_best))
         self.W_ = W_best.astype(np.float32)
         self.b_ = b_best.astype(np.float32)
-        self.mean_ = mu
-        self.std_ = sd
+        self.mean_ = run.mu
+        self.std_ = run.sd
         self.temperature_ = temperature
-        self.n_features_in_ = d
-        self.history_ = history
-        self.init_loss_ = init_loss
-        self.n_epochs_ = epoch
-        self.best_epoch_ = best_epoch
-        self.val_mask_ = val_mask
-        self.settings_ = cfg
+        self.n_features_in_ = run.data.X.shape[1]
+        self.history_ = run.history
+        self.init_loss_ = run.init_loss
+        self.n_epochs_ = n_epochs
+        self.best_epoch_ = run.stopping.best_epoch
+        self.val_mask_ = run.val_mask
+        self.settings_ = run.cfg
         logger.info(
             "affine transform (%s, %s, %s): %d epochs, best epoch %d, monitored loss %.4f -> "
             "%.4f, T = %.4g; %s",
             self.objective,
-            kind,
+            run.data.kind,
             self.similarity,
-            epoch,
-            best_epoch,
-            init_loss,
-            best,
+            n_epochs,
+            run.stopping.best_epoch,
+            run.init_loss,
+            run.stopping.best,
             temperature,
-            cfg,
+            run.cfg,
         )
-        return self
 
     def _standardisation(self, X: np.ndarray) -> tuple[float | np.ndarray, float | np.ndarray]:
         """μ, σ of ``standardize`` for the (n, d) finite features ``X``.
