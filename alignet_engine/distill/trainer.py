@@ -152,6 +152,9 @@ STAGE = "distill"
 #: what a validator is: the student (eval mode, under ``torch.no_grad``) → a float
 Validator = Callable[[nn.Module], float]
 
+#: the losses that match the teacher's whole distribution, by ``DistillConfig.loss``
+_SOFT_LOSSES = {"kl": kl_triplet_loss, "jsd": jsd_triplet_loss}
+
 #: validation curves every run with a validation set has (besides ``val_<validator>``)
 _VAL_NAMES = ("val_agreement", "val_loss")
 
@@ -195,8 +198,8 @@ class DistillResult:
     skipped: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
-# Long by its docstring (the public API's reference, ~100 lines); the body only checks the
-# arguments and hands them to a TrainingRun.
+# Long by its docstring (the public API's reference, ~100 lines); the body (~25 lines) only
+# checks the arguments and hands them to a TrainingRun.
 def distill(
     feature_fn: nn.Module,
     images: ImageSource,
@@ -304,6 +307,44 @@ def distill(
         A checkpoint could not be written (e.g. the disk is full); training stops, and the
         previous checkpoint at ``checkpoint_path`` is kept.
     """
+    params = _trainable_parameters(feature_fn, config)
+    device = torch.device(params[0].device if device is None else device)
+    source = image_source(images, device)
+    triplets, teacher_sims = check_triplets(triplets, teacher_sims, source.count, "triplets")
+    val_data = _validation_set(val, source.count)
+    validators = _checked_validators(validators)
+    digest = ""
+    if checkpoint_path is not None or resume_from is not None:
+        digest = data_digest(triplets, teacher_sims)
+    checkpoints = Checkpointing.checked(
+        checkpoint_path, resume_from, checkpoint_at_end, feature_fn, config, digest
+    )
+    run = TrainingRun(
+        feature_fn,
+        source,
+        triplets,
+        teacher_sims,
+        config,
+        device,
+        control or JobControl(),
+        val_data,
+        checkpoints,
+        validators,
+    )
+    return run.run()
+
+
+def _trainable_parameters(feature_fn: nn.Module, config: DistillConfig) -> list[nn.Parameter]:
+    """The trainable parameters of ``feature_fn``, after checking it and ``config``.
+
+    Raises
+    ------
+    TypeError
+        ``config`` is not a :class:`DistillConfig`.
+    InputError
+        ``feature_fn`` is no module or has nothing to train; a batch the processes cannot
+        share equally.
+    """
     if not isinstance(config, DistillConfig):
         raise TypeError(f"config must be a DistillConfig; got {type(config).__name__}")
     config.validate()
@@ -323,16 +364,22 @@ def distill(
             source="distill config",
             field="batch_size",
         )
-    if device is None:
-        device = params[0].device
-    device = torch.device(device)
-    source = image_source(images, device)
-    triplets, teacher_sims = check_triplets(triplets, teacher_sims, source.count, "triplets")
-    val_data = None
-    if val is not None:
-        val_t, val_s = check_triplets(val[0], val[1], source.count, "validation triplets")
-        # the validation set is read whole at each validation (its distinct images once)
-        val_data = (whole(val_t).astype(np.int64), whole(val_s).astype(np.float32))
+    return params
+
+
+def _validation_set(
+    val: tuple[np.ndarray, np.ndarray] | None, count: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The checked validation ``(triplets (v, 3) int64, sims (v, 3) float32)``, in memory:
+    the validation set is read whole at each validation (its distinct images once)."""
+    if val is None:
+        return None
+    val_t, val_s = check_triplets(val[0], val[1], count, "validation triplets")
+    return whole(val_t).astype(np.int64), whole(val_s).astype(np.float32)
+
+
+def _checked_validators(validators: Mapping[str, Validator] | None) -> dict[str, Validator]:
+    """``validators`` as a dict, after checking their names (curves ``val_<name>``)."""
     validators = dict(validators or {})
     for name, fn in validators.items():
         if not isinstance(name, str) or not name.isidentifier() or name in ("agreement", "loss"):
@@ -343,37 +390,7 @@ def distill(
             )
         if not callable(fn):
             raise InputError(f"validator {name!r} is not callable", field="validators")
-    digest = ""
-    if checkpoint_path is not None or resume_from is not None:
-        digest = data_digest(triplets, teacher_sims)
-    if checkpoint_path is not None:
-        checkpoint_path = Path(checkpoint_path)
-        if not checkpoint_path.parent.is_dir():
-            raise InputError(
-                "the checkpoint's folder does not exist", source=checkpoint_path.parent
-            )
-    resume = None
-    if resume_from is not None:
-        resume = load_checkpoint(resume_from)
-        check_resume(resume, Path(resume_from), feature_fn, config, digest)
-    # the checkpoint being resumed is the "last good" one only if later ones replace it
-    last_saved = None
-    if resume is not None and resume_from is not None and checkpoint_path is not None:
-        same = Path(resume_from).resolve() == checkpoint_path.resolve()
-        last_saved = resume.steps_done if same else None
-    run = TrainingRun(
-        feature_fn,
-        source,
-        triplets,
-        teacher_sims,
-        config,
-        device,
-        control or JobControl(),
-        val_data,
-        Checkpointing(checkpoint_path, resume, last_saved, digest, checkpoint_at_end),
-        validators,
-    )
-    return run.run()
+    return validators
 
 
 @dataclass
@@ -385,6 +402,34 @@ class Checkpointing:
     last_saved: int | None
     data_sha256: str
     at_end: bool = True
+
+    @classmethod
+    def checked(
+        cls,
+        path: str | os.PathLike[str] | None,
+        resume_from: str | os.PathLike[str] | None,
+        at_end: bool,
+        feature_fn: nn.Module,
+        config: DistillConfig,
+        digest: str,
+    ) -> Checkpointing:
+        """:func:`distill`'s checkpoint arguments, checked; ``resume_from`` is read and checked
+        against ``feature_fn``, ``config`` and the data's ``digest`` (see
+        :func:`~alignet_engine.distill.checkpoint.check_resume`)."""
+        if path is not None:
+            path = Path(path)
+            if not path.parent.is_dir():
+                raise InputError("the checkpoint's folder does not exist", source=path.parent)
+        resume = None
+        if resume_from is not None:
+            resume = load_checkpoint(resume_from)
+            check_resume(resume, Path(resume_from), feature_fn, config, digest)
+        # the checkpoint being resumed is the "last good" one only if later ones replace it
+        last_saved = None
+        if resume is not None and resume_from is not None and path is not None:
+            same = Path(resume_from).resolve() == path.resolve()
+            last_saved = resume.steps_done if same else None
+        return cls(path, resume, last_saved, digest, at_end)
 
 
 class PauseClock:
@@ -418,15 +463,10 @@ def global_norm_tensor(tensors: list[torch.Tensor]) -> torch.Tensor:
 def triplet_loss_of(
     config: DistillConfig, teacher: torch.Tensor, student: torch.Tensor
 ) -> torch.Tensor:
-    if config.loss == "kl":
-        return kl_triplet_loss(
-            teacher,
-            student,
-            teacher_temperature=config.teacher_temperature,
-            student_temperature=config.student_temperature,
-        )
-    if config.loss == "jsd":
-        return jsd_triplet_loss(
+    """``config.loss`` of student similarities ``student`` (b, 3) against the teacher's
+    ``teacher`` (b, 3): a 0-d float tensor, nats (mean over the b triplets)."""
+    if config.loss in _SOFT_LOSSES:
+        return _SOFT_LOSSES[config.loss](
             teacher,
             student,
             teacher_temperature=config.teacher_temperature,
@@ -1081,20 +1121,18 @@ class TrainingRun:
         Drawn from a copy of the sampler, so that the source may read ahead while the
         sampler itself (whose state the checkpoints keep) follows the steps trained.
         """
-        config = self.config
         # copied now, not at the first draw: by then the step has drawn from the original
-        sampler = copy.deepcopy(self.batches)
-        b, parts = config.batch_size, config.accumulation_steps
+        return self._shares(copy.deepcopy(self.batches))
+
+    def _shares(self, sampler: TripletSampler) -> Iterator[np.ndarray]:
+        """:meth:`_plan`'s ids, drawn from ``sampler``: (3 · batch_size / world,) int64 each."""
+        b, parts = self.config.batch_size, self.config.accumulation_steps
         local = b // self.world
-
-        def plan() -> Iterator[np.ndarray]:
-            for _ in range(self.step + 1, config.steps + 1):
-                ids = self._ids(next(sampler))
-                for part in range(parts):
-                    first = 3 * (b * part + local * self.rank)
-                    yield ids[first : first + 3 * local]
-
-        return plan()
+        for _ in range(self.step + 1, self.config.steps + 1):
+            ids = self._ids(next(sampler))
+            for part in range(parts):
+                first = 3 * (b * part + local * self.rank)
+                yield ids[first : first + 3 * local]
 
     def _report_skipped(self) -> Job[None]:
         """A warning for each unreadable image the source skipped since the last call."""

@@ -22,8 +22,15 @@ def tracked(
     start without an end is later shown as an interrupted job.
     """
     run_id = project.begin_job(stage, params)
+    return (yield from journalled(project, stage, run_id, lambda: body(run_id)))
+
+
+def journalled(project: Project, stage: str, run_id: str, body: Callable[[], Job[T]]) -> Job[T]:
+    """Run ``body()`` and record its end in the journal: :func:`tracked` for a job whose
+    start record ``run_id`` is already written (under ``torchrun`` the distill stage writes
+    it inside its first agreement, so that its run id reaches every rank)."""
     try:
-        return (yield from body(run_id))
+        return (yield from body())
     except (Cancelled, GeneratorExit):
         project.end_job(stage, run_id, "cancelled")
         raise
@@ -59,3 +66,33 @@ def kept_current_message(comparison: RunComparison, slot: str, new_ref: str) -> 
         f"make it current on the Project page or run `alignet-cli runs use PROJECT {new_ref}`.",
         "WARNING",
     )
+
+
+def write_unless_worse(
+    project: Project,
+    stage: str,
+    run_id: str,
+    slot: str,
+    *,
+    params: Mapping[str, Any],
+    arrays: Mapping[str, Any],
+    inputs: Mapping[str, str],
+    summary: Mapping[str, Any],
+) -> RunComparison | None:
+    """Write run ``stage/run_id`` into ``slot``, current unless :func:`worse_than_current`.
+
+    Returns that comparison when the run was kept out of ``slot`` (the caller yields
+    :func:`kept_current_message`), else None.
+    """
+    worse = worse_than_current(project, stage, slot, summary)
+    project.write_run(
+        stage,
+        run_id,
+        slot=slot,
+        params=params,
+        arrays=arrays,
+        inputs=inputs,
+        summary=summary,
+        make_current=worse is None,
+    )
+    return worse

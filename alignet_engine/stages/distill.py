@@ -37,7 +37,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from alignet_engine.align.metrics import oddone_correct, twoafc_correct
 from alignet_engine.base.types import Judgments
 from alignet_engine.config.distill import DistillConfig, DistillStageConfig
 from alignet_engine.distill import (
+    DistillResult,
     StreamedImages,
     Validator,
     distill,
@@ -64,7 +66,6 @@ from alignet_engine.distill.distributed import Agreement, rank_device, world_ran
 from alignet_engine.distill.rows import SCAN_ROWS, Rows, StoredRows
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import (
-    Cancelled,
     Job,
     JobControl,
     LossBatch,
@@ -75,10 +76,15 @@ from alignet_engine.jobs import (
 )
 from alignet_engine.models import Backbone, load_backbone, load_image, make_transform
 from alignet_engine.models.extract import _ImageFiles  # the extraction's dataset: one decoder
-from alignet_engine.stages._tracking import kept_current_message, worse_than_current
+from alignet_engine.stages._tracking import (
+    journalled,
+    kept_current_message,
+    worse_than_current,
+    write_unless_worse,
+)
 from alignet_engine.stages.curve_files import CurveFiles
 from alignet_engine.stages.triplets import SLOT as TRIPLET_SLOT
-from alignet_engine.store import Project
+from alignet_engine.store import Project, Run
 
 logger = logging.getLogger(__name__)
 
@@ -363,26 +369,101 @@ def run_distill(
     stops every rank with an error rather than leaving them waiting; all ranks return rank 0's
     run id. Every rank yields events; show rank 0's.
     """
-    control = control or JobControl()
-    world, rank = world_rank()
-    writer = rank == 0
-    old_id = None if resume_from is None else resume_from.removeprefix(f"{STAGE}/")
-    params = config.to_dict()
-    if old_id is not None:
-        params["resumed_from"] = f"{STAGE}/{old_id}"
+    return (yield from _StageRun(project, config, control or JobControl(), resume_from).run())
 
-    with Agreement("starting the distill job") as agreed:
-        if writer:
-            if old_id is not None:
-                _check_resumable(project, config, old_id)
-            agreed.value = project.begin_job(STAGE, params)
-    run_id: str = agreed.value
 
-    def body() -> Job[str]:
+@dataclass(frozen=True)
+class _Inputs:
+    """What a distill job reads before it trains (every rank the same; see :class:`_StageRun`).
+
+    Attributes
+    ----------
+    triplets : the triplet run whose teacher is distilled.
+    train, val : its training and validation ``(triplets (m, 3), sims (m, 3))``
+        (:func:`triplet_split`).
+    device : where this rank trains.
+    backbone : the student, on ``device``.
+    images : the pool, streamed from its files.
+    validators : ``{name: fn}`` (``human`` with ``val_judgments``).
+    checkpoint : this job's training checkpoint file.
+    moved : the resumed job's checkpoint was renamed to ``checkpoint`` (rank 0 only).
+    """
+
+    triplets: Run
+    train: tuple[Rows, Rows]
+    val: tuple[Rows, Rows] | None
+    device: torch.device
+    backbone: Backbone
+    images: StreamedImages
+    validators: dict[str, Validator]
+    checkpoint: Path
+    moved: bool
+
+
+class _StageRun:
+    """One distill stage job, as :func:`run_distill` describes it: :meth:`run` starts the job
+    (:meth:`begin`), reads its inputs (:meth:`read_inputs`), builds the trainer
+    (:meth:`trainer`), trains while the curves are recorded (:meth:`train`) and writes the
+    run (:meth:`store`). Nothing happens before the job is first advanced."""
+
+    def __init__(
+        self,
+        project: Project,
+        config: DistillStageConfig,
+        control: JobControl,
+        resume_from: str | None,
+    ) -> None:
+        self.project, self.config, self.control = project, config, control
+        self.world, rank = world_rank()
+        self.writer = rank == 0  # the one process that writes the project
+        self.old_id = None if resume_from is None else resume_from.removeprefix(f"{STAGE}/")
+        self.run_id = ""  # set by begin()
+
+    def run(self) -> Job[str]:
+        """The job; returns the id of the run written (rank 0's, on every rank)."""
+        self.run_id = self.begin()
+        if not self.writer:
+            return (yield from self.body())
+        return (yield from journalled(self.project, STAGE, self.run_id, self.body))
+
+    def begin(self) -> str:
+        """Write the journal's start record (rank 0, after checking a resume); its run id."""
+        params = self.config.to_dict()
+        if self.old_id is not None:
+            params["resumed_from"] = f"{STAGE}/{self.old_id}"
+        with Agreement("starting the distill job") as agreed:
+            if self.writer:
+                if self.old_id is not None:
+                    _check_resumable(self.project, self.config, self.old_id)
+                agreed.value = self.project.begin_job(STAGE, params)
+        run_id: str = agreed.value
+        return run_id
+
+    def body(self) -> Job[str]:
+        """Read, train, store; the warning when the run is kept out of the slot."""
+        project, run_id = self.project, self.run_id
+        inputs = yield from self.read_inputs()
+        job = self.trainer(inputs)
+        if self.writer and self.old_id is not None:
+            project.end_job(STAGE, self.old_id, "resumed", f"continued as {STAGE}/{run_id}")
+        # rank 0's curves: a long run's are appended to side files as they come
+        curves = CurveFiles(project) if self.writer else None
+        result = yield from self.train(job, curves)
+        summary = self.store(inputs, result, curves)
+        if self.writer and project.current(SLOT) != f"{STAGE}/{run_id}":
+            kept = worse_than_current(project, STAGE, SLOT, summary)
+            if kept is not None:
+                yield kept_current_message(kept, SLOT, f"{STAGE}/{run_id}")
+        yield StageDone(STAGE, run_id, summary)
+        return run_id
+
+    def read_inputs(self) -> Job[_Inputs]:
+        """Read the triplets, open the pool, load the student and the validation judgments;
+        rank 0 renames a resumed job's checkpoint to this job's name."""
+        project, config, old_id = self.project, self.config, self.old_id
         with Agreement("reading the triplets and opening the pool") as agreed:
             trip = project.run(TRIPLET_SLOT, arrays=False)
-            pool_name = trip.summary["image_set"]
-            pool = project.imageset(pool_name)
+            pool = project.imageset(trip.summary["image_set"])
             train, val = triplet_split(project, f"{trip.stage}/{trip.run_id}")
             device = rank_device(config.device)
             backbone = load_backbone(config.student)
@@ -390,7 +471,9 @@ def run_distill(
             images = pool_images(pool.paths, backbone, config)
             validators: dict[str, Validator] = {}
             if config.val_judgments is not None:
-                judgments, judged = yield from _judgment_images(project, config, backbone, control)
+                judgments, judged = yield from _judgment_images(
+                    project, config, backbone, self.control
+                )
                 validators[HUMAN_VALIDATOR] = judgment_validator(
                     judgments,
                     judged,
@@ -398,48 +481,53 @@ def run_distill(
                     batch_size=config.training.eval_batch_size,
                     channels_last=config.training.channels_last,
                 )
-            training = config.training
-            processes = f", {world} processes" if world > 1 else ""
+            processes = f", {self.world} processes" if self.world > 1 else ""
             yield Message(
                 STAGE,
                 f"distilling into {config.student} on {device}{processes}: "
-                f"{len(train[0])} triplets, {training.steps} steps",
+                f"{len(train[0])} triplets, {config.training.steps} steps",
             )
-            path = _side_file(project, training_checkpoint_name(run_id))
-            if writer and old_id is not None:
+            path = _side_file(project, training_checkpoint_name(self.run_id))
+            if self.writer and old_id is not None:
                 # the checkpoint moves to this job's name, so a second interruption is resumed
                 # from here; moved back if the checkpoint turns out not to fit
                 os.replace(project.side_path(training_checkpoint_name(old_id)), path)
                 agreed.value = "moved"
         moved = agreed.value == "moved"
+        return _Inputs(trip, train, val, device, backbone, images, validators, path, moved)
+
+    def trainer(self, inputs: _Inputs) -> Job[DistillResult]:
+        """The training job (its arguments and a resumed checkpoint checked); a resumed
+        job's checkpoint goes back to its name when it does not fit."""
+        path, old_id = inputs.checkpoint, self.old_id
         try:
             # after the agreement: the other ranks read the checkpoint rank 0 just moved
             with Agreement("loading the training checkpoint"):
-                job = distill(
-                    StudentFeatures(backbone),
-                    images,
-                    train[0],
-                    train[1],
-                    training,
-                    device=device,
-                    control=control,
-                    val=val,
-                    validators=validators,
+                return distill(
+                    StudentFeatures(inputs.backbone),
+                    inputs.images,
+                    inputs.train[0],
+                    inputs.train[1],
+                    self.config.training,
+                    device=inputs.device,
+                    control=self.control,
+                    val=inputs.val,
+                    validators=inputs.validators,
                     # only rank 0 writes checkpoints (the trainer skips the others' saves)
-                    checkpoint_path=path if writer else None,
+                    checkpoint_path=path if self.writer else None,
                     resume_from=path if old_id is not None else None,
                     checkpoint_at_end=False,  # the student file below is the end result
                 )
         except BaseException:
-            if writer and moved:
-                os.replace(path, project.side_path(training_checkpoint_name(old_id)))
+            if self.writer and inputs.moved:
+                assert old_id is not None
+                os.replace(path, self.project.side_path(training_checkpoint_name(old_id)))
             raise
-        if writer and old_id is not None:
-            project.end_job(STAGE, old_id, "resumed", f"continued as {STAGE}/{run_id}")
-        # rank 0's curves: a long run's are appended to side files as they come
-        curves = CurveFiles(project) if writer else None
+
+    def train(self, job: Job[DistillResult], curves: CurveFiles | None) -> Job[DistillResult]:
+        """``job``'s events, its curves recorded; a job that fails leaves no curve files."""
         try:
-            result = yield from _recording_curves(job, curves)
+            return (yield from _recording_curves(job, curves))
         except CheckpointWriteError as exc:
             if curves is not None:
                 curves.abort()
@@ -457,37 +545,102 @@ def run_distill(
                 curves.abort()
             raise
 
+    def store(
+        self, inputs: _Inputs, result: DistillResult, curves: CurveFiles | None
+    ) -> dict[str, Any]:
+        """Write the student file and the run (rank 0); the run's summary, on every rank."""
         with Agreement("storing the distill run") as agreed:
-            if writer:
+            if self.writer:
                 assert curves is not None
                 with curves:  # deletes the curves' unfinished side files if this fails
-                    summary = _store_run(
-                        project,
-                        config,
-                        run_id,
-                        old_id,
-                        backbone,
-                        result,
-                        trip,
-                        device,
-                        world,
-                        curves,
-                    )
+                    summary = self.write_run(inputs, result, curves)
                 # the copies the keep policy (keep_last, keep_best) left stay as side files
                 # the run is written: the training checkpoint has served its purpose
-                path.unlink(missing_ok=True)
+                inputs.checkpoint.unlink(missing_ok=True)
                 agreed.value = summary
-        summary = agreed.value
-        if writer and project.current(SLOT) != f"{STAGE}/{run_id}":
-            kept = worse_than_current(project, STAGE, SLOT, summary)
-            if kept is not None:
-                yield kept_current_message(kept, SLOT, f"{STAGE}/{run_id}")
-        yield StageDone(STAGE, run_id, summary)
-        return run_id
+        summary_: dict[str, Any] = agreed.value
+        return summary_
 
-    if not writer:
-        return (yield from body())
-    return (yield from _journalled(project, run_id, body))
+    def write_run(
+        self, inputs: _Inputs, result: DistillResult, curves: CurveFiles
+    ) -> dict[str, Any]:
+        """Write the student file and the run (rank 0 only); returns the run's summary.
+
+        ``curves`` collected the job's curve points (see :mod:`.curve_files`)."""
+        project, config, run_id = self.project, self.config, self.run_id
+        training = config.training
+        checkpoint = project.side_path(f"distill-{run_id}.safetensors")
+        backbone = inputs.backbone
+        sha = save_student(
+            checkpoint,
+            backbone.model.cpu(),
+            {
+                "architecture": config.student,
+                **student_description(backbone, config.image_size),
+                "head_dim": training.head_dim,
+                # the representation the student was trained on: with a head, the head's output
+                "embedding": "triplet_head" if training.head_dim else "backbone",
+                "distill": config.to_dict(),
+                "run": f"{STAGE}/{run_id}",
+            },
+            head_state=result.head_state,
+        )
+        arrays = curves.arrays(result.history)
+        summary = self.summary(inputs.device, result, checkpoint.name, sha)
+        write_unless_worse(
+            project,
+            STAGE,
+            run_id,
+            SLOT,
+            params=config.to_dict(),
+            arrays=arrays,
+            inputs={TRIPLET_SLOT: f"{inputs.triplets.stage}/{inputs.triplets.run_id}"},
+            summary=summary,
+        )
+        return summary
+
+    def summary(
+        self, device: torch.device, result: DistillResult, student_file: str, sha256: str
+    ) -> dict[str, Any]:
+        """The run's summary: the student file ``student_file`` (its ``sha256``), speed,
+        final loss, validation before and after, kept checkpoints and skipped images."""
+        training = self.config.training
+        summary: dict[str, Any] = {
+            "student": self.config.student,
+            "steps": result.steps_done,
+            "seconds": round(result.seconds, 2),
+            "images_per_s": round(
+                result.steps_done * 3 * training.effective_batch_size / result.seconds, 2
+            )
+            if result.seconds > 0
+            else None,
+            "effective_batch_size": training.effective_batch_size,
+            "head_dim": training.head_dim,
+            "checkpoint": student_file,
+            "checkpoint_sha256": sha256,
+            "device": str(device),
+            "processes": self.world,
+            "final_loss": float(result.history["loss"][-1]),
+        }
+        if self.old_id is not None:
+            summary["resumed_from"] = f"{STAGE}/{self.old_id}"
+        if "val_agreement" in result.history:
+            summary["val_agreement_before"] = float(result.history["val_agreement"][0])
+            summary["val_agreement_after"] = float(result.history["val_agreement"][-1])
+        ckpt = self.project.side_path(training_checkpoint_name(self.run_id))
+        kept = [*kept_steps(ckpt).values(), kept_path(ckpt, None)]
+        if any(p.is_file() for p in kept):
+            summary["kept_checkpoints"] = sorted(p.name for p in kept if p.is_file())
+        if result.skipped:
+            summary["skipped_images"] = [
+                {"id": int(i), "path": path, "reason": reason}
+                for i, (path, reason) in sorted(result.skipped.items())
+            ]
+        human = f"val_{HUMAN_VALIDATOR}"
+        if human in result.history:
+            summary["val_human_before"] = float(result.history[human][0])
+            summary["val_human_after"] = float(result.history[human][-1])
+        return summary
 
 
 def triplet_split(project: Project, ref: str) -> tuple[tuple[Rows, Rows], tuple[Rows, Rows] | None]:
@@ -542,23 +695,6 @@ def _recording_curves(job: Job[Any], curves: CurveFiles | None) -> Job[Any]:
             yield event
     finally:
         job.close()  # a closed stage closes the training job (its loader's workers)
-
-
-def _journalled(project: Project, run_id: str, body: Callable[[], Job[str]]) -> Job[str]:
-    """Run ``body`` and record its end in the journal (the start is already recorded).
-
-    :func:`alignet_engine.stages._tracking.tracked` with the start left out: under
-    ``torchrun`` the start record is written inside the first agreement, so that its run id
-    reaches every rank.
-    """
-    try:
-        return (yield from body())
-    except (Cancelled, GeneratorExit):
-        project.end_job(STAGE, run_id, "cancelled")
-        raise
-    except Exception as exc:
-        project.end_job(STAGE, run_id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
 
 
 def _side_file(project: Project, name: str) -> Path:
@@ -621,85 +757,3 @@ def student_description(backbone: Backbone, image_size: int | None) -> dict[str,
         out["classifier"] = name
         out["num_classes"] = int(last.out_features)
     return out
-
-
-def _store_run(
-    project: Project,
-    config: DistillStageConfig,
-    run_id: str,
-    old_id: str | None,
-    backbone: Backbone,
-    result: Any,
-    trip: Any,
-    device: torch.device,
-    world: int,
-    curves: CurveFiles,
-) -> dict[str, Any]:
-    """Write the student file and the run (rank 0 only); returns the run's summary.
-
-    ``curves`` collected the job's curve points (see :mod:`.curve_files`)."""
-    training = config.training
-    checkpoint = project.side_path(f"distill-{run_id}.safetensors")
-    description = student_description(backbone, config.image_size)
-    sha = save_student(
-        checkpoint,
-        backbone.model.cpu(),
-        {
-            "architecture": config.student,
-            **description,
-            "head_dim": training.head_dim,
-            # the representation the student was trained on: with a head, the head's output
-            "embedding": "triplet_head" if training.head_dim else "backbone",
-            "distill": config.to_dict(),
-            "run": f"{STAGE}/{run_id}",
-        },
-        head_state=result.head_state,
-    )
-    arrays = curves.arrays(result.history)
-    summary: dict[str, Any] = {
-        "student": config.student,
-        "steps": result.steps_done,
-        "seconds": round(result.seconds, 2),
-        "images_per_s": round(
-            result.steps_done * 3 * training.effective_batch_size / result.seconds, 2
-        )
-        if result.seconds > 0
-        else None,
-        "effective_batch_size": training.effective_batch_size,
-        "head_dim": training.head_dim,
-        "checkpoint": checkpoint.name,
-        "checkpoint_sha256": sha,
-        "device": str(device),
-        "processes": world,
-        "final_loss": float(result.history["loss"][-1]),
-    }
-    if old_id is not None:
-        summary["resumed_from"] = f"{STAGE}/{old_id}"
-    if "val_agreement" in result.history:
-        summary["val_agreement_before"] = float(result.history["val_agreement"][0])
-        summary["val_agreement_after"] = float(result.history["val_agreement"][-1])
-    ckpt = project.side_path(training_checkpoint_name(run_id))
-    kept = [*kept_steps(ckpt).values(), kept_path(ckpt, None)]
-    if any(p.is_file() for p in kept):
-        summary["kept_checkpoints"] = sorted(p.name for p in kept if p.is_file())
-    if result.skipped:
-        summary["skipped_images"] = [
-            {"id": int(i), "path": path, "reason": reason}
-            for i, (path, reason) in sorted(result.skipped.items())
-        ]
-    human = f"val_{HUMAN_VALIDATOR}"
-    if human in result.history:
-        summary["val_human_before"] = float(result.history[human][0])
-        summary["val_human_after"] = float(result.history[human][-1])
-    worse = worse_than_current(project, STAGE, SLOT, summary)
-    project.write_run(
-        STAGE,
-        run_id,
-        slot=SLOT,
-        params=config.to_dict(),
-        arrays=arrays,
-        inputs={TRIPLET_SLOT: f"{trip.stage}/{trip.run_id}"},
-        summary=summary,
-        make_current=worse is None,
-    )
-    return summary

@@ -18,7 +18,7 @@ from alignet_engine.base.types import Judgments
 from alignet_engine.config import TransformConfig, features_slot
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, LossBatch, Message, Progress, StageDone, Throttle
-from alignet_engine.stages._tracking import kept_current_message, tracked, worse_than_current
+from alignet_engine.stages._tracking import kept_current_message, tracked, write_unless_worse
 from alignet_engine.stages.features import stored_features
 from alignet_engine.store import Project
 
@@ -319,16 +319,15 @@ def fit_transform(
             **pool_inputs,
             **rows.inputs,
         }
-        worse = worse_than_current(project, STAGE, slot, summary)
-        project.write_run(
+        worse = write_unless_worse(
+            project,
             STAGE,
             run_id,
-            slot=slot,
+            slot,
             params=config.to_dict(),
             arrays=arrays,
             inputs=inputs,
             summary=summary,
-            make_current=worse is None,
         )
         if worse is not None:
             yield kept_current_message(worse, slot, f"{STAGE}/{run_id}")
