@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 import traceback
-from pathlib import Path
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
@@ -15,10 +14,9 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from alignet_app.main_window import MainWindow
 from alignet_app.settings import load_preferences
 from alignet_app.widgets.theme import apply_theme
+from alignet_resources import resource
 
 log = logging.getLogger(__name__)
-
-RESOURCES = Path(__file__).resolve().parent / "resources"
 
 
 def get_app() -> QApplication:
@@ -28,7 +26,7 @@ def get_app() -> QApplication:
         app.setApplicationName("AligNet Studio")
         app.setOrganizationName("AligNet Studio")
         app.setDesktopFileName("alignet-studio")  # matches packaging/alignet-studio.desktop
-        app.setWindowIcon(QIcon(str(RESOURCES / "alignet-studio.svg")))
+        app.setWindowIcon(QIcon(str(resource("icons/alignet-studio.svg"))))
     assert isinstance(app, QApplication)
     return app
 

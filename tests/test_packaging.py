@@ -8,6 +8,8 @@ import importlib.resources
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -17,7 +19,7 @@ def test_spec_is_python_and_names_files_that_exist() -> None:
     for rel in (
         "alignet_app/__main__.py",
         "alignet_engine/cli.py",
-        "alignet_app/resources/alignet-studio-256.png",
+        "resources/icons/alignet-studio-256.png",
     ):
         parts = rel.split("/")
         assert " / ".join(f'"{p}"' for p in parts) in spec, rel
@@ -49,11 +51,39 @@ def test_repository_carries_licence_and_citation() -> None:
     assert "cff-version:" in citation
 
 
-def test_icon_ships_inside_the_app_package() -> None:
-    resources = importlib.resources.files("alignet_app") / "resources"
-    svg = (resources / "alignet-studio.svg").read_text()
-    assert svg.lstrip().startswith("<svg")
-    assert (resources / "alignet-studio-256.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_resources_install_as_a_package_with_the_icon_style_and_demo_recipe() -> None:
+    from alignet_resources import read_toml, resource
+
+    resources = importlib.resources.files("alignet_resources")
+    assert Path(str(resources)).resolve() == ROOT / "resources"  # the top-level folder itself
+    assert resource("icons/alignet-studio.svg").read_text().lstrip().startswith("<svg")
+    png = resource("icons/alignet-studio-256.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(read_toml("style/theme.toml")["series"]) == 8
+    assert read_toml("demo/recipe.toml")["models"]["teacher"] == "efficientnet_lite2"
+    with pytest.raises(FileNotFoundError, match=r"icons/missing\.svg"):
+        resource("icons/missing.svg")
+
+
+def test_every_package_folder_is_listed_for_setuptools() -> None:
+    """pyproject lists the packages (find cannot map resources/ to alignet_resources): a new
+    sub-package that is not listed would be missing from wheels."""
+    setuptools = _pyproject()["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("alignet_engine", "alignet_app")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert on_disk | {"alignet_resources"} == listed
+    assert setuptools["package-dir"] == {"alignet_resources": "resources"}
+    data = setuptools["package-data"]["alignet_resources"]
+    shipped = {
+        p.relative_to(ROOT / "resources").as_posix() for p in (ROOT / "resources").rglob("*")
+    }
+    for name in shipped:
+        if name.endswith((".svg", ".png", ".toml")):
+            assert any(Path(name).match(pattern) for pattern in data), name
 
 
 def _pyproject() -> dict:

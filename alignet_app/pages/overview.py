@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 from alignet_app.notify import dialogs_enabled
 from alignet_app.pages.base import Page
 from alignet_app.session import Session
+from alignet_app.widgets import theme
 from alignet_app.widgets.runs import RunComparison, RunHistory
 from alignet_engine.errors import AlignetError
 from alignet_engine.jobs import Job
@@ -47,7 +48,7 @@ from alignet_engine.views.status import next_steps
 
 _MARK = {"not run": "○", "done": "●", "stale": "◐", "interrupted": "✕", "running": "▶"}
 #: Border colours of the stage boxes: readable on light and dark palettes alike.
-_BORDER = {"done": "#2e7d32", "stale": "#e69f00", "interrupted": "#d55e00", "not run": "#888888"}
+_BORDER: dict[str, str] = theme.STYLE["stage_states"]
 _STAGE_TITLE = {
     "features": "Features",
     "transform": "Alignment",

@@ -21,12 +21,9 @@ from alignet_engine.views.evaluation import EvalRow, EvaluationTable
 
 #: Okabe–Ito colours (colour-blind safe): teachers blue, students orange; aligned = darker.
 ROLE_COLOURS: dict[str, str] = {
-    "base_teacher": "#56B4E9",
-    "aligned_teacher": "#0072B2",
-    "base_student": "#E69F00",
-    "distilled_student": "#D55E00",
+    role: colour for role, colour in theme.STYLE["evaluation"].items() if role != "extra"
 }
-_EXTRA_COLOURS = ("#009E73", "#CC79A7", "#999999", "#F0E442")
+_EXTRA_COLOURS: tuple[str, ...] = tuple(theme.STYLE["evaluation"]["extra"])
 
 
 def role_colour(table: EvaluationTable, role: str) -> str:

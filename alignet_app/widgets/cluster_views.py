@@ -25,10 +25,7 @@ SILHOUETTE_COLOUR = theme.OKABE_ITO[3]
 
 #: cluster colours: Okabe–Ito without black, then Paul Tol's "muted" set — 14 colours that
 #: stay apart for colour-blind readers; beyond them the marker shape changes too
-CLUSTER_COLOURS = (
-    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
-    "#332288", "#88CCEE", "#44AA99", "#999933", "#882255", "#AA4499", "#DDCC77",
-)  # fmt: skip
+CLUSTER_COLOURS: tuple[str, ...] = tuple(theme.STYLE["clusters"]["colours"])
 CLUSTER_SYMBOLS = ("o", "s", "t", "d", "star", "h")
 
 #: points the map draws at most: a larger pool is shown as a fixed random subsample (the

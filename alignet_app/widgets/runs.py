@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from alignet_app.widgets import theme
 from alignet_engine.stages.headlines import HEADLINES
 from alignet_engine.stages.order import PIPELINE
 from alignet_engine.store import Project, Run
@@ -47,16 +48,7 @@ COMPARED_CURVES: dict[str, tuple[str, ...]] = {
     "transform": ("train_loss", "val_loss"),
 }
 #: Colour-blind-safe series colours (Okabe–Ito) for up to eight overlaid runs.
-RUN_COLOURS = (
-    "#0072B2",
-    "#E69F00",
-    "#009E73",
-    "#CC79A7",
-    "#56B4E9",
-    "#D55E00",
-    "#F0E442",
-    "#000000",
-)
+RUN_COLOURS: tuple[str, ...] = tuple(theme.STYLE["runs"]["colours"])
 
 
 def when(timestamp: float | None) -> str:

@@ -4,7 +4,7 @@ Every plot and every hand-coloured label takes its colours from here, so a dark 
 palette (the system's, or Preferences ▸ Theme) gives dark plots and readable highlights.
 Series colours are Okabe & Ito's eight (Okabe & Ito 2008, "Color Universal Design"), which
 stay distinct for the common colour-vision deficiencies; on a dark background the black entry
-is swapped for light grey.
+is swapped for light grey. The colours themselves live in ``resources/style/theme.toml``.
 """
 
 from __future__ import annotations
@@ -16,20 +16,16 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QWidget
 
+from alignet_resources import read_toml
+
 if TYPE_CHECKING:  # pyqtgraph takes ~1 s to import: the empty window must not wait for it
     import pyqtgraph as pg
 
+#: everything in resources/style/theme.toml (named colours of particular views included)
+STYLE = read_toml("style/theme.toml")
 #: Okabe–Ito, ordered so the first few are the most distinct (blue, orange, green, …)
-OKABE_ITO = (
-    "#0072B2",  # blue
-    "#E69F00",  # orange
-    "#009E73",  # bluish green
-    "#D55E00",  # vermillion
-    "#CC79A7",  # reddish purple
-    "#56B4E9",  # sky blue
-    "#F0E442",  # yellow (last: weak on white)
-    "#000000",  # black
-)
+OKABE_ITO: tuple[str, ...] = tuple(STYLE["series"])
+_BLACK_ON_DARK: str = STYLE["series_on_dark_black"]
 
 
 @dataclass(frozen=True)
@@ -52,36 +48,18 @@ class PlotColours:
         """The ``i``-th series colour (cycles; black becomes light grey on dark)."""
         colour = OKABE_ITO[i % len(OKABE_ITO)]
         if self.dark and colour == "#000000":
-            return "#DDDDDD"
+            return _BLACK_ON_DARK
         return colour
 
 
-LIGHT = PlotColours(
-    dark=False,
-    background="#FFFFFF",
-    foreground="#202020",
-    axis="#606060",
-    muted="#333333",
-    legend_brush=(255, 255, 255, 210),
-    disagree_bg="#FBE3E3",
-    stale="#8A5A00",
-    stale_bg="#FFF1D6",
-    panel="#F4F4F4",
-    error="#B00020",
-)
-DARK = PlotColours(
-    dark=True,
-    background="#1E1E1E",
-    foreground="#E6E6E6",
-    axis="#A0A0A0",
-    muted="#D0D0D0",
-    legend_brush=(30, 30, 30, 210),
-    disagree_bg="#5A2A2A",
-    stale="#FFC857",
-    stale_bg="#5C4514",
-    panel="#2A2A2A",
-    error="#FF6B6B",
-)
+def _plot_colours(name: str) -> PlotColours:
+    fields = dict(STYLE["plot"][name])
+    fields["legend_brush"] = tuple(fields["legend_brush"])
+    return PlotColours(dark=name == "dark", **fields)
+
+
+LIGHT = _plot_colours("light")
+DARK = _plot_colours("dark")
 
 
 def is_dark(palette: QPalette | None = None) -> bool:
@@ -113,28 +91,12 @@ def dark_palette() -> QPalette:
     """A dark Fusion palette (Preferences ▸ Theme ▸ dark, and the dark screenshots)."""
     p = QPalette()
     roles = QPalette.ColorRole
-    for role, colour in (
-        (roles.Window, "#2B2B2B"),
-        (roles.WindowText, "#E6E6E6"),
-        (roles.Base, "#1E1E1E"),
-        (roles.AlternateBase, "#262626"),
-        (roles.ToolTipBase, "#3A3A3A"),
-        (roles.ToolTipText, "#E6E6E6"),
-        (roles.Text, "#E6E6E6"),
-        (roles.Button, "#353535"),
-        (roles.ButtonText, "#E6E6E6"),
-        (roles.BrightText, "#FF6B6B"),
-        (roles.Link, "#56B4E9"),
-        (roles.Highlight, "#0072B2"),
-        (roles.HighlightedText, "#FFFFFF"),
-        (roles.PlaceholderText, "#9A9A9A"),
-        (roles.Mid, "#505050"),
-        (roles.Dark, "#202020"),
-        (roles.Light, "#505050"),
-    ):
-        p.setColor(role, QColor(colour))
+    for role, colour in STYLE["window"]["dark"].items():
+        p.setColor(getattr(roles, role), QColor(colour))
     for role in (roles.WindowText, roles.Text, roles.ButtonText):
-        p.setColor(QPalette.ColorGroup.Disabled, role, QColor("#808080"))
+        p.setColor(
+            QPalette.ColorGroup.Disabled, role, QColor(STYLE["window"]["dark_disabled"]["text"])
+        )
     return p
 
 

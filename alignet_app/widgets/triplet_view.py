@@ -41,10 +41,10 @@ BLOCK = 128
 CACHED_BLOCKS = 48
 
 # Okabe–Ito: distinct for colour-blind readers, readable on light and dark backgrounds
-TEACHER_COLOUR = "#E69F00"  # orange: the teacher's odd one out
-HUMAN_COLOUR = "#0072B2"  # blue: the human's odd one out
-BOTH_COLOUR = "#009E73"  # green: teacher and human chose the same item
-DISAGREE_COLOUR = "#D55E00"  # vermillion: the verdict "disagrees"
+TEACHER_COLOUR: str = theme.STYLE["triplets"]["teacher"]  # orange: the teacher's odd one out
+HUMAN_COLOUR: str = theme.STYLE["triplets"]["human"]  # blue: the human's odd one out
+BOTH_COLOUR: str = theme.STYLE["triplets"]["both"]  # green: teacher and human chose the same
+DISAGREE_COLOUR: str = theme.STYLE["triplets"]["disagree"]  # vermillion: "disagrees"
 _LETTERS = "ABC"
 
 #: the detail panel puts the chart under the cards below this width (px)

@@ -10,6 +10,8 @@ Stages, all through the project file exactly as a user would run them:
 6. distil the teacher's triplet choices into the student (KL + decay-to-init);
 7. evaluate base / aligned teacher and base / distilled student on the held-out judgments;
 8. export the student, the transform and the triplets.
+
+Every size and setting the demo chooses is in its recipe, ``resources/demo/recipe.toml``.
 """
 
 from __future__ import annotations
@@ -42,31 +44,39 @@ from alignet_engine.stages.features import extract
 from alignet_engine.stages.transform import fit_transform
 from alignet_engine.stages.triplets import sample
 from alignet_engine.store import Project
+from alignet_resources import read_toml
 
 STAGE = "demo"
-TEACHER = "efficientnet_lite2"
-STUDENT = "efficientnet_lite0"
+RECIPE: dict[str, Any] = read_toml("demo/recipe.toml")
+TEACHER: str = RECIPE["models"]["teacher"]
+STUDENT: str = RECIPE["models"]["student"]
 
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo. ``quick`` shrinks everything for tests (same code path)."""
+    """Sizes of the demo, from its recipe. ``quick`` shrinks everything for tests (same code
+    path; the recipe's ``[quick]`` table)."""
 
     quick: bool = False
-    seed: int = 0
-    image_size: int = 128  # pixels the models see; the world is drawn at this size too
+    seed: int = RECIPE["seed"]
+    image_size: int = RECIPE["image_size"]  # pixels the models see; the world's size too
+
+    def _size(self, table: str, key: str) -> int:
+        return int(RECIPE["quick"][key] if self.quick else RECIPE[table][key])
 
     @property
     def n_pool(self) -> int:
-        return 8 if self.quick else 20
+        """Unjudged pool exemplars per category."""
+        return self._size("world", "n_pool")
 
     @property
     def distill_steps(self) -> int:
-        return 12 if self.quick else 300
+        return self._size("distill", "steps")
 
     @property
     def n_triplets(self) -> int:
-        return 500 if self.quick else 20_000
+        """Teacher-labelled pool triplets sampled for distillation."""
+        return self._size("sample", "n_triplets")
 
 
 def _remap(j: Judgments, ids: np.ndarray, world: DemoWorld) -> Judgments:
@@ -119,9 +129,8 @@ def _align_and_distill(
             image_set="stimuli",
             judgments=("fit (simulated)",),
             model=TEACHER,
-            objective="soft",
-            # fixed λ: the demo's 1408-d features are too wide for a quick λ search
-            lam=1e-2,
+            objective=RECIPE["transform"]["objective"],
+            lam=RECIPE["transform"]["lam"],  # fixed: see the recipe
             random_state=settings.seed,
         ),
         control,
@@ -139,13 +148,17 @@ def _align_and_distill(
     )
     yield from sample(
         project,
-        SampleConfig(n_triplets=settings.n_triplets, n_val=300, random_state=settings.seed),
+        SampleConfig(
+            n_triplets=settings.n_triplets,
+            n_val=RECIPE["sample"]["n_val"],
+            random_state=settings.seed,
+        ),
         control,
     )
     training = DistillConfig(
         steps=settings.distill_steps,
         seed=settings.seed,
-        warmup_steps=min(20, settings.distill_steps // 5),
+        warmup_steps=min(RECIPE["distill"]["max_warmup_steps"], settings.distill_steps // 5),
     )
     yield from run_distill(
         project,
@@ -200,6 +213,9 @@ def run_demo(
     world = yield from generate_world_job(
         out_dir / "images",
         seed=settings.seed,
+        n_families=RECIPE["world"]["n_families"],
+        n_categories=RECIPE["world"]["n_categories"],
+        n_stimuli=RECIPE["world"]["n_stimuli"],
         n_pool=settings.n_pool,
         image_size=settings.image_size,
         control=control,
