@@ -18,7 +18,7 @@ import os
 import re
 import warnings
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -192,50 +192,81 @@ def read_int_table(
         lines = content_lines(text_lines(text), 0)
         if lines.shape[0] == fast.shape[0]:
             return p, fast, lines
+
     # Slow path: line by line, so that the first problem is reported exactly.
+    def check_first(cells: list[str], line: str, line_no: int) -> None:
+        if any(sep in line for sep in ",;") and len(cells) not in allowed_ncols:
+            raise InputError(
+                f"the columns must be separated by tabs or spaces ({layout}); this line "
+                "uses commas or semicolons",
+                source=p,
+                row=line_no,
+            )
+        if any(not looks_number(x) for x in cells):
+            raise InputError(
+                f"line {line_no} is not numeric; this format ({layout}) has no header row: "
+                "delete any header or comment line",
+                source=p,
+                row=line_no,
+            )
+        if len(cells) not in allowed_ncols:
+            raise InputError(
+                f"expected {' or '.join(map(str, allowed_ncols))} whitespace-separated "
+                f"columns ({layout}), found {len(cells)}",
+                source=p,
+                row=line_no,
+            )
+
+    tokens, lines, ncols = table_cells(
+        text_lines(text),
+        p,
+        split=str.split,
+        check_first=check_first,
+        ragged=lambda n, ncols, _first: (
+            f"has {n} columns but the rows above have {ncols} ({layout}); "
+            "every row needs the same number of columns"
+        ),
+    )
+    table = parse_int_tokens(tokens, lines, ncols, fields, p)
+    return p, table, lines
+
+
+def table_cells(
+    lines: Sequence[str],
+    source: Path,
+    *,
+    split: Callable[[str], list[str]],
+    check_first: Callable[[list[str], str, int], None],
+    ragged: Callable[[int, int, int], str],
+) -> tuple[list[str], np.ndarray, int]:
+    """The cells of a header-less text table (integer tables, numeric matrices), row by row.
+
+    Blank lines carry no data and are skipped (they still count for line numbers). The
+    first other line is ``check_first(cells, line, line_no)`` (it raises for a header or a
+    wrong layout) and fixes the column count; a later row with another count is an
+    InputError naming its line, with the message ``ragged(n_cells, ncols, first_line_no)``.
+
+    Returns
+    -------
+    (tokens, lines, ncols) : the cells row-major; lines (t,) int64, the 1-based line of each
+        row; the column count.
+    """
     tokens: list[str] = []
     line_nos = array("q")
     ncols: int | None = None
-    for k, line in enumerate(text_lines(text)):
-        parts = line.split()
-        if not parts:
+    for k, line in enumerate(lines):
+        if not line.strip():
             continue
+        cells = split(line)
         if ncols is None:
-            if any(sep in line for sep in ",;") and len(parts) not in allowed_ncols:
-                raise InputError(
-                    f"the columns must be separated by tabs or spaces ({layout}); this line "
-                    "uses commas or semicolons",
-                    source=p,
-                    row=k + 1,
-                )
-            if any(not looks_number(x) for x in parts):
-                raise InputError(
-                    f"line {k + 1} is not numeric; this format ({layout}) has no header row: "
-                    "delete any header or comment line",
-                    source=p,
-                    row=k + 1,
-                )
-            if len(parts) not in allowed_ncols:
-                raise InputError(
-                    f"expected {' or '.join(map(str, allowed_ncols))} whitespace-separated "
-                    f"columns ({layout}), found {len(parts)}",
-                    source=p,
-                    row=k + 1,
-                )
-            ncols = len(parts)
-        elif len(parts) != ncols:
-            raise InputError(
-                f"has {len(parts)} columns but the rows above have {ncols} ({layout}); "
-                "every row needs the same number of columns",
-                source=p,
-                row=k + 1,
-            )
-        tokens.extend(parts)
+            check_first(cells, line, k + 1)
+            ncols = len(cells)
+        elif len(cells) != ncols:
+            raise InputError(ragged(len(cells), ncols, line_nos[0]), source=source, row=k + 1)
+        tokens.extend(cells)
         line_nos.append(k + 1)
     assert ncols is not None  # read_text rejected blank files
-    lines = np.frombuffer(line_nos, dtype=np.int64).copy()
-    table = parse_int_tokens(tokens, lines, ncols, fields, p)
-    return p, table, lines
+    return tokens, np.frombuffer(line_nos, dtype=np.int64).copy(), ncols
 
 
 def looks_number(tok: str) -> bool:
@@ -307,25 +338,27 @@ def check_item_ids(
         column, and lists the affected rows), or an item repeated inside one triplet.
     """
     lo, hi = id_base, n_items - 1 + id_base
-    bad = (ids < lo) | (ids > hi)
-    if bad.any():
-        bad_rows = np.flatnonzero(bad.any(axis=1))
-        r = int(bad_rows[0])
-        c = int(np.flatnonzero(bad[r])[0])
+
+    def out_of_range(r: int, c: int) -> str:
         if id_base == 0 and ids.min() >= 1 and ids.max() == n_items:
             extra = " The ids look 1-based: import them as 1-based (CLI: --id-base 1)."
         elif id_base == 1 and ids.min() == 0:
             extra = " The ids look 0-based: import them as 0-based (CLI: --id-base 0)."
         else:
             extra = " Check that these judgments belong to this image set."
-        raise InputError(
+        return (
             f"item id {int(ids[r, c])} is out of range: the image set has {n_items} images, "
-            f"so ids must be {lo}..{hi} ({id_base}-based).{extra}{hint} "
-            f"Rows affected: {summarize([int(x) for x in rows[bad_rows]])}.",
-            source=source,
-            row=int(rows[r]),
-            field=fields[c],
+            f"so ids must be {lo}..{hi} ({id_base}-based).{extra}{hint}"
         )
+
+    refuse_cells(
+        (ids < lo) | (ids > hi),
+        out_of_range,
+        source=source,
+        rows=rows,
+        fields=fields,
+        list_rows=True,
+    )
     out = ids - id_base if id_base else ids
     rep = (out[:, 0] == out[:, 1]) | (out[:, 0] == out[:, 2]) | (out[:, 1] == out[:, 2])
     if rep.any():
@@ -345,51 +378,81 @@ def check_item_ids(
 
 def check_participant(values: np.ndarray, *, source: Path, rows: np.ndarray, field: str) -> None:
     """Participant ids are >= 0, or -1 for unknown."""
-    bad = values < -1
-    if bad.any():
-        r = int(np.flatnonzero(bad)[0])
-        raise InputError(
+    refuse_cells(
+        values < -1,
+        lambda r, _: (
             f"participant id {int(values[r])} is negative; use ids >= 0, or -1 (or an empty "
-            "cell) for unknown",
-            source=source,
-            row=int(rows[r]),
-            field=field,
-        )
+            "cell) for unknown"
+        ),
+        source=source,
+        rows=rows,
+        fields=(field,),
+    )
 
 
 def check_votes(
     votes: np.ndarray, *, source: Path, rows: np.ndarray, fields: Sequence[str]
 ) -> None:
     """Vote counts (t, 2) are 0 .. MAX_VOTES and every row has at least one vote."""
-    big = votes > MAX_VOTES
-    if big.any():
-        r, c = (int(x) for x in np.argwhere(big)[0])
-        raise InputError(
+    refuse_cells(
+        votes > MAX_VOTES,
+        lambda r, c: (
             f"vote count {int(votes[r, c])} is more than {MAX_VOTES}; votes count responses "
-            "(sums and products of larger counts overflow)",
-            source=source,
-            row=int(rows[r]),
-            field=fields[c],
-        )
-    neg = votes < 0
-    if neg.any():
-        r, c = (int(x) for x in np.argwhere(neg)[0])
-        raise InputError(
-            f"vote count {int(votes[r, c])} is negative; votes count responses and must be >= 0",
-            source=source,
-            row=int(rows[r]),
-            field=fields[c],
-        )
-    zero = votes.sum(axis=1) == 0
-    if zero.any():
-        zrows = np.flatnonzero(zero)
-        raise InputError(
-            "both vote counts are 0, so the row holds no response; delete it or fix the counts. "
-            f"Rows affected: {summarize([int(x) for x in rows[zrows]])}.",
-            source=source,
-            row=int(rows[zrows[0]]),
-            field=fields[0],
-        )
+            "(sums and products of larger counts overflow)"
+        ),
+        source=source,
+        rows=rows,
+        fields=fields,
+    )
+    refuse_cells(
+        votes < 0,
+        lambda r, c: (
+            f"vote count {int(votes[r, c])} is negative; votes count responses and must be >= 0"
+        ),
+        source=source,
+        rows=rows,
+        fields=fields,
+    )
+    refuse_cells(
+        votes.sum(axis=1) == 0,
+        lambda r, c: (
+            "both vote counts are 0, so the row holds no response; delete it or fix the counts."
+        ),
+        source=source,
+        rows=rows,
+        fields=fields,
+        list_rows=True,
+    )
+
+
+def refuse_cells(
+    bad: np.ndarray,
+    says: Callable[[int, int], str],
+    *,
+    source: Path,
+    rows: np.ndarray,
+    fields: Sequence[str],
+    list_rows: bool = False,
+) -> None:
+    """Raise an InputError at the first bad cell of a table, if any.
+
+    Parameters
+    ----------
+    bad : (t, k) bool, True where a cell is wrong, or (t,) bool for whole rows (column 0).
+    says : ``says(r, c)``, the message about cell ``[r, c]`` (0-based).
+    rows : (t,) int64, the user-visible row number of each row (line or 1-based index).
+    fields : the k column names; the error names ``fields[c]``.
+    list_rows : append ``Rows affected: …`` (every row with a bad cell, up to a limit).
+    """
+    if not bad.any():
+        return
+    bad2 = bad if bad.ndim == 2 else bad[:, None]
+    r, c = (int(x) for x in np.argwhere(bad2)[0])
+    message = says(r, c)
+    if list_rows:
+        affected = rows[np.flatnonzero(bad2.any(axis=1))]
+        message += f" Rows affected: {summarize([int(x) for x in affected])}."
+    raise InputError(message, source=source, row=int(rows[r]), field=fields[c])
 
 
 #: The largest vote count of one row: 2**31 - 1, so that sums over millions of rows and the

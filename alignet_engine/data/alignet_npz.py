@@ -256,6 +256,17 @@ class _BadRows:
         """The 1-based rows as :func:`summarize` lists them."""
         return summarize([r + 1 for r in self.first], total=self.count)
 
+    def error(self, says: Callable[[int], str], p: Path, field: str) -> InputError:
+        """The InputError naming the first row: ``array_row(r) + " " + says(r)``, then the
+        rows affected."""
+        r = self.first[0]
+        return InputError(
+            f"{array_row(r)} {says(r)}. Rows affected: {self.summary()}.",
+            source=p,
+            row=r + 1,
+            field=field,
+        )
+
 
 def _scan(a: np.ndarray, *checks: Callable[[np.ndarray], np.ndarray]) -> tuple[_BadRows, ...]:
     """Run each ``check(block) -> (k,) bool`` (True: bad row) over ``a`` in blocks of
@@ -306,24 +317,21 @@ def _similarities(a: np.ndarray, p: Path, *, allow_ties: bool) -> np.ndarray:
     # Checked on the stored values (not the float32 copy) so the rule is the file's own.
     nonfinite, unordered = _scan(a, lambda b: ~np.isfinite(b).all(axis=1), _ordered(allow_ties))
     if nonfinite.count:
-        r = nonfinite.first[0]
-        raise InputError(
-            f"{array_row(r)} holds {a[r].tolist()}; similarities must be finite (no NaN/inf). "
-            f"Rows affected: {nonfinite.summary()}.",
-            source=p,
-            row=r + 1,
-            field="similarities",
+        raise nonfinite.error(
+            lambda r: f"holds {a[r].tolist()}; similarities must be finite (no NaN/inf)",
+            p,
+            "similarities",
         )
     if unordered.count:
-        r = unordered.first[0]
         rule = "s12 <= s01 and s12 <= s02" if allow_ties else "s12 < s01 and s12 < s02"
-        raise InputError(
-            f"{array_row(r)} holds [s01, s02, s12] = {a[r].tolist()}, but s12 must be the "
-            f"smallest ({rule}: image 2 is the odd one out); reorder each "
-            f"triplet so the odd one is last. Rows affected: {unordered.summary()}.",
-            source=p,
-            row=r + 1,
-            field="similarities",
+        raise unordered.error(
+            lambda r: (
+                f"holds [s01, s02, s12] = {a[r].tolist()}, but s12 must be the smallest "
+                f"({rule}: image 2 is the odd one out); reorder each triplet so the odd one "
+                "is last"
+            ),
+            p,
+            "similarities",
         )
     if a.dtype == np.float32:
         return a if isinstance(a, np.memmap) else np.ascontiguousarray(a)
@@ -373,21 +381,16 @@ def _check_ids(ids: np.ndarray, n: int | None, p: Path, field: str) -> None:
         lambda b: (b[:, 0] == b[:, 1]) | (b[:, 0] == b[:, 2]) | (b[:, 1] == b[:, 2]),
     )
     if out_of_range.count:
-        r = out_of_range.first[0]
         limit = f"0..{n - 1} (the image set has {n} images)" if n is not None else ">= 0"
-        raise InputError(
-            f"{array_row(r)} holds ids {ids[r].tolist()}; ids must be {limit}. "
-            f"Rows affected: {out_of_range.summary()}.",
-            source=p,
-            row=r + 1,
-            field=field,
+        raise out_of_range.error(
+            lambda r: f"holds ids {ids[r].tolist()}; ids must be {limit}", p, field
         )
     if repeated.count:
-        r = repeated.first[0]
-        raise InputError(
-            f"{array_row(r)} names the same image twice ({ids[r].tolist()}); a triplet needs "
-            f"three different images. Rows affected: {repeated.summary()}.",
-            source=p,
-            row=r + 1,
-            field=field,
+        raise repeated.error(
+            lambda r: (
+                f"names the same image twice ({ids[r].tolist()}); a triplet needs three "
+                "different images"
+            ),
+            p,
+            field,
         )

@@ -25,8 +25,10 @@ from alignet_engine.data._io_common import (
     check_file,
     check_n_items,
     check_npy_header,
+    looks_number,
     read_text,
     summarize,
+    table_cells,
     text_lines,
 )
 from alignet_engine.errors import InputError
@@ -427,52 +429,38 @@ def _read_text_matrix(p: Path) -> tuple[np.ndarray, np.ndarray]:
     lines = text_lines(text)
     first = next(ln for ln in lines if ln.strip())
     sep: str | None = "," if "," in first else "\t" if "\t" in first else None
-    tokens: list[str] = []
-    line_of: list[int] = []
-    ncols: int | None = None
-    for k, line in enumerate(lines):
-        if not line.strip():
-            continue
-        cells = line.split(sep) if sep else line.split()
-        if ncols is None:
-            ncols = len(cells)
-            if not all(_is_float(c) for c in cells):
-                raise InputError(
-                    f"line {k + 1} is not numeric; a matrix file has no header row or labels: "
-                    "delete them",
-                    source=p,
-                    row=k + 1,
-                )
-        elif len(cells) != ncols:
+
+    def check_first(cells: list[str], _line: str, line_no: int) -> None:
+        if not all(looks_number(c) for c in cells):
             raise InputError(
-                f"has {len(cells)} values but line {line_of[0]} has {ncols}; every row of the "
-                "matrix needs the same number of values",
+                f"line {line_no} is not numeric; a matrix file has no header row or labels: "
+                "delete them",
                 source=p,
-                row=k + 1,
+                row=line_no,
             )
-        tokens.extend(cells)
-        line_of.append(k + 1)
-    assert ncols is not None
+
+    tokens, line_of, ncols = table_cells(
+        lines,
+        p,
+        split=(lambda line: line.split(sep)) if sep else str.split,
+        check_first=check_first,
+        ragged=lambda n, ncols, first: (
+            f"has {n} values but line {first} has {ncols}; every row of the "
+            "matrix needs the same number of values"
+        ),
+    )
     try:
         arr = np.array(tokens, dtype=str).astype(np.float64)
     except ValueError:
         for t, tok in enumerate(tokens):
-            if not _is_float(tok):
+            if not looks_number(tok):
                 r, c = divmod(t, ncols)
                 what = "is empty" if not tok.strip() else f"{tok.strip()!r} is not a number"
                 raise InputError(
                     f"{what}; every cell must be a number",
                     source=p,
-                    row=line_of[r],
+                    row=int(line_of[r]),
                     field=f"column {c + 1}",
                 ) from None
         raise
-    return arr.reshape(len(line_of), ncols), np.asarray(line_of, dtype=np.int64)
-
-
-def _is_float(tok: str) -> bool:
-    try:
-        float(tok)
-    except ValueError:
-        return False
-    return True
+    return arr.reshape(len(line_of), ncols), line_of

@@ -32,6 +32,7 @@ from alignet_engine.data._io_common import (
     check_votes,
     read_int_table,
     read_text,
+    refuse_cells,
     summarize,
 )
 from alignet_engine.data.arrays_io import load_npy
@@ -63,18 +64,17 @@ def _odd_last(ids: np.ndarray, odd_pos: np.ndarray) -> np.ndarray:
 def _check_position(
     pos: np.ndarray, *, source: Path, rows: np.ndarray, field: str, what: str
 ) -> None:
-    bad = (pos < 1) | (pos > 3)
-    if bad.any():
-        bad_rows = np.flatnonzero(bad)
-        r = int(bad_rows[0])
-        raise InputError(
+    refuse_cells(
+        (pos < 1) | (pos > 3),
+        lambda r, _: (
             f"{what} is {int(pos[r])}; it must be 1, 2 or 3 (the position of the odd one "
-            "among the three items). Rows affected: "
-            f"{summarize([int(x) for x in rows[bad_rows]])}.",
-            source=source,
-            row=int(rows[r]),
-            field=field,
-        )
+            "among the three items)."
+        ),
+        source=source,
+        rows=rows,
+        fields=(field,),
+        list_rows=True,
+    )
 
 
 def read_things_tsv(path: PathLike, n_items: int) -> Judgments:
@@ -325,11 +325,7 @@ def read_twoafc_csv(path: PathLike, n_items: int, *, id_base: int = 0) -> Judgme
     both >= 0, not both 0); without them each row is one response. ``participant`` is an
     integer id >= 0, or empty / -1 for unknown. Delimiter ``,``, tab or ``;``.
 
-    Parameters
-    ----------
-    path : the CSV file.
-    n_items : size of the image set.
-    id_base : 0 or 1, the id of the first image in the file.
+    ``path``, ``n_items`` and ``id_base`` are :func:`read_oddone_csv`'s.
 
     Returns
     -------

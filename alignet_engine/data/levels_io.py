@@ -279,6 +279,99 @@ def _scan_participant(pid: str, trials: Any, src: Path, counts: _TrialCounts) ->
     return out
 
 
+@dataclass
+class _MatchedRows:
+    """The judgment rows being built: kept trials matched to image ids by file name, and
+    the trials dropped because an image is not in the set."""
+
+    by_name: dict[str, int]
+    rows: list[tuple[int, int, int]] = field(default_factory=list)
+    rts: list[float] = field(default_factory=list)
+    who: list[int] = field(default_factory=list)
+    missing: dict[str, None] = field(default_factory=dict)  # an ordered set of file names
+    n_missing_trials: int = 0
+
+    def add(self, names: tuple[str, str, str], choice: str, rt: float, participant: int) -> None:
+        """One answered trial as the row ``(i, j, odd)``, or counted when an image is missing."""
+        ids = [self.by_name.get(n) for n in names]
+        if any(i is None for i in ids):
+            self.missing.update((n, None) for n, i in zip(names, ids, strict=True) if i is None)
+            self.n_missing_trials += 1
+            return
+        odd = names.index(choice)
+        a, b = (x for x in range(3) if x != odd)
+        self.rows.append((ids[a], ids[b], ids[odd]))  # type: ignore[arg-type]
+        self.rts.append(rt)
+        self.who.append(participant)
+
+
+def _first_index_by_name(images: ImageSet) -> dict[str, int]:
+    """File name → the first image of the set with that name (ImageNet's ``nXXXXXXXX/``
+    folders and a flat folder match alike)."""
+    by_name: dict[str, int] = {}
+    for i, p in enumerate(images.paths):
+        if p:
+            by_name.setdefault(Path(p).name, i)
+    return by_name
+
+
+def _read_participants(src: Path) -> Mapping[Any, Any]:
+    """The pickle's participant id → trials mapping (safely unpickled, non-empty)."""
+    data = safe_unpickle(src)
+    if not isinstance(data, Mapping) or not data:
+        raise InputError(
+            f"expected a non-empty dict of participant id → list of trials, got "
+            f"{type(data).__name__}",
+            source=src,
+        )
+    return data
+
+
+def _nothing_left(matched: _MatchedRows, excluded: int, participants: int, src: Path) -> InputError:
+    """Why no trial survived: the images are another set's, or the filter took them all."""
+    if matched.missing and not any(n in matched.by_name for n in matched.missing):
+        return InputError(
+            f"none of the file's images are in the image set ({len(matched.missing)} missing, "
+            f"e.g. {summarize(list(matched.missing), limit=3)}); import the ImageNet-2012 train "
+            "images that Levels uses first, as a folder of nXXXXXXXX/ class folders or a flat "
+            "folder (alignet-cli import-images <folder> --set NAME), then import the "
+            "judgments onto that set",
+            source=src,
+        )
+    return InputError(
+        f"no experimental trial left: {excluded} of {participants} participants "
+        f"excluded by the filter, {matched.n_missing_trials} trials name missing images",
+        source=src,
+    )
+
+
+def _import_report(
+    participants: int,
+    excluded: dict[str, str],
+    filter_: dict[str, float],
+    counts: _TrialCounts,
+    matched: _MatchedRows,
+    row_levels: list[str],
+) -> dict[str, Any]:
+    """The JSON-able counts shown to the user (see :class:`LevelsData`)."""
+    return {
+        "participants": participants,
+        "participants_kept": participants - len(excluded),
+        "participants_excluded": excluded,
+        "filter": filter_,
+        "experimental_trials": counts.experimental,
+        "catch_trials": counts.catch,
+        "nonresponses_experimental": counts.nonresponses_experimental,
+        "invalid_selections": counts.invalid_selections,
+        "trials_missing_images": matched.n_missing_trials,
+        "n_missing_images": len(matched.missing),
+        "missing_images": list(matched.missing)[:50],
+        "triplet_type_disagrees_with_wordnet_level": counts.level_mismatch,
+        "trials_kept": len(matched.rows),
+        "by_level": {lv: row_levels.count(lv) for lv in LEVELS},
+    }
+
+
 def read_levels_pkl(
     path: PathLike,
     images: ImageSet,
@@ -314,24 +407,10 @@ def read_levels_pkl(
     if max_nonresponses < 0:
         raise InputError(f"max_nonresponses must be >= 0, got {max_nonresponses}")
     src = Path(path)
-    data = safe_unpickle(src)
-    if not isinstance(data, Mapping) or not data:
-        raise InputError(
-            f"expected a non-empty dict of participant id → list of trials, got "
-            f"{type(data).__name__}",
-            source=src,
-        )
-    by_name: dict[str, int] = {}
-    for i, p in enumerate(images.paths):
-        if p:
-            by_name.setdefault(Path(p).name, i)
+    data = _read_participants(src)
     participants = tuple(sorted(str(k) for k in data))
     pindex = {p: i for i, p in enumerate(participants)}
-    rows: list[tuple[int, int, int]] = []
-    rts: list[float] = []
-    who: list[int] = []
-    missing: dict[str, None] = {}
-    n_missing_trials = 0
+    matched = _MatchedRows(_first_index_by_name(images))
     excluded: dict[str, str] = {}
     counts = _TrialCounts()
     for pid_raw, trials in data.items():
@@ -342,53 +421,19 @@ def read_levels_pkl(
             excluded[pid] = why
             continue
         for names, choice, rt in scanned.kept:
-            ids = [by_name.get(n) for n in names]
-            if any(i is None for i in ids):
-                missing.update((n, None) for n, i in zip(names, ids, strict=True) if i is None)
-                n_missing_trials += 1
-                continue
-            odd = names.index(choice)
-            a, b = (x for x in range(3) if x != odd)
-            rows.append((ids[a], ids[b], ids[odd]))  # type: ignore[arg-type]
-            rts.append(rt)
-            who.append(pindex[pid])
+            matched.add(names, choice, rt, pindex[pid])
+    if not matched.rows:
+        raise _nothing_left(matched, len(excluded), len(participants), src)
     names_of = [Path(p).name for p in images.paths]
-    row_levels = [triplet_level((names_of[i], names_of[j], names_of[k])) for i, j, k in rows]
-    if not rows:
-        if missing and not any(n in by_name for n in missing):
-            raise InputError(
-                f"none of the file's images are in the image set ({len(missing)} missing, e.g. "
-                f"{summarize(list(missing), limit=3)}); import the ImageNet-2012 train images "
-                "that Levels uses first, as a folder of nXXXXXXXX/ class folders or a flat "
-                "folder (alignet-cli import-images <folder> --set NAME), then import the "
-                "judgments onto that set",
-                source=src,
-            )
-        raise InputError(
-            f"no experimental trial left: {len(excluded)} of {len(participants)} participants "
-            f"excluded by the filter, {n_missing_trials} trials name missing images",
-            source=src,
-        )
-    report = {
-        "participants": len(participants),
-        "participants_kept": len(participants) - len(excluded),
-        "participants_excluded": excluded,
-        "filter": {"min_catch_accuracy": min_catch_accuracy, "max_nonresponses": max_nonresponses},
-        "experimental_trials": counts.experimental,
-        "catch_trials": counts.catch,
-        "nonresponses_experimental": counts.nonresponses_experimental,
-        "invalid_selections": counts.invalid_selections,
-        "trials_missing_images": n_missing_trials,
-        "n_missing_images": len(missing),
-        "missing_images": list(missing)[:50],
-        "triplet_type_disagrees_with_wordnet_level": counts.level_mismatch,
-        "trials_kept": len(rows),
-        "by_level": {lv: row_levels.count(lv) for lv in LEVELS},
-    }
+    row_levels = [
+        triplet_level((names_of[i], names_of[j], names_of[k])) for i, j, k in matched.rows
+    ]
+    filter_ = {"min_catch_accuracy": min_catch_accuracy, "max_nonresponses": max_nonresponses}
+    report = _import_report(len(participants), excluded, filter_, counts, matched, row_levels)
     j = Judgments(
         "oddone",
-        np.asarray(rows, dtype=np.int64).reshape(-1, 3),
-        np.asarray(who, dtype=np.int64),
+        np.asarray(matched.rows, dtype=np.int64).reshape(-1, 3),
+        np.asarray(matched.who, dtype=np.int64),
         meta={
             "format": "levels-pkl",
             "protocol": "levels",
@@ -396,6 +441,6 @@ def read_levels_pkl(
             "import_report": json.dumps(report),
         },
         types=np.asarray(row_levels, dtype=str),
-        response_ms=np.asarray(rts, dtype=np.float64),
+        response_ms=np.asarray(matched.rts, dtype=np.float64),
     )
     return LevelsData(j, participants, report)
