@@ -270,6 +270,7 @@ def table_cells(
 
 
 def looks_number(tok: str) -> bool:
+    """Whether ``float(tok)`` reads ``tok`` (numbers, ``nan``, ``inf``, surrounding spaces)."""
     try:
         float(tok)
     except ValueError:
@@ -378,16 +379,14 @@ def check_item_ids(
 
 def check_participant(values: np.ndarray, *, source: Path, rows: np.ndarray, field: str) -> None:
     """Participant ids are >= 0, or -1 for unknown."""
-    refuse_cells(
-        values < -1,
-        lambda r, _: (
+
+    def says(r: int, _c: int) -> str:
+        return (
             f"participant id {int(values[r])} is negative; use ids >= 0, or -1 (or an empty "
             "cell) for unknown"
-        ),
-        source=source,
-        rows=rows,
-        fields=(field,),
-    )
+        )
+
+    refuse_cells(values < -1, says, source=source, rows=rows, fields=(field,))
 
 
 def check_votes(
@@ -510,21 +509,31 @@ def check_declared_size(
     available is an InputError naming both sizes.
     """
     declared = int(np.prod([int(d) for d in shape], dtype=object)) * dtype.itemsize
+    declares = f"declares a {'x'.join(map(str, shape))} {dtype} array ({_size(declared)})"
     if stored is not None and declared > stored:
-        raise InputError(
-            f"declares a {'x'.join(map(str, shape))} {dtype} array ({_size(declared)}) but "
-            f"holds only {_size(stored)} of data; the file is truncated or damaged",
-            source=source,
-            field=field,
-        )
+        why = f" but holds only {_size(stored)} of data; the file is truncated or damaged"
+        raise InputError(declares + why, source=source, field=field)
     free = available_memory()
     if free is not None and declared > free:
-        raise InputError(
-            f"declares a {'x'.join(map(str, shape))} {dtype} array ({_size(declared)}), more "
-            f"than the {_size(free)} of memory available",
-            source=source,
-            field=field,
-        )
+        why = f", more than the {_size(free)} of memory available"
+        raise InputError(declares + why, source=source, field=field)
+
+
+def read_npy_header(fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the ``.npy`` header at ``fh``'s position,
+    which is left at the first data byte (nothing of the data is read: arrays can be
+    gigabytes). Format 1.0 has a 2-byte header length, later ones a 4-byte one.
+
+    Raises ValueError, OSError or EOFError for a damaged header (the caller names the file).
+    """
+    version = np.lib.format.read_magic(fh)
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = read_header(fh)
+    return tuple(int(x) for x in shape), bool(fortran), dtype
 
 
 def check_npy_header(fh: BinaryIO, data_bytes: int | None, source: Path, field: str | None) -> None:
@@ -532,13 +541,7 @@ def check_npy_header(fh: BinaryIO, data_bytes: int | None, source: Path, field: 
     ``data_bytes``: the bytes from the header's start to the end of the member or file."""
     start = fh.tell()
     try:
-        version = np.lib.format.read_magic(fh)
-        read_header = (
-            np.lib.format.read_array_header_1_0
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, _, dtype = read_header(fh)
+        shape, _, dtype = read_npy_header(fh)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"has a damaged .npy header ({exc})", source=source, field=field) from None
     if dtype.hasobject:

@@ -33,6 +33,7 @@ from alignet_engine.data._io_common import (
     check_declared_size,
     check_file,
     check_n_items,
+    read_npy_header,
     summarize,
 )
 from alignet_engine.data.arrays_io import npz_get, open_npz
@@ -191,13 +192,7 @@ def _memmap_member(p: Path, zf: zipfile.ZipFile, key: str) -> np.ndarray | None:
         start = info.header_offset + 30 + name_len + extra_len
         fh.seek(start)
         try:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-            else:
-                return None
+            shape, fortran, dtype = read_npy_header(fh)
         except (ValueError, OSError, EOFError):
             return None  # the reader names the damage
         offset = fh.tell()

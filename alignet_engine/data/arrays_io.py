@@ -26,6 +26,7 @@ from alignet_engine.data._io_common import (
     check_n_items,
     check_npy_header,
     looks_number,
+    read_npy_header,
     read_text,
     summarize,
     table_cells,
@@ -123,16 +124,10 @@ def npz_header(npz: Any, key: str, p: Path) -> tuple[tuple[int, ...], np.dtype]:
     member = key if key in npz.zip.namelist() else f"{key}.npy"
     try:
         with npz.zip.open(member) as fh:
-            version = np.lib.format.read_magic(fh)
-            read_header = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, _, dtype = read_header(fh)
+            shape, _, dtype = read_npy_header(fh)
     except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"has a damaged .npy header ({exc})", source=p, field=key) from None
-    return tuple(int(x) for x in shape), dtype
+    return shape, dtype
 
 
 # --------------------------------------------------------------------------- AligNet pool files

@@ -20,6 +20,7 @@ from alignet_engine.data._io_common import (
     check_declared_size,
     check_file,
     check_n_items,
+    looks_number,
     read_text,
     text_lines,
 )
@@ -313,7 +314,7 @@ def _read_txt(p: Path) -> np.ndarray:
         try:
             values = [float(x) for x in parts]
         except ValueError:
-            col = next(c for c, x in enumerate(parts) if not _is_float(x))
+            col = next(c for c, x in enumerate(parts) if not looks_number(x))
             raise InputError(
                 f"{parts[col]!r} is not a number; a features .txt holds numbers only (no "
                 "header, no names)",
@@ -332,14 +333,6 @@ def _read_txt(p: Path) -> np.ndarray:
             )
         rows.append(values)
     return np.asarray(rows, dtype=np.float64)
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _read_mat(p: Path, key: str | None) -> tuple[np.ndarray, str]:

@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 #: in their presented order.
 _ODD_LAST = np.array([[1, 2, 0], [0, 2, 1], [0, 1, 2]], dtype=np.int64)
 
+#: The columns of the VICE/SPoSE triplet files (npy and text): the pair, then the odd one.
+_IJ_ODD = ("column 1 (i)", "column 2 (j)", "column 3 (odd one)")
+
+
 THINGS_COLUMNS = ("obj_1", "obj_2", "obj_3", "choice", "participant")
 ODDONE_CSV_SCHEMA = "item_1,item_2,item_3,odd_position[,participant][,type]"
 TWOAFC_CSV_SCHEMA = "anchor,chosen,other[,votes_chosen,votes_other][,participant]"
@@ -64,17 +68,15 @@ def _odd_last(ids: np.ndarray, odd_pos: np.ndarray) -> np.ndarray:
 def _check_position(
     pos: np.ndarray, *, source: Path, rows: np.ndarray, field: str, what: str
 ) -> None:
-    refuse_cells(
-        (pos < 1) | (pos > 3),
-        lambda r, _: (
+
+    def says(r: int, _c: int) -> str:
+        return (
             f"{what} is {int(pos[r])}; it must be 1, 2 or 3 (the position of the odd one "
             "among the three items)."
-        ),
-        source=source,
-        rows=rows,
-        fields=(field,),
-        list_rows=True,
-    )
+        )
+
+    bad = (pos < 1) | (pos > 3)
+    refuse_cells(bad, says, source=source, rows=rows, fields=(field,), list_rows=True)
 
 
 def read_things_tsv(path: PathLike, n_items: int) -> Judgments:
@@ -146,14 +148,8 @@ def read_oddone_npy(path: PathLike, n_items: int) -> Judgments:
     Convention: ids are 0-based; columns 1 and 2 are the pair judged most similar and
     column 3 is the odd one out — the order :class:`Judgments` uses, so rows are kept as is.
 
-    Parameters
-    ----------
-    path : the ``.npy`` file.
-    n_items : size of the image set.
-
-    Returns
-    -------
-    Judgments, kind ``"oddone"``, participant all -1.
+    ``n_items`` is the size of the image set. Returns :class:`Judgments`, kind
+    ``"oddone"``, participant all -1.
 
     Raises
     ------
@@ -166,7 +162,6 @@ def read_oddone_npy(path: PathLike, n_items: int) -> Judgments:
     assert n is not None
     p = check_file(path)
     arr = load_npy(p)
-    fields = ("column 1 (i)", "column 2 (j)", "column 3 (odd one)")
     if arr.ndim != 2 or arr.shape[1] != 3:
         raise InputError(
             f"has shape {arr.shape}; expected (N, 3): one triplet per row, odd one last",
@@ -187,13 +182,18 @@ def read_oddone_npy(path: PathLike, n_items: int) -> Judgments:
             source=p,
             row=r + 1,
         )
-    ids = check_item_ids(arr.astype(np.int64), n_items=n, source=p, rows=rows, fields=fields)
+    ids = check_item_ids(arr.astype(np.int64), n_items=n, source=p, rows=rows, fields=_IJ_ODD)
+    return _odd_last_rows(ids, p, "oddone_npy")
+
+
+def _odd_last_rows(ids: np.ndarray, p: Path, fmt: str) -> Judgments:
+    """Checked (t, 3) rows ``(i, j, odd)`` of a file without participants, as Judgments."""
     logger.info("read %d odd-one-out triplets from %s", len(ids), p)
     return Judgments(
         kind="oddone",
         triplets=ids,
         participant=np.full(len(ids), -1, dtype=np.int64),
-        meta={"format": "oddone_npy", "source": str(p)},
+        meta={"format": fmt, "source": str(p)},
     )
 
 
@@ -205,9 +205,7 @@ def read_oddone_txt(path: PathLike, n_items: int) -> Judgments:
     processed THINGS files; the raw OSF ``data1854_batch5_test10.txt`` puts the odd one FIRST
     and is not this format).
 
-    Returns
-    -------
-    Judgments, kind ``"oddone"``, participant all -1.
+    Returns :class:`Judgments` as :func:`read_oddone_npy` does.
 
     Raises
     ------
@@ -217,18 +215,11 @@ def read_oddone_txt(path: PathLike, n_items: int) -> Judgments:
     """
     n = check_n_items(n_items)
     assert n is not None
-    fields = ("column 1 (i)", "column 2 (j)", "column 3 (odd one)")
     p, table, lines = read_int_table(
-        path, allowed_ncols=(3,), fields=fields, layout="i j odd, 0-based ids (VICE train_90.txt)"
+        path, allowed_ncols=(3,), fields=_IJ_ODD, layout="i j odd, 0-based ids (VICE train_90.txt)"
     )
-    ids = check_item_ids(table, n_items=n, source=p, rows=lines, fields=fields)
-    logger.info("read %d odd-one-out triplets from %s", len(ids), p)
-    return Judgments(
-        kind="oddone",
-        triplets=ids,
-        participant=np.full(len(ids), -1, dtype=np.int64),
-        meta={"format": "oddone_txt", "source": str(p)},
-    )
+    ids = check_item_ids(table, n_items=n, source=p, rows=lines, fields=_IJ_ODD)
+    return _odd_last_rows(ids, p, "oddone_txt")
 
 
 def read_oddone_csv(path: PathLike, n_items: int, *, id_base: int = 0) -> Judgments:
