@@ -86,7 +86,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -543,6 +543,23 @@ class StepResult:
     drift: float
 
 
+class MicroBatch(NamedTuple):
+    """What one micro-batch of t triplets adds to its step (see ``TrainingRun._micro_batch``).
+
+    Attributes
+    ----------
+    triplet : its triplet loss, nats (mean over the t triplets).
+    preserve : its preserve term ``mean(1 − cos(f, f₀))`` (0 when off).
+    student_sims : (t, 3) float32 student similarities, detached.
+    teacher_sims : (t, 3) float32 teacher similarities of the same triplets.
+    """
+
+    triplet: float
+    preserve: float
+    student_sims: torch.Tensor
+    teacher_sims: torch.Tensor
+
+
 class TrainingRun:
     """One distillation run: the state ``distill``'s job shares between its parts.
 
@@ -599,47 +616,14 @@ class TrainingRun:
 
     def setup(self) -> None:
         """Lay out the model, build the head, record θ₀, create the optimizer and the RNGs."""
-        config, device, feature_fn = self.config, self.device, self.feature_fn
+        config, device = self.config, self.device
         self.start = time.monotonic()
         self.clock = PauseClock(self.control)
-        self.modes = {module: module.training for module in feature_fn.modules()}
-        feature_fn.to(device)
-        if config.channels_last:
-            feature_fn.to(memory_format=torch.channels_last)
-        self.head: nn.Module | None = None
-        if config.head_dim:
-            # the head's input size is the features' length: one image through the model, in
-            # eval mode (no batch statistics, no dropout, no RNG draw) tells it
-            feature_fn.eval()
-            with torch.no_grad():
-                first = self.source(self._ids(np.zeros(1, np.int64))[:1], config.channels_last)
-                probe = checked_features(feature_fn, first)
-            self.head = make_triplet_head(int(probe.shape[1]), config.head_dim, config.seed + 2)
-            self.head.to(device)
-        self.student = StudentModel(feature_fn, self.head)
-        self.named_backbone = [(n, p) for n, p in feature_fn.named_parameters() if p.requires_grad]
-        named_head = (
-            []
-            if self.head is None
-            else [(HEAD_PREFIX + n, p) for n, p in self.head.named_parameters()]
-        )
-        self.named = self.named_backbone + named_head
-        self.params = [p for _, p in self.named]
-        self.pulled = [p for _, p in self.named_backbone]  # the head is not pulled (docstring)
-        resume = self.ckpt.resume
-        if resume is None:
-            self.inits = [p.detach().clone() for p in self.pulled]
-        else:
-            with torch.no_grad():
-                feature_fn.load_state_dict(split_head(resume.model)[0])
-                if self.head is not None:
-                    self.head.load_state_dict(split_head(resume.model)[1])
-            # empty_like keeps each parameter's memory layout (channels-last): a resumed run
-            # then does its elementwise arithmetic on the same layouts as the uninterrupted one
-            self.inits = [torch.empty_like(p).copy_(resume.init[n]) for n, p in self.named_backbone]
-        self.init_norm = global_norm(self.inits) or 1.0
+        self.modes = {module: module.training for module in self.feature_fn.modules()}
+        self._build_student()
+        self._load_start()
         self.world, self.rank = world_rank()
-        self.forward: nn.Module = TrainForward(feature_fn, self.head)
+        self.forward: nn.Module = TrainForward(self.feature_fn, self.head)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -665,6 +649,49 @@ class TrainingRun:
         self.throttle = Throttle(config.log_every_s)
         self.amp_dtype = amp_dtype(config, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+
+    def _build_student(self) -> None:
+        """Move the model to the device (and layout), build the triplet head, name the
+        trained parameters (backbone, then head) and those pulled toward θ₀ (backbone)."""
+        config, device, feature_fn = self.config, self.device, self.feature_fn
+        feature_fn.to(device)
+        if config.channels_last:
+            feature_fn.to(memory_format=torch.channels_last)
+        self.head: nn.Module | None = None
+        if config.head_dim:
+            # the head's input size is the features' length: one image through the model, in
+            # eval mode (no batch statistics, no dropout, no RNG draw) tells it
+            feature_fn.eval()
+            with torch.no_grad():
+                first = self.source(self._ids(np.zeros(1, np.int64))[:1], config.channels_last)
+                probe = checked_features(feature_fn, first)
+            self.head = make_triplet_head(int(probe.shape[1]), config.head_dim, config.seed + 2)
+            self.head.to(device)
+        self.student = StudentModel(feature_fn, self.head)
+        self.named_backbone = [(n, p) for n, p in feature_fn.named_parameters() if p.requires_grad]
+        named_head = (
+            []
+            if self.head is None
+            else [(HEAD_PREFIX + n, p) for n, p in self.head.named_parameters()]
+        )
+        self.named = self.named_backbone + named_head
+        self.params = [p for _, p in self.named]
+        self.pulled = [p for _, p in self.named_backbone]  # the head is not pulled (docstring)
+
+    def _load_start(self) -> None:
+        """θ₀: the model's weights now, or a resumed run's θ₀ after loading its weights."""
+        resume = self.ckpt.resume
+        if resume is None:
+            self.inits = [p.detach().clone() for p in self.pulled]
+        else:
+            with torch.no_grad():
+                self.feature_fn.load_state_dict(split_head(resume.model)[0])
+                if self.head is not None:
+                    self.head.load_state_dict(split_head(resume.model)[1])
+            # empty_like keeps each parameter's memory layout (channels-last): a resumed run
+            # then does its elementwise arithmetic on the same layouts as the uninterrupted one
+            self.inits = [torch.empty_like(p).copy_(resume.init[n]) for n, p in self.named_backbone]
+        self.init_norm = global_norm(self.inits) or 1.0
 
     def restore(self, resume: TrainingCheckpoint) -> None:
         """Continue from ``resume``: sampler, RNGs, Adam and loss-scaler state, curves, f₀."""
@@ -849,13 +876,11 @@ class TrainingRun:
             batch = next(self.train_images)
             if not np.array_equal(batch.ids, ids[images]):
                 raise RuntimeError(f"the images of step {step} came out of order")  # a bug
-            triplet_loss, preserve, student_sims, teacher_rows = self._micro_batch(
-                step, batch, part_flip, teacher[mine], last=part == parts - 1
-            )
-            triplet_total += triplet_loss
-            preserve_total += preserve
-            sims_parts.append(student_sims)
-            teacher_parts.append(teacher_rows)
+            micro = self._micro_batch(step, batch, part_flip, teacher[mine], last=part == parts - 1)
+            triplet_total += micro.triplet
+            preserve_total += micro.preserve
+            sims_parts.append(micro.student_sims)
+            teacher_parts.append(micro.teacher_sims)
         with torch.no_grad():
             all_sims = sims_parts[0] if parts == 1 else torch.cat(sims_parts)
             all_teacher = teacher_parts[0] if parts == 1 else torch.cat(teacher_parts)
@@ -886,14 +911,13 @@ class TrainingRun:
         teacher: torch.Tensor,
         *,
         last: bool,
-    ) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    ) -> MicroBatch:
         """Forward and backward of one micro-batch: ``batch`` (3·local images), ``teacher``
         (local, 3) similarities, ``flip`` (3·local,) bool or None.
 
-        Returns ``(triplet loss, preserve term, student similarities (t, 3) detached, teacher
-        similarities (t, 3))`` of its t triplets (all local ones, less those using an image
-        the source skipped as unreadable); the gradient of ``loss / accumulation_steps`` is
-        added to the parameters' ``.grad``.
+        Returns the values of its t triplets (all local ones, less those using an image the
+        source skipped as unreadable); the gradient of ``loss / accumulation_steps`` is added
+        to the parameters' ``.grad``.
         """
         config, device = self.config, self.device
         parts = config.accumulation_steps
@@ -956,7 +980,7 @@ class TrainingRun:
                 # the ranks' equal slices that of the whole micro-batch)
                 loss = loss / parts
             (loss if self.scaler is None else self.scaler.scale(loss)).backward()
-        return triplet_value, preserve_value, student_sims.detach(), teacher
+        return MicroBatch(triplet_value, preserve_value, student_sims.detach(), teacher)
 
     def _moved(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The pulled parameters that may differ from θ₀, and their θ₀.
