@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -133,7 +133,7 @@ def _features(Z: RowArray) -> RowArray:
     """An in-memory ``Z`` checked by :func:`check_features`; a lazy one (memmap, HDF5)
     checked chunk by chunk and returned as is (no (n, d) temporary)."""
     if is_in_memory(Z):
-        return check_features(Z, name="Z")
+        return check_features(cast(np.ndarray, Z), name="Z")
     check_row_array(Z, rows_for_budget(int(Z.shape[1]) * 8, DEFAULT_MEMORY_BUDGET_MB * 2**20))
     return Z
 
@@ -195,51 +195,26 @@ def kmeans(
     computes in float32, and CUDA's atomic float additions make it reproducible only up to
     round-off.
     """
-    if n_init < 1 or max_iter < 1 or batch_size < 1:
-        raise InputError("n_init, max_iter and batch_size must be >= 1")
-    if not (tol >= 0 and math.isfinite(tol)):
-        raise InputError(f"tol must be a finite number >= 0, got {tol}", field="tol")
-    if not memory_budget_mb > 0:
-        raise InputError(f"must be > 0, got {memory_budget_mb}", field="memory_budget_mb")
-    budget = int(memory_budget_mb * 2**20)
-    if is_in_memory(Z):
-        feats: RowArray = check_features(Z, name="Z")
-        n, d = feats.shape
-        k = _check_k(k, n)
-        _check_not_constant(feats)
-    else:
-        n, d, constant = check_row_array(Z, rows_for_budget(int(Z.shape[1]) * 8, budget), name="Z")
-        k = _check_k(k, n)
-        if constant:
-            _constant(n)
-        feats = Z
-    dev = resolve_device(device)
-    if dev is not None and not fits_on_device(n * d * 4 + _TORCH_BLOCK_BYTES, dev):
-        logger.warning("k-means: Z (%d × %d) does not fit on %s; using the CPU", n, d, dev)
-        dev = None
+    budget = _check_settings(n_init, max_iter, batch_size, tol, memory_budget_mb)
+    feats, n, d, k = _checked_input(Z, k, budget)
+    dev = _fitting_device(device, n, d)
+    # the settings both full-batch Lloyd back ends take
+    lloyd: dict[str, Any] = {
+        "random_state": random_state,
+        "n_init": n_init,
+        "max_iter": max_iter,
+        "tol": tol,
+    }
     if dev is not None:
-        labels, centroids, inertia = _kmeans_torch(
-            feats,
-            k,
-            random_state=random_state,
-            n_init=n_init,
-            max_iter=max_iter,
-            tol=tol,
-            device=dev,
-            budget_bytes=budget,
-        )
         kind = f"torch k-means on {dev}"
-    elif n <= minibatch_above and (is_in_memory(feats) or n * d * 8 <= budget):
-        labels, centroids, inertia = _kmeans_sklearn(
-            as_float(np.asarray(feats[0:n])),
-            k,
-            random_state=random_state,
-            n_init=n_init,
-            max_iter=max_iter,
-            tol=tol,
+        labels, centroids, inertia = _kmeans_torch(
+            feats, k, **lloyd, device=dev, budget_bytes=budget
         )
+    elif n <= minibatch_above and (is_in_memory(feats) or n * d * 8 <= budget):
         kind = "KMeans"
+        labels, centroids, inertia = _kmeans_sklearn(as_float(np.asarray(feats[0:n])), k, **lloyd)
     else:
+        kind = "mini-batch k-means"
         labels, centroids, inertia = minibatch_kmeans(
             feats,
             k,
@@ -250,7 +225,6 @@ def kmeans(
             memory_budget_mb=memory_budget_mb,
             validated=True,
         )
-        kind = "mini-batch k-means"
     used = int(np.unique(labels).size)
     if used < k:
         logger.warning(
@@ -261,6 +235,46 @@ def kmeans(
         )
     logger.info("%s: n=%d, k=%d, inertia %.4g", kind, n, k, inertia)
     return labels, centroids, inertia
+
+
+def _check_settings(
+    n_init: int, max_iter: int, batch_size: int, tol: float, memory_budget_mb: float
+) -> int:
+    """Raise :class:`InputError` for settings :func:`kmeans` cannot run with; the memory
+    budget in bytes."""
+    if n_init < 1 or max_iter < 1 or batch_size < 1:
+        raise InputError("n_init, max_iter and batch_size must be >= 1")
+    if not (tol >= 0 and math.isfinite(tol)):
+        raise InputError(f"tol must be a finite number >= 0, got {tol}", field="tol")
+    if not memory_budget_mb > 0:
+        raise InputError(f"must be > 0, got {memory_budget_mb}", field="memory_budget_mb")
+    return int(memory_budget_mb * 2**20)
+
+
+def _checked_input(Z: RowArray, k: int, budget: int) -> tuple[RowArray, int, int, int]:
+    """``(features, n, d, k)``: an in-memory ``Z`` checked whole (:func:`check_features`), a
+    lazy one chunk by chunk in ``budget`` bytes and returned as is; ``k`` checked against n."""
+    if is_in_memory(Z):
+        feats = check_features(cast(np.ndarray, Z), name="Z")
+        n, d = feats.shape
+        k = _check_k(k, n)
+        _check_not_constant(feats)
+        return feats, n, d, k
+    n, d, constant = check_row_array(Z, rows_for_budget(int(Z.shape[1]) * 8, budget), name="Z")
+    k = _check_k(k, n)
+    if constant:
+        _constant(n)
+    return Z, n, d, k
+
+
+def _fitting_device(device: str, n: int, d: int) -> torch.device | None:
+    """The CUDA device of :func:`resolve_device` if an (n, d) float32 ``Z`` and one distance
+    block fit in its free memory, else ``None`` (the CPU, with a warning)."""
+    dev = resolve_device(device)
+    if dev is not None and not fits_on_device(n * d * 4 + _TORCH_BLOCK_BYTES, dev):
+        logger.warning("k-means: Z (%d × %d) does not fit on %s; using the CPU", n, d, dev)
+        return None
+    return dev
 
 
 def _kmeans_sklearn(
@@ -382,8 +396,6 @@ def minibatch_kmeans(
     Memory: the sample ``(max(3 * batch_size, 3k), d)``, one batch, one chunk of the final
     pass (set by the budget), the labels (8n bytes); never (n, d).
     """
-    from sklearn.cluster import KMeans
-
     budget = int(memory_budget_mb * 2**20)
     if validated:
         n = int(Z.shape[0])
@@ -394,6 +406,22 @@ def minibatch_kmeans(
     k = _check_k(k, n)
     rng = np.random.default_rng(random_state)
     batch = min(n, max(int(batch_size), k))
+    C = _seed_centres(Z, n, k, batch=batch, n_init=n_init, rng=rng)
+    steps = _minibatch_descent(Z, C, batch=batch, max_epochs=max_epochs, budget=budget, rng=rng)
+    logger.debug("mini-batch k-means: %d batches of %d rows", steps, batch)
+    centroids = C.astype(np.float32)
+    labels_all, mind_all = _label_all(Z, centroids, budget)
+    labels_all, mind_all = _fill_empty(Z, centroids, labels_all, mind_all, budget)
+    return labels_all, centroids, float(mind_all.sum())
+
+
+def _seed_centres(
+    Z: RowArray, n: int, k: int, *, batch: int, n_init: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Starting centres of the mini-batches, (k, d) float64: exact k-means on a sample of
+    ``max(3 * batch, 3k)`` rows of ``Z``."""
+    from sklearn.cluster import KMeans
+
     sample = _read_rows(Z, n, min(n, max(3 * batch, 3 * k)), rng)
     # Exact k-means (n_init k-means++ seedings, Lloyd) on the sample, not bare seeds: on class-
     # ordered blobs bare k-means++ seeds left ~1 seed in 3 with two blobs merged (inertia
@@ -406,46 +434,83 @@ def minibatch_kmeans(
         max_iter=_SEED_ITERATIONS,
         random_state=int(rng.integers(2**31)),
     )
-    best_c = seeded.fit(sample).cluster_centers_
-    C = np.asarray(best_c, dtype=np.float64)
-    del sample
-    counts = np.zeros(k, dtype=np.float64)
-    alpha = min(1.0, 2.0 * batch / n)
-    ewa, best_ewa, no_improvement = None, math.inf, 0
+    return np.asarray(seeded.fit(sample).cluster_centers_, dtype=np.float64)
+
+
+def _minibatch_descent(
+    Z: RowArray,
+    C: np.ndarray,
+    *,
+    batch: int,
+    max_epochs: int,
+    budget: int,
+    rng: np.random.Generator,
+) -> int:
+    """Move the centres ``C`` (k, d) float64 in place over batches of ``batch`` rows of
+    ``Z`` (see :func:`minibatch_kmeans`) until the batch inertia stops improving or
+    ``max_epochs`` passes' worth of batches are drawn; returns the number of batches."""
+    n = int(Z.shape[0])
+    counts = np.zeros(C.shape[0], dtype=np.float64)  # rows each centre has absorbed
+    stop = _EarlyStop(alpha=min(1.0, 2.0 * batch / n))
     n_steps = max(1, max_epochs * (-(-n // batch)))
     step = 0
     for step in range(n_steps):
         X = _read_rows(Z, n, batch, rng)
         labels, mind = _Assigner(C, budget)(X)
         batch_inertia = float(mind.sum()) / X.shape[0]
-        # move each centre towards the mean of its members: c += (sum − m·c) / (count + m)
-        order = np.argsort(labels, kind="stable")
-        present, first = np.unique(labels[order], return_index=True)
-        sums = np.add.reduceat(X[order].astype(np.float64), first, axis=0)
-        m = np.diff(np.append(first, X.shape[0])).astype(np.float64)
-        counts[present] += m
-        C[present] += (sums - m[:, None] * C[present]) / counts[present][:, None]
+        _move_centres(C, counts, X, labels)
         if (step + 1) % 10 == 0 and counts.max() > 0:
-            starved = np.flatnonzero(counts < _REASSIGNMENT_RATIO * counts.max())
-            if starved.size:
-                take = rng.choice(X.shape[0], size=min(starved.size, X.shape[0]), replace=False)
-                starved = starved[: take.size]
-                C[starved] = X[take]
-                counts[starved] = counts[counts >= _REASSIGNMENT_RATIO * counts.max()].min()
-        if step == 0:
-            continue  # the first batch's inertia is that of the seeds
-        ewa = batch_inertia if ewa is None else ewa * (1.0 - alpha) + batch_inertia * alpha
-        if ewa < best_ewa:
-            best_ewa, no_improvement = ewa, 0
-        else:
-            no_improvement += 1
-            if no_improvement >= _MAX_NO_IMPROVEMENT:
-                break
-    logger.debug("mini-batch k-means: %d batches of %d rows", step + 1, batch)
-    centroids = C.astype(np.float32)
-    labels_all, mind_all = _label_all(Z, centroids, budget)
-    labels_all, mind_all = _fill_empty(Z, centroids, labels_all, mind_all, budget)
-    return labels_all, centroids, float(mind_all.sum())
+            _reassign_starved(C, counts, X, rng)
+        # the first batch's inertia is that of the seeds
+        if step > 0 and stop(batch_inertia):
+            break
+    return step + 1
+
+
+def _move_centres(C: np.ndarray, counts: np.ndarray, X: np.ndarray, labels: np.ndarray) -> None:
+    """Move each centre of ``C`` towards the mean of its members in batch ``X`` (``labels``),
+    with learning rate ``members / total count``: c += (sum − m·c) / (count + m). ``C`` and
+    ``counts`` (k,) float64 are updated in place."""
+    order = np.argsort(labels, kind="stable")
+    present, first = np.unique(labels[order], return_index=True)
+    sums = np.add.reduceat(X[order].astype(np.float64), first, axis=0)
+    m = np.diff(np.append(first, X.shape[0])).astype(np.float64)
+    counts[present] += m
+    C[present] += (sums - m[:, None] * C[present]) / counts[present][:, None]
+
+
+def _reassign_starved(
+    C: np.ndarray, counts: np.ndarray, X: np.ndarray, rng: np.random.Generator
+) -> None:
+    """Move the centres whose count is below :data:`_REASSIGNMENT_RATIO` of the largest onto
+    random rows of batch ``X``, with the smallest count of the others (in place)."""
+    starved = np.flatnonzero(counts < _REASSIGNMENT_RATIO * counts.max())
+    if starved.size:
+        take = rng.choice(X.shape[0], size=min(starved.size, X.shape[0]), replace=False)
+        starved = starved[: take.size]
+        C[starved] = X[take]
+        counts[starved] = counts[counts >= _REASSIGNMENT_RATIO * counts.max()].min()
+
+
+class _EarlyStop:
+    """scikit-learn's mini-batch stopping rule: the batch inertia, exponentially smoothed with
+    weight ``alpha``, has not improved for :data:`_MAX_NO_IMPROVEMENT` batches."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+        self.ewa: float | None = None
+        self.best = math.inf
+        self.no_improvement = 0
+
+    def __call__(self, batch_inertia: float) -> bool:
+        """Take one batch's mean squared distance; True when it is time to stop."""
+        a = self.alpha
+        self.ewa = batch_inertia if self.ewa is None else self.ewa * (1.0 - a) + batch_inertia * a
+        if self.ewa < self.best:
+            self.best, self.no_improvement = self.ewa, 0
+            return False
+        self.no_improvement += 1
+        return self.no_improvement >= _MAX_NO_IMPROVEMENT
 
 
 def _label_all(Z: RowArray, C: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
@@ -514,7 +579,7 @@ def _far_rows(labels: np.ndarray, mind: np.ndarray, counts: np.ndarray, m: int) 
 
 
 def _kmeans_torch(
-    feats: np.ndarray,
+    feats: RowArray,
     k: int,
     *,
     random_state: int | np.random.Generator | None,
@@ -537,76 +602,10 @@ def _kmeans_torch(
 
     rng = np.random.default_rng(random_state)
     dev = torch.device(device)
-    n_rows, d = int(feats.shape[0]), int(feats.shape[1])
-    X = torch.empty((n_rows, d), dtype=torch.float32, device=dev)
-    for s, block in iter_row_chunks(feats, rows_for_budget(d * 8, budget_bytes)):
-        X[s : s + block.shape[0]] = torch.from_numpy(block.astype(np.float32, copy=False)).to(dev)
-    x_sq = (X * X).sum(dim=1)
-    # sklearn's tolerance: relative to the mean per-feature variance
-    tol_abs = float(tol) * float(X.var(dim=0, unbiased=False).mean())
-    rows = max(1024, _TORCH_BLOCK_BYTES // (4 * max(k, 1)))
-
-    def assign(C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Nearest centre of every row: (labels (n,) int64, squared distance (n,) float32)."""
-        c_sq = (C * C).sum(dim=1)
-        labels = torch.empty(X.shape[0], dtype=torch.int64, device=dev)
-        mind = torch.empty(X.shape[0], dtype=X.dtype, device=dev)
-        for s in range(0, X.shape[0], rows):
-            d = torch.addmm(c_sq[None, :], X[s : s + rows], C.T, alpha=-2.0)
-            d += x_sq[s : s + rows, None]
-            val, idx = d.min(dim=1)
-            mind[s : s + rows] = val.clamp_min_(0.0)
-            labels[s : s + rows] = idx
-        return labels, mind
-
-    def sq_dist_to(P: torch.Tensor) -> torch.Tensor:
-        """(p, n) squared distances of every row to the p points ``P``."""
-        d = torch.addmm(x_sq[None, :], P, X.T, alpha=-2.0)
-        d += (P * P).sum(dim=1)[:, None]
-        return d.clamp_min_(0.0)
-
-    def init_pp() -> torch.Tensor:
-        # Greedy k-means++ (as scikit-learn): each new centre is the best of 2 + log k candidates
-        # drawn with probability proportional to the squared distance to the nearest centre.
-        n_local = 2 + int(math.log(k))
-        C = torch.empty((k, X.shape[1]), dtype=X.dtype, device=dev)
-        first = int(rng.integers(0, X.shape[0]))
-        C[0] = X[first]
-        closest = sq_dist_to(X[first : first + 1])[0]
-        for c in range(1, k):
-            # float64 cumsum: a float32 running sum over a million rows loses the small terms
-            cum = torch.cumsum(closest.double(), dim=0)
-            u = torch.from_numpy(rng.random(n_local) * float(cum[-1])).to(dev)
-            cand = torch.searchsorted(cum, u).clamp_(max=X.shape[0] - 1)
-            new = torch.minimum(closest[None, :], sq_dist_to(X[cand]))
-            best = int(torch.argmin(new.double().sum(dim=1)))
-            closest = new[best]
-            C[c] = X[cand[best]]
-        return C
-
+    lloyd = _TorchLloyd(_rows_on_device(feats, dev, budget_bytes), k, tol=tol, rng=rng, device=dev)
     best: tuple[torch.Tensor, torch.Tensor, float] | None = None
     for run in range(n_init):
-        C = init_pp()
-        n_iter = 0
-        for _ in range(max_iter):
-            n_iter += 1
-            labels, mind = assign(C)
-            counts = torch.bincount(labels, minlength=k)
-            sums = torch.zeros_like(C).index_add_(0, labels, X)
-            new_c = sums / counts.clamp(min=1)[:, None].to(X.dtype)
-            empty = torch.nonzero(counts == 0).flatten()
-            if empty.numel():
-                # relocate empty clusters to the rows farthest from their centre (scikit-learn
-                # does the same), instead of leaving dead centres
-                far = torch.topk(mind, int(empty.numel())).indices
-                new_c[empty] = X[far]
-            shift = float(((new_c - C) ** 2).sum())
-            C = new_c
-            if shift <= tol_abs:
-                break
-        # final E-step so that labels, centroids and inertia agree
-        labels, mind = assign(C)
-        inertia = float(mind.double().sum())
+        labels, C, inertia, n_iter = lloyd.fit_once(max_iter)
         logger.debug("torch k-means run %d: %d iterations, inertia %.6g", run, n_iter, inertia)
         # On CUDA, index_add_ sums in a non-deterministic order, so two restarts that find the
         # same partition differ in the last bits of their inertia; only a clear improvement may
@@ -615,7 +614,138 @@ def _kmeans_torch(
             best = (labels, C, inertia)
     assert best is not None
     labels, C, inertia = best
-    # Number clusters by their first member, so equal partitions get equal labels.
+    labels, C = _number_by_first_member(labels, C, dev)
+    return (
+        labels.cpu().numpy().astype(np.int64),
+        C.cpu().numpy().astype(np.float32),
+        inertia,
+    )
+
+
+def _rows_on_device(feats: RowArray, dev: torch.device, budget_bytes: int) -> torch.Tensor:
+    """(n, d) float32 copy of row-sliceable ``feats`` on ``dev``, moved over in chunks of
+    ``budget_bytes`` (the host never holds all of it)."""
+    import torch
+
+    n_rows, d = int(feats.shape[0]), int(feats.shape[1])
+    X = torch.empty((n_rows, d), dtype=torch.float32, device=dev)
+    for s, block in iter_row_chunks(feats, rows_for_budget(d * 8, budget_bytes)):
+        X[s : s + block.shape[0]] = torch.from_numpy(block.astype(np.float32, copy=False)).to(dev)
+    return X
+
+
+class _TorchLloyd:
+    """Full-batch Lloyd k-means of the rows of ``X`` (n, d) float32 on ``device``.
+
+    Holds what every run and step shares: the rows, their squared norms, the convergence
+    threshold, the rows of one (rows, k) distance block (:data:`_TORCH_BLOCK_BYTES`) and the
+    host random generator of the seedings.
+    """
+
+    def __init__(
+        self,
+        X: torch.Tensor,
+        k: int,
+        *,
+        tol: float,
+        rng: np.random.Generator,
+        device: torch.device,
+    ) -> None:
+        self.X, self.k, self.rng, self.dev = X, k, rng, device
+        self.x_sq = (X * X).sum(dim=1)
+        # sklearn's tolerance: relative to the mean per-feature variance
+        self.tol_abs = float(tol) * float(X.var(dim=0, unbiased=False).mean())
+        self.rows = max(1024, _TORCH_BLOCK_BYTES // (4 * max(k, 1)))
+
+    def fit_once(self, max_iter: int) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+        """One seeding and its Lloyd iterations: (labels (n,) int64, centres (k, d) float32,
+        inertia, iterations run)."""
+        C = self.init_pp()
+        n_iter = 0
+        for _ in range(max_iter):
+            n_iter += 1
+            labels, mind = self.assign(C)
+            new_c = self.centres(C, labels, mind)
+            shift = float(((new_c - C) ** 2).sum())
+            C = new_c
+            if shift <= self.tol_abs:
+                break
+        # final E-step so that labels, centroids and inertia agree
+        labels, mind = self.assign(C)
+        return labels, C, float(mind.double().sum()), n_iter
+
+    def assign(self, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest centre of every row: (labels (n,) int64, squared distance (n,) float32)."""
+        import torch
+
+        X, x_sq, rows = self.X, self.x_sq, self.rows
+        c_sq = (C * C).sum(dim=1)
+        labels = torch.empty(X.shape[0], dtype=torch.int64, device=self.dev)
+        mind = torch.empty(X.shape[0], dtype=X.dtype, device=self.dev)
+        for s in range(0, X.shape[0], rows):
+            d = torch.addmm(c_sq[None, :], X[s : s + rows], C.T, alpha=-2.0)
+            d += x_sq[s : s + rows, None]
+            val, idx = d.min(dim=1)
+            mind[s : s + rows] = val.clamp_min_(0.0)
+            labels[s : s + rows] = idx
+        return labels, mind
+
+    def centres(self, C: torch.Tensor, labels: torch.Tensor, mind: torch.Tensor) -> torch.Tensor:
+        """The means of the clusters of ``labels``; an empty cluster's centre moves to one of
+        the rows farthest from their centre (``mind``, squared distances)."""
+        import torch
+
+        counts = torch.bincount(labels, minlength=self.k)
+        sums = torch.zeros_like(C).index_add_(0, labels, self.X)
+        new_c = sums / counts.clamp(min=1)[:, None].to(self.X.dtype)
+        empty = torch.nonzero(counts == 0).flatten()
+        if empty.numel():
+            # relocate empty clusters to the rows farthest from their centre (scikit-learn
+            # does the same), instead of leaving dead centres
+            far = torch.topk(mind, int(empty.numel())).indices
+            new_c[empty] = self.X[far]
+        return new_c
+
+    def sq_dist_to(self, P: torch.Tensor) -> torch.Tensor:
+        """(p, n) squared distances of every row to the p points ``P``."""
+        import torch
+
+        d = torch.addmm(self.x_sq[None, :], P, self.X.T, alpha=-2.0)
+        d += (P * P).sum(dim=1)[:, None]
+        return d.clamp_min_(0.0)
+
+    def init_pp(self) -> torch.Tensor:
+        """k starting centres (k, d) by greedy k-means++ (as scikit-learn): each new centre
+        is the best of 2 + log k candidates drawn with probability proportional to the
+        squared distance to the nearest centre."""
+        import torch
+
+        X, k, rng = self.X, self.k, self.rng
+        n_local = 2 + int(math.log(k))
+        C = torch.empty((k, X.shape[1]), dtype=X.dtype, device=self.dev)
+        first = int(rng.integers(0, X.shape[0]))
+        C[0] = X[first]
+        closest = self.sq_dist_to(X[first : first + 1])[0]
+        for c in range(1, k):
+            # float64 cumsum: a float32 running sum over a million rows loses the small terms
+            cum = torch.cumsum(closest.double(), dim=0)
+            u = torch.from_numpy(rng.random(n_local) * float(cum[-1])).to(self.dev)
+            cand = torch.searchsorted(cum, u).clamp_(max=X.shape[0] - 1)
+            new = torch.minimum(closest[None, :], self.sq_dist_to(X[cand]))
+            best = int(torch.argmin(new.double().sum(dim=1)))
+            closest = new[best]
+            C[c] = X[cand[best]]
+        return C
+
+
+def _number_by_first_member(
+    labels: torch.Tensor, C: torch.Tensor, dev: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renumber the clusters by their first member (the unused ids last), so equal
+    partitions get equal labels: (labels (n,), centres (k, d) in the new order)."""
+    import torch
+
+    k = C.shape[0]
     _, first = np.unique(labels.cpu().numpy(), return_index=True)
     order = torch.as_tensor(np.argsort(np.argsort(first)), device=dev)
     present = torch.as_tensor(np.unique(labels.cpu().numpy()), device=dev)
@@ -627,12 +757,7 @@ def _kmeans_torch(
     )
     inverse = torch.empty_like(relabel)
     inverse[relabel] = torch.arange(k, device=dev)
-    labels, C = relabel[labels], C[inverse]
-    return (
-        labels.cpu().numpy().astype(np.int64),
-        C.cpu().numpy().astype(np.float32),
-        inertia,
-    )
+    return relabel[labels], C[inverse]
 
 
 # --------------------------------------------------------------------------------------------
