@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import configparser
-import importlib.resources
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -54,9 +53,9 @@ def test_repository_carries_licence_and_citation() -> None:
 def test_resources_install_as_a_package_with_the_icon_style_and_demo_recipe() -> None:
     from alignet_resources import read_toml, resource
 
-    resources = importlib.resources.files("alignet_resources")
-    assert Path(str(resources)).resolve() == ROOT / "resources"  # the top-level folder itself
-    assert resource("icons/alignet-studio.svg").read_text().lstrip().startswith("<svg")
+    svg = resource("icons/alignet-studio.svg").read_text()
+    assert svg == (ROOT / "resources" / "icons" / "alignet-studio.svg").read_text()
+    assert svg.lstrip().startswith("<svg")
     png = resource("icons/alignet-studio-256.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(read_toml("style/theme.toml")["series"]) == 8
