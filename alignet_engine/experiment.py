@@ -160,9 +160,9 @@ def plan_trials(n_items: int, config: ExperimentConfig) -> Plan:
             items.append(tuple(int(i) for i in rng.permutation(np.asarray(items[source]))))
             repeat_of.append(source)
             continue
-        row = next(unused_new, None)
-        if row is None:  # (only when repeats could not be placed) draw one more new triplet
-            row = rng.choice(n_items, size=3, replace=False)
+        unused = next(unused_new, None)
+        # (only when repeats could not be placed) draw one more new triplet
+        row = rng.choice(n_items, size=3, replace=False) if unused is None else unused
         items.append(tuple(int(i) for i in row))
         repeat_of.append(-1)
     return Plan(np.asarray(items, dtype=np.int64), np.asarray(repeat_of, dtype=np.int64))

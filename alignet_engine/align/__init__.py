@@ -12,6 +12,8 @@ fitloop          the epoch loop, batches, early stopping and history the estimat
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from alignet_engine.align.clustering import kmeans
 from alignet_engine.align.metrics import (
     accuracy_summary,
@@ -49,6 +51,11 @@ __all__ = [
     "teacher_odd_one_out",
     "twoafc_correct",
 ]
+
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers
+    from alignet_engine.align.transform import AffineTransform as AffineTransform
+    from alignet_engine.align.transform import FitEpoch as FitEpoch
 
 
 def __getattr__(name: str) -> object:

@@ -70,7 +70,8 @@ def check_row_array(X: RowArray, rows: int, *, name: str = "Z") -> tuple[int, in
     dtype = np.dtype(X.dtype)
     if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
         raise InputError(f"must be numeric, got dtype {dtype}", field=name)
-    lo = hi = None
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
     for start, block in iter_row_chunks(X, rows):
         ok = np.isfinite(block)
         if not ok.all():
@@ -82,6 +83,7 @@ def check_row_array(X: RowArray, rows: int, *, name: str = "Z") -> tuple[int, in
         b_lo, b_hi = block.min(axis=0), block.max(axis=0)
         lo = b_lo if lo is None else np.minimum(lo, b_lo)
         hi = b_hi if hi is None else np.maximum(hi, b_hi)
+    assert lo is not None and hi is not None  # at least one row: empty arrays were refused
     return shape[0], shape[1], bool(np.array_equal(lo, hi))
 
 

@@ -311,11 +311,11 @@ def _reject_sample(
             _, first = np.unique(keys, return_index=True)
             first = np.sort(first)
             cand, keys = cand[first], keys[first]
-            fresh = np.flatnonzero(~np.isin(keys, seen))[:short]
-            got_t.append(cand[fresh])
-            got_k.append(classify_triplets(fam, cat, cand[fresh]))
-            seen = np.concatenate([seen, keys[fresh]])
-            short -= len(fresh)
+            fresh_rows = np.flatnonzero(~np.isin(keys, seen))[:short]
+            got_t.append(cand[fresh_rows])
+            got_k.append(classify_triplets(fam, cat, cand[fresh_rows]))
+            seen = np.concatenate([seen, keys[fresh_rows]])
+            short -= len(fresh_rows)
     return np.concatenate(got_t).astype(np.int64), np.concatenate(got_k)
 
 

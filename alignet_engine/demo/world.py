@@ -243,16 +243,16 @@ def _shape_ops(name: str) -> list[_Op]:
         x = np.linspace(-0.92, 0.92, 60)
         return [("line", np.stack([x, 0.28 * np.sin(2.0 * np.pi * x / 0.92)], axis=1), 0.26, 255)]
     if name == "arc":
-        a = np.linspace(np.deg2rad(-75), np.deg2rad(75), 50)
-        pts = np.stack([1.05 * np.cos(a) - 0.55, 1.05 * np.sin(a)], axis=1)
-        return [("line", pts, 0.28, 255)]
+        angle = np.linspace(np.deg2rad(-75), np.deg2rad(75), 50)
+        arc = np.stack([1.05 * np.cos(angle) - 0.55, 1.05 * np.sin(angle)], axis=1)
+        return [("line", arc, 0.28, 255)]
     if name == "zigzag":
         x = np.linspace(-0.95, 0.95, 6)
         y = np.where(np.arange(6) % 2 == 0, -0.28, 0.28)
         return [("line", np.stack([x, y], axis=1), 0.24, 255)]
     if name == "hook":
-        a = np.linspace(np.pi, 2.0 * np.pi, 30)
-        curl = np.stack([0.42 * np.cos(a) - 0.42, 0.42 * np.sin(a) - 0.45], axis=1)
+        angle = np.linspace(np.pi, 2.0 * np.pi, 30)
+        curl = np.stack([0.42 * np.cos(angle) - 0.42, 0.42 * np.sin(angle) - 0.45], axis=1)
         stem = np.asarray([(0.0, 0.95), (0.0, -0.45)])
         return [("line", np.concatenate([stem, curl[::-1]]), 0.26, 255)]
     if name == "blob":

@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -99,9 +100,9 @@ def load_image(
             "not a readable image (unsupported format, or not an image at all)", source=source
         ) from None
     except Image.DecompressionBombError as exc:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)  # Pillow raises this only when a limit is set
         raise InputError(
-            f"image is too large to open safely ({exc}); shrink it below "
-            f"{Image.MAX_IMAGE_PIXELS * 2} pixels",
+            f"image is too large to open safely ({exc}); shrink it below {limit} pixels",
             source=source,
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -172,7 +173,8 @@ def _shrink(img: Image.Image, max_short_side: int | None) -> Image.Image:
 def _unknown_range_map(img: Image.Image, mode: str) -> tuple[float, float]:
     """``(lo, gain)`` so that ``(value - lo) * gain`` lies in [0, 255] for an I or F image."""
     if mode == "I":
-        lo_i, hi_i = img.getextrema()  # no full-size copy, unlike numpy
+        # no full-size copy, unlike numpy; one band, so (min, max)
+        lo_i, hi_i = cast(tuple[float, float], img.getextrema())
         lo, hi = float(lo_i), float(hi_i)
     else:
         arr = np.asarray(img, dtype=np.float32)

@@ -30,7 +30,7 @@ import itertools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import timm
@@ -323,7 +323,7 @@ def _build_embedded(spec: ModelSpec, pretrained: bool, drop_rate: float) -> sour
     name = spec.source
     emb = _spec(name)
     model = timm.create_model(emb.timm_arch, pretrained=False, drop_rate=drop_rate)
-    preprocess = Preprocess.from_timm_config(model.pretrained_cfg)
+    preprocess = Preprocess.from_timm_config(cast(Mapping[str, Any], model.pretrained_cfg))
     if not pretrained or spec.weights == RANDOM_WEIGHTS:
         logger.info("built %s (timm %s) with random weights", name, emb.timm_arch)
         return sources.Built(model, preprocess, emb.timm_arch, "random-init")

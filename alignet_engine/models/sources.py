@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import timm
 import torch
@@ -409,7 +409,7 @@ def build_timm(spec: ModelSpec, pretrained: bool, drop_rate: float) -> Built:
     """``timm:NAME[.TAG]`` with cached (HF hub / torch hub), explicit or random weights."""
     name = spec.source
     model = _timm_create(name, pretrained=False, drop_rate=drop_rate)
-    cfg = dict(model.pretrained_cfg)
+    cfg = dict(cast(Mapping[str, Any], model.pretrained_cfg))
     preprocess = Preprocess.from_timm_model(model)
     arch = f"timm:{name}"
     if not pretrained or spec.weights == RANDOM_WEIGHTS:

@@ -14,6 +14,7 @@ they arrive, and the run's index entry only references them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ class _Group:
         self.pending_rows = 0
         self.writers: dict[str, SideArrayWriter] = {}
         self.rows = 0  # rows appended to the writers
-        self.last: dict[str, object] = {}  # the last row appended, by column
+        self.last: dict[str, Any] = {}  # the last row appended (a numpy scalar), by column
 
 
 class CurveFiles:

@@ -183,7 +183,8 @@ def evaluate_all(
                     transform=transform,
                     n_boot=n_boot,
                     random_state=random_state,
-                    **({"judgments": name} if kind == "judgments" else {"matrix": name}),
+                    judgments=name if kind == "judgments" else None,
+                    matrix=name if kind == "matrix" else None,
                 )
                 ref = stale.slots.get(evaluation_slot(config))
                 if ref is not None and not stale.reasons(ref):
@@ -195,11 +196,11 @@ def evaluate_all(
     for i, config in enumerate(todo):
         control.check()
         target = config.judgments or config.matrix
-        rep = representation_name(config.model, config.transform)
-        yield Message(STAGE, f"evaluating {rep} on {target}")
+        label = representation_name(config.model, config.transform)
+        yield Message(STAGE, f"evaluating {label} on {target}")
         yield from evaluate(project, config, control)
         ran.append(str(project.current(evaluation_slot(config))))
-        yield Progress(STAGE, i + 1, len(todo), f"{rep} on {target}")
+        yield Progress(STAGE, i + 1, len(todo), f"{label} on {target}")
     if not todo:
         yield Message(STAGE, "every evaluation is already current; nothing to run")
     return {"ran": ran, "skipped": skipped}

@@ -188,7 +188,7 @@ def evaluation_table(project: Project) -> EvaluationTable:
             extras.append(role)
             labels[role] = rep
         kind = "judgments" if p.get("judgments") else "matrix"
-        name = p.get("judgments") or p.get("matrix")
+        name = str(p.get("judgments") or p.get("matrix"))  # an evaluation names one of them
         base = EvalCell(
             role=role,
             representation=rep,
