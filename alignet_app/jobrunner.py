@@ -71,8 +71,9 @@ class JobRunner(QObject):
 
     Signals (all delivered on the GUI thread): ``started(label)``, ``progress(Progress)``,
     ``loss(LossBatch)``, ``message(Message)``, ``stage_done(StageDone)``,
-    ``finished(label, result)``, ``failed(JobFailure)``, ``cancelled(label)`` and
-    ``idle()`` after any of the last three.
+    ``finished(label, result)``, ``failed(JobFailure)``, ``cancelled(label)``, then
+    ``ended(label)`` and ``idle()`` after any of those three (``ended`` first, so whoever
+    started the job has put its bookkeeping away before the redraw that ``idle`` triggers).
     """
 
     started = Signal(str)
@@ -83,6 +84,7 @@ class JobRunner(QObject):
     finished = Signal(str, object)
     failed = Signal(object)
     cancelled = Signal(str)
+    ended = Signal(str)
     idle = Signal()
     _start = Signal(str, object, object)
 
@@ -189,16 +191,20 @@ class JobRunner(QObject):
         self.finished.emit(label, result)
         if callback is not None:
             callback(result)
-        self.idle.emit()
+        self._after(label)
 
     @Slot(object)
     def _on_failed(self, failure: JobFailure) -> None:
         self._end()
         self.failed.emit(failure)
-        self.idle.emit()
+        self._after(failure.label)
 
     @Slot(str)
     def _on_cancelled(self, label: str) -> None:
         self._end()
         self.cancelled.emit(label)
+        self._after(label)
+
+    def _after(self, label: str) -> None:
+        self.ended.emit(label)
         self.idle.emit()

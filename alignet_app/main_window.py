@@ -114,7 +114,35 @@ class MainWindow(QMainWindow):
         self.resize(1280, 800)
         self.setAcceptDrops(True)
 
-        # ---- pages and navigator
+        #: comparisons of new runs kept out of their slot, shown when the job has ended
+        self.kept_runs: list[tuple[str, str, RunComparison]] = []
+        self._build_central()
+        self._build_log()
+        self._build_status_bar()
+        self._connect_session()
+        self._build_menus()
+        self._update_navigator()
+        self.navigator.setCurrentRow(0)
+        self._show_welcome()
+        self._restore_layout()
+
+    # ----------------------------------------------------------------- layout
+    def _build_central(self) -> None:
+        """The welcome screen while no project is open, the navigator and pages once one is."""
+        self.welcome = WelcomeScreen()
+        self.welcome.new_project.connect(self.new_project)
+        self.welcome.open_project.connect(self.choose_project)
+        self.welcome.open_path.connect(self.open_project)
+        self.welcome.demo.connect(self.open_demo)
+        self.central = QStackedWidget()
+        self.central.addWidget(self.welcome)
+        self.central.addWidget(self._build_pages())
+        self.setCentralWidget(self.central)
+        self.navigator.currentRowChanged.connect(self._show_row)
+        self.central.currentChanged.connect(lambda _i: self._show_row(self.navigator.currentRow()))
+
+    def _build_pages(self) -> QSplitter:
+        """The navigator beside a stack of page holders (each page is built when first shown)."""
         #: every page by key, each built the first time it is shown or asked for
         self.pages = _Pages(self._build_page)
         self.stack = QStackedWidget()
@@ -142,22 +170,10 @@ class MainWindow(QMainWindow):
         splitter.setCollapsible(1, False)
         splitter.setSizes([170, 1110])  # the navigator narrow: pages need the width
         self.main_splitter = splitter
-        # the welcome screen while no project is open, the pages once one is
-        self.welcome = WelcomeScreen()
-        self.welcome.new_project.connect(self.new_project)
-        self.welcome.open_project.connect(self.choose_project)
-        self.welcome.open_path.connect(self.open_project)
-        self.welcome.demo.connect(self.open_demo)
-        self.central = QStackedWidget()
-        self.central.addWidget(self.welcome)
-        self.central.addWidget(splitter)
-        self.setCentralWidget(self.central)
-        self.navigator.currentRowChanged.connect(self._show_row)
-        self.central.currentChanged.connect(lambda _i: self._show_row(self.navigator.currentRow()))
-        #: comparisons of new runs kept out of their slot, shown when the job has ended
-        self.kept_runs: list[tuple[str, str, RunComparison]] = []
+        return splitter
 
-        # ---- log panel
+    def _build_log(self) -> None:
+        """The log panel (a dock), fed by the engine's loggers."""
         self.log_view = QPlainTextEdit(readOnly=True)
         self.log_view.setObjectName("log")
         self.log_view.setMaximumBlockCount(5000)
@@ -171,7 +187,8 @@ class MainWindow(QMainWindow):
         self._log_bridge.record.connect(self.append_log)
         logging.getLogger("alignet_engine").addHandler(self._log_bridge)
 
-        # ---- status bar: job label, progress, ETA, pause, cancel
+    def _build_status_bar(self) -> None:
+        """The status bar: the job's label, progress, ETA, pause and cancel."""
         self.job_label = QLabel("Ready")
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(260)
@@ -194,6 +211,8 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.cancel_button)
         self._progress_start: tuple[str, float, int] | None = None
 
+    def _connect_session(self) -> None:
+        """Follow the runner's jobs and the session's project."""
         runner = self.session.runner
         runner.started.connect(self._job_started)
         runner.progress.connect(self._job_progress)
@@ -207,12 +226,6 @@ class MainWindow(QMainWindow):
         self.session.opened.connect(self._project_opened)
         self.session.closed.connect(self._project_closed)
         self.session.busy_changed.connect(lambda _busy: self._show_welcome())
-
-        self._build_menus()
-        self._update_navigator()
-        self.navigator.setCurrentRow(0)
-        self._show_welcome()
-        self._restore_layout()
 
     # ----------------------------------------------------------------- menus
     def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:

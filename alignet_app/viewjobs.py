@@ -19,7 +19,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThreadPool, Signal, Slot
 
@@ -34,11 +34,26 @@ log = logging.getLogger(__name__)
 THREADS = 2
 
 ViewJob = Callable[[JobControl], Job[Any]]
+T = TypeVar("T")
 
 
 def read_only(path: str | Path) -> Project:
     """The project at ``path`` opened for reading only (no lock; safe beside a writer)."""
     return Project.open(path, readonly=True)
+
+
+def reading(path: str | Path, work: Callable[[Project, JobControl], Job[T]]) -> ViewJob:
+    """The view job that runs ``work(project, control)`` on the project at ``path`` opened
+    for reading only (:func:`read_only`) and closes the project after."""
+
+    def job(control: JobControl) -> Job[T]:
+        project = read_only(path)
+        try:
+            return (yield from work(project, control))
+        finally:
+            project.close()
+
+    return job
 
 
 class _Task(QRunnable):

@@ -176,7 +176,26 @@ class ImportDialog(QDialog):
         self._tasks: dict[int, _PreviewTask] = {}
         self._name_edited = bool(name)
 
-        # ---- fields
+        layout = QVBoxLayout(self)
+        layout.addLayout(self._build_form())
+        layout.addWidget(self.format_help)
+        layout.addWidget(self._build_preview(), 1)
+        layout.addWidget(self._build_buttons())
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(_DEBOUNCE_MS)
+        self._timer.timeout.connect(self.refresh_preview)
+
+        self._fill_project_choices()
+        self.set_fields(kind=kind, path=path, fmt=fmt, name=name, image_set=image_set)
+
+        self._connect_fields()
+        self._schedule()
+
+    # ----------------------------------------------------------------- layout
+    def _build_form(self) -> QFormLayout:
+        """The fields: what to import, from where, in which format, under which name."""
         self.kind = QComboBox()
         self.kind.setObjectName("kind")
         for k in IMPORT_KINDS:
@@ -237,8 +256,10 @@ class ImportDialog(QDialog):
         self.format_help = QLabel()
         self.format_help.setWordWrap(True)
         self.format_help.setStyleSheet("color: #555;")
+        return self.form
 
-        # ---- preview
+    def _build_preview(self) -> QGroupBox:
+        """The preview: its status, the error and the first rows of the file."""
         self.status = QLabel()
         self.status.setObjectName("preview_status")
         self.status.setWordWrap(True)
@@ -256,7 +277,10 @@ class ImportDialog(QDialog):
         box_layout.addWidget(self.status)
         box_layout.addWidget(self.error)
         box_layout.addWidget(self.table, 1)
+        return box
 
+    def _build_buttons(self) -> QDialogButtonBox:
+        """Import (enabled once the preview is good) and Cancel."""
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.import_button = self.buttons.addButton(
             "Import", QDialogButtonBox.ButtonRole.AcceptRole
@@ -265,21 +289,10 @@ class ImportDialog(QDialog):
         self.import_button.setEnabled(False)
         self.buttons.accepted.connect(self.accept_import)
         self.buttons.rejected.connect(self.reject)
+        return self.buttons
 
-        layout = QVBoxLayout(self)
-        layout.addLayout(self.form)
-        layout.addWidget(self.format_help)
-        layout.addWidget(box, 1)
-        layout.addWidget(self.buttons)
-
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(_DEBOUNCE_MS)
-        self._timer.timeout.connect(self.refresh_preview)
-
-        self._fill_project_choices()
-        self.set_fields(kind=kind, path=path, fmt=fmt, name=name, image_set=image_set)
-
+    def _connect_fields(self) -> None:
+        """Preview again (debounced) when a field changes; follow the import job."""
         self.kind.currentIndexChanged.connect(self._kind_changed)
         self.path.textChanged.connect(self._path_changed)
         self.image_set.currentTextChanged.connect(self._image_set_changed)
@@ -291,11 +304,10 @@ class ImportDialog(QDialog):
             self.name.textChanged,
         ):
             signal.connect(self._schedule)
-        runner = session.runner
+        runner = self.session.runner
         runner.finished.connect(self._job_finished)
         runner.failed.connect(self._job_failed)
         runner.cancelled.connect(self._job_cancelled)
-        self._schedule()
 
     # ----------------------------------------------------------------- programmatic API
     def set_fields(

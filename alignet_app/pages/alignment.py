@@ -28,14 +28,13 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from alignet_app.pages.base import Page, error_label
+from alignet_app.pages.base import Page, column, scroll_column
 from alignet_app.session import Session
 from alignet_app.widgets import figure_export, theme
 from alignet_app.widgets.config_form import ConfigForm
@@ -92,14 +91,28 @@ TRANSFORM_LABELS = {
 
 class AlignmentPage(Page):
     key = "alignment"
+    error_prefix = "Cannot start: "
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)
-        self._mine = ""  # label of our running job ("" when none)
         self._prefilled_for: str | None = None
         self.results: AlignmentResults | None = None
+        self.set_panes(self._build_controls(), self._build_results(), widths=(380, 820))
+        session.runner.loss.connect(self._on_loss)
 
-        # ---- data selection
+    # ----------------------------------------------------------------- layout
+    def _build_controls(self) -> QWidget:
+        """The left column: data and hyperparameters (scrolling), the error, Fit, and the
+        held-out evaluation."""
+        self.fit_button = QPushButton("Fit transform")
+        self.fit_button.setToolTip("Fit the affine transform on the chosen judgments")
+        self.fit_button.clicked.connect(self.fit)
+
+        scroll = scroll_column(self._build_data(), self._build_hyperparameters(), min_width=340)
+        return column(scroll, self.error, self.fit_button, self._build_evaluation(), stretch=scroll)
+
+    def _build_data(self) -> QGroupBox:
+        """The image set, model features, judgments and pool to fit on."""
         self.image_set = QComboBox()
         self.image_set.setToolTip("The image set the judgments refer to (its features are fitted)")
         self.image_set.currentTextChanged.connect(self._image_set_changed)
@@ -120,8 +133,10 @@ class AlignmentPage(Page):
         data_form.addRow("pool (local term)", self.pool)
         data_box = QGroupBox("Data")
         data_box.setLayout(data_form)
+        return data_box
 
-        # ---- hyperparameters
+    def _build_hyperparameters(self) -> QGroupBox:
+        """The form generated from TransformConfig (less the data fields), and the search grid."""
         fields = [f.name for f in dataclasses.fields(TransformConfig) if f.name not in _DATA_FIELDS]
         self.form = ConfigForm(
             TransformConfig,
@@ -136,13 +151,10 @@ class AlignmentPage(Page):
         self.form.layout().addRow("search grid", self.search)  # type: ignore[union-attr]
         hyper_box = QGroupBox("Hyperparameters")
         QVBoxLayout(hyper_box).addWidget(self.form)
+        return hyper_box
 
-        self.error = error_label()
-        self.fit_button = QPushButton("Fit transform")
-        self.fit_button.setToolTip("Fit the affine transform on the chosen judgments")
-        self.fit_button.clicked.connect(self.fit)
-
-        # ---- evaluation
+    def _build_evaluation(self) -> QGroupBox:
+        """The held-out judgments to score base and aligned features on, and Evaluate."""
         self.eval_judgments = QComboBox()
         self.eval_judgments.setToolTip(
             "Held-out judgments to score base and aligned features on (not the fitted ones)"
@@ -159,25 +171,10 @@ class AlignmentPage(Page):
         eval_row.addWidget(self.eval_button)
         eval_box = QGroupBox("Held-out evaluation")
         eval_box.setLayout(eval_row)
+        return eval_box
 
-        panel = QWidget()
-        panel_layout = QVBoxLayout(panel)
-        panel_layout.addWidget(data_box)
-        panel_layout.addWidget(hyper_box)
-        panel_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(panel)
-        scroll.setMinimumWidth(340)
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(scroll, 1)
-        left_layout.addWidget(self.error)
-        left_layout.addWidget(self.fit_button)
-        left_layout.addWidget(eval_box)
-
-        # ---- results
+    def _build_results(self) -> QWidget:
+        """Accuracy and calibration plots, the loss curves, the summary and the CV grid."""
         self.accuracy_plot = _plot("Held-out accuracy vs noise ceiling", "accuracy")
         self.calibration_plot = _plot("Calibration (aligned)", "human agreement")
         self.calibration_plot.setLabel("bottom", "model confidence")
@@ -202,26 +199,13 @@ class AlignmentPage(Page):
         self.grid_table.horizontalHeader().setStretchLastSection(True)
         self.grid_table.setMaximumHeight(140)
         self.grid_table.hide()
-
         plots = QWidget()
         grid = QGridLayout(plots)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.addWidget(self.accuracy_plot, 0, 0)
         grid.addWidget(self.calibration_plot, 0, 1)
         grid.addWidget(self.curves, 1, 0, 1, 2)
-        right = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.setContentsMargins(0, 0, 0, 0)
-        right_layout.addWidget(plots, 1)
-        right_layout.addWidget(self.results_text)
-        right_layout.addWidget(self.grid_table)
-
-        self.set_panes(left, right, widths=(380, 820))
-
-        runner = session.runner
-        runner.loss.connect(self._on_loss)
-        runner.idle.connect(self._on_idle)
-        session.busy_changed.connect(self._busy)
+        return column(plots, self.results_text, self.grid_table, stretch=plots)
 
     # ----------------------------------------------------------------- selectors
     def refresh(self) -> None:
@@ -247,7 +231,6 @@ class AlignmentPage(Page):
         unfitted = [j for j in info["judgments"] if j not in checked]
         _fill(self.eval_judgments, info["judgments"], prefer=unfitted[0] if unfitted else None)
         self._image_set_changed(self.image_set.currentText())
-        self._busy(self.session.runner.busy)
 
     _prefill_judgments: tuple[str, ...] = ()
 
@@ -291,7 +274,8 @@ class AlignmentPage(Page):
             if self.judgments.item(i).checkState() == Qt.CheckState.Checked
         ]
 
-    def _busy(self, busy: bool) -> None:
+    def update_actions(self) -> None:
+        busy = self.session.runner.busy
         self.fit_button.setEnabled(not busy)
         self.eval_button.setEnabled(not busy)
 
@@ -307,31 +291,31 @@ class AlignmentPage(Page):
             search=parse_search_grid(self.search.text()),
         )
 
+    def _fit_config(self) -> TransformConfig:
+        """:meth:`config`, with features to fit (raises AlignetError if there are none)."""
+        config = self.config()
+        if not config.model:
+            raise AlignetError("no features of this image set: extract features first")
+        return config
+
     def fit(self) -> bool:
         """Validate and start ``fit_transform``; False (inline error) if it cannot start."""
-        self.error.hide()
-        try:
-            config = self.config()
-            if not config.model:
-                raise AlignetError("no features of this image set: extract features first")
-        except (ValueError, AlignetError) as exc:
-            return self._fail(exc)
+        config = self.validated(self._fit_config)
+        if config is None:
+            return False
         started = self.run_job(
             FIT_LABEL, lambda project, control: fit_transform(project, config, control)
         )
         if started:
-            self._mine = FIT_LABEL
             self.curves.clear()
             self.results_text.setText(f"Fitting transform '{config.name}'…")
         return started
 
     def evaluate(self) -> bool:
         """Evaluate base and aligned features on the chosen held-out judgments."""
-        self.error.hide()
-        try:
-            configs = self.evaluate_configs()
-        except (ValueError, AlignetError) as exc:
-            return self._fail(exc)
+        configs = self.validated(self.evaluate_configs)
+        if configs is None:
+            return False
 
         def make_job(project: Project, control: JobControl) -> Job[list[dict[str, Any]]]:
             def both() -> Iterator[Any]:
@@ -342,10 +326,7 @@ class AlignmentPage(Page):
 
             return both()  # type: ignore[return-value]
 
-        started = self.run_job(EVAL_LABEL, make_job)
-        if started:
-            self._mine = EVAL_LABEL
-        return started
+        return self.run_job(EVAL_LABEL, make_job)
 
     def evaluate_configs(self) -> list[EvaluateConfig]:
         """Base then aligned :class:`EvaluateConfig` for the chosen judgments."""
@@ -362,24 +343,10 @@ class AlignmentPage(Page):
         }
         return [EvaluateConfig(**common), EvaluateConfig(**common, transform=name)]
 
-    def _fail(self, exc: BaseException) -> bool:
-        self.error.setText(f"Cannot start: {exc}")
-        self.error.show()
-        return False
-
     # ----------------------------------------------------------------- events
     def _on_loss(self, batch: LossBatch) -> None:
-        if self._mine == FIT_LABEL and batch.stage == "transform":
+        if self.running_job == FIT_LABEL and batch.stage == "transform":
             self.curves.add_batch(batch)
-
-    def _on_idle(self) -> None:
-        was, self._mine = self._mine, ""
-        # the session redraws on the same signal, before this slot: redraw again now that the
-        # stored run (not the live curve) is what to show
-        if was and self.session.is_open:
-            self._dirty = True
-            if self.isVisible():
-                self._refresh_now()
 
     # ----------------------------------------------------------------- results
     def _show_results(self) -> None:
@@ -390,7 +357,7 @@ class AlignmentPage(Page):
         name = str(self.form.values().get("name", "teacher"))
         judgments = self.eval_judgments.currentText()
         lines = []
-        if transform_slot(name) in info["current"] and self._mine != FIT_LABEL:
+        if transform_slot(name) in info["current"] and self.running_job != FIT_LABEL:
             ref = transform_slot(name)
             run = self.session.project.run(ref, arrays=False)
             self.curves.load_history(stored_history(run_arrays(self.session.project, ref)))
@@ -403,7 +370,7 @@ class AlignmentPage(Page):
                 f"temperature {s.get('temperature', float('nan')):.3g}"
             )
             self._show_grid(s)
-        elif self._mine != FIT_LABEL:
+        elif self.running_job != FIT_LABEL:
             self.curves.clear()
             self._show_grid({})
             lines.append(f"No transform '{name}' yet: choose the data and press Fit.")

@@ -25,17 +25,16 @@ from PySide6.QtWidgets import (
 )
 
 from alignet_app.defaults import judged_image_set, models_of_runs
-from alignet_app.pages.base import Page, error_label
+from alignet_app.pages.base import Page, StageControls, column, scroll_column
 from alignet_app.session import Session
-from alignet_app.viewjobs import read_only
 from alignet_app.widgets import theme
 from alignet_app.widgets.cluster_views import DiagnosticsView, PoolMapView, TypicalGrid
 from alignet_app.widgets.config_form import ConfigForm
 from alignet_app.widgets.thumbnails import ThumbnailCache
 from alignet_engine.config import ClusterConfig
-from alignet_engine.errors import AlignetError
 from alignet_engine.jobs import Job, JobControl, Progress
 from alignet_engine.stages.clusters import cluster
+from alignet_engine.store import Project
 from alignet_engine.views import browse
 
 NO_TRANSFORM = "none (raw features)"
@@ -63,6 +62,12 @@ def parse_ks(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _load_overview(project: Project, _control: JobControl) -> Job[browse.ClusterOverview]:
+    """The view job reading the current clusters run (labels and paths: seconds at 1M)."""
+    yield Progress("clusters", 0, 1, "loading the clusters run")
+    return browse.cluster_overview(project)
+
+
 class ClustersPage(Page):
     key = "clusters"
 
@@ -75,8 +80,23 @@ class ClustersPage(Page):
         self._form_run: str | None = None
         self.grid_thumbs = ThumbnailCache(size=72, capacity=4000, parent=self)
         self.big_thumbs = ThumbnailCache(size=224, capacity=50, parent=self)
+        self.set_panes(self._build_side(), self._build_results(), widths=(320, 1000))
 
-        # --- form
+    # ----------------------------------------------------------------- layout
+    def _build_side(self) -> QScrollArea:
+        """The side panel: the run's summary, the k-means settings and the selected image."""
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        return scroll_column(
+            self.summary,
+            self._build_settings(),
+            self._build_item(),
+            min_width=300,
+            sideways=False,
+        )
+
+    def _build_settings(self) -> StageControls:
+        """The k-means form, with the transform and the ks to diagnose under it."""
         self.form = ConfigForm(
             ClusterConfig,
             fields=["image_set", "model", "k", "n_nearest", "device", "random_state"],
@@ -98,21 +118,24 @@ class ClustersPage(Page):
             "Also fit k-means for these k and record inertia and silhouette, to choose k. "
             "Write numbers and ranges: 2-12, 16, 20."
         )
+        self.ks_edit.textEdited.connect(lambda _text: self.clear_error())
         extra = QFormLayout()
         extra.addRow("transform", self.transform_box)
         extra.addRow("diagnose ks", self.ks_edit)
-        self.run_button = QPushButton("Cluster the pool")
-        self.run_button.clicked.connect(self.start_clustering)
-        self.form_error = error_label()
-        self.ks_edit.textEdited.connect(lambda _text: self.form_error.hide())
-        form_group = QGroupBox("k-means")
-        fl = QVBoxLayout(form_group)
-        fl.addWidget(self.form)
-        fl.addLayout(extra)
-        fl.addWidget(self.run_button)
-        fl.addWidget(self.form_error)
+        controls = StageControls(
+            "k-means",
+            self.form,
+            "Cluster the pool",
+            self.start_clustering,
+            rows=[extra],
+            error=self.error,
+        )
+        self.run_button = controls.button
+        self.form_error = self.error
+        return controls
 
-        # --- the selected item
+    def _build_item(self) -> QGroupBox:
+        """The selected item: its image and caption."""
         self.item_image = QLabel()
         self.item_image.setFixedSize(236, 236)
         self.item_image.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -125,22 +148,10 @@ class ClustersPage(Page):
         il.addWidget(self.item_image, 0, Qt.AlignmentFlag.AlignHCenter)
         il.addWidget(self.item_caption)
         self.big_thumbs.ready.connect(self._on_big_thumbnail)
+        return item_group
 
-        self.summary = QLabel()
-        self.summary.setWordWrap(True)
-        side = QWidget()
-        sl = QVBoxLayout(side)
-        sl.addWidget(self.summary)
-        sl.addWidget(form_group)
-        sl.addWidget(item_group)
-        sl.addStretch(1)
-        side_scroll = QScrollArea()
-        side_scroll.setWidget(side)
-        side_scroll.setWidgetResizable(True)
-        side_scroll.setMinimumWidth(300)
-        side_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-
-        # --- results
+    def _build_results(self) -> QSplitter:
+        """The k diagnostics and the pool map above the grid of typical images."""
         self.diagnostics = DiagnosticsView()
         self.map_view = PoolMapView()
         self.map_view.picked.connect(self.select_item)
@@ -149,15 +160,11 @@ class ClustersPage(Page):
         self.map_button.setToolTip("Project the pool on its first two principal components.")
         self.map_button.clicked.connect(self.compute_map)
         self.map_button.hide()
-        map_box = QWidget()
-        ml = QVBoxLayout(map_box)
-        ml.setContentsMargins(0, 0, 0, 0)
-        ml.addWidget(self.map_view, 1)
-        ml.addWidget(self.map_status)
-        ml.addWidget(self.map_button)
         top = QSplitter()
         top.addWidget(self.diagnostics)
-        top.addWidget(map_box)
+        top.addWidget(
+            column(self.map_view, self.map_status, self.map_button, stretch=self.map_view)
+        )
         top.setSizes([380, 620])
         self.grid = TypicalGrid(self.grid_thumbs)
         self.grid.picked.connect(self.select_item)
@@ -170,7 +177,7 @@ class ClustersPage(Page):
         right.addWidget(top)
         right.addWidget(grid_group)
         right.setSizes([430, 370])
-        self.set_panes(side_scroll, right, widths=(320, 1000))
+        return right
 
     # ----------------------------------------------------------------- redraw
     def refresh(self) -> None:
@@ -204,19 +211,12 @@ class ClustersPage(Page):
             return
         # read on a view worker: a pool of a million images' labels and paths is seconds of
         # reading the GUI thread must not wait for (issue 9: browsing at real size)
-        path = self.session.project.path
         self.summary.setText("Loading the clusters…")
-
-        def job(control: JobControl) -> Job[browse.ClusterOverview]:
-            yield Progress("clusters", 0, 1, "loading the clusters run")
-            project = read_only(path)
-            try:
-                return browse.cluster_overview(project)
-            finally:
-                project.close()
-
-        self.session.views.submit(
-            "clusters:overview", job, self._overview_ready, self.summary.setText
+        self.view_job(
+            "clusters:overview",
+            _load_overview,
+            self._overview_ready,
+            self.summary.setText,
         )
 
     def _overview_ready(self, overview: browse.ClusterOverview) -> None:
@@ -265,16 +265,12 @@ class ClustersPage(Page):
         if overview is None:
             return
         ref = overview.ref
-        path = self.session.project.path
-
-        def job(control: JobControl) -> Job[browse.PoolMap]:
-            project = read_only(path)
-            try:
-                return (yield from browse.pool_map_job(project, ref, control))
-            finally:
-                project.close()
-
-        self.session.views.submit("clusters:map", job, self._map_ready, self._map_failed)
+        self.view_job(
+            "clusters:map",
+            lambda project, control: browse.pool_map_job(project, ref, control),
+            self._map_ready,
+            self._map_failed,
+        )
         self.map_status.setText("Computing the map…")
         self.map_button.hide()
 
@@ -325,19 +321,14 @@ class ClustersPage(Page):
                 self.item_image.setPixmap(pixmap)
 
     # ----------------------------------------------------------------- run
-    def start_clustering(self) -> None:
-        self.form_error.hide()
-        try:
-            transform = self.transform_box.currentText()
-            config = self.form.config(
-                transform=None if transform in ("", NO_TRANSFORM) else transform,
-                diagnose_ks=parse_ks(self.ks_edit.text()),
-            )
-        except (ValueError, AlignetError) as exc:
-            self.form_error.setText(str(exc))
-            self.form_error.show()
-            return
-        self.run_job(
-            f"Cluster '{config.image_set}' (k={config.k})",
-            lambda project, control: cluster(project, config, control),
+    def config(self) -> ClusterConfig:
+        """The k-means configuration on the page (raises ValueError / AlignetError)."""
+        transform = self.transform_box.currentText()
+        return self.form.config(  # type: ignore[no-any-return]
+            transform=None if transform in ("", NO_TRANSFORM) else transform,
+            diagnose_ks=parse_ks(self.ks_edit.text()),
         )
+
+    def start_clustering(self) -> bool:
+        """Validate the form and cluster the pool; False (inline error) if it cannot start."""
+        return self.start_job(self.config, lambda c: f"Cluster '{c.image_set}' (k={c.k})", cluster)

@@ -30,13 +30,13 @@ from PySide6.QtWidgets import (
 from alignet_app.defaults import judged_image_set
 from alignet_app.dialogs.import_dialog import ImportDialog
 from alignet_app.dialogs.matrix_triplets_dialog import MatrixTripletsDialog
-from alignet_app.pages.base import Page, error_label
+from alignet_app.pages.base import Page
 from alignet_app.session import Session
-from alignet_app.viewjobs import read_only
 from alignet_app.widgets.image_grid import ImageGrid
 from alignet_engine.base.types import ImageSet
 from alignet_engine.errors import AlignetError
 from alignet_engine.jobs import Job, JobControl, Progress
+from alignet_engine.store import Project
 from alignet_engine.views.preview import DataRow, group_by_category, guess_import, summarize_data
 
 _ROLE = int(Qt.ItemDataRole.UserRole)
@@ -90,7 +90,6 @@ class DataPage(Page):
 
         self.heading = QLabel()
         self.heading.setWordWrap(True)
-        self.error = error_label()
         top = QHBoxLayout()
         top.addWidget(self.heading, 1)
         top.addWidget(self.import_images_button)
@@ -125,7 +124,7 @@ class DataPage(Page):
     # ----------------------------------------------------------------- redraw
     def refresh(self) -> None:
         self.tree.clear()
-        self.error.hide()
+        self.clear_error()
         if not self.session.is_open:
             self.rows = []
             self.matrix_triplets_button.setEnabled(False)
@@ -139,8 +138,7 @@ class DataPage(Page):
             self.rows = summarize_data(self.session.project, self.session.info())
         except (AlignetError, OSError) as exc:
             self.rows = []
-            self.error.setText(f"cannot read the project's data: {exc}")
-            self.error.show()
+            self.show_error(f"cannot read the project's data: {exc}")
         self.matrix_triplets_button.setEnabled(any(r.kind == "matrix" for r in self.rows))
         n_sets = sum(r.kind == "image set" for r in self.rows)
         n_j = sum(r.kind == "judgments" for r in self.rows)
@@ -181,15 +179,12 @@ class DataPage(Page):
         if not self.session.is_open:
             return
         self._shown_set = name
-        path = self.session.project.path
 
-        def job(control: JobControl) -> Job[tuple[ImageSet, list[tuple[str, np.ndarray]]]]:
+        def job(
+            project: Project, _control: JobControl
+        ) -> Job[tuple[ImageSet, list[tuple[str, np.ndarray]]]]:
             yield Progress("image set", 0, 1, f"reading '{name}'")
-            project = read_only(path)
-            try:
-                images = project.imageset(name)
-            finally:
-                project.close()
+            images = project.imageset(name)
             return images, group_by_category(images)
 
         def show(result: tuple[ImageSet, list[tuple[str, np.ndarray]]]) -> None:
@@ -197,8 +192,11 @@ class DataPage(Page):
                 images, groups = result
                 self.grid.set_images(name, images.paths, images.categories, groups)
 
-        self.session.views.submit(
-            "data:grid", job, show, lambda text: self.grid.clear(f"cannot read '{name}': {text}")
+        self.view_job(
+            "data:grid",
+            job,
+            show,
+            lambda text: self.grid.clear(f"cannot read '{name}': {text}"),
         )
 
     # ----------------------------------------------------------------- imports
@@ -247,8 +245,7 @@ class DataPage(Page):
         dialogs = []
         for path in paths:
             if not Path(path).exists():
-                self.error.setText(f"{path}: no such file or folder")
-                self.error.show()
+                self.show_error(f"{path}: no such file or folder")
                 continue
             guess = guess_import(path)
             dialogs.append(self.open_import(guess.kind, path, fmt=guess.fmt, name=guess.name))

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from alignet_app.pages.base import Page, error_label
+from alignet_app.pages.base import Page, column, scroll_column
 from alignet_app.session import Session
 from alignet_app.widgets.config_form import ConfigForm, tooltip
 from alignet_app.widgets.plots import LiveCurves
@@ -55,10 +55,10 @@ VAL_TIP = tooltip(DistillStageConfig, "val_judgments")
 
 class DistillPage(Page):
     key = "distill"
+    error_prefix = "Cannot start: "
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(session, parent)
-        self._mine = False  # our job is running (the runner is shared by every page)
         # (project path, run ref) of the run this page trained last: shown after training
         # even when it did not become current (a worse run does not replace a better one)
         self._trained: tuple[Any, str] | None = None
@@ -67,7 +67,28 @@ class DistillPage(Page):
         self._phase = ""
         self._resumable: list[dict[str, Any]] = []
 
-        # ---- configuration (left)
+        self.set_panes(self._build_controls(), self._build_results(), widths=(380, 820))
+
+        runner = session.runner
+        runner.loss.connect(self._on_loss)
+        runner.progress.connect(self._on_progress)
+        runner.stage_done.connect(self._on_stage_done)
+        runner.finished.connect(self._on_finished)
+        # The readout's clock ticks while training even between events (elapsed time), and
+        # follows a pause made from the status bar.
+        self._tick = QTimer(self)
+        self._tick.setInterval(500)
+        self._tick.timeout.connect(self._update_readout)
+        self.update_actions()
+
+    # ----------------------------------------------------------------- layout
+    def _build_controls(self) -> QWidget:
+        """The left column: the forms (scrolling), the error, the run buttons, resuming."""
+        forms = self._build_forms()
+        return column(forms, self.error, self._build_buttons(), self._build_resume(), stretch=forms)
+
+    def _build_forms(self) -> QScrollArea:
+        """The student and training forms, generated from the configuration dataclasses."""
         from alignet_engine.models import available_models
 
         stage_fields = [
@@ -88,23 +109,15 @@ class DistillPage(Page):
         self.val_judgments.setToolTip(VAL_TIP)
         self.stage_form.layout().addRow("validate on", self.val_judgments)  # type: ignore[union-attr]
         self.training_form = ConfigForm(DistillConfig, labels=TRAINING_LABELS)
-        self.error = error_label()
 
         stage_box = QGroupBox("Student")
         QVBoxLayout(stage_box).addWidget(self.stage_form)
         training_box = QGroupBox("Training (distillation objective, schedule)")
         QVBoxLayout(training_box).addWidget(self.training_form)
-        form_panel = QWidget()
-        form_layout = QVBoxLayout(form_panel)
-        form_layout.addWidget(stage_box)
-        form_layout.addWidget(training_box)
-        form_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(form_panel)
-        scroll.setMinimumWidth(330)
+        return scroll_column(stage_box, training_box, min_width=330)
 
-        # ---- controls
+    def _build_buttons(self) -> QHBoxLayout:
+        """Start, pause, resume and cancel the training."""
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Train the student on the current triplets")
         self.start_button.clicked.connect(self.start)
@@ -124,7 +137,10 @@ class DistillPage(Page):
             buttons.addWidget(button)
         buttons.addWidget(self.cancel_button)
         buttons.addStretch(1)
+        return buttons
 
+    def _build_resume(self) -> QWidget:
+        """Resume an interrupted run from its checkpoint (shown when there is one)."""
         self.resume_runs = QComboBox()
         self.resume_runs.setToolTip("Interrupted distillation runs with a training checkpoint")
         self.resume_run_button = QPushButton("Resume interrupted run")
@@ -135,7 +151,10 @@ class DistillPage(Page):
         self.resume_box = QWidget()
         self.resume_box.setLayout(resume_row)
         resume_row.setContentsMargins(0, 0, 0, 0)
+        return self.resume_box
 
+    def _build_results(self) -> QWidget:
+        """The live readout, the curves and the run's summary."""
         self.readout = QLabel("Not running.")
         self.readout.setObjectName("readout")
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -160,44 +179,16 @@ class DistillPage(Page):
             empty_text="No curves yet: set the training up and press Start; the losses, "
             "agreement, learning rate, gradient norm and drift appear here live.",
         )
-
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(scroll, 1)
-        left_layout.addWidget(self.error)
-        left_layout.addLayout(buttons)
-        left_layout.addWidget(self.resume_box)
-        right = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.setContentsMargins(0, 0, 0, 0)
-        right_layout.addWidget(self.readout)
-        right_layout.addWidget(self.curves, 1)
-        right_layout.addWidget(self.summary)
-        self.set_panes(left, right, widths=(380, 820))
-
-        runner = session.runner
-        runner.loss.connect(self._on_loss)
-        runner.progress.connect(self._on_progress)
-        runner.stage_done.connect(self._on_stage_done)
-        runner.finished.connect(self._on_finished)
-        runner.idle.connect(self._on_idle)
-        session.busy_changed.connect(lambda _busy: self._update_buttons())
-        # The readout's clock ticks while training even between events (elapsed time), and
-        # follows a pause made from the status bar.
-        self._tick = QTimer(self)
-        self._tick.setInterval(500)
-        self._tick.timeout.connect(self._update_readout)
-        self._update_buttons()
+        return column(self.readout, self.curves, self.summary, stretch=self.curves)
 
     # ----------------------------------------------------------------- redraw
     def refresh(self) -> None:
-        self.error.hide()
+        self.clear_error()
         if not self.session.is_open:
             self.summary.setText("No project open.")
             self._resumable = []
             self._fill_resumable()
-            self._update_buttons()
+            self.update_actions()
             return
         info = self.session.info()
         current = self.val_judgments.currentText()
@@ -207,9 +198,9 @@ class DistillPage(Page):
             self.val_judgments.setCurrentText(current)
         self._resumable = self._list_resumable()
         self._fill_resumable()
-        if not self._mine:
+        if not self.running_job:
             self._show_stored_run(info)
-        self._update_buttons()
+        self.update_actions()
 
     def _show_stored_run(self, info: dict[str, Any]) -> None:
         """The current distill run's curves and summary (or why there is none)."""
@@ -266,10 +257,10 @@ class DistillPage(Page):
             )
         self.resume_box.setVisible(resume_api() is not None and bool(self._resumable))
 
-    def _update_buttons(self) -> None:
+    def update_actions(self) -> None:
         runner = self.session.runner
         busy = runner.busy
-        mine = self._mine and busy
+        mine = bool(self.running_job) and busy
         self.start_button.setEnabled(not busy)
         self.pause_button.setEnabled(mine and not runner.paused)
         self.resume_button.setEnabled(mine and runner.paused)
@@ -286,17 +277,19 @@ class DistillPage(Page):
             val_set=None,
         )
 
+    def _start_setup(self) -> tuple[DistillStageConfig, str]:
+        """:meth:`config` and the device it trains on; raises if there are no triplets."""
+        config = self.config()
+        if self.session.is_open and "triplets" not in self.session.info()["current"]:
+            raise AlignetError("no triplets to train on: sample triplets first (Triplets)")
+        return _with_device(config)
+
     def start(self) -> bool:
         """Validate the form and start training; False (with an inline error) if it cannot."""
-        self.error.hide()
-        try:
-            config = self.config()
-            if self.session.is_open and "triplets" not in self.session.info()["current"]:
-                raise AlignetError("no triplets to train on: sample triplets first (Triplets)")
-            device = _device_name(config.device)
-        except (ValueError, AlignetError) as exc:
-            self._show_error(exc)
+        setup = self.validated(self._start_setup)
+        if setup is None:
             return False
+        config, device = setup
         started = self.run_job(
             JOB_LABEL, lambda project, control: run_distill(project, config, control)
         )
@@ -311,13 +304,10 @@ class DistillPage(Page):
         if api is None or run is None:
             return False
         entry = next(e for e in self._resumable if e["run"] == run)
-        self.error.hide()
-        try:
-            config = DistillStageConfig.from_dict(entry["params"])
-            device = _device_name(config.device)
-        except (ValueError, AlignetError) as exc:
-            self._show_error(exc)
+        setup = self.validated(lambda: _with_device(DistillStageConfig.from_dict(entry["params"])))
+        if setup is None:
             return False
+        config, device = setup
         started = self.run_job(
             f"{JOB_LABEL} (resumed)", lambda project, control: api(project, run, control)
         )
@@ -327,7 +317,6 @@ class DistillPage(Page):
         return started
 
     def _begin(self, steps: int, batch: int, device: str) -> None:
-        self._mine = True
         self._device = device
         self._phase = "starting"
         self._meter = RateMeter(steps, 3 * batch)
@@ -335,29 +324,25 @@ class DistillPage(Page):
         self.curves.set_planned(steps)
         self.summary.setText("Training…")
         self._tick.start()
-        self._update_buttons()
+        self.update_actions()
         self._update_readout()
 
     def pause(self) -> None:
         self.session.runner.pause()
         self._update_readout()
-        self._update_buttons()
+        self.update_actions()
 
     def resume(self) -> None:
         self.session.runner.resume()
         self._update_readout()
-        self._update_buttons()
+        self.update_actions()
 
     def cancel(self) -> None:
         self.session.runner.cancel()
 
-    def _show_error(self, exc: BaseException) -> None:
-        self.error.setText(f"Cannot start: {exc}")
-        self.error.show()
-
     # ----------------------------------------------------------------- events
     def _on_loss(self, batch: LossBatch) -> None:
-        if not self._mine or batch.stage != "distill":
+        if not self.running_job or batch.stage != "distill":
             return
         self.curves.add_batch(batch)
         if "loss" in batch.values and len(batch.steps) and self._meter is not None:
@@ -366,37 +351,30 @@ class DistillPage(Page):
             self._update_readout()
 
     def _on_progress(self, progress: Progress) -> None:
-        if not self._mine or progress.stage != "distill":
+        if not self.running_job or progress.stage != "distill":
             return
         if progress.message:  # decoding the pool, caching features: before the first step
             self._phase = f"{progress.message} {progress.done}/{progress.total}"
             self._update_readout()
 
     def _on_stage_done(self, event: StageDone) -> None:
-        if self._mine and event.stage == "distill":
+        if self.running_job and event.stage == "distill":
             path = self.session.info()["path"] if self.session.is_open else None
             self._trained = (path, f"distill/{event.run_id}")
             self.summary.setText(summary_text(f"distill/{event.run_id}", event.summary))
 
     def _on_finished(self, label: str, _result: object) -> None:
-        if self._mine:
+        if self.running_job:
             self._phase = "finished"
 
-    def _on_idle(self) -> None:
-        if not self._mine:
-            self._update_buttons()
-            return
-        self._mine = False
+    def job_ended(self, label: str) -> None:
+        # the redraw that follows shows the finished run's stored curves instead of the live
+        # ones (refresh skips that while a job of ours is running)
         self._tick.stop()
         if self._phase != "finished":
             self._phase = "stopped (cancelled or failed); the curves so far stay shown"
         self._update_readout()
-        self._update_buttons()
-        # session.refresh() runs on the same signal; a finished run's stored curves replace
-        # the live ones there (refresh skips that while a job of ours is running)
-        self._dirty = True
-        if self.isVisible():
-            self._refresh_now()
+        self.update_actions()
 
     # ----------------------------------------------------------------- readout
     def _update_readout(self) -> None:
@@ -404,7 +382,7 @@ class DistillPage(Page):
         if meter is None:
             return
         runner = self.session.runner
-        paused = self._mine and runner.paused
+        paused = bool(self.running_job) and runner.paused
         if paused:
             meter.pause()
         else:
@@ -417,14 +395,14 @@ class DistillPage(Page):
         if rate.images_per_s is not None:
             parts.append(f"{rate.images_per_s:.1f} images/s")
         parts.append(f"elapsed {format_duration(rate.elapsed_s)}")
-        if self._mine:
+        if self.running_job:
             parts.append(f"ETA {format_duration(rate.eta_s)}")
         state = "paused" if paused else self._phase
         if state:
             parts.append(f"<i>{state}</i>")
         self.readout.setText(" · ".join(parts))
-        if self._mine:
-            self._update_buttons()
+        if self.running_job:
+            self.update_actions()
 
 
 #: form labels in words (the code name stays in each tooltip)
@@ -456,6 +434,11 @@ def resume_api() -> Callable[..., Any] | None:
     without it the page simply hides its resume row.
     """
     return getattr(distill_stage, "resume_distill", None)
+
+
+def _with_device(config: DistillStageConfig) -> tuple[DistillStageConfig, str]:
+    """``config`` and the device it trains on here."""
+    return config, _device_name(config.device)
 
 
 def _device_name(preference: str) -> str:

@@ -36,14 +36,12 @@ from PySide6.QtWidgets import (
 )
 
 from alignet_app.defaults import held_out_judgments, judged_image_set
-from alignet_app.jobrunner import JobFailure
-from alignet_app.pages.base import Page, error_label, reason_label, set_available
+from alignet_app.pages.base import Page, StageControls, reason_label, scroll_column, set_available
 from alignet_app.session import Session
 from alignet_app.widgets import theme
 from alignet_app.widgets.bar_charts import EvalCharts, render_chart_pngs, role_colour
 from alignet_app.widgets.config_form import ConfigForm
 from alignet_engine.config import EvaluateConfig
-from alignet_engine.errors import AlignetError
 from alignet_engine.stages.evaluate import evaluate
 from alignet_engine.stages.evaluate_all import evaluate_all, fit_judgments
 from alignet_engine.views.evaluation import (
@@ -59,8 +57,9 @@ _ROLE = int(Qt.ItemDataRole.UserRole)
 
 class EvaluatePage(Page):
     key = "evaluate"
+    inline_failures = True
 
-    #: labels of the jobs this page starts (their failures are shown inline too)
+    #: labels of the jobs this page starts
     JOB_ALL = "Evaluate all"
     JOB_ONE = "Evaluate"
     JOB_REPORT = "Export report"
@@ -73,15 +72,23 @@ class EvaluatePage(Page):
 
         self.heading = QLabel()
         self.heading.setWordWrap(True)
+        split = QSplitter()
+        split.addWidget(self._build_results())
+        split.addWidget(self._build_side())
+        split.setStretchFactor(0, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.heading)
+        layout.addWidget(split, 1)
 
-        # ---- the table
+    # ----------------------------------------------------------------- layout
+    def _build_results(self) -> QSplitter:
+        """The table of every current evaluation above the charts."""
         self.table = QTableWidget()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectItems)
         self.table.setWordWrap(False)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
 
-        # ---- the charts
         self.charts = EvalCharts()
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -91,8 +98,31 @@ class EvaluatePage(Page):
         left.addWidget(self.table)
         left.addWidget(scroll)
         left.setSizes([130, 570])
+        return left
 
-        # ---- evaluate all
+    def _build_side(self) -> QScrollArea:
+        """The side panel: evaluate all, one evaluation, the report and the error."""
+        self.report_button = QPushButton("Export report…")
+        self.report_button.setToolTip(
+            "Write report.html, report.json and one PNG chart per data set into a folder."
+        )
+        self.report_button.clicked.connect(self._choose_report_folder)
+        self.report_label = QLabel()
+        self.report_label.setWordWrap(True)
+        self.report_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        side = scroll_column(
+            self._build_evaluate_all(),
+            self._build_one(),
+            self.report_button,
+            self.report_label,
+            self.error,
+            min_width=300,
+        )
+        side.setMaximumWidth(380)
+        return side
+
+    def _build_evaluate_all(self) -> QGroupBox:
+        """What "Evaluate all" scores (judgment sets, matrices) and its bootstrap."""
         self.targets = QListWidget()
         self.targets.setMaximumHeight(110)
         self.targets.setToolTip("The judgment sets and matrices “Evaluate all” scores.")
@@ -121,8 +151,10 @@ class EvaluatePage(Page):
         all_layout.addWidget(self.all_button)
         self.all_reason = reason_label()
         all_layout.addWidget(self.all_reason)
+        return all_box
 
-        # ---- one evaluation
+    def _build_one(self) -> StageControls:
+        """The form of one evaluation."""
         self.form = ConfigForm(
             EvaluateConfig,
             fields=[
@@ -154,49 +186,9 @@ class EvaluatePage(Page):
                 "ci_unit": "CI resamples",
             },
         )
-        self.one_button = QPushButton("Evaluate")
-        self.one_button.clicked.connect(lambda: self.evaluate_one())
-        one_box = QGroupBox("One evaluation")
-        one_layout = QVBoxLayout(one_box)
-        one_layout.addWidget(self.form)
-        one_layout.addWidget(self.one_button)
-        self.one_reason = reason_label()
-        one_layout.addWidget(self.one_reason)
-
-        # ---- report
-        self.report_button = QPushButton("Export report…")
-        self.report_button.setToolTip(
-            "Write report.html, report.json and one PNG chart per data set into a folder."
-        )
-        self.report_button.clicked.connect(self._choose_report_folder)
-        self.report_label = QLabel()
-        self.report_label.setWordWrap(True)
-        self.report_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.error = error_label()
-
-        side = QWidget()
-        side_layout = QVBoxLayout(side)
-        side_layout.addWidget(all_box)
-        side_layout.addWidget(one_box)
-        side_layout.addWidget(self.report_button)
-        side_layout.addWidget(self.report_label)
-        side_layout.addWidget(self.error)
-        side_layout.addStretch(1)
-        side_scroll = QScrollArea()
-        side_scroll.setWidgetResizable(True)
-        side_scroll.setWidget(side)
-        side_scroll.setMaximumWidth(380)
-        side_scroll.setMinimumWidth(300)
-
-        split = QSplitter()
-        split.addWidget(left)
-        split.addWidget(side_scroll)
-        split.setStretchFactor(0, 1)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.heading)
-        layout.addWidget(split, 1)
-
-        session.runner.failed.connect(self._job_failed)
+        self.one = StageControls("One evaluation", self.form, "Evaluate", self.evaluate_one)
+        self.one_button, self.one_reason = self.one.button, self.one.reason
+        return self.one
 
     # ----------------------------------------------------------------- redraw
     def update_actions(self) -> None:
@@ -208,7 +200,7 @@ class EvaluatePage(Page):
             elif not any(s.startswith("features:") for s in info["current"]):
                 reason = "Extract features first (Models & features page)."
         set_available(self.all_button, self.all_reason, reason)
-        set_available(self.one_button, self.one_reason, reason)
+        self.one.set_available(reason)
 
     def refresh(self) -> None:
         if not self.session.is_open:
@@ -365,12 +357,12 @@ class EvaluatePage(Page):
         self, judgments: list[str] | None = None, matrices: list[str] | None = None
     ) -> bool:
         """Run the engine's evaluate_all job on the given (default: the checked) targets."""
-        self.error.hide()
+        self.clear_error()
         if judgments is None and matrices is None:
             judgments, matrices = self.checked_targets()
         chosen_j, chosen_m = list(judgments or []), list(matrices or [])
         if not chosen_j and not chosen_m:
-            self._show_error("Check at least one judgment set or matrix to evaluate on.")
+            self.show_error("Check at least one judgment set or matrix to evaluate on.")
             return False
         n_boot = self.n_boot.value()
         return self.run_job(
@@ -389,15 +381,7 @@ class EvaluatePage(Page):
 
     def evaluate_one(self) -> bool:
         """Run one evaluation from the form (bad values are shown next to it)."""
-        self.error.hide()
-        try:
-            config = self.form.config()
-        except (ValueError, AlignetError) as exc:
-            self._show_error(str(exc))
-            return False
-        return self.run_job(
-            self.JOB_ONE, lambda project, control: evaluate(project, config, control)
-        )
+        return self.start_job(self.form.config, lambda _config: self.JOB_ONE, evaluate)
 
     def _choose_report_folder(self) -> None:
         if os.environ.get("ALIGNET_NO_DIALOGS"):
@@ -408,15 +392,12 @@ class EvaluatePage(Page):
 
     def export_report(self, folder: str | Path) -> bool:
         """Render each chart to PNG and have the engine write the report into ``folder``."""
-        self.error.hide()
+        self.clear_error()
         table = self.eval_table
         if table is None or not table.rows:
-            self._show_error("Nothing to report yet: run an evaluation first.")
+            self.show_error("Nothing to report yet: run an evaluation first.")
             return False
-        try:
-            check_output_folder(folder)
-        except AlignetError as exc:
-            self._show_error(str(exc))
+        if self.validated(lambda: check_output_folder(folder)) is None:
             return False
         if self._png_dir is not None:
             self._png_dir.cleanup()
@@ -436,11 +417,3 @@ class EvaluatePage(Page):
         if self._png_dir is not None:
             self._png_dir.cleanup()
             self._png_dir = None
-
-    def _job_failed(self, failure: JobFailure) -> None:
-        if failure.label in (self.JOB_ALL, self.JOB_ONE, self.JOB_REPORT):
-            self._show_error(f"{failure.label} failed: {failure.text}")
-
-    def _show_error(self, text: str) -> None:
-        self.error.setText(text)
-        self.error.show()

@@ -23,11 +23,10 @@ from PySide6.QtWidgets import (
 )
 
 from alignet_app.defaults import judged_image_set
-from alignet_app.pages.base import Page, error_label, reason_label, set_available
+from alignet_app.pages.base import Page, reason_label, set_available
 from alignet_app.session import Session
 from alignet_app.widgets.config_form import ConfigForm
 from alignet_app.widgets.experiment_window import ExperimentWindow
-from alignet_engine.errors import AlignetError
 from alignet_engine.experiment import (
     ExperimentConfig,
     ExperimentLog,
@@ -67,7 +66,6 @@ class ExperimentPage(Page):
         self.instructions.setToolTip("Shown after consent and when a session is resumed.")
         for edit in (self.consent, self.instructions):
             edit.setMaximumHeight(110)
-        self.error = error_label()
         start = QPushButton("Start new session")
         start.setToolTip("Open the participant's screen (full screen; Esc pauses)")
         start.clicked.connect(self.start_new)
@@ -162,20 +160,34 @@ class ExperimentPage(Page):
         return self._logs[min(rows)] if rows else None
 
     # ----------------------------------------------------------------- actions
+    def experiment_config(self) -> ExperimentConfig:
+        """The experiment the form describes (raises ValueError / AlignetError)."""
+        return self.form.config(  # type: ignore[no-any-return]
+            consent=self.consent.toPlainText().strip(),
+            instructions=self.instructions.toPlainText().strip(),
+        )
+
+    def _new_session(self) -> ExperimentLog:
+        """A new session file of the form's experiment in the project's folder."""
+        config = self.experiment_config()
+        project = self.session.project
+        n_items = len(project.imageset(config.image_set))
+        return ExperimentLog.create(session_path(project, config), config, n_items)
+
+    def _preview_session(
+        self,
+    ) -> tuple[ExperimentConfig, tempfile.TemporaryDirectory[str], ExperimentLog]:
+        """A session file of the form's experiment in a temporary folder (a preview)."""
+        config = self.experiment_config()
+        n_items = len(self.session.project.imageset(config.image_set))
+        folder = tempfile.TemporaryDirectory(prefix="alignet-preview-")
+        log = ExperimentLog.create(Path(folder.name) / "preview.jsonl", config, n_items)
+        return config, folder, log
+
     def start_new(self) -> ExperimentWindow | None:
         """Create the session file and open the participant's screen."""
-        self.error.hide()
-        try:
-            config = self.form.config(
-                consent=self.consent.toPlainText().strip(),
-                instructions=self.instructions.toPlainText().strip(),
-            )
-            project = self.session.project
-            n_items = len(project.imageset(config.image_set))
-            log = ExperimentLog.create(session_path(project, config), config, n_items)
-        except (AlignetError, ValueError) as exc:
-            self.error.setText(str(exc))
-            self.error.show()
+        log = self.validated(self._new_session)
+        if log is None:
             return None
         self.refresh()
         return self._open(log)
@@ -183,19 +195,10 @@ class ExperimentPage(Page):
     def preview(self) -> ExperimentWindow | None:
         """The participant's screen with the form's settings, in a window; the answers go to
         a temporary file that is deleted when the preview closes."""
-        self.error.hide()
-        try:
-            config = self.form.config(
-                consent=self.consent.toPlainText().strip(),
-                instructions=self.instructions.toPlainText().strip(),
-            )
-            n_items = len(self.session.project.imageset(config.image_set))
-            folder = tempfile.TemporaryDirectory(prefix="alignet-preview-")
-            log = ExperimentLog.create(Path(folder.name) / "preview.jsonl", config, n_items)
-        except (AlignetError, ValueError) as exc:
-            self.error.setText(str(exc))
-            self.error.show()
+        preview = self.validated(self._preview_session)
+        if preview is None:
             return None
+        config, folder, log = preview
         paths = self.session.project.imageset(config.image_set).paths
         window = ExperimentWindow(log, paths)
         window.setWindowTitle("Preview of the participant screen (nothing is stored)")
@@ -210,8 +213,7 @@ class ExperimentPage(Page):
         if log is None:
             return None
         if log.finished:
-            self.error.setText(f"{log.path.name} is complete; nothing to resume.")
-            self.error.show()
+            self.show_error(f"{log.path.name} is complete; nothing to resume.")
             return None
         return self._open(ExperimentLog.open(log.path))  # re-read: the file is the truth
 
@@ -221,11 +223,10 @@ class ExperimentPage(Page):
         window = ExperimentWindow(log, paths)
         window.ended.connect(lambda _outcome: self.refresh())
         if missing:
-            self.error.setText(
+            self.show_error(
                 f"Warning: {len(missing)} images of '{log.config.image_set}' are missing; "
                 f"those trials show an empty frame (first: {missing[0] or '(no file)'})."
             )
-            self.error.show()
         self.window_ = window
         if self.fullscreen:
             window.showFullScreen()

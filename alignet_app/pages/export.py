@@ -32,13 +32,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from alignet_app.jobrunner import JobFailure
 from alignet_app.notify import dialogs_enabled
-from alignet_app.pages.base import Page, error_label
+from alignet_app.pages.base import Page
 from alignet_app.session import Session
 from alignet_app.widgets import theme
 from alignet_app.widgets.bar_charts import render_chart_pngs
-from alignet_engine.errors import AlignetError
 from alignet_engine.stages.export import existing_outputs
 from alignet_engine.views.evaluation import evaluation_table
 from alignet_engine.views.report import (
@@ -63,6 +61,7 @@ _DEFAULT_ON = ("student", "transform", "triplets", "report")
 
 class ExportPage(Page):
     key = "export"
+    inline_failures = True
 
     JOB = "Export"
 
@@ -109,7 +108,6 @@ class ExportPage(Page):
         folder_row.addWidget(self.folder, 1)
         folder_row.addWidget(browse)
         folder_row.addWidget(self.export_button)
-        self.error = error_label()
 
         # ---- results
         self.result_label = QLabel()
@@ -129,8 +127,6 @@ class ExportPage(Page):
         layout.addWidget(self.error)
         layout.addWidget(self.result_label)
         layout.addWidget(self.results, 1)
-
-        session.runner.failed.connect(self._job_failed)
 
     # ----------------------------------------------------------------- redraw
     def refresh(self) -> None:
@@ -182,25 +178,22 @@ class ExportPage(Page):
 
         Files the export would replace are replaced only with ``overwrite=True``; with None
         the user is asked (without dialogs: refused, with the files named)."""
-        self.error.hide()
+        self.clear_error()
         if formats is not None:
             for fmt, check in self.checks.items():
                 check.setChecked(fmt in formats)
         what = self.selected_formats() if formats is None else tuple(formats)
         self.folder.setText(str(folder))
         if not what:
-            self._show_error("Check at least one thing to export.")
+            self.show_error("Check at least one thing to export.")
             return False
         if self.session.is_open:
             blocked = export_prerequisites(self.session.info()["current"])
             reasons = [f"{f}: {blocked[f]}" for f in what if blocked.get(f)]
             if reasons:
-                self._show_error("Cannot export " + "; ".join(reasons))
+                self.show_error("Cannot export " + "; ".join(reasons))
                 return False
-        try:
-            check_output_folder(folder)
-        except AlignetError as exc:
-            self._show_error(str(exc))
+        if self.validated(lambda: check_output_folder(folder)) is None:
             return False
         if overwrite is None:
             overwrite = self._confirm_overwrite(folder, what)
@@ -242,7 +235,7 @@ class ExportPage(Page):
             )
             if answer == QMessageBox.StandardButton.Yes:
                 return True
-        self._show_error(f"{folder} already holds {names}; choose another folder.")
+        self.show_error(f"{folder} already holds {names}; choose another folder.")
         return None
 
     def _done(self, files: dict[str, str]) -> None:
@@ -278,11 +271,3 @@ class ExportPage(Page):
     def open_folder(self, path: str) -> None:
         """Show the folder holding ``path`` in the desktop's file manager."""
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent)))
-
-    def _job_failed(self, failure: JobFailure) -> None:
-        if failure.label == self.JOB:
-            self._show_error(f"Export failed: {failure.text}")
-
-    def _show_error(self, text: str) -> None:
-        self.error.setText(text)
-        self.error.show()

@@ -34,11 +34,11 @@ from PySide6.QtWidgets import (
 )
 
 from alignet_app.defaults import judged_image_set, models_of_runs
-from alignet_app.pages.base import Page, error_label, reason_label, set_available
+from alignet_app.pages.base import Page, StageControls, column
 from alignet_app.session import Session
 from alignet_app.widgets.config_form import ConfigForm
 from alignet_engine.config import ExtractConfig
-from alignet_engine.errors import AlignetError
+from alignet_engine.errors import AlignetError, InputError
 from alignet_engine.jobs import Job, JobControl, Message, Progress
 from alignet_engine.models import available_models
 from alignet_engine.store import Project
@@ -94,6 +94,20 @@ class FeaturesPage(Page):
         super().__init__(session, parent)
         self.fields = _config_fields()
         self._defaults_for: object = None
+        self._layers_for = ""
+        # Left: what to extract and what is stored; right: the (tall) layer tree.
+        stored = self._build_stored()
+        splitter = QSplitter()
+        splitter.addWidget(column(self._build_settings(), stored, stretch=stored))
+        splitter.addWidget(self._build_layers())
+        splitter.setSizes([560, 480])
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("<h3>Models &amp; features</h3>"))
+        layout.addWidget(splitter, 1)
+
+    # ----------------------------------------------------------------- layout
+    def _build_settings(self) -> StageControls:
+        """The extraction form (with the checkpoint to read) and its button."""
         self.form = ConfigForm(
             ExtractConfig,
             fields=self.fields,
@@ -119,14 +133,22 @@ class FeaturesPage(Page):
             if isinstance(editor, QComboBox):
                 editor.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
-        self.extract_button = QPushButton("Extract features")
+        self.settings = controls = StageControls(
+            "Extraction",
+            self.form,
+            "Extract features",
+            self.extract,
+            align_right=True,
+            error=self.error,
+        )
+        self.extract_button = controls.button
         self.extract_button.setObjectName("extract")
         self.extract_button.setDefault(True)
-        self.extract_button.clicked.connect(self.extract)
-        self.extract_reason = reason_label()
-        self.error = error_label()
+        self.extract_reason = controls.reason
+        return controls
 
-        # ---- layer tree
+    def _build_layers(self) -> QGroupBox:
+        """The model's layer tree, filled by "List layers"; a row chosen sets the layer."""
         self.layers_button = QPushButton("List layers")
         self.layers_button.setObjectName("list_layers")
         self.layers_button.setToolTip(
@@ -148,7 +170,6 @@ class FeaturesPage(Page):
         self.layer_tree.setColumnWidth(0, 170)
         self.layer_tree.setColumnWidth(1, 125)
         self.layer_tree.selectionModel().currentChanged.connect(self._layer_chosen)
-        self._layers_for = ""
         layer_box = QGroupBox("Layer")
         lb = QVBoxLayout(layer_box)
         row = QHBoxLayout()
@@ -159,18 +180,10 @@ class FeaturesPage(Page):
         if "layer" not in self.fields:
             layer_box.setEnabled(False)
             self.layers_caption.setText("This engine extracts pre_logits only.")
+        return layer_box
 
-        settings = QGroupBox("Extraction")
-        sl = QVBoxLayout(settings)
-        sl.addWidget(self.form)
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
-        buttons.addWidget(self.extract_button)
-        sl.addLayout(buttons)
-        sl.addWidget(self.extract_reason)
-        sl.addWidget(self.error)
-
-        # ---- stored features
+    def _build_stored(self) -> QGroupBox:
+        """The table of the features the project stores."""
         self.table = QTableWidget(0, 7)
         self.table.setObjectName("features_table")
         self.table.setHorizontalHeaderLabels(
@@ -182,20 +195,7 @@ class FeaturesPage(Page):
         self.table.horizontalHeader().setStretchLastSection(True)
         stored = QGroupBox("Stored features")
         QVBoxLayout(stored).addWidget(self.table)
-
-        # Left: what to extract and what is stored; right: the (tall) layer tree.
-        left = QWidget()
-        ll = QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 0, 0)
-        ll.addWidget(settings)
-        ll.addWidget(stored, 1)
-        splitter = QSplitter()
-        splitter.addWidget(left)
-        splitter.addWidget(layer_box)
-        splitter.setSizes([560, 480])
-        layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("<h3>Models &amp; features</h3>"))
-        layout.addWidget(splitter, 1)
+        return stored
 
     @staticmethod
     def _poolings() -> tuple[str, ...]:
@@ -210,7 +210,7 @@ class FeaturesPage(Page):
         reason = self.blocked_reason()
         if not reason and not self.session.info()["imagesets"]:
             reason = "Import images first (Data page): there is no image set to extract."
-        set_available(self.extract_button, self.extract_reason, reason)
+        self.settings.set_available(reason)
 
     def refresh(self) -> None:
         self.table.setRowCount(0)
@@ -293,14 +293,13 @@ class FeaturesPage(Page):
     # ----------------------------------------------------------------- layers
     def list_layers(self) -> bool:
         """List the chosen model's layers (a job); False if it cannot start now."""
-        self.error.hide()
-        values = self._safe_values()
+        values = self.validated(self.form.values)
         if values is None:
             return False
         model = str(values.get("model") or "")
         weights = values.get("weights")
         if not model:
-            self._show_error("model: choose a model first")
+            self.show_error("model: choose a model first")
             return False
         self.layers_caption.setText(f"Building {model}…")
         started = self.run_job(
@@ -408,17 +407,6 @@ class FeaturesPage(Page):
         self.form.set_value("layer", None if name == "pre_logits" else name)
 
     # ----------------------------------------------------------------- extraction
-    def _safe_values(self) -> dict[str, Any] | None:
-        try:
-            return self.form.values()
-        except ValueError as exc:
-            self._show_error(str(exc))
-            return None
-
-    def _show_error(self, text: str) -> None:
-        self.error.setText(text)
-        self.error.show()
-
     def config(self) -> ExtractConfig:
         """The ExtractConfig the form describes (raises ValueError/InputError when invalid)."""
         checkpoint = self.checkpoint.currentData()
@@ -429,19 +417,20 @@ class FeaturesPage(Page):
             checkpoint = "distill"
         return self.form.config(checkpoint=checkpoint, num_workers=0)
 
-    def extract(self) -> bool:
-        """Run the extraction (a job); False (with the reason shown) if it cannot start."""
-        self.error.hide()
-        try:
-            config = self.config()
-        except (ValueError, AlignetError) as exc:
-            self._show_error(str(exc))
-            return False
+    def _extract_config(self) -> ExtractConfig:
+        """:meth:`config`, of an image set the project holds (raises InputError if not)."""
+        config = self.config()
         if self.session.is_open and config.image_set not in self.session.info()["imagesets"]:
-            self._show_error(
+            raise InputError(
                 f"image set: there is no image set '{config.image_set}'; import one on the "
                 "Data page first"
             )
+        return config
+
+    def extract(self) -> bool:
+        """Run the extraction (a job); False (with the reason shown) if it cannot start."""
+        config = self.validated(self._extract_config)
+        if config is None:
             return False
 
         layers = self.selected_layers() if "layer" in self.fields else []

@@ -178,7 +178,6 @@ class OverviewPage(Page):
         layout = QVBoxLayout(self)
         layout.addWidget(self.splitter)
         self.comparison: RunComparison | None = None
-        session.busy_changed.connect(lambda _busy: self._update_rerun())
         self.steps: list = []
         self.eval_table: EvaluationTable | None = None
 
@@ -193,7 +192,7 @@ class OverviewPage(Page):
             self.steps = []
             self.eval_table = None
             self.runs.set_project(None, None)
-            self._update_rerun()
+            self.update_actions()
             return
         info = self.session.info()
         mode = " (read-only)" if self.session.read_only else ""
@@ -211,9 +210,9 @@ class OverviewPage(Page):
         self.eval_table = evaluation_table(self.session.project)
         self.results.setText(results_html(self.eval_table, self.session.project))
         self.runs.set_project(self.session.project, info, read_only=self.session.read_only)
-        self._update_rerun()
+        self.update_actions()
 
-    def _update_rerun(self) -> None:
+    def update_actions(self) -> None:
         """Enable "Re-run everything stale" or say, next to it, why it is disabled."""
         reason = ""
         if not self.session.is_open:

@@ -36,9 +36,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from alignet_app.pages.base import Page, error_label
+from alignet_app.pages.base import Page, StageControls, column, error_label, scroll_column
 from alignet_app.session import Session
-from alignet_app.viewjobs import read_only
 from alignet_app.widgets import figure_export
 from alignet_app.widgets.config_form import ConfigForm
 from alignet_app.widgets.thumbnails import ThumbnailCache
@@ -88,8 +87,36 @@ class TripletsPage(Page):
         self._signature: tuple[Any, ...] | None = None
         self._sort: tuple[str, bool] | None = None
         self.thumbs = ThumbnailCache(size=224, capacity=300, parent=self)
+        self.splitter = self.set_panes(self._build_side(), self._build_inspector(), (280, 1000))
+        # long entries (source names) must not widen the side panel past the screen
+        for box in (
+            self.source_box,
+            self.kind_box,
+            self.cluster_box,
+            self.cluster_of,
+            self.split_box,
+        ):
+            box.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            box.setMinimumContentsLength(8)
+        self._update_filter_widgets()
 
-        # --- source
+    # ----------------------------------------------------------------- layout
+    def _build_side(self) -> QScrollArea:
+        """The side panel: source, filters, breakdown and sampling, scrolling."""
+        return scroll_column(
+            self._build_source(),
+            self._build_filters(),
+            self._build_breakdown(),
+            self._build_sampling(),
+            min_width=250,
+            margins=4,
+            sideways=False,
+        )
+
+    def _build_source(self) -> QGroupBox:
+        """The source chooser and what the open source holds."""
         self.source_box = QComboBox()
         self.source_box.setObjectName("source")
         self.source_box.setToolTip(
@@ -103,8 +130,10 @@ class TripletsPage(Page):
         sl = QVBoxLayout(source_group)
         sl.addWidget(self.source_box)
         sl.addWidget(self.source_info)
+        return source_group
 
-        # --- filters: applied as they change (debounced), as a view job
+    def _build_filters(self) -> QGroupBox:
+        """The filters: applied as they change (debounced), as a view job."""
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(FILTER_DEBOUNCE_MS)
@@ -174,8 +203,10 @@ class TripletsPage(Page):
         fl.addRow(self.filter_notes)
         fl.addRow(self.count_label)
         fl.addRow(self.filter_error)
+        return filter_group
 
-        # --- breakdown of the rows shown, per triplet type / split
+    def _build_breakdown(self) -> QGroupBox:
+        """The breakdown of the rows shown, per triplet type / split."""
         self.breakdown = QTableWidget(0, 4)
         self.breakdown.setObjectName("breakdown")
         self.breakdown.setHorizontalHeaderLabels(["type", "rows", "disagree", "entropy"])
@@ -199,40 +230,29 @@ class TripletsPage(Page):
         )
         breakdown_group = QGroupBox("Breakdown of the rows shown")
         QVBoxLayout(breakdown_group).addWidget(self.breakdown)
+        return breakdown_group
 
-        # --- sampling
+    def _build_sampling(self) -> StageControls:
+        """The form that samples pool triplets."""
         self.form = ConfigForm(
             SampleConfig,
             choices={"strategy": STRATEGIES},
             labels={"n_triplets": "triplets", "n_val": "validation triplets"},
         )
-        self.sample_button = QPushButton("Sample triplets")
-        self.sample_button.setToolTip(
-            "Sample triplets from the clustered pool; the teacher picks each odd one out."
+        controls = StageControls(
+            "Sample triplets",
+            self.form,
+            "Sample triplets",
+            self.start_sampling,
+            tooltip="Sample triplets from the clustered pool; the teacher picks each odd one out.",
+            error=self.error,
         )
-        self.sample_button.clicked.connect(self.start_sampling)
-        self.sample_error = error_label()
-        sample_group = QGroupBox("Sample triplets")
-        sgl = QVBoxLayout(sample_group)
-        sgl.addWidget(self.form)
-        sgl.addWidget(self.sample_button)
-        sgl.addWidget(self.sample_error)
+        self.sample_button = controls.button
+        self.sample_error = self.error
+        return controls
 
-        side = QWidget()
-        side_layout = QVBoxLayout(side)
-        side_layout.setContentsMargins(4, 4, 4, 4)
-        side_layout.addWidget(source_group)
-        side_layout.addWidget(filter_group)
-        side_layout.addWidget(breakdown_group)
-        side_layout.addWidget(sample_group)
-        side_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidget(side)
-        scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(250)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-
-        # --- table, jump to row, detail
+    def _build_inspector(self) -> QSplitter:
+        """The selected triplet's detail above the table and its go-to-row bar."""
         self.model = TripletTableModel(self)
         self.table = TripletTable()
         self.table.setModel(self.model)
@@ -252,37 +272,14 @@ class TripletsPage(Page):
         jump_row.addWidget(self.jump_note)
         jump_row.addStretch(1)
         jump_row.addWidget(self.sort_note)
-        table_box = QWidget()
-        tl = QVBoxLayout(table_box)
-        tl.setContentsMargins(0, 0, 0, 0)
-        tl.addLayout(jump_row)
-        tl.addWidget(self.table, 1)
         self.detail = TripletDetail(self.thumbs)
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.detail)
-        right.addWidget(table_box)
+        right.addWidget(column(jump_row, self.table, stretch=self.table))
         right.setStretchFactor(0, 3)
         right.setStretchFactor(1, 2)
         right.setSizes([440, 320])
-        self.splitter = QSplitter()
-        self.splitter.addWidget(scroll)
-        self.splitter.addWidget(right)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([280, 1000])
-        QVBoxLayout(self).addWidget(self.splitter)
-        # long entries (source names) must not widen the side panel past the screen
-        for box in (
-            self.source_box,
-            self.kind_box,
-            self.cluster_box,
-            self.cluster_of,
-            self.split_box,
-        ):
-            box.setSizeAdjustPolicy(
-                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
-            )
-            box.setMinimumContentsLength(8)
-        self._update_filter_widgets()
+        return right
 
     # ----------------------------------------------------------------- redraw
     def refresh(self) -> None:
@@ -346,17 +343,11 @@ class TripletsPage(Page):
             return
         self._set_view(None)
         self.source_info.setText(f"Scoring '{source.name}' with the teacher…")
-        path = self.session.project.path
-
-        def job(control: JobControl) -> Job[browse.TripletView]:
-            project = read_only(path)
-            try:
-                return (yield from browse.open_source_job(project, source, control))
-            finally:
-                project.close()
-
-        self.session.views.submit(
-            "triplets:open", job, self._set_view, lambda text: self.source_info.setText(text)
+        self.view_job(
+            "triplets:open",
+            lambda project, control: browse.open_source_job(project, source, control),
+            self._set_view,
+            lambda text: self.source_info.setText(text),
         )
 
     def _set_view(self, view: browse.TripletView | None) -> None:
@@ -486,7 +477,7 @@ class TripletsPage(Page):
         )
 
     def reset_filters(self) -> None:
-        for w in (
+        widgets = (
             self.disagree,
             self.entropy_min,
             self.entropy_max,
@@ -494,22 +485,15 @@ class TripletsPage(Page):
             self.cluster_box,
             self.cluster_of,
             self.split_box,
-        ):
+        )
+        for w in widgets:
             w.blockSignals(True)
         self.disagree.setChecked(False)
         self.entropy_min.setValue(0.0)
         self.entropy_max.setValue(self.entropy_max.maximum())
         for box in (self.kind_box, self.cluster_box, self.cluster_of, self.split_box):
             box.setCurrentIndex(0)
-        for w in (
-            self.disagree,
-            self.entropy_min,
-            self.entropy_max,
-            self.kind_box,
-            self.cluster_box,
-            self.cluster_of,
-            self.split_box,
-        ):
+        for w in widgets:
             w.blockSignals(False)
         self.apply_filters()
 
@@ -616,15 +600,8 @@ class TripletsPage(Page):
         self.detail.show_row(self.view, rows, i, f"{row + 1:,} of {self.model.rowCount():,}")
 
     # ----------------------------------------------------------------- sampling
-    def start_sampling(self) -> None:
-        self.sample_error.hide()
-        try:
-            config = self.form.config()
-        except (ValueError, AlignetError) as exc:
-            self.sample_error.setText(str(exc))
-            self.sample_error.show()
-            return
-        self.run_job(
-            f"Sample {config.n_triplets + config.n_val:,} triplets",
-            lambda project, control: sample(project, config, control),
+    def start_sampling(self) -> bool:
+        """Validate the form and sample triplets; False (inline error) if it cannot start."""
+        return self.start_job(
+            self.form.config, lambda c: f"Sample {c.n_triplets + c.n_val:,} triplets", sample
         )
