@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 
 class AlignetError(Exception):
@@ -24,7 +24,7 @@ class InputError(AlignetError, ValueError):
         self,
         message: str,
         *,
-        source: str | Path | None = None,
+        source: str | os.PathLike[str] | None = None,
         row: int | None = None,
         field: str | None = None,
     ) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import multiprocessing
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -60,6 +60,10 @@ class ImageBatch(NamedTuple):
     images: torch.Tensor
     ids: np.ndarray
     ok: np.ndarray | None
+
+
+# a generator, not only an iterator: closing it stops the loader's workers (``distill`` does)
+ImageBatches = Generator[ImageBatch, None, None]
 
 
 class PoolImages:
@@ -123,12 +127,12 @@ class PoolImages:
                 )
         return _to_device(batch, self.device, channels_last)
 
-    def batches(self, plan: Iterable[np.ndarray], channels_last: bool) -> Iterator[ImageBatch]:
+    def batches(self, plan: Iterable[np.ndarray], channels_last: bool) -> ImageBatches:
         """The images of each id array of ``plan``, in order, read as they are asked for."""
         for ids in plan:
             yield ImageBatch(self(ids, channels_last), ids, None)
 
-    def chunks(self, ids: np.ndarray, size: int, channels_last: bool) -> Iterator[ImageBatch]:
+    def chunks(self, ids: np.ndarray, size: int, channels_last: bool) -> ImageBatches:
         """The images of ``ids`` in consecutive chunks of ``size``."""
         return self.batches((ids[b : b + size] for b in range(0, len(ids), size)), channels_last)
 
@@ -218,7 +222,7 @@ class StreamedImages:
                 self._bad(int(i), reason)
         return _to_device(torch.stack([item[0] for item in items]), self.device, channels_last)
 
-    def batches(self, plan: Iterable[np.ndarray], channels_last: bool) -> Iterator[ImageBatch]:
+    def batches(self, plan: Iterable[np.ndarray], channels_last: bool) -> ImageBatches:
         """The images of each id array of ``plan``, in order, decoded ahead by the workers.
 
         The loader draws from ``plan`` up to ``num_workers × prefetch_factor`` arrays ahead
@@ -226,7 +230,7 @@ class StreamedImages:
         """
         return self._read(self._loader(_Plan(plan), persistent=False), channels_last)
 
-    def chunks(self, ids: np.ndarray, size: int, channels_last: bool) -> Iterator[ImageBatch]:
+    def chunks(self, ids: np.ndarray, size: int, channels_last: bool) -> ImageBatches:
         """The images of ``ids`` in consecutive chunks of ``size`` (validation, caches).
 
         One loader serves every call, its workers kept alive between calls.
@@ -266,7 +270,7 @@ class StreamedImages:
             **kwargs,
         )
 
-    def _read(self, loader: DataLoader[Any], channels_last: bool) -> Iterator[ImageBatch]:
+    def _read(self, loader: DataLoader[Any], channels_last: bool) -> ImageBatches:
         # a generator: closing it (or dropping it) drops the loader's iterator, which stops
         # the workers of a non-persistent loader
         for images, reasons, ids in loader:

@@ -30,7 +30,8 @@ import datetime
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from types import TracebackType
+from typing import Any, Literal
 
 import torch
 
@@ -258,8 +259,11 @@ class Agreement:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
-    ) -> bool:
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:  # never swallows: a rank's error is re-raised on every rank
         if exc is not None and not isinstance(exc, Exception):
             return False
         world, rank = world_rank()

@@ -209,7 +209,7 @@ def distill(
     *,
     device: torch.device | str | None = None,
     control: JobControl | None = None,
-    val: tuple[np.ndarray, np.ndarray] | None = None,
+    val: tuple[Rows, Rows] | None = None,
     validators: Mapping[str, Validator] | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     resume_from: str | os.PathLike[str] | None = None,
@@ -241,9 +241,10 @@ def distill(
     device : where to train; None = the device of ``feature_fn``'s first parameter.
         ``feature_fn`` is moved there.
     control : cancel / pause switches, checked once per step (and per validation chunk).
-    val : optional held-out ``(triplets (v, 3) int, sims (v, 3) float)``; its agreement with
-        the teacher's odd one out (and loss) is measured before training, every
-        ``config.val_every`` steps and after the last step.
+    val : optional held-out ``(triplets (v, 3) int, sims (v, 3) float)`` (arrays or
+        :class:`~alignet_engine.distill.rows.StoredRows`, read into memory once); its
+        agreement with the teacher's odd one out (and loss) is measured before training,
+        every ``config.val_every`` steps and after the last step.
     validators : optional ``{name: fn}``; each ``fn(student) -> float`` is called at the same
         points as the validation set (with or without one), with the student in eval mode
         under ``torch.no_grad`` — the student maps images (B, C, H, W) on ``device`` to its
@@ -368,10 +369,11 @@ def _trainable_parameters(feature_fn: nn.Module, config: DistillConfig) -> list[
 
 
 def _validation_set(
-    val: tuple[np.ndarray, np.ndarray] | None, count: int
+    val: tuple[Rows, Rows] | None, count: int | None
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The checked validation ``(triplets (v, 3) int64, sims (v, 3) float32)``, in memory:
-    the validation set is read whole at each validation (its distinct images once)."""
+    the validation set is read whole at each validation (its distinct images once).
+    ``count`` is the pool's size, None for a loader callable (ids then only checked ≥ 0)."""
     if val is None:
         return None
     val_t, val_s = check_triplets(val[0], val[1], count, "validation triplets")
@@ -452,7 +454,7 @@ def global_norm(tensors: list[torch.Tensor]) -> float:
     return float(global_norm_tensor(tensors))
 
 
-def global_norm_tensor(tensors: list[torch.Tensor]) -> torch.Tensor:
+def global_norm_tensor(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
     """L2 norm of all ``tensors`` together, as a 0-d tensor on their device (no sync); 0 for
     an empty list."""
     if not tensors:
