@@ -764,7 +764,7 @@ def _number_by_first_member(
 # choosing k and inspecting clusters
 # --------------------------------------------------------------------------------------------
 def kmeans_diagnostics(
-    Z: np.ndarray,
+    Z: RowArray,
     ks: Sequence[int],
     *,
     random_state: int | None = 0,
@@ -777,7 +777,7 @@ def kmeans_diagnostics(
 
     Parameters
     ----------
-    Z : (n, d) float embeddings.
+    Z : (n, d) float embeddings (an array-like read in row chunks, as for :func:`kmeans`).
     ks : candidate numbers of clusters, each an integer in [2, n]; duplicates are dropped and
         the result is sorted by k.
     random_state : seed of every k-means fit and of the silhouette sample.
@@ -848,7 +848,7 @@ def kmeans_diagnostics(
 
 
 def cluster_summaries(
-    Z: np.ndarray,
+    Z: RowArray,
     labels: np.ndarray,
     centroids: np.ndarray,
     *,

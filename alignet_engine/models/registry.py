@@ -28,7 +28,7 @@ import importlib.resources
 import importlib.util
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -94,6 +94,11 @@ _EMBEDDED: dict[str, _EmbeddedSpec] = {
     for i in range(3)
 }
 
+# what reads a representation, ``reader(model, x (b, 3, H, W)) -> (b, d)``: a LayerReader, a
+# MultiLayerReader, or a function such as a distilled student's triplet head over its
+# backbone's features (stages/features.py)
+FeatureReader = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
 
 class Backbone:
     """A loaded vision model and what is needed to feed it and read its representation.
@@ -132,7 +137,7 @@ class Backbone:
         layer: str = PRE_LOGITS,
         pooling: str = "auto",
         spec: ModelSpec | None = None,
-        reader: LayerReader | None = None,
+        reader: FeatureReader | None = None,
         head: str | None = None,
         feature_dim: int | None = None,
         probe_size: int | None = None,
@@ -455,7 +460,8 @@ def load_layers(
         layer=",".join(b.layer for b in parts),
         pooling=first.pooling,
         spec=first.spec,
-        reader=MultiLayerReader([b._reader for b in parts]),  # type: ignore[arg-type]
+        # _wrap gives each part a LayerReader (or None for timm's pre-logits path)
+        reader=MultiLayerReader([cast(LayerReader | None, b._reader) for b in parts]),
         feature_dim=sum(b.feature_dim for b in parts),
     )
     if device is not None:

@@ -45,7 +45,7 @@ def _resume_key(config: ExtractConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_RESUME_KEY}
 
 
-def load_student_weights(project: Project, backbone_model, checkpoint: str) -> str:
+def load_student_weights(project: Project, backbone_model: nn.Module, checkpoint: str) -> str:
     """Load a distill run's student weights into ``backbone_model``; returns the run ref.
 
     Only the backbone's weights: a triplet head stored with them is left out (see
@@ -119,7 +119,7 @@ def distilled_backbone(
 
     def read(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         # base.features reads base.model, which is model.model: the same parameters
-        return model.triplet_head(base.features(x))
+        return model.get_submodule("triplet_head")(base.features(x))
 
     wrapped = Backbone(
         base.name,
@@ -130,7 +130,7 @@ def distilled_backbone(
         layer=base.layer,
         pooling=base.pooling,
         spec=base.spec,
-        reader=read,  # type: ignore[arg-type]
+        reader=read,
         head=base.head,
         feature_dim=int(head.out_features),
     )
@@ -428,6 +428,7 @@ def _missing_rows_message(
             strict=True,
         )
     )
+    paths: Sequence[str]
     try:
         paths = project.imageset(image_set).paths
     except Exception:  # the set was deleted; the items are still worth naming
