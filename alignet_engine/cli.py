@@ -42,6 +42,7 @@ from alignet_engine.params import field_default, type_hints, unwrap_optional
 
 if TYPE_CHECKING:
     from alignet_engine.jobs import Job
+    from alignet_engine.store import Project
 
 log = logging.getLogger("alignet_engine.cli")
 
@@ -68,7 +69,7 @@ def _run_stage(
         return {"run": f"{stage}/{run_id}", **p.run(f"{stage}/{run_id}", arrays=False).summary}
 
 
-def _project(args: argparse.Namespace, readonly: bool = False):
+def _project(args: argparse.Namespace, readonly: bool = False) -> Project:
     from alignet_engine.store import Project
 
     return Project.open(args.project, readonly=readonly)

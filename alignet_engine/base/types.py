@@ -14,6 +14,8 @@ from typing import Literal, overload
 import numpy as np
 
 JudgmentKind = Literal["oddone", "twoafc"]
+#: how a human matrix reads: larger = more similar, or larger = more different
+MatrixKind = Literal["similarity", "dissimilarity"]
 
 
 class _Column(Sequence[str]):

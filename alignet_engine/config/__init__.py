@@ -51,6 +51,9 @@ EXPORTABLE: tuple[str, ...] = ("student", "pt2", "torchscript", "onnx", "transfo
 #: what ``export`` writes when not told: every format but TorchScript, which torch 2.14
 #: deprecates (``pt2``, its ``torch.export`` successor, takes its place)
 DEFAULT_EXPORTS: tuple[str, ...] = ("student", "pt2", "onnx", "transform", "triplets")
+#: what ``evaluate`` compares representations with: a triplet similarity
+#: (:data:`~alignet_engine.base.similarity.SimilarityMetric`), or pearson for RSA on a matrix
+EvaluateMetric = Literal["cosine", "dot", "euclidean", "pearson"]
 JudgmentFormat = Literal[
     "things-tsv",
     "oddone-npy",
@@ -502,7 +505,7 @@ class EvaluateConfig(StageConfig):
         "Score the features through this fitted transform (e.g. teacher, the aligned "
         "teacher); auto = raw features.",
     )
-    metric: Literal["cosine", "dot", "euclidean", "pearson"] | None = param(
+    metric: EvaluateMetric | None = param(
         None,
         "Similarity used to pick the odd one out; auto = dot through a transform (what it "
         "was fitted for), cosine otherwise; pearson applies to matrices only (RSA).",

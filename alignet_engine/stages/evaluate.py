@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal, TypedDict, cast
 
 import numpy as np
 
@@ -20,8 +20,9 @@ from alignet_engine.align.metrics import (
     rsa_bootstrap_ci,
     twoafc_correct,
 )
+from alignet_engine.base.similarity import SimilarityKind, SimilarityMetric
 from alignet_engine.base.types import Judgments
-from alignet_engine.config import EvaluateConfig, features_slot
+from alignet_engine.config import EvaluateConfig, EvaluateMetric, features_slot
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, StageDone
 from alignet_engine.stages._tracking import tracked
@@ -44,7 +45,7 @@ def _label(model: str, transform: str | None) -> str:
 
 def representation_similarity(
     project: Project, image_set: str, model: str, transform: str | None
-) -> tuple[str, str]:
+) -> tuple[SimilarityKind, str]:
     """The similarity a representation is meant to be compared with, and where that comes from.
 
     Through a transform: the similarity it was fitted with. Raw features: the similarity
@@ -63,7 +64,8 @@ def representation_similarity(
     run = project.run(features_slot(image_set, model), arrays=False)
     recorded = run.params.get("similarity")
     if recorded:
-        return str(recorded), f"recorded with the features of {model}"
+        # run params are untyped JSON; import_features records only "dot" or "cosine"
+        return cast(SimilarityKind, str(recorded)), f"recorded with the features of {model}"
     return "cosine", "default for raw features"
 
 
@@ -87,14 +89,35 @@ def _representation(
 
 @dataclasses.dataclass(frozen=True)
 class _Scored:
-    """The representation an evaluation scores and, with ``compare``, the one it is compared
-    with: (s, d) float32 rows (the judged items, or all items for a matrix) and the
-    similarity each is scored with."""
+    """A representation an evaluation scores (or, with ``compare``, compares it with): (s, d)
+    float32 rows (the judged items, or all items for a matrix) and the similarity it is
+    scored with."""
 
     F: np.ndarray
-    metric: str
-    Fb: np.ndarray | None = None
-    metric_b: str | None = None
+    metric: EvaluateMetric
+
+    @property
+    def triplet_metric(self) -> SimilarityMetric:
+        """:attr:`metric` for triplet judgments (EvaluateConfig refuses pearson without a
+        matrix)."""
+        assert self.metric != "pearson"
+        return self.metric
+
+    @property
+    def rsm_metric(self) -> Literal["cosine", "pearson"]:
+        """The model RSM's similarity for RSA on a matrix: pearson, else cosine."""
+        return "pearson" if self.metric == "pearson" else "cosine"
+
+
+class _Bootstrap(TypedDict):
+    """The resampling settings every CI and paired test of one evaluation shares."""
+
+    n_boot: int
+    random_state: int
+
+
+def _bootstrap(config: EvaluateConfig) -> _Bootstrap:
+    return {"n_boot": config.n_boot, "random_state": config.random_state}
 
 
 def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, str]]:
@@ -116,22 +139,23 @@ def compute(project: Project, config: EvaluateConfig) -> tuple[dict[str, Any], d
         "metric_source": source,
     }
     scored = _Scored(F, metric)
+    compared = None
     if config.compare is not None:
         Fb, inputs_b = _representation(
             project, config.image_set, config.compare, config.compare_transform, items
         )
         inputs.update(inputs_b)
         metric_b = _similarity(project, config, config.compare, config.compare_transform)[0]
-        scored = _Scored(F, metric, Fb, metric_b)
+        compared = _Scored(Fb, metric_b)
     if j is not None:
         assert items is not None
-        result.update(_judgment_scores(project, config, j, items, scored))
+        result.update(_judgment_scores(project, config, j, items, scored, compared))
     else:
-        result.update(_matrix_scores(project, config, scored))
+        result.update(_matrix_scores(project, config, scored, compared))
     if "comparison" in result:
-        assert config.compare is not None
+        assert config.compare is not None and compared is not None
         result["comparison"]["against"] = _label(config.compare, config.compare_transform)
-        result["comparison"]["metric_b"] = scored.metric_b
+        result["comparison"]["metric_b"] = compared.metric
     return result, inputs
 
 
@@ -153,7 +177,7 @@ def _judged(project: Project, config: EvaluateConfig) -> tuple[Judgments | None,
 
 def _similarity(
     project: Project, config: EvaluateConfig, model: str, transform: str | None
-) -> tuple[str, str]:
+) -> tuple[EvaluateMetric, str]:
     """``--metric`` if given, else :func:`representation_similarity`: (metric, source)."""
     if config.metric:
         return config.metric, "given"
@@ -161,15 +185,21 @@ def _similarity(
 
 
 def _judgment_scores(
-    project: Project, config: EvaluateConfig, j: Judgments, items: np.ndarray, s: _Scored
+    project: Project,
+    config: EvaluateConfig,
+    j: Judgments,
+    items: np.ndarray,
+    s: _Scored,
+    b: _Scored | None,
 ) -> dict[str, Any]:
     """Accuracy on triplet judgments ``j`` (triplets numbering the rows of ``items``), with
-    CI, noise ceiling, paired comparison, per-type scores and the transform's calibration."""
+    CI, noise ceiling, paired comparison (against ``b``), per-type scores and the
+    transform's calibration."""
     if j.kind == "oddone" and j.meta.get("protocol") == "levels":
-        out = _levels(s.F, j, s.metric, config, s.Fb, s.metric_b)
+        out = _levels(j, config, s, b)
         ceiling = out.pop("noise_ceiling")
     else:
-        out, ceiling = _accuracy(config, j, s)
+        out, ceiling = _accuracy(config, j, s, b)
     if config.transform is not None:
         out["calibration"] = _calibration(project, config, j, items)
     out.update(
@@ -184,7 +214,7 @@ def _judgment_scores(
 
 
 def _accuracy(
-    config: EvaluateConfig, j: Judgments, s: _Scored
+    config: EvaluateConfig, j: Judgments, s: _Scored, b: _Scored | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Odd-one-out or two-alternative accuracy (clustered CI, paired comparison, per type)
     and the judgments' noise ceiling."""
@@ -202,12 +232,12 @@ def _accuracy(
             triplets = triplets[strict]
         score = twoafc_correct
         ceiling = noise_ceiling_twoafc(j)
-    boot = {"n_boot": config.n_boot, "random_state": config.random_state}
-    correct = score(s.F, triplets, metric=s.metric)
+    boot = _bootstrap(config)
+    correct = score(s.F, triplets, metric=s.triplet_metric)
     out.update(clustered_accuracy_summary(correct, triplets, unit=config.ci_unit, **boot))
     correct_b = None
-    if s.Fb is not None:
-        correct_b = score(s.Fb, triplets, metric=s.metric_b)
+    if b is not None:
+        correct_b = score(b.F, triplets, metric=b.triplet_metric)
         out["comparison"] = paired_accuracy_test(
             correct, correct_b, triplets, unit=config.ci_unit, **boot
         )
@@ -216,9 +246,12 @@ def _accuracy(
     return out, ceiling
 
 
-def _matrix_scores(project: Project, config: EvaluateConfig, s: _Scored) -> dict[str, Any]:
+def _matrix_scores(
+    project: Project, config: EvaluateConfig, s: _Scored, b: _Scored | None
+) -> dict[str, Any]:
     """RSA (Spearman of the representation's and the matrix's similarities) with bootstrap
-    CI over items, the noise ceiling of a per-subject matrix set and the paired comparison."""
+    CI over items, the noise ceiling of a per-subject matrix set and the paired comparison
+    (against ``b``)."""
     assert config.matrix is not None
     matrix, kind, image_set = project.matrix(config.matrix)
     if image_set != config.image_set:
@@ -229,8 +262,8 @@ def _matrix_scores(project: Project, config: EvaluateConfig, s: _Scored) -> dict
     ceiling = noise_ceiling_matrix(matrix, kind=kind) if matrix.ndim == 3 else None
     if matrix.ndim == 3:
         matrix = matrix.mean(axis=0)
-    rsm_metric = "pearson" if s.metric == "pearson" else "cosine"
-    boot = {"n_boot": config.n_boot, "random_state": config.random_state}
+    rsm_metric = s.rsm_metric
+    boot = _bootstrap(config)
     lo, hi = rsa_bootstrap_ci(s.F, matrix, metric=rsm_metric, kind=kind, **boot)
     out: dict[str, Any] = {
         "task": "rsa",
@@ -243,38 +276,32 @@ def _matrix_scores(project: Project, config: EvaluateConfig, s: _Scored) -> dict
         "n": int(matrix.shape[0]),
         "noise_ceiling": ceiling,
     }
-    if s.Fb is not None:
+    if b is not None:
         out["comparison"] = paired_rsa_test(
             s.F,
-            s.Fb,
+            b.F,
             matrix,
             metric_a=rsm_metric,
-            metric_b="pearson" if s.metric_b == "pearson" else "cosine",
+            metric_b=b.rsm_metric,
             kind=kind,
             **boot,
         )
     return out
 
 
-def _levels(
-    F: np.ndarray,
-    j: Judgments,
-    metric: str,
-    config: EvaluateConfig,
-    Fb: np.ndarray | None,
-    metric_b: str | None,
-) -> dict[str, Any]:
+def _levels(j: Judgments, config: EvaluateConfig, s: _Scored, b: _Scored | None) -> dict[str, Any]:
     """The Levels authors' protocol: majority of 4 sampled responses per triplet, ties apart,
-    leave-one-out ceilings with 0.5 credit in a tie; overall and per level."""
+    leave-one-out ceilings with 0.5 credit in a tie; overall and per level (and the paired
+    comparison against ``b``)."""
     lv = levels_scores(
-        F,
+        s.F,
         j,
-        metric=metric,
+        metric=s.triplet_metric,
         n_boot=config.n_boot,
         random_state=config.random_state,
         unit="items" if config.ci_unit == "items" else "triplets",
-        features_b=Fb,
-        metric_b=metric_b,
+        features_b=None if b is None else b.F,
+        metric_b=None if b is None else b.triplet_metric,
     )
 
     def ceiling(d: dict[str, Any]) -> dict[str, Any]:
@@ -310,7 +337,7 @@ def _by_type(
 ) -> dict[str, Any]:
     """Accuracy, CI, noise ceiling (and the paired comparison) per triplet type."""
     assert j.types is not None
-    boot = {"unit": config.ci_unit, "n_boot": config.n_boot, "random_state": config.random_state}
+    unit, boot = config.ci_unit, _bootstrap(config)
     out: dict[str, Any] = {}
     for name in sorted(set(j.types.tolist())):
         rows = j.types == name
@@ -318,12 +345,12 @@ def _by_type(
             j, triplets=j.triplets[rows], participant=j.participant[rows], types=j.types[rows]
         )
         out[name] = {
-            **clustered_accuracy_summary(correct[rows], j.triplets[rows], **boot),
+            **clustered_accuracy_summary(correct[rows], j.triplets[rows], unit=unit, **boot),
             "noise_ceiling": noise_ceiling_oddone(subset),
         }
         if correct_b is not None:
             out[name]["comparison"] = paired_accuracy_test(
-                correct[rows], correct_b[rows], j.triplets[rows], **boot
+                correct[rows], correct_b[rows], j.triplets[rows], unit=unit, **boot
             )
     return out
 

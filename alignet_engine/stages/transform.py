@@ -6,15 +6,17 @@ The fitted model is the human-aligned *surrogate teacher* (method.md §2–3).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
 from alignet_engine.align import AffineTransform, choice_distributions
 from alignet_engine.align.model_selection import TransformSearch
 from alignet_engine.align.transform import PRESETS
-from alignet_engine.base.types import Judgments
+from alignet_engine.base.similarity import SimilarityKind
+from alignet_engine.base.types import JudgmentKind, Judgments
 from alignet_engine.config import TransformConfig, features_slot
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, LossBatch, Message, Progress, StageDone, Throttle
@@ -58,7 +60,7 @@ def _merged_judgments(project: Project, config: TransformConfig) -> Judgments:
 class _TrainingRows:
     """What the transform is fitted on, wherever the targets came from."""
 
-    kind: str
+    kind: JudgmentKind
     triplets: np.ndarray
     targets: np.ndarray | None
     info: dict[str, Any] = field(default_factory=dict)
@@ -194,7 +196,7 @@ class _Searched(NamedTuple):
 def _search_fit(
     config: TransformConfig,
     params: dict[str, Any],
-    grid: dict[str, Any],
+    grid: Mapping[str, Sequence[Any]],
     X: np.ndarray,
     rows: _TrainingRows,
     pool: np.ndarray | None,
@@ -291,7 +293,7 @@ def fit_transform(
             f"{rows.kind} triplets ({rows.info['targets']}), features {X.shape}",
         )
         params = _estimator_params(config)
-        search_grid = config.search
+        search_grid: Mapping[str, Sequence[Any]] | None = config.search
         lam_grid = _lambda_cv_grid(config, len(X), X.shape[1], len(rows.triplets), rows.triplets)
         if search_grid is None and lam_grid is not None:
             search_grid = {"lam": lam_grid}
@@ -361,7 +363,7 @@ def stored_transform(project: Project, name: str) -> tuple[AffineTransform, str]
     return AffineTransform.from_arrays(arrays, **params), f"{run.stage}/{run.run_id}"
 
 
-def transform_similarity(project: Project, name: str | None) -> str:
+def transform_similarity(project: Project, name: str | None) -> SimilarityKind:
     """How the transform named ``name`` compares items ("dot" or "cosine"); "cosine" if None.
 
     Raw features are compared by cosine (the zero-shot convention, method.md §6); a fitted
@@ -369,4 +371,6 @@ def transform_similarity(project: Project, name: str | None) -> str:
     """
     if name is None:
         return "cosine"
-    return str(project.run(transform_slot(name), arrays=False).params.get("similarity", "dot"))
+    similarity = project.run(transform_slot(name), arrays=False).params.get("similarity", "dot")
+    # run params are untyped JSON; the stage stored a checked TransformConfig.similarity
+    return cast(SimilarityKind, str(similarity))

@@ -71,7 +71,7 @@ import h5py
 import numpy as np
 
 from alignet_engine import __version__
-from alignet_engine.base.types import ImageSet, Judgments
+from alignet_engine.base.types import ImageSet, Judgments, MatrixKind
 from alignet_engine.errors import ProjectError, ProjectLockedError
 from alignet_engine.files import atomic_path
 from alignet_engine.store import maintenance
@@ -1130,7 +1130,7 @@ class Project:
             {"kind": kind, "image_set": image_set, "params": dict(params)},
         )
 
-    def matrix(self, name: str) -> tuple[np.ndarray, str, str]:
+    def matrix(self, name: str) -> tuple[np.ndarray, MatrixKind, str]:
         """(matrix, kind, image_set) of the matrix named ``name``."""
         arrays, attrs = self._read_data("matrices", name)
         return arrays["matrix"], attrs["kind"], attrs["image_set"]
