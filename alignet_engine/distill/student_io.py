@@ -144,7 +144,8 @@ def triplet_head_from_state(state: Mapping[str, torch.Tensor]) -> nn.Linear:
 
 def load_student_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``config_json`` stored by :func:`save_student`."""
-    return json.loads(_read_metadata(path)["config"])  # type: ignore[no-any-return]
+    config: dict[str, Any] = json.loads(_read_metadata(path)["config"])
+    return config
 
 
 def _read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -74,7 +74,8 @@ class Extraction:
 
 
 class _ImageFiles(Dataset[tuple[torch.Tensor, str, int]]):
-    """Decoded, transformed images ``rows``; an unreadable file gives zeros and its reason.
+    """Decoded, transformed images ``rows`` ((k,) int indices into ``paths``: an array, or a
+    range for the whole pool); an unreadable file gives zeros and its reason.
 
     Errors are returned rather than raised so that one bad file does not stop the scan: the
     user gets every bad file in one report instead of fixing them one run at a time. Each item
@@ -84,7 +85,7 @@ class _ImageFiles(Dataset[tuple[torch.Tensor, str, int]]):
     def __init__(
         self,
         paths: Sequence[str],
-        rows: np.ndarray,
+        rows: np.ndarray | Sequence[int],
         transform: Callable[[Image.Image], torch.Tensor],
         size: int,
     ) -> None:

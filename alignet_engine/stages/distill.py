@@ -123,7 +123,7 @@ def pool_images(
     size = backbone.preprocess.input_size if config.image_size is None else config.image_size
     transform = make_transform(backbone.preprocess, config.image_size)
     return StreamedImages(
-        _ImageFiles(paths, range(len(paths)), transform, size),  # type: ignore[arg-type]
+        _ImageFiles(paths, range(len(paths)), transform, size),
         num_workers=config.num_workers,
         skip_corrupt=config.skip_corrupt,
     )

@@ -46,12 +46,13 @@ def _merged_judgments(project: Project, config: TransformConfig) -> Judgments:
         raise InputError(
             f"cannot fit one transform on mixed judgment kinds {sorted(kinds)}", field="judgments"
         )
-    votes = [j.votes for j in parts]
+    votes = [j.votes for j in parts if j.votes is not None]
     return Judgments(
         kind=parts[0].kind,
         triplets=np.concatenate([j.triplets for j in parts]),
         participant=np.concatenate([j.participant for j in parts]),
-        votes=None if any(v is None for v in votes) else np.concatenate(votes),  # type: ignore[arg-type]
+        # vote counts only when every part has them
+        votes=np.concatenate(votes) if len(votes) == len(parts) else None,
         simulated=all(j.simulated for j in parts),
     )
 

@@ -94,6 +94,31 @@ def test_soft_transform_stage_on_two_alternative_votes(tmp_path: Path) -> None:
         assert acc(Z) > acc(X) + 0.05
 
 
+def test_a_transform_on_several_judgment_sets_keeps_votes_only_when_every_set_has_them(
+    tmp_path: Path,
+) -> None:
+    from alignet_engine.stages.transform import _merged_judgments
+
+    rows_a, rows_b = np.array([[0, 1, 2], [3, 4, 5]]), np.array([[1, 2, 3]])
+    votes_a, votes_b = np.array([[3, 1], [2, 0]]), np.array([[4, 4]])
+    with Project.create(tmp_path / "p.alignet") as project:
+        ids = tuple(f"/x/{i}.png" for i in range(6))
+        project.write_imageset("s", ImageSet(ids, ("",) * 6), {})
+        for name, rows, votes in (
+            ("a", rows_a, votes_a),
+            ("b", rows_b, votes_b),
+            ("plain", rows_b, None),
+        ):
+            j = Judgments("twoafc", rows, np.full(len(rows), -1), votes=votes)
+            project.write_judgments(name, j, image_set="s", params={})
+
+        both = _merged_judgments(project, TransformConfig(image_set="s", judgments=("a", "b")))
+        assert both.triplets.tolist() == [[0, 1, 2], [3, 4, 5], [1, 2, 3]]
+        assert both.votes is not None and both.votes.tolist() == [[3, 1], [2, 0], [4, 4]]
+        one_plain = TransformConfig(image_set="s", judgments=("a", "plain"))
+        assert _merged_judgments(project, one_plain).votes is None
+
+
 def test_cluster_diagnostics_and_class_boundary_sampling_through_the_stages(
     tmp_path: Path,
 ) -> None:
