@@ -25,6 +25,7 @@ import numpy as np
 from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.config import JUDGMENT_FORMATS
 from alignet_engine.data import importers
+from alignet_engine.data._io_common import looks_number, read_npy_header
 from alignet_engine.errors import InputError
 from alignet_engine.jobs import Job, JobControl, Message, Progress
 from alignet_engine.stages import imports
@@ -74,28 +75,14 @@ def _tokens(line: str) -> list[str]:
     return [t.lower() for t in line.split()]
 
 
-def _is_number(tok: str) -> bool:
-    try:
-        float(tok)
-    except ValueError:
-        return False
-    return True
-
-
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
     """Shape and dtype of a ``.npy`` without reading its data (None if unreadable)."""
     try:
         with path.open("rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                return None
-        return tuple(shape), np.dtype(dtype)
-    except (OSError, ValueError):
+            shape, _fortran, dtype = read_npy_header(f)
+    except (OSError, ValueError, EOFError):
         return None
+    return shape, np.dtype(dtype)
 
 
 def guess_import(path: str | Path) -> Guess:
@@ -118,12 +105,12 @@ def guess_import(path: str | Path) -> Guess:
             return Guess("images", None, name)
         if "anchor" in toks:
             return Guess("judgments", "twoafc-csv", name)
-        if toks and all(_is_number(t) for t in toks) and len(toks) not in (4, 5):
+        if toks and all(looks_number(t) for t in toks) and len(toks) not in (4, 5):
             return Guess("matrix", None, name)
         return Guess("judgments", "oddone-csv", name)
     if suffix in _TEXT_JUDGMENT_SUFFIXES:
         toks = _tokens(_first_line(p))
-        if toks and all(_is_number(t) for t in toks) and len(toks) not in (4, 5):
+        if toks and all(looks_number(t) for t in toks) and len(toks) not in (4, 5):
             return Guess("matrix", None, name)
         return Guess("judgments", "things-tsv", name)
     if suffix == ".json":
