@@ -7,6 +7,7 @@ Widgets never see the job; they see signals carrying the engine's frozen event d
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import traceback
@@ -36,6 +37,24 @@ class JobFailure:
     details: str = ""
 
 
+def _settle_heap(*, everything: bool) -> None:
+    """Collect garbage now and freeze what survives (``gc.freeze``), so the automatic full
+    collections during a long job scan only what was allocated since.
+
+    Why: a full collection walks every tracked object of the process (torch, Qt, pyqtgraph,
+    the project's caches: hundreds of thousands) and, run on the engine thread, holds the GIL
+    all along: measured at 0.45-0.5 s, the window froze that long once mid-training
+    (tests/app/test_distill_page.py's stall probe). Settling at the job's start and again
+    when its first loss arrives (after the set-up built the model) moves that pause to where
+    nothing is being watched yet. ``everything`` first unfreezes what earlier jobs froze, so
+    their cyclic garbage is collected then and never piles up for longer than one job.
+    """
+    if everything:
+        gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class _Worker(QObject):
     """Lives on the engine thread; iterates the job and re-emits its events."""
 
@@ -47,13 +66,18 @@ class _Worker(QObject):
     @Slot(str, object, object)
     def run(self, label: str, factory: JobFactory, control: JobControl) -> None:
         try:
+            _settle_heap(everything=True)
             job = factory(control)
+            training = False
             while True:
                 try:
                     event = next(job)
                 except StopIteration as stop:
                     self.done.emit(label, stop.value)
                     return
+                if not training and isinstance(event, LossBatch):
+                    training = True
+                    _settle_heap(everything=False)
                 self.event.emit(event)
         except Cancelled:
             self.cancelled.emit(label)
