@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class RowArray(Protocol):
     def __getitem__(self, key: Any) -> Any: ...
 
 
-def is_in_memory(X: object) -> bool:
+def is_in_memory(X: object) -> TypeGuard[np.ndarray]:
     """True for a plain in-memory numpy array (not a memory map, not an HDF5 dataset)."""
     return isinstance(X, np.ndarray) and not isinstance(X, np.memmap)
 

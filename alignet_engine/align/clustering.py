@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -133,7 +133,7 @@ def _features(Z: RowArray) -> RowArray:
     """An in-memory ``Z`` checked by :func:`check_features`; a lazy one (memmap, HDF5)
     checked chunk by chunk and returned as is (no (n, d) temporary)."""
     if is_in_memory(Z):
-        return check_features(cast(np.ndarray, Z), name="Z")
+        return check_features(Z, name="Z")
     check_row_array(Z, rows_for_budget(int(Z.shape[1]) * 8, DEFAULT_MEMORY_BUDGET_MB * 2**20))
     return Z
 
@@ -255,7 +255,7 @@ def _checked_input(Z: RowArray, k: int, budget: int) -> tuple[RowArray, int, int
     """``(features, n, d, k)``: an in-memory ``Z`` checked whole (:func:`check_features`), a
     lazy one chunk by chunk in ``budget`` bytes and returned as is; ``k`` checked against n."""
     if is_in_memory(Z):
-        feats = check_features(cast(np.ndarray, Z), name="Z")
+        feats = check_features(Z, name="Z")
         n, d = feats.shape
         k = _check_k(k, n)
         _check_not_constant(feats)

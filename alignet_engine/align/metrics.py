@@ -20,7 +20,7 @@ Conventions (method.md §1, §6)
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 
@@ -504,7 +504,7 @@ def rsa_bootstrap_ci(
     human = np.asarray(matrix, dtype=np.float64)
     if kind == "dissimilarity":
         human = -human
-    n = model.shape[0]
+    n: int = model.shape[0]
     rng = np.random.default_rng(random_state)
     iu = np.triu_indices(n, k=1)
     rhos = np.empty(n_boot)
@@ -714,7 +714,12 @@ def levels_scores(
         c, h, m = counts[sel], human[sel], model[sel]
         untied = h >= 0
         out: dict[str, Any] = {}
-        boot = {"unit": unit, "n_boot": n_boot, "level": level, "random_state": random_state}
+        boot: _Resampling = {
+            "unit": unit,
+            "n_boot": n_boot,
+            "level": level,
+            "random_state": random_state,
+        }
         if untied.any():
             out.update(
                 clustered_accuracy_summary(m[untied] == h[untied], keys[sel][untied], **boot)
@@ -761,6 +766,17 @@ def levels_scores(
 # --------------------------------------------------------------------------------------------
 CiUnit = Literal["triplets", "items", "responses"]
 CI_UNITS: tuple[str, ...] = ("triplets", "items", "responses")
+
+
+class _Resampling(TypedDict):
+    """How the CIs and paired tests of one scoring resample (their shared keywords)."""
+
+    unit: CiUnit
+    n_boot: int
+    level: float
+    random_state: int | None
+
+
 # Elements of one (chunk, groups) weight matrix: bounds a bootstrap chunk to ~32 MiB.
 _BOOT_ELEMS = 4_000_000
 
@@ -975,7 +991,7 @@ def paired_rsa_test(
     human = np.asarray(matrix, dtype=np.float64)
     if kind == "dissimilarity":
         human = -human
-    n = ma.shape[0]
+    n: int = ma.shape[0]
     if mb.shape[0] != n:
         raise InputError(
             f"A has {n} items but B has {mb.shape[0]}; a paired test needs the same items",

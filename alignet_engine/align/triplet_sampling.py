@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -147,7 +147,9 @@ def _plural(what: str) -> str:
     return what + ("es" if what.endswith("s") else "s")
 
 
-def _boundary(groups: _Groups, m: int, random_state, what: str) -> np.ndarray:
+def _boundary(
+    groups: _Groups, m: int, random_state: int | np.random.Generator | None, what: str
+) -> np.ndarray:
     sizes, members, offsets = groups
     n_groups = sizes.size
     if n_groups < 2:
@@ -161,15 +163,16 @@ def _boundary(groups: _Groups, m: int, random_state, what: str) -> np.ndarray:
         )
 
     def fill(rng: np.random.Generator, out: np.ndarray) -> None:
-        k = out.shape[0]
+        k: int = out.shape[0]
         c1 = eligible[rng.integers(0, eligible.size, size=k)]
         # c2 uniform over the other n_groups − 1 groups: draw from a range one shorter and
         # step over c1.
         c2 = _skip1(rng.integers(0, n_groups - 1, size=k), c1)
-        s1 = sizes[c1]
+        s1: np.ndarray = sizes[c1]  # typed: else numpy sees a scalar draw
         i = rng.integers(0, s1)
         j = _skip1(rng.integers(0, s1 - 1), i)  # distinct from i, uniform over the rest
-        o = rng.integers(0, sizes[c2])
+        size2: np.ndarray = sizes[c2]  # typed: else numpy sees a scalar draw
+        o = rng.integers(0, size2)
         base = offsets[c1]
         out[:, 0] = members[base + i]
         out[:, 1] = members[base + j]
@@ -178,7 +181,9 @@ def _boundary(groups: _Groups, m: int, random_state, what: str) -> np.ndarray:
     return _blocks(m, random_state, fill)
 
 
-def _within(groups: _Groups, m: int, random_state, what: str) -> np.ndarray:
+def _within(
+    groups: _Groups, m: int, random_state: int | np.random.Generator | None, what: str
+) -> np.ndarray:
     sizes, members, offsets = groups
     eligible = np.flatnonzero(sizes >= 3)
     if eligible.size == 0:
@@ -189,9 +194,9 @@ def _within(groups: _Groups, m: int, random_state, what: str) -> np.ndarray:
         )
 
     def fill(rng: np.random.Generator, out: np.ndarray) -> None:
-        k = out.shape[0]
+        k: int = out.shape[0]
         g = eligible[rng.integers(0, eligible.size, size=k)]
-        s = sizes[g]
+        s: np.ndarray = sizes[g]  # typed: else numpy sees a scalar draw
         i = rng.integers(0, s)
         j = _skip1(rng.integers(0, s - 1), i)
         t = _skip2(rng.integers(0, s - 2), i, j)
@@ -203,7 +208,9 @@ def _within(groups: _Groups, m: int, random_state, what: str) -> np.ndarray:
     return _blocks(m, random_state, fill)
 
 
-def _between(groups: _Groups, m: int, random_state, what: str) -> np.ndarray:
+def _between(
+    groups: _Groups, m: int, random_state: int | np.random.Generator | None, what: str
+) -> np.ndarray:
     sizes, members, offsets = groups
     n_groups = sizes.size
     if n_groups < 3:
@@ -212,17 +219,18 @@ def _between(groups: _Groups, m: int, random_state, what: str) -> np.ndarray:
         )
 
     def fill(rng: np.random.Generator, out: np.ndarray) -> None:
-        k = out.shape[0]
+        k: int = out.shape[0]
         g0 = rng.integers(0, n_groups, size=k)
         g1 = _skip1(rng.integers(0, n_groups - 1, size=k), g0)
         g2 = _skip2(rng.integers(0, n_groups - 2, size=k), g0, g1)
         for col, g in enumerate((g0, g1, g2)):  # 3 columns, not a loop over triplets
-            out[:, col] = members[offsets[g] + rng.integers(0, sizes[g])]
+            size: np.ndarray = sizes[g]  # typed: else numpy sees a scalar draw
+            out[:, col] = members[offsets[g] + rng.integers(0, size)]
 
     return _blocks(m, random_state, fill)
 
 
-def _random(n_items: object, m: int, random_state) -> np.ndarray:
+def _random(n_items: object, m: int, random_state: int | np.random.Generator | None) -> np.ndarray:
     if isinstance(n_items, bool) or not isinstance(n_items, int | np.integer):
         raise InputError(f"n_items must be an integer, got {n_items!r}", field="n_items")
     n = int(n_items)
@@ -230,7 +238,7 @@ def _random(n_items: object, m: int, random_state) -> np.ndarray:
         raise InputError(f"needs at least 3 items to form a triplet, got {n}", field="n_items")
 
     def fill(rng: np.random.Generator, out: np.ndarray) -> None:
-        k = out.shape[0]
+        k: int = out.shape[0]
         i = rng.integers(0, n, size=k)
         j = _skip1(rng.integers(0, n - 1, size=k), i)
         out[:, 0] = i
@@ -349,7 +357,7 @@ def _auto_chunk(d: int, itemsize: int, budget: int) -> int:
 
 
 def triplet_similarities(
-    Z: np.ndarray,
+    Z: RowArray,
     triplets: np.ndarray,
     *,
     similarity: SimilarityMetric = "dot",
@@ -421,7 +429,7 @@ def _order_rows(trip: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def teacher_odd_one_out(
-    Z: np.ndarray,
+    Z: RowArray,
     triplets: np.ndarray,
     *,
     similarity: SimilarityMetric = "dot",
@@ -432,7 +440,8 @@ def teacher_odd_one_out(
 
     Parameters
     ----------
-    Z : (n, d) float teacher embeddings (e.g. the aligned transform's output).
+    Z : (n, d) float teacher embeddings (e.g. the aligned transform's output): an array or a
+        row-sliceable array-like, as for :func:`triplet_similarities`.
     triplets : (m, 3) int rows in any order.
     similarity : ``"dot"`` (AligNet), ``"cosine"`` or ``"euclidean"`` (minus distance).
     chunk_size, device : see :func:`triplet_similarities` (memory stays bounded for any m:
@@ -490,7 +499,7 @@ def teacher_probabilities(sims: np.ndarray, temperature: float = 1.0) -> np.ndar
     t = float(temperature)
     if not (t > 0 and np.isfinite(t)):
         raise InputError(f"must be a finite number > 0, got {temperature!r}", field="temperature")
-    dtype = np.float32 if s.dtype == np.float32 else np.float64
+    dtype: type[np.floating] = np.float32 if s.dtype == np.float32 else np.float64
     z = s.astype(dtype) / dtype(t)  # the one (m, 3) array; all steps below are in place
     z -= z.max(axis=1, keepdims=True)  # exp of a non-positive number cannot overflow
     np.exp(z, out=z)
@@ -537,7 +546,11 @@ def _unicode(names: np.ndarray) -> np.ndarray:
 
 
 def _write_npy_member(
-    zf: zipfile.ZipFile, name: str, shape: tuple[int, ...], dtype: np.dtype, blocks: Iterator
+    zf: zipfile.ZipFile,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    blocks: Iterable[np.ndarray],
 ) -> None:
     """Write one ``name.npy`` into ``zf`` from C-ordered ``blocks`` (no full array in memory)."""
     header = {
@@ -549,7 +562,7 @@ def _write_npy_member(
         np.lib.format.write_array_header_1_0(fh, header)
         for block in blocks:
             arr = np.ascontiguousarray(block, dtype=dtype)
-            fh.write(arr.reshape(-1).view(np.uint8))
+            fh.write(arr.reshape(-1).view(np.uint8).data)
 
 
 def save_alignet_npz(
@@ -587,7 +600,7 @@ def save_alignet_npz(
                 field="filenames",
             )
         # fancy-index the per-item names block by block: never all (m, 3) names at once
-        name_blocks: Iterator = (
+        name_blocks: Iterator[np.ndarray] = (
             names[trip[i : i + _WRITE_BLOCK]] for i in range(0, m, _WRITE_BLOCK)
         )
     elif names.shape == trip.shape:

@@ -272,7 +272,7 @@ def import_features(
             ImageSet(("",) * n, ("",) * n),
             {"source": f"{n} items without images, from {Path(path).name}"},
         )
-    params = {
+    params: dict[str, object] = {
         "image_set": image_set,
         "model": label,
         "source": str(Path(path).resolve()),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -169,8 +169,8 @@ class TripletView:
 
     source: TripletSource
     n: int
-    paths: tuple[str, ...]
-    categories: tuple[str, ...]
+    paths: Sequence[str]
+    categories: Sequence[str]
     item_clusters: np.ndarray
     n_clusters: int
     kinds: tuple[str, ...]
@@ -524,9 +524,10 @@ def _mask(
     m: int,
 ) -> np.ndarray:
     keep = np.ones(m, dtype=bool)
-    if spec.entropy_min is not None or spec.entropy_max is not None or spec.cluster_of == "odd":
+    if spec.cluster_of == "odd":
         assert sims_or_probs is not None
     if spec.entropy_min is not None or spec.entropy_max is not None:
+        assert sims_or_probs is not None
         h = entropy_bits(sims_or_probs)
         if spec.entropy_min is not None:
             keep &= h >= spec.entropy_min
@@ -658,8 +659,8 @@ class ClusterOverview:
     sizes: np.ndarray
     nearest: tuple[tuple[int, ...], ...]
     diagnostics: dict[str, Any] | None
-    paths: tuple[str, ...]
-    categories: tuple[str, ...]
+    paths: Sequence[str]
+    categories: Sequence[str]
     params: dict[str, Any]
 
 
