@@ -108,9 +108,10 @@ def _h5_dtype(dtype: str | np.dtype) -> Any:
 
 
 def row_chunks(
-    shape: tuple[int | None, ...], itemsize: int, target: int = CHUNK_BYTES
+    shape: tuple[int | None, *tuple[int, ...]], itemsize: int, target: int = CHUNK_BYTES
 ) -> tuple[int, ...]:
-    """Chunk shape of whole rows, ~``target`` bytes each (strings count 64 B per item)."""
+    """Chunk shape of whole rows, ~``target`` bytes each (strings count 64 B per item);
+    ``shape[0]`` None: rows still to be appended."""
     rest = tuple(int(s) for s in shape[1:])
     row_bytes = max(1, itemsize * int(np.prod(rest, dtype=np.int64)))
     rows = max(1, target // row_bytes)
@@ -219,15 +220,16 @@ class SideArrayWriter:
             raise ProjectError(f"Invalid side array shape {shape!r}.")
         if any(s is None for s in shape[1:]):
             raise ProjectError(f"Only the first dimension may grow, not {shape!r}.")
+        rest = tuple(s for s in shape[1:] if s is not None)  # all of shape[1:] (checked)
         self.name = name
         self.dtype = _dtype_str(dtype)
         h5dtype = _h5_dtype(self.dtype)
         itemsize = 64 if self.dtype == STR_DTYPE else np.dtype(self.dtype).itemsize
-        self.growable = shape[0] is None
-        if not self.growable:
-            ensure_free_space(
-                folder, int(np.prod(shape, dtype=np.int64)) * itemsize, what=f"array '{name}'"
-            )
+        first = shape[0]  # None: grown by append
+        self.growable = first is None
+        if first is not None:
+            n_items = int(np.prod((first, *rest), dtype=np.int64))
+            ensure_free_space(folder, n_items * itemsize, what=f"array '{name}'")
         folder.mkdir(parents=True, exist_ok=True)
         stem = _SAFE_NAME.sub("_", name)[:40] or "array"
         self.final = folder / f"{token}-{stem}-{uuid.uuid4().hex[:8]}.h5"
@@ -253,7 +255,9 @@ class SideArrayWriter:
                 chunks=None
                 if shape[0] == 0  # a fixed empty array cannot be chunked
                 else chunks
-                or row_chunks(shape, itemsize, GROW_CHUNK_BYTES if self.growable else CHUNK_BYTES),
+                or row_chunks(
+                    (first, *rest), itemsize, GROW_CHUNK_BYTES if self.growable else CHUNK_BYTES
+                ),
                 compression=compression,
             )
             self._file.attrs["format"] = REF_KIND
