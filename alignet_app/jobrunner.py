@@ -42,12 +42,14 @@ def _settle_heap(*, everything: bool) -> None:
     collections during a long job scan only what was allocated since.
 
     Why: a full collection walks every tracked object of the process (torch, Qt, pyqtgraph,
-    the project's caches: hundreds of thousands) and, run on the engine thread, holds the GIL
-    all along: measured at 0.45-0.5 s, the window froze that long once mid-training
-    (tests/app/test_distill_page.py's stall probe). Settling at the job's start and again
-    when its first loss arrives (after the set-up built the model) moves that pause to where
-    nothing is being watched yet. ``everything`` first unfreezes what earlier jobs froze, so
-    their cyclic garbage is collected then and never piles up for longer than one job.
+    the project's caches: hundreds of thousands) and holds the GIL all along: measured at
+    0.45-0.5 s, the window froze that long once mid-training (tests/app/test_distill_page.py's
+    stall probe). The runner settles the whole heap (``everything``: earlier jobs' frozen
+    objects too, so their cyclic garbage never outlives one job) on the GUI thread when a
+    job is submitted, and the engine thread settles what the job's set-up allocated when its
+    first loss arrives. The whole-heap collection must run on the GUI thread: the garbage
+    then holds closed windows' Qt objects (timers, threads, actions, graphics items), which
+    must not be destroyed on another thread.
     """
     if everything:
         gc.unfreeze()
@@ -66,7 +68,6 @@ class _Worker(QObject):
     @Slot(str, object, object)
     def run(self, label: str, factory: JobFactory, control: JobControl) -> None:
         try:
-            _settle_heap(everything=True)
             job = factory(control)
             training = False
             while True:
@@ -156,6 +157,7 @@ class JobRunner(QObject):
         self._control = JobControl()
         self._label = label
         self._callback = on_result
+        _settle_heap(everything=True)  # here, on the GUI thread (see _settle_heap)
         self.started_at = time.monotonic()
         self.started.emit(label)
         self._start.emit(label, factory, self._control)
