@@ -74,15 +74,21 @@ def test_every_package_folder_is_listed_for_setuptools() -> None:
         for top in ("alignet_engine", "alignet_app")
         for init in (ROOT / top).rglob("__init__.py")
     }
-    assert on_disk | {"alignet_resources"} == listed
-    assert setuptools["package-dir"] == {"alignet_resources": "resources"}
-    data = setuptools["package-data"]["alignet_resources"]
-    shipped = {
-        p.relative_to(ROOT / "resources").as_posix() for p in (ROOT / "resources").rglob("*")
+    resource_folders = {
+        ".".join(("alignet_resources", *d.relative_to(ROOT / "resources").parts))
+        for d in (ROOT / "resources").rglob("*")
+        if d.is_dir() and d.name != "__pycache__"
     }
-    for name in shipped:
-        if name.endswith((".svg", ".png", ".toml")):
-            assert any(Path(name).match(pattern) for pattern in data), name
+    # Each data folder is listed too: setuptools warns (and may one day drop) a folder that
+    # Python can import as a namespace package but `packages` does not name.
+    assert on_disk | {"alignet_resources"} | resource_folders == listed
+    assert setuptools["package-dir"] == {"alignet_resources": "resources"}
+    data = setuptools["package-data"]
+    for path in (ROOT / "resources").rglob("*"):
+        if path.suffix in (".svg", ".png", ".toml"):
+            parts = path.parent.relative_to(ROOT / "resources").parts
+            folder = ".".join(("alignet_resources", *parts))
+            assert any(path.match(pattern) for pattern in data.get(folder, [])), path
 
 
 def _pyproject() -> dict:
