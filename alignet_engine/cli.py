@@ -500,10 +500,11 @@ def _unset(default: Any) -> bool:
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except the unset ones (None, False, empty)."""
+    """Shows each option's default, except the unset ones (None, False, empty) and counters
+    (``-v``'s start of 0 is not a setting)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if _unset(action.default):
+        if _unset(action.default) or isinstance(action, argparse._CountAction):
             return action.help
         return super()._get_help_string(action)
 
