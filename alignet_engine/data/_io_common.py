@@ -20,7 +20,7 @@ import warnings
 from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 
@@ -519,7 +519,7 @@ def check_declared_size(
         raise InputError(declares + why, source=source, field=field)
 
 
-def read_npy_header(fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+def read_npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     """``(shape, fortran_order, dtype)`` from the ``.npy`` header at ``fh``'s position,
     which is left at the first data byte (nothing of the data is read: arrays can be
     gigabytes). Format 1.0 has a 2-byte header length, later ones a 4-byte one.
@@ -536,7 +536,9 @@ def read_npy_header(fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
     return tuple(int(x) for x in shape), bool(fortran), dtype
 
 
-def check_npy_header(fh: BinaryIO, data_bytes: int | None, source: Path, field: str | None) -> None:
+def check_npy_header(
+    fh: IO[bytes], data_bytes: int | None, source: Path, field: str | None
+) -> None:
     """Read the ``.npy`` header at ``fh``'s position and :func:`check_declared_size` it;
     ``data_bytes``: the bytes from the header's start to the end of the member or file."""
     start = fh.tell()

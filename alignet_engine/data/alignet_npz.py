@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,13 +28,11 @@ from alignet_engine.data._io_common import (
     LIST_LIMIT,
     PathLike,
     array_row,
-    check_declared_size,
     check_file,
     check_n_items,
-    read_npy_header,
     summarize,
 )
-from alignet_engine.data.arrays_io import npz_get, open_npz
+from alignet_engine.data.arrays_io import npz_get, open_npz, stored_npz_member
 from alignet_engine.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -175,37 +172,13 @@ _MAPPABLE = {"filenames": "U", "similarities": "f4", "indices": "i8"}
 def _memmap_member(p: Path, zf: zipfile.ZipFile, key: str) -> np.ndarray | None:
     """Memory-map ``key.npy`` of an npz in place; None if it is compressed, unusual or not
     yet in its returned dtype (then the caller reads it)."""
-    names = set(zf.namelist())
-    member = key + ".npy" if key + ".npy" in names else key  # np.load accepts both
-    if member not in names:
+    data = stored_npz_member(p, zf, key)
+    if data is None:
         return None
-    info = zf.getinfo(member)
-    if info.compress_type != zipfile.ZIP_STORED:
-        return None
-    with open(p, "rb") as fh:
-        fh.seek(info.header_offset)
-        local = fh.read(30)  # zip local file header: fixed part
-        if len(local) < 30 or local[:4] != b"PK\x03\x04":
-            return None
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        start = info.header_offset + 30 + name_len + extra_len
-        fh.seek(start)
-        try:
-            shape, fortran, dtype = read_npy_header(fh)
-        except (ValueError, OSError, EOFError):
-            return None  # the reader names the damage
-        offset = fh.tell()
     wanted = _MAPPABLE[key]
-    if dtype.hasobject or (dtype.kind != "U" if wanted == "U" else dtype != np.dtype(wanted)):
+    if (data.dtype.kind != "U") if wanted == "U" else (data.dtype != np.dtype(wanted)):
         return None
-    # A mapping is no allocation, so only the truncation half of the size check applies.
-    stored = info.file_size - (offset - start)
-    declared = int(np.prod([int(d) for d in shape], dtype=object)) * dtype.itemsize
-    if declared > stored:
-        check_declared_size(shape, dtype, stored=stored, source=p, field=key)
-    return np.memmap(
-        p, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
-    )
+    return data.map()
 
 
 def _check_shapes(arrays: Mapping[str, np.ndarray], p: Path) -> int:

@@ -10,18 +10,24 @@ an imported file must not be able to run code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import struct
+import tempfile
 import zipfile
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from alignet_engine.data._io_common import (
+    LIST_LIMIT,
     PathLike,
     array_row,
+    check_declared_size,
     check_file,
     check_n_items,
     check_npy_header,
@@ -130,6 +136,83 @@ def npz_header(npz: Any, key: str, p: Path) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
+@dataclass(frozen=True)
+class NpyData:
+    """Where the data of an ``.npy`` array lies in a file: enough to map it, nothing read.
+
+    file : the file (a path, or an open binary file such as an unlinked temporary one).
+    offset : bytes from the file's start to the first data byte.
+    shape, dtype : from the ``.npy`` header. fortran : column-major data.
+    """
+
+    file: Path | IO[bytes]
+    offset: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran: bool
+
+    def map(self) -> np.memmap:
+        """A read-only memory map of the array (no data read until it is indexed)."""
+        return np.memmap(
+            self.file,
+            dtype=self.dtype,
+            mode="r",
+            offset=self.offset,
+            shape=self.shape,
+            order="F" if self.fortran else "C",
+        )
+
+
+def _check_not_truncated(
+    shape: tuple[int, ...], dtype: np.dtype, stored: int, p: Path, key: str
+) -> None:
+    """InputError when the header declares more data than the ``stored`` bytes hold. Only
+    the truncation half of :func:`check_declared_size`: a mapped or streamed array is no
+    allocation, so it may exceed the memory available."""
+    declared = int(np.prod([int(d) for d in shape], dtype=object)) * dtype.itemsize
+    if declared > stored:
+        check_declared_size(shape, dtype, stored=stored, source=p, field=key)
+
+
+def _member(zf: zipfile.ZipFile, key: str) -> str | None:
+    """The archive member holding ``key`` (np.load accepts ``key.npy`` and ``key``)."""
+    names = set(zf.namelist())
+    member = key + ".npy" if key + ".npy" in names else key
+    return member if member in names else None
+
+
+def stored_npz_member(p: Path, zf: zipfile.ZipFile, key: str) -> NpyData | None:
+    """Where ``key`` of the npz ``p`` (open as ``zf``) lies in ``p``, so it can be mapped in
+    place; None if the member is compressed, missing, holds objects or has a damaged header
+    (then the caller reads it through ``zf`` and names the damage).
+
+    Raises InputError when the header declares more data than the member holds.
+    """
+    member = _member(zf, key)
+    if member is None:
+        return None
+    info = zf.getinfo(member)
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(p, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)  # zip local file header: fixed part
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        start = info.header_offset + 30 + name_len + extra_len
+        fh.seek(start)
+        try:
+            shape, fortran, dtype = read_npy_header(fh)
+        except (ValueError, OSError, EOFError):
+            return None
+        offset = fh.tell()
+    if dtype.hasobject:
+        return None
+    _check_not_truncated(shape, dtype, info.file_size - (offset - start), p, key)
+    return NpyData(p, offset, shape, dtype, fortran)
+
+
 # --------------------------------------------------------------------------- AligNet pool files
 
 #: Member names tried, in order, when a ``representations.npz`` is read without explicit keys.
@@ -141,18 +224,73 @@ CLUSTER_KEYS = ("clusters", "cluster_ids", "cluster_labels", "cluster_assignment
 NAME_KEYS = ("filenames", "file_names", "names")
 
 
+#: Bytes of the features member read (and checked, and for a deflated member copied) at a
+#: time: the streaming pass's buffers are a few times this, whatever the file's size.
+_STREAM_BYTES = 16 << 20
+
+
+class PoolFeatures:
+    """The (N, d) features member of a ``representations.npz``, read by rows, never whole.
+
+    The authors' file is 1.28 M × 1152 float32 (6 GB). An uncompressed member (``np.savez``)
+    is mapped in place; a deflated one (``np.savez_compressed``) has been decompressed once,
+    in blocks, into an unlinked temporary file and is mapped from there: a pool's rows are
+    needed in its image-set order, which is not the file's, and a deflate stream can only be
+    read front to back. Every :meth:`rows` call maps, copies and unmaps, so the pages it
+    touches never pile up in the process's resident memory.
+
+    shape : (N, d). dtype : the stored dtype (rows are returned as float32).
+    Close it (or use it as a context manager) to free the temporary file.
+    """
+
+    def __init__(self, data: NpyData, scratch: IO[bytes] | None) -> None:
+        self._data = data
+        self._scratch = scratch
+        self.shape: tuple[int, int] = (int(data.shape[0]), int(data.shape[1]))
+        self.dtype = data.dtype
+
+    @property
+    def copied(self) -> bool:
+        """Whether the rows are read from a decompressed temporary copy (a deflated member)."""
+        return self._scratch is not None
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """(len(index), d) float32: the file's rows ``index`` (0-based, any order)."""
+        index = np.asarray(index, dtype=np.int64)
+        order = np.argsort(index, kind="stable")  # read the map front to back
+        out = np.empty((index.size, self.shape[1]), dtype=np.float32)
+        mapped = self._data.map()
+        try:
+            out[order] = mapped[index[order]]
+        finally:
+            del mapped  # unmapped: the pages read leave this process's resident set
+        return out
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            self._scratch.close()
+            self._scratch = None
+
+    def __enter__(self) -> PoolFeatures:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclass(frozen=True)
 class AlignetRepresentations:
     """The AligNet authors' pool representations (``representations.npz``).
 
-    features : (N, d) float32, one row per pool image (ImageNet-2012 train, TFDS order).
+    features : (N, d) real, one row per pool image (ImageNet-2012 train, TFDS order), read
+        by rows (:class:`PoolFeatures`; close it when done).
     labels : (N,) int64 k-means cluster id of every row, >= 0.
     names : (N,) str file name of every row when the archive holds them, else None (then the
         row order is TFDS's, named by ``imagenet2012_filenames.npy``).
     keys : the members read, ``{"features": ..., "labels": ..., "names": ...}``.
     """
 
-    features: np.ndarray
+    features: PoolFeatures
     labels: np.ndarray
     names: np.ndarray | None
     keys: dict[str, str]
@@ -196,13 +334,22 @@ def _pick_member(
 
 
 def read_alignet_representations(
-    path: PathLike, *, features_key: str | None = None, labels_key: str | None = None
+    path: PathLike,
+    *,
+    features_key: str | None = None,
+    labels_key: str | None = None,
+    scratch: Path | None = None,
 ) -> AlignetRepresentations:
     """Read the AligNet authors' ``representations.npz``: pool features and cluster ids.
 
     The features are the one 2-D real array (``features_key`` names it when there are
     several), the cluster ids the one 1-D integer array of the same length (``labels_key``);
     a 1-D string array of that length, if present, names the rows' image files.
+
+    The features are never loaded whole: they are checked in blocks of ~16 MiB as they are
+    streamed from the archive and returned as a :class:`PoolFeatures`. ``scratch``: the
+    folder for the temporary copy of a deflated features member (N × d × itemsize bytes;
+    default: the system's temporary folder); an uncompressed member needs none.
 
     Returns
     -------
@@ -254,10 +401,9 @@ def read_alignet_representations(
             "the file names",
             p,
         )
-        X = npz_get(npz, fkey, p)
         labels = npz_get(npz, lkey, p)
         names = npz_get(npz, nkey, p) if nkey is not None else None
-    features = _check_pool_features(X, p, fkey)
+        features = _pool_features(npz.zip, p, fkey, scratch)
     if (labels < 0).any():
         r = int(np.flatnonzero(labels < 0)[0])
         raise InputError(
@@ -273,17 +419,82 @@ def read_alignet_representations(
     return AlignetRepresentations(features, labels.astype(np.int64), names, keys)
 
 
-def _check_pool_features(X: np.ndarray, p: Path, key: str) -> np.ndarray:
-    bad = np.flatnonzero(~np.isfinite(X).all(axis=1)) if X.dtype.kind == "f" else np.array([])
-    if bad.size:
+def _pool_features(zf: zipfile.ZipFile, p: Path, key: str, scratch: Path | None) -> PoolFeatures:
+    """Stream the (N, d) member ``key`` once, in blocks of :data:`_STREAM_BYTES`: check
+    that every value is finite (the rows that are not are named, 1-based, all of them
+    counted) and, for a deflated member, copy its data to an unlinked temporary file in
+    ``scratch`` (nothing is left behind, even by a killed process). Memory: one block, and
+    an (N,) bool of bad rows."""
+    stored = stored_npz_member(p, zf, key)
+    with contextlib.ExitStack() as cleanup:
+        copy = None
+        if stored is None:
+            if scratch is not None:
+                scratch.mkdir(parents=True, exist_ok=True)
+            copy = cleanup.enter_context(tempfile.TemporaryFile(prefix="alignet-", dir=scratch))
+        member = _member(zf, key) or key
+        with _reading(p, key):
+            fh = cleanup.enter_context(zf.open(member))
+            shape, fortran, dtype = read_npy_header(fh)
+        _check_not_truncated(shape, dtype, zf.getinfo(member).file_size - fh.tell(), p, key)
+        bad = _scan_finite(fh, shape, fortran, dtype, copy, p, key)
+        fh.close()
+        rows = np.flatnonzero(bad)
+        if rows.size:
+            raise InputError(
+                f"{array_row(int(rows[0]))} is not finite (NaN/inf). Rows affected: "
+                f"{summarize([int(x) + 1 for x in rows[: LIST_LIMIT + 1]], total=rows.size)}.",
+                source=p,
+                row=int(rows[0]) + 1,
+                field=key,
+            )
+        cleanup.pop_all()  # the copy now belongs to the PoolFeatures
+    if copy is None:
+        assert stored is not None
+        return PoolFeatures(stored, None)
+    copy.flush()
+    return PoolFeatures(NpyData(copy, 0, shape, dtype, fortran), copy)
+
+
+@contextlib.contextmanager
+def _reading(p: Path, key: str) -> Iterator[None]:
+    """Errors reading member ``key`` of ``p`` as an InputError naming both."""
+    try:
+        yield
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise InputError(
-            f"{array_row(int(bad[0]))} is not finite (NaN/inf). Rows affected: "
-            f"{summarize([int(x) + 1 for x in bad])}.",
-            source=p,
-            row=int(bad[0]) + 1,
-            field=key,
-        )
-    return np.ascontiguousarray(X, dtype=np.float32)
+            f"cannot be read ({exc}); the file may be truncated", source=p, field=key
+        ) from None
+
+
+def _scan_finite(
+    fh: IO[bytes],
+    shape: tuple[int, ...],
+    fortran: bool,
+    dtype: np.dtype,
+    copy: IO[bytes] | None,
+    p: Path,
+    key: str,
+) -> np.ndarray:
+    """(N,) bool, the rows of the (N, d) array whose data follows at ``fh`` that hold a
+    NaN/inf; the data is also written to ``copy`` when given (a failed write, e.g. a full
+    disk, is raised as it is: it is not the file's fault)."""
+    n, d = shape
+    bad = np.zeros(n, dtype=bool)
+    total = n * d
+    step = max(1, _STREAM_BYTES // dtype.itemsize)
+    for start in range(0, total, step):
+        want = min(step, total - start) * dtype.itemsize
+        with _reading(p, key):
+            buf = fh.read(want)
+            if len(buf) < want:
+                raise EOFError(f"the data ends after {start * dtype.itemsize + len(buf)} bytes")
+        if copy is not None:
+            copy.write(buf)
+        if dtype.kind == "f":
+            at = np.flatnonzero(~np.isfinite(np.frombuffer(buf, dtype=dtype))) + start
+            bad[at % n if fortran else at // d] = True
+    return bad
 
 
 def _names_1d(a: np.ndarray, p: Path, key: str) -> np.ndarray:

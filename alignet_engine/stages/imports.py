@@ -12,19 +12,27 @@ from typing import Literal
 
 import numpy as np
 
+from alignet_engine.align.chunked import RowArray
 from alignet_engine.align.clustering import cluster_summaries
 from alignet_engine.align.matrix_triplets import MatrixTriplets
 from alignet_engine.base.types import ImageSet, Judgments
 from alignet_engine.config import JUDGMENT_FORMATS, ClusterConfig, features_slot
 from alignet_engine.data import importers
 from alignet_engine.data._io_common import summarize
-from alignet_engine.data.arrays_io import read_alignet_representations, read_imagenet_filenames
+from alignet_engine.data.arrays_io import (
+    PoolFeatures,
+    read_alignet_representations,
+    read_imagenet_filenames,
+)
 from alignet_engine.data.features_io import FILE_NAMES, file_names_order, read_file_names
 from alignet_engine.data.images import PathSuffixIndex
 from alignet_engine.errors import InputError
 from alignet_engine.stages.clusters import SLOT as CLUSTER_SLOT
 from alignet_engine.stages.clusters import STAGE as CLUSTER_STAGE
 from alignet_engine.store import Project
+from alignet_engine.store import sidefiles as sf
+from alignet_engine.store.checks import disk_full_as_error
+from alignet_engine.store.sidefiles import SideArray
 
 log = logging.getLogger(__name__)
 
@@ -287,9 +295,9 @@ def import_features(
     return _write_features(project, X, params)
 
 
-def _write_features(project: Project, X: np.ndarray, params: dict[str, object]) -> str:
-    """Write ``X`` (n, d) float32 as a features run of ``params["image_set"]`` by
-    ``params["model"]``; returns the run id."""
+def _write_features(project: Project, X: np.ndarray | SideArray, params: dict[str, object]) -> str:
+    """Write ``X`` (n, d) float32 (an array or a finished side array) as a features run
+    of ``params["image_set"]`` by ``params["model"]``; returns the run id."""
     run_id = project.begin_job("features", params)
     project.write_run(
         "features",
@@ -465,6 +473,14 @@ class PoolImport:
     n_file_rows: int
 
 
+#: Bytes of float32 pool rows gathered, written and summed at a time. The import's working
+#: memory is a few times this (the block, its float64 copy for the cluster sums) plus a few
+#: numbers per image (labels, names), whatever the size of the features: 16 MiB is 3,640
+#: rows of the authors' 1152-d features, and larger blocks were no faster (HDF5 writes 1 MiB
+#: chunks either way).
+POOL_BLOCK_BYTES = 16 << 20
+
+
 def import_alignet_representations(
     project: Project,
     path: str | Path,
@@ -474,6 +490,7 @@ def import_alignet_representations(
     filenames: str | Path | None = None,
     features_key: str | None = None,
     labels_key: str | None = None,
+    block_rows: int | None = None,
 ) -> PoolImport:
     """Import the AligNet authors' ``representations.npz`` for the pool ``image_set``.
 
@@ -486,6 +503,14 @@ def import_alignet_representations(
 
     ``filenames``: ``imagenet2012_filenames.npy`` (TFDS index -> file name), required when the
     archive does not name its rows itself; its length must equal the archive's rows.
+
+    The features are never in memory whole (the authors' file is 6 GB): they are checked
+    as they are streamed from the archive, then gathered in image-set order, written and
+    summed per cluster ``block_rows`` rows at a time (default: :data:`POOL_BLOCK_BYTES` of
+    float32 rows). A deflated archive member is decompressed once to an unlinked temporary
+    file in the project's files folder (N × d × itemsize bytes while the import runs).
+    Nothing is written to the project until every check has passed and every number is
+    computed; a failure leaves neither a run nor a side file.
     """
     if image_set not in project.names("imagesets"):
         raise InputError(
@@ -495,54 +520,62 @@ def import_alignet_representations(
         )
     images = project.imageset(image_set)
     path = Path(path)
-    rep = read_alignet_representations(path, features_key=features_key, labels_key=labels_key)
-    n_rows = rep.features.shape[0]
-    names, named_by = rep.names, path
-    if filenames is not None:
-        names, named_by = read_imagenet_filenames(filenames), Path(filenames)
-        if names.shape[0] != n_rows:
+    with disk_full_as_error(project.files_dir):  # the temporary copy of a deflated member
+        rep = read_alignet_representations(
+            path, features_key=features_key, labels_key=labels_key, scratch=project.files_dir
+        )
+    with rep.features as features:
+        n_rows, dim = features.shape
+        names, named_by = rep.names, path
+        if filenames is not None:
+            names, named_by = read_imagenet_filenames(filenames), Path(filenames)
+            if names.shape[0] != n_rows:
+                raise InputError(
+                    f"names {names.shape[0]} images but {path.name} has {n_rows} rows; both "
+                    "must follow the same TFDS order (imagenet2012 train)",
+                    source=filenames,
+                )
+        if names is None:
             raise InputError(
-                f"names {names.shape[0]} images but {path.name} has {n_rows} rows; both must "
-                "follow the same TFDS order (imagenet2012 train)",
-                source=filenames,
+                "does not name its rows; give the authors' imagenet2012_filenames.npy "
+                "(--filenames), which names the TFDS index of every row",
+                source=path,
             )
-    if names is None:
-        raise InputError(
-            "does not name its rows; give the authors' imagenet2012_filenames.npy "
-            "(--filenames), which names the TFDS index of every row",
-            source=path,
-        )
-    rows = pool_rows(names, images, named_by)
-    X = np.ascontiguousarray(rep.features[rows])
-    source_ids, labels = np.unique(rep.labels[rows], return_inverse=True)
-    k = int(source_ids.size)
-    if k < 2:
-        raise InputError(
-            f"puts all {len(images)} images of '{image_set}' in one cluster "
-            f"({int(source_ids[0])}); triplet sampling needs at least two",
-            source=path,
-        )
-    labels = labels.astype(np.int64)
+        rows = pool_rows(names, images, named_by)
+        source_ids, labels = np.unique(rep.labels[rows], return_inverse=True)
+        k = int(source_ids.size)
+        if k < 2:
+            raise InputError(
+                f"puts all {len(images)} images of '{image_set}' in one cluster "
+                f"({int(source_ids[0])}); triplet sampling needs at least two",
+                source=path,
+            )
+        labels = labels.astype(np.int64)
+        step = block_rows or max(1, POOL_BLOCK_BYTES // (4 * dim))
+        X, sums = _write_pool_rows(project, features, rows, labels, k, step)
     counts = np.bincount(labels, minlength=k)
-    # every renumbered cluster has members, so the sorted runs of labels are its k segments
-    order = np.argsort(labels, kind="stable")
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    sums = np.add.reduceat(X[order].astype(np.float64), starts, axis=0)
     centroids = (sums / counts[:, None]).astype(np.float32)
-    source = str(path.resolve())
-    features_run = _write_features(
-        project,
-        X,
-        {
-            "image_set": image_set,
-            "model": label,
-            "source": source,
-            "key": rep.keys["features"],
-            "imported": True,
-            "row_order": f"matched by file name ({named_by.name})",
-        },
-    )
     config = ClusterConfig(image_set=image_set, model=label, transform=None, k=k)
+    source = str(path.resolve())
+    try:
+        with sf.open_side(project.arrays_dir, X, "the imported features") as f:
+            inertia = _inertia(f["data"], labels, centroids, step)
+            summaries = cluster_summaries(f["data"], labels, centroids, n_nearest=config.n_nearest)
+        features_run = _write_features(
+            project,
+            X,
+            {
+                "image_set": image_set,
+                "model": label,
+                "source": source,
+                "key": rep.keys["features"],
+                "imported": True,
+                "row_order": f"matched by file name ({named_by.name})",
+            },
+        )
+    except BaseException:
+        (project.arrays_dir / X.file).unlink(missing_ok=True)  # no run refers to it
+        raise
     clusters_run = project.begin_job(CLUSTER_STAGE, config.to_dict())
     project.write_run(
         CLUSTER_STAGE,
@@ -553,12 +586,70 @@ def import_alignet_representations(
         inputs={features_slot(image_set, label): f"features/{features_run}"},
         summary={
             "k": k,
-            "inertia": float(((X - centroids[labels]) ** 2).sum()),
+            "inertia": inertia,
             "sizes": counts.tolist(),
-            "clusters": cluster_summaries(X, labels, centroids, n_nearest=config.n_nearest),
+            "clusters": summaries,
             "imported": True,
             "source": source,
             "source_cluster_ids": source_ids.tolist(),
         },
     )
-    return PoolImport(features_run, clusters_run, len(images), int(X.shape[1]), k, n_rows)
+    return PoolImport(features_run, clusters_run, len(images), dim, k, n_rows)
+
+
+def _write_pool_rows(
+    project: Project,
+    features: PoolFeatures,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    step: int,
+) -> tuple[SideArray, np.ndarray]:
+    """Write the file's rows ``rows`` (n,) (image-set order) as an (n, d) float32 side
+    array, ``step`` rows at a time, and sum each cluster's rows (``labels`` (n,) in [0, k))
+    on the way. Returns the finished side array and the sums, (k, d) float64. A failure
+    deletes the unfinished side file."""
+    n, dim = int(rows.size), features.shape[1]
+    sums = np.zeros((k, dim), dtype=np.float64)
+    seen = np.zeros(k, dtype=bool)
+    with project.new_side_array("X", (n, dim), np.float32) as writer:
+        for lo in range(0, n, step):
+            block = features.rows(rows[lo : lo + step])
+            writer[lo : lo + block.shape[0]] = block
+            _add_cluster_sums(sums, seen, labels[lo : lo + step], block)
+        return writer.finish(), sums
+
+
+def _add_cluster_sums(
+    sums: np.ndarray, seen: np.ndarray, labels: np.ndarray, block: np.ndarray
+) -> None:
+    """Add the rows of ``block`` (b, d) to ``sums`` (k, d) float64 by ``labels`` (b,).
+
+    Every cluster's rows are added one at a time in row order onto the sum so far (which
+    leads its segment of one ``np.add.reduceat``; ``seen`` (k,) bool marks the clusters that
+    have one), so the sums are bit-identical to one reduceat over all n rows sorted by
+    cluster, whatever the block size.
+    """
+    order = np.argsort(labels, kind="stable")
+    present, counts = np.unique(labels, return_counts=True)
+    carried = seen[present]
+    sizes = counts + carried
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    stacked = np.empty((int(sizes.sum()), block.shape[1]), dtype=np.float64)
+    is_row = np.ones(stacked.shape[0], dtype=bool)
+    is_row[starts[carried]] = False
+    stacked[starts[carried]] = sums[present[carried]]
+    stacked[is_row] = block[order]
+    sums[present] = np.add.reduceat(stacked, starts, axis=0)
+    seen[present] = True
+
+
+def _inertia(X: RowArray, labels: np.ndarray, centroids: np.ndarray, step: int) -> float:
+    """Sum of squared distances of the rows of ``X`` (n, d) to their cluster's centroid
+    (``labels`` (n,), ``centroids`` (k, d)), in float64, ``step`` rows at a time."""
+    total = 0.0
+    c = centroids.astype(np.float64)
+    for lo in range(0, int(X.shape[0]), step):
+        diff = np.asarray(X[lo : lo + step], dtype=np.float64) - c[labels[lo : lo + step]]
+        total += float(np.einsum("ij,ij->", diff, diff))
+    return total
