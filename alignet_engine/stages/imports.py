@@ -608,40 +608,22 @@ def _write_pool_rows(
     """Write the file's rows ``rows`` (n,) (image-set order) as an (n, d) float32 side
     array, ``step`` rows at a time, and sum each cluster's rows (``labels`` (n,) in [0, k))
     on the way. Returns the finished side array and the sums, (k, d) float64. A failure
-    deletes the unfinished side file."""
+    deletes the unfinished side file.
+
+    The sums add each cluster's rows one after the other in image-set order. (The former
+    in-memory import summed each cluster with ``np.add.reduceat``, which numpy sums
+    pairwise: the float64 sums may differ in their last bits, which a float32 centroid
+    shows only where large values cancel.)"""
     n, dim = int(rows.size), features.shape[1]
     sums = np.zeros((k, dim), dtype=np.float64)
-    seen = np.zeros(k, dtype=bool)
     with project.new_side_array("X", (n, dim), np.float32) as writer:
         for lo in range(0, n, step):
             block = features.rows(rows[lo : lo + step])
             writer[lo : lo + block.shape[0]] = block
-            _add_cluster_sums(sums, seen, labels[lo : lo + step], block)
+            # one row at a time onto its cluster's sum, in image-set order (ufunc.at is
+            # unbuffered): the sums do not depend on the block size
+            np.add.at(sums, labels[lo : lo + step], block.astype(np.float64))
         return writer.finish(), sums
-
-
-def _add_cluster_sums(
-    sums: np.ndarray, seen: np.ndarray, labels: np.ndarray, block: np.ndarray
-) -> None:
-    """Add the rows of ``block`` (b, d) to ``sums`` (k, d) float64 by ``labels`` (b,).
-
-    Every cluster's rows are added one at a time in row order onto the sum so far (which
-    leads its segment of one ``np.add.reduceat``; ``seen`` (k,) bool marks the clusters that
-    have one), so the sums are bit-identical to one reduceat over all n rows sorted by
-    cluster, whatever the block size.
-    """
-    order = np.argsort(labels, kind="stable")
-    present, counts = np.unique(labels, return_counts=True)
-    carried = seen[present]
-    sizes = counts + carried
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    stacked = np.empty((int(sizes.sum()), block.shape[1]), dtype=np.float64)
-    is_row = np.ones(stacked.shape[0], dtype=bool)
-    is_row[starts[carried]] = False
-    stacked[starts[carried]] = sums[present[carried]]
-    stacked[is_row] = block[order]
-    sums[present] = np.add.reduceat(stacked, starts, axis=0)
-    seen[present] = True
 
 
 def _inertia(X: RowArray, labels: np.ndarray, centroids: np.ndarray, step: int) -> float:
