@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -46,6 +46,19 @@ FLUSH_BATCHES = 50
 _PARTIAL_VERSION = 1
 
 
+#: Rows taken over from a partial file are copied to the output in blocks of at most this
+#: many bytes (8 MiB: 1600 rows of 1280 float32), so resuming costs no memory per pool row.
+RESUME_BLOCK_BYTES = 8 << 20
+
+
+class RowSink(Protocol):
+    """Where an extraction writes its (n, d) float32 rows: ``sink[lo:hi] = block`` with
+    ``block`` (hi - lo, d) float32. A numpy array is one; so is the store's
+    ``SideArrayWriter``, which takes the rows straight to a file."""
+
+    def __setitem__(self, key: slice, value: np.ndarray, /) -> None: ...
+
+
 @dataclass(frozen=True)
 class SkippedImage:
     """An image left out with ``skip_corrupt``: 0-based row ``index``, its file and why."""
@@ -59,14 +72,15 @@ class SkippedImage:
 class Extraction:
     """What an extraction job returns.
 
-    features : (n, d) float32; rows of skipped images are NaN.
+    features : (n, d) float32, rows of skipped images NaN; None when the job wrote its rows
+        to the ``out`` its caller gave (:func:`extraction_job`).
     skipped : the images left out (only with ``skip_corrupt``), in row order.
     resumed : rows taken over from an earlier, interrupted run's partial file.
     computed : rows the model computed in this run.
     autocast : ``"bfloat16"`` / ``"float16"`` when CUDA mixed precision was used, else None.
     """
 
-    features: np.ndarray
+    features: np.ndarray | None
     skipped: tuple[SkippedImage, ...] = ()
     resumed: int = 0
     computed: int = 0
@@ -196,10 +210,11 @@ class PartialFeatures:
         self.key: str | None = None
         self.resumed = 0
         self._rows: np.ndarray | None = None  # fingerprint of each done row, 0 = not done
-        self._values: np.ndarray | None = None  # the job's in-memory (n, d) result
+        self._dim = 0
+        self._reused = np.zeros(0, dtype=bool)  # rows open() found done
         self._fp = np.zeros(0, dtype=np.int64)  # (n,) fingerprints of the files
         self._offset = 0  # byte offset of row 0 in the .npy
-        self._dirty: list[np.ndarray] = []
+        self._dirty: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, values) not yet written
         self._since_flush = 0
         self._last_flush = time.monotonic()
         self._broken = False
@@ -215,21 +230,26 @@ class PartialFeatures:
         return self._file("partial.npy"), self._file("rows.npy"), self._file("partial.json")
 
     # open -------------------------------------------------------------------------------
-    def open(
-        self, meta: Mapping[str, Any], fingerprints: np.ndarray, values: np.ndarray
-    ) -> np.ndarray:
-        """Attach to ``values`` (n, d) float32; copy in the rows an earlier run finished.
+    def open(self, meta: Mapping[str, Any], fingerprints: np.ndarray, dim: int) -> np.ndarray:
+        """Open (or start) the side files of the extraction ``meta`` of (n, ``dim``) rows.
+
+        Parameters
+        ----------
+        meta : what decides the values of a row (hashed into :attr:`key`).
+        fingerprints : (n,) int64, :func:`file_fingerprints` of the image files.
+        dim : d, the width of a row.
 
         Returns
         -------
         np.ndarray
-            (n,) bool, True for rows taken over (already filled in ``values``).
+            (n,) bool, True for rows an earlier run finished; read them with
+            :meth:`resumed_blocks`.
         """
         meta_json = json.dumps({"v": _PARTIAL_VERSION, **meta}, sort_keys=True, default=str)
         self.key = hashlib.sha256(meta_json.encode()).hexdigest()[:20]
-        self._values = values
         self._fp = fingerprints
-        n, d = values.shape
+        self._dim = int(dim)
+        n, d = len(fingerprints), self._dim
         feats_path, rows_path, json_path = self.files
         reused = np.zeros(n, dtype=bool)
         if json_path.is_file():
@@ -237,16 +257,17 @@ class PartialFeatures:
                 info = json.loads(json_path.read_text())
                 if json.dumps(info["meta"], sort_keys=True) != meta_json:
                     raise ValueError("settings differ (digest collision)")
+                # A memory map reads only the header here; rows are read by resumed_blocks.
                 stored = np.load(feats_path, mmap_mode="r")
                 rows = np.load(rows_path)
                 if stored.shape != (n, d) or stored.dtype != np.float32 or rows.shape != (n,):
                     raise ValueError(f"shape {stored.shape} / {rows.shape}, expected ({n}, {d})")
                 reused = (rows == fingerprints) & (rows != 0)
-                values[reused] = stored[reused]
                 self._offset = int(stored.offset)
                 del stored
                 rows[~reused] = 0
                 self._rows = rows
+                self._reused = reused
                 self.resumed = int(reused.sum())
                 return reused
             except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
@@ -257,6 +278,30 @@ class PartialFeatures:
         except OSError as exc:
             self._give_up(exc)
         return reused
+
+    def resumed_blocks(self, max_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """The rows taken over by :meth:`open`, as ``(lo, block)``: ``block`` (k, d) float32
+        holds rows ``lo .. lo + k - 1``, 1 <= k <= ``max_rows``, in ascending order.
+
+        Plain file reads, not a memory map: the pages read do not stay in this process's
+        resident memory, so resuming a pool of millions of rows costs ``max_rows`` rows.
+
+        Raises
+        ------
+        OSError
+            The partial file cannot be read any more (it was there when opened).
+        """
+        if not self.resumed:
+            return
+        d = self._dim
+        feats_path = self.files[0]
+        with open(feats_path, "rb") as fh:
+            for a, b in _runs(np.flatnonzero(self._reused), max_rows):
+                fh.seek(self._offset + a * d * 4)
+                block = np.fromfile(fh, dtype=np.float32, count=(b - a) * d)
+                if block.size != (b - a) * d:
+                    raise OSError(f"{feats_path} is shorter than when it was opened")
+                yield a, block.reshape(b - a, d)
 
     def _create(self, meta_json: str, n: int, d: int) -> None:
         feats_path, rows_path, json_path = self.files
@@ -271,11 +316,13 @@ class PartialFeatures:
         atomic_write_bytes(json_path, json.dumps(payload, indent=1).encode())
 
     # write ------------------------------------------------------------------------------
-    def mark(self, rows: np.ndarray) -> None:
-        """Rows ``rows`` of the attached values are final (written at the next flush)."""
+    def mark(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """Rows ``rows`` ((k,) int, ascending) are final, with ``values`` (k, d) float32;
+        they are written at the next flush (kept until then: at most
+        :attr:`flush_batches` batches)."""
         if self._broken or self._rows is None or not len(rows):
             return
-        self._dirty.append(np.asarray(rows, dtype=np.int64))
+        self._dirty.append((np.asarray(rows, dtype=np.int64), np.asarray(values, np.float32)))
         self._since_flush += 1
 
     def maybe_flush(self) -> None:
@@ -289,19 +336,22 @@ class PartialFeatures:
         """Write the rows marked since the last flush, sync them, then record them as done."""
         self._last_flush = time.monotonic()
         self._since_flush = 0
-        if self._broken or self._rows is None or not self._dirty or self._values is None:
+        if self._broken or self._rows is None or not self._dirty:
             return
-        rows = np.unique(np.concatenate(self._dirty))
+        rows = np.concatenate([r for r, _ in self._dirty])
+        values = np.concatenate([v for _, v in self._dirty])
+        order = np.argsort(rows, kind="stable")  # batches come in row order; be sure
+        rows, values = rows[order], values[order]
         feats_path, rows_path, _ = self.files
-        row_bytes = self._values.shape[1] * 4
+        row_bytes = values.shape[1] * 4
         try:
             with open(feats_path, "r+b") as fh:
                 # Contiguous runs of rows go out as one write each.
-                breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-                for run in np.split(rows, breaks):
-                    a, b = int(run[0]), int(run[-1]) + 1
+                start = 0
+                for a, b in _runs(rows):
                     fh.seek(self._offset + a * row_bytes)
-                    fh.write(np.ascontiguousarray(self._values[a:b], dtype=np.float32).tobytes())
+                    fh.write(np.ascontiguousarray(values[start : start + b - a]).tobytes())
+                    start += b - a
                 fh.flush()
                 os.fsync(fh.fileno())
             self._rows[rows] = self._fp[rows]
@@ -327,7 +377,7 @@ class PartialFeatures:
 
         Call after the finished features are stored safely elsewhere.
         """
-        self._values = None
+        self._dirty.clear()
         if self.key is None:
             return
         victims = [self.files]
@@ -348,6 +398,19 @@ class PartialFeatures:
             meta.unlink(missing_ok=True)  # first: without it the others are never read
             rows.unlink(missing_ok=True)
             feats.unlink(missing_ok=True)
+
+
+def _runs(rows: np.ndarray, max_rows: int | None = None) -> Iterator[tuple[int, int]]:
+    """``(a, b)`` for each run of consecutive values ``a .. b - 1`` in ``rows`` ((k,) int,
+    ascending, no repeats), runs cut to at most ``max_rows`` values."""
+    if not len(rows):
+        return
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+        a, b = int(rows[lo]), int(rows[hi - 1]) + 1
+        step = b - a if max_rows is None else max_rows
+        for c in range(a, b, step):
+            yield c, min(c + step, b)
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
@@ -400,6 +463,7 @@ def extraction_job(
     skip_corrupt: bool = False,
     partial: PartialFeatures | None = None,
     key_extra: Mapping[str, Any] | None = None,
+    out: RowSink | None = None,
 ) -> Job[Extraction]:
     """Compute ``backbone.features`` for every image, in the order given; see :class:`Extraction`.
 
@@ -425,6 +489,11 @@ def extraction_job(
         :class:`PartialFeatures`); ``None`` keeps everything in memory.
     key_extra : JSON-able settings that also decide the values (e.g. a stage's config); they
         join the resume key.
+    out : where the (n, d) rows go (d = ``backbone.feature_dim``), e.g. a side-array writer,
+        so that the job's memory does not grow with n: each row is written once, in blocks
+        of consecutive rows (``out[lo:hi] = block``), skipped images as NaN rows; when the
+        job raises, some rows were not written. ``None``: a new in-memory array, returned as
+        :attr:`Extraction.features`.
 
     Yields
     ------
@@ -468,6 +537,7 @@ def extraction_job(
         skip_corrupt=skip_corrupt,
         partial=partial,
         key_extra=dict(key_extra or {}),
+        out=out,
     )
 
 
@@ -500,7 +570,9 @@ def extract_features(
 
 
 def _features_only(job: Job[Extraction]) -> Job[np.ndarray]:
-    return (yield from job).features
+    features = (yield from job).features
+    assert features is not None  # no `out` was given
+    return features
 
 
 @contextlib.contextmanager
@@ -558,12 +630,18 @@ def _extract(
     skip_corrupt: bool,
     partial: PartialFeatures | None,
     key_extra: dict[str, Any],
+    out: RowSink | None,
 ) -> Job[Extraction]:
     n = len(files)
     dim = backbone.feature_dim
-    out = np.full((n, dim), np.nan, dtype=np.float32)
+    in_memory: np.ndarray | None = None
+    sink: RowSink
+    if out is None:
+        sink = in_memory = np.full((n, dim), np.nan, dtype=np.float32)
+    else:
+        sink = out
     if n == 0:
-        return Extraction(out)
+        return Extraction(in_memory)
 
     if target is not None and target != backbone.device:
         backbone.to(target)
@@ -577,8 +655,11 @@ def _extract(
     if partial is not None:
         meta = _resume_key(backbone, files, size, autocast, key_extra)
         fingerprints = file_fingerprints(files)
-        reused = partial.open(meta, fingerprints, out)
+        reused = partial.open(meta, fingerprints, dim)
         todo = np.flatnonzero(~reused)
+        block_rows = max(1, RESUME_BLOCK_BYTES // (4 * max(1, dim)))
+        for lo, block in partial.resumed_blocks(block_rows):
+            sink[lo : lo + len(block)] = block
         if partial.resumed:
             yield Message(
                 STAGE,
@@ -634,14 +715,28 @@ def _extract(
                             bad.append((path, reason))
                         verb = "skipped" if skip_corrupt else "cannot read"
                         yield Message(STAGE, f"{verb} {path}: {reason}", "WARNING")
-                    if not bad and ok.any():
-                        good = rows[ok]
-                        xb = x if ok.all() else x[torch.from_numpy(ok)]
-                        out[good] = _forward(backbone, xb, dev, autocast)
-                        computed += len(good)
-                        if partial is not None:
-                            partial.mark(good)
-                            partial.maybe_flush()
+                    if not bad:
+                        values = np.full((len(rows), dim), np.nan, dtype=np.float32)
+                        if ok.any():
+                            good = rows[ok]
+                            xb = x if ok.all() else x[torch.from_numpy(ok)]
+                            feats = _forward(backbone, xb, dev, autocast)
+                            if feats.shape != (len(good), dim):
+                                raise ValueError(
+                                    f"{backbone.name} gave features of shape {feats.shape} for "
+                                    f"{len(good)} images at {size} px; expected "
+                                    f"({len(good)}, {dim}) (its feature_dim)"
+                                )
+                            values[ok] = feats
+                            computed += len(good)
+                            if partial is not None:
+                                partial.mark(good, feats)
+                                partial.maybe_flush()
+                        # skipped images' rows too (NaN): every row of `out` is written
+                        start = 0
+                        for a, b in _runs(rows):
+                            sink[a:b] = values[start : start + b - a]
+                            start += b - a
                     done += x.shape[0]
                     message = "checking the remaining images for errors" if bad else ""
                     yield Progress(STAGE, done, n, message)
@@ -654,7 +749,7 @@ def _extract(
     if bad:
         raise ImageReadError(bad, n)
     return Extraction(
-        features=out,
+        features=in_memory,
         skipped=tuple(skipped),
         resumed=resumed,
         computed=computed,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -21,7 +22,8 @@ from alignet_engine.models.extract import Extraction, PartialFeatures, extractio
 from alignet_engine.models.preprocess import whole_stimulus
 from alignet_engine.models.registry import load_layers
 from alignet_engine.stages._tracking import tracked
-from alignet_engine.store import Project
+from alignet_engine.store import Project, SideArray, SideArrayWriter
+from alignet_engine.store.sidefiles import SIDE_ARRAY_MIN_BYTES
 
 log = logging.getLogger(__name__)
 STAGE = "features"
@@ -43,6 +45,77 @@ _NOT_IN_RESUME_KEY = frozenset(
 
 def _resume_key(config: ExtractConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_RESUME_KEY}
+
+
+class _FeatureFiles:
+    """Where an extraction's rows go, per layer: straight into a side array of the project
+    (``X`` of each run), so that the stage's memory is bounded by the batch size, not by the
+    pool (1.28 M images x 1280 float32 are 6.5 GB a layer).
+
+    An array the store would keep inline (at most :data:`SIDE_ARRAY_MIN_BYTES`) is filled in
+    memory instead and written as before; a small project does not get a side file per run.
+
+    Parameters
+    ----------
+    project : the project the runs go to (open for writing).
+    n : rows (images).
+    dims : the width of each layer's features; the extraction's rows are these layers'
+        features side by side, (n, sum of dims) float32.
+
+    As a :class:`~alignet_engine.models.extract.RowSink` it takes ``self[lo:hi] = block``,
+    block (hi - lo, sum of dims) float32. Use as a context manager: leaving the block before
+    :meth:`finish` (a cancel, a failure) deletes the unfinished side files.
+    """
+
+    def __init__(self, project: Project, n: int, dims: Sequence[int]) -> None:
+        self.project = project
+        self.n = n
+        self.edges = list(itertools.accumulate(dims, initial=0))
+        self.targets: list[np.ndarray | SideArrayWriter] = []
+        try:
+            for d in dims:
+                if n * d * 4 <= SIDE_ARRAY_MIN_BYTES:
+                    self.targets.append(np.full((n, d), np.nan, dtype=np.float32))
+                else:
+                    self.targets.append(project.new_side_array("X", (n, d), np.float32))
+        except BaseException:
+            self.abort()
+            raise
+
+    def __setitem__(self, key: slice, block: np.ndarray, /) -> None:
+        for target, (a, b) in zip(self.targets, itertools.pairwise(self.edges), strict=True):
+            target[key] = block if len(self.targets) == 1 else np.ascontiguousarray(block[:, a:b])
+
+    def finish(self) -> list[np.ndarray | SideArray]:
+        """Each layer's X: the in-memory array, or the finished side array (until a run
+        refers to it, :func:`_drop` deletes it should the run not be written)."""
+        done: list[np.ndarray | SideArray] = []
+        try:
+            for target in self.targets:
+                done.append(target if isinstance(target, np.ndarray) else target.finish())
+        except BaseException:
+            _drop(self.project, done)
+            raise
+        return done
+
+    def abort(self) -> None:
+        """Delete the side files not finished (finished ones are left alone)."""
+        for target in self.targets:
+            if isinstance(target, SideArrayWriter):
+                target.abort()
+
+    def __enter__(self) -> _FeatureFiles:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.abort()
+
+
+def _drop(project: Project, arrays: Sequence[np.ndarray | SideArray]) -> None:
+    """Delete the finished side files of ``arrays`` that no run was written with."""
+    for X in arrays:
+        if isinstance(X, SideArray):
+            (project.arrays_dir / X.file).unlink(missing_ok=True)
 
 
 def load_student_weights(project: Project, backbone_model: nn.Module, checkpoint: str) -> str:
@@ -185,23 +258,30 @@ def extract(project: Project, config: ExtractConfig, control: JobControl | None 
         )
         slot = features_slot(config.image_set, config.label)
         partial = PartialFeatures(project.side_path, tag=slot) if config.resume else None
-        result = yield from extraction_job(
-            backbone,
-            images.paths,
-            batch_size=config.batch_size,
-            device=device,
-            image_size=config.image_size,
-            control=control,
-            num_workers=config.num_workers,
-            amp=config.amp,
-            skip_corrupt=config.skip_corrupt,
-            partial=partial,
-            key_extra=_resume_key(config),
-        )
-        X = result.features
-        _write_run(
-            project, config, run_id, backbone, X, result, preprocessing, device, inputs, student
-        )
+        n = len(images.paths)
+        with _FeatureFiles(project, n, [backbone.feature_dim]) as files:
+            result = yield from extraction_job(
+                backbone,
+                images.paths,
+                batch_size=config.batch_size,
+                device=device,
+                image_size=config.image_size,
+                control=control,
+                num_workers=config.num_workers,
+                amp=config.amp,
+                skip_corrupt=config.skip_corrupt,
+                partial=partial,
+                key_extra=_resume_key(config),
+                out=files,
+            )
+            (X,) = files.finish()
+        try:
+            _write_run(
+                project, config, run_id, backbone, X, result, preprocessing, device, inputs, student
+            )
+        except BaseException:
+            _drop(project, [X])
+            raise
         # Only now that the run is committed may the resumable rows go.
         if partial is not None:
             partial.discard()
@@ -221,15 +301,15 @@ def _write_run(
     config: ExtractConfig,
     run_id: str,
     backbone: Backbone,
-    X: np.ndarray,
+    X: np.ndarray | SideArray,
     result: Extraction,
     preprocessing: str,
     device: torch.device,
     inputs: dict[str, str],
     student: dict[str, Any],
 ) -> None:
-    """Store ``X`` (n, d) float32, extracted by ``backbone`` with ``config``, as run
-    ``run_id`` in slot ``features:<set>:<config.label>``."""
+    """Store ``X`` (n, d) float32 (in memory, or a finished side array), extracted by
+    ``backbone`` with ``config``, as run ``run_id`` in slot ``features:<set>:<config.label>``."""
     params = {
         **config.to_dict(),
         "layer": backbone.layer,
@@ -240,7 +320,7 @@ def _write_run(
         # a distilled student: its triplet head's output or the backbone's features
         **student,
     }
-    arrays: dict[str, np.ndarray] = {"X": X}
+    arrays: dict[str, np.ndarray | SideArray] = {"X": X}
     summary: dict[str, Any] = {
         "n": int(X.shape[0]),
         "dim": int(X.shape[1]),
@@ -331,27 +411,33 @@ def extract_layers(
             f"{'whole stimulus' if preprocessing == 'whole' else 'model'} preprocessing)",
         )
         tag = f"features:{config.image_set}:" + ",".join(labels)
+        dims = [part.feature_dim for part in lset.parts]
         partial = PartialFeatures(project.side_path, tag=tag) if config.resume else None
-        result = yield from extraction_job(
-            lset.combined,
-            images.paths,
-            batch_size=config.batch_size,
-            device=device,
-            image_size=config.image_size,
-            control=control,
-            num_workers=config.num_workers,
-            amp=config.amp,
-            skip_corrupt=config.skip_corrupt,
-            partial=partial,
-            key_extra={**_resume_key(config), "layers": layers},
-        )
-        run_ids = []
-        for k, (cfg, part, X) in enumerate(
-            zip(configs, lset.parts, lset.split(result.features), strict=True)
-        ):
-            rid = run_id if k == 0 else project.begin_job(STAGE, cfg.to_dict())
-            _write_run(project, cfg, rid, part, X, result, preprocessing, device, {}, {})
-            run_ids.append(rid)
+        with _FeatureFiles(project, len(images.paths), dims) as files:
+            result = yield from extraction_job(
+                lset.combined,
+                images.paths,
+                batch_size=config.batch_size,
+                device=device,
+                image_size=config.image_size,
+                control=control,
+                num_workers=config.num_workers,
+                amp=config.amp,
+                skip_corrupt=config.skip_corrupt,
+                partial=partial,
+                key_extra={**_resume_key(config), "layers": layers},
+                out=files,
+            )
+            Xs = files.finish()
+        run_ids: list[str] = []
+        try:
+            for k, (cfg, part, X) in enumerate(zip(configs, lset.parts, Xs, strict=True)):
+                rid = run_id if k == 0 else project.begin_job(STAGE, cfg.to_dict())
+                _write_run(project, cfg, rid, part, X, result, preprocessing, device, {}, {})
+                run_ids.append(rid)
+        except BaseException:
+            _drop(project, Xs[len(run_ids) :])
+            raise
         if partial is not None:
             partial.discard()
         yield StageDone(
@@ -359,7 +445,7 @@ def extract_layers(
             run_id,
             {
                 "slots": [features_slot(config.image_set, label) for label in labels],
-                "dims": [part.feature_dim for part in lset.parts],
+                "dims": dims,
                 "n_skipped": len(result.skipped),
             },
         )
