@@ -85,7 +85,8 @@ def run_import(code: Path, project: Path, npz: Path, names: Path) -> tuple[float
     env = dict(os.environ, PYTHONPATH=str(code), OMP_NUM_THREADS="1")
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        child = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        # cwd: ``python -m`` puts the working folder first on sys.path, before PYTHONPATH
+        child = subprocess.Popen(cmd, env=env, cwd=code, stdout=out, stderr=err)
         _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage
         seconds = time.perf_counter() - start
         child.returncode = os.waitstatus_to_exitcode(status)

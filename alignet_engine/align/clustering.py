@@ -129,12 +129,12 @@ def _constant(n: int) -> None:
     )
 
 
-def _features(Z: RowArray) -> RowArray:
+def _features(Z: RowArray, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> RowArray:
     """An in-memory ``Z`` checked by :func:`check_features`; a lazy one (memmap, HDF5)
     checked chunk by chunk and returned as is (no (n, d) temporary)."""
     if is_in_memory(Z):
         return check_features(Z, name="Z")
-    check_row_array(Z, rows_for_budget(int(Z.shape[1]) * 8, DEFAULT_MEMORY_BUDGET_MB * 2**20))
+    check_row_array(Z, rows_for_budget(int(Z.shape[1]) * 8, int(memory_budget_mb * 2**20)))
     return Z
 
 
@@ -853,6 +853,7 @@ def cluster_summaries(
     centroids: np.ndarray,
     *,
     n_nearest: int = 8,
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
 ) -> list[dict[str, Any]]:
     """Size and most central items of every cluster (e.g. to show example images per cluster).
 
@@ -862,6 +863,7 @@ def cluster_summaries(
     labels : (n,) int cluster id per row, in [0, k).
     centroids : (k, d) float cluster centres.
     n_nearest : how many of each cluster's items to list (fewer if the cluster is smaller).
+    memory_budget_mb : working memory for the rows of a lazy ``Z`` read at once (MiB).
 
     Returns
     -------
@@ -873,7 +875,7 @@ def cluster_summaries(
       * ``"mean_distance"`` : float mean Euclidean distance of the members to the centroid,
         ``None`` for an empty cluster.
     """
-    feats = _features(Z)
+    feats = _features(Z, memory_budget_mb)
     cents = check_features(centroids, name="centroids")
     n, d = feats.shape
     k = cents.shape[0]

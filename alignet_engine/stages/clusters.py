@@ -159,7 +159,13 @@ def _cluster(
         "k": config.k,
         "inertia": float(inertia),
         "sizes": sizes.tolist(),
-        "clusters": cluster_summaries(Z, labels, centroids, n_nearest=config.n_nearest),
+        "clusters": cluster_summaries(
+            Z,
+            labels,
+            centroids,
+            n_nearest=config.n_nearest,
+            memory_budget_mb=config.memory_budget_mb,
+        ),
     }
     if config.diagnose_ks:
         yield Message(STAGE, f"diagnostics for k in {list(config.diagnose_ks)}")

@@ -560,7 +560,13 @@ def import_alignet_representations(
     try:
         with sf.open_side(project.arrays_dir, X, "the imported features") as f:
             inertia = _inertia(f["data"], labels, centroids, step)
-            summaries = cluster_summaries(f["data"], labels, centroids, n_nearest=config.n_nearest)
+            summaries = cluster_summaries(
+                f["data"],
+                labels,
+                centroids,
+                n_nearest=config.n_nearest,
+                memory_budget_mb=2 * step * dim * 4 / 2**20,  # reads step rows as float64
+            )
         features_run = _write_features(
             project,
             X,
