@@ -8,14 +8,18 @@ types it) on a synthetic ``representations.npz`` of N rows × 1152 float32 (rand
 ``np.savez_compressed`` does) with ``--filenames imagenet2012_filenames.npy``, into a project
 whose image set holds all N images (paths in sorted order, the file's rows in a shuffled
 "TFDS" order, as for ImageNet). The peak RSS is the kernel's high-water mark of that child
-alone (``os.wait4``'s ``ru_maxrss``; file pages of memory maps count). Printed: each run's
-peak RSS and time, and per storage the ratio large / small of peak RSS, next to the ratio of
-the features' sizes.
+alone (``os.wait4``'s ``ru_maxrss``; file pages of memory maps count), the peak anonymous
+memory its RssAnon sampled every 10 ms (what it allocated itself). Printed: each run's peaks
+and time, and per storage the ratios large / small, next to the ratio of the features'
+sizes. (The CLI's imports alone, torch among them, peak at ~950 MiB of RSS on this machine:
+the floor of both columns.)
 
-    .venv/bin/python benchmarks/bench_alignet_pool_import.py [--quick] [--code DIR] [--work DIR]
+    .venv/bin/python benchmarks/bench_alignet_pool_import.py [--quick] [--code DIR]
+        [--baseline DIR] [--work DIR]
 
-``--code DIR``: run the CLI of another checkout (e.g. the main branch before a change) for a
-before / after comparison on the same files. ``--quick``: 2 k and 20 k rows. The files
+``--code DIR``: the checkout whose CLI runs (default: this one); ``--baseline DIR``: also run
+another checkout's (e.g. ``git archive`` of the commit before a change) on the same sizes and
+print the ratio of their peaks at the large size. ``--quick``: 2 k and 20 k rows. The files
 (~1 GB at 200 k rows) are written block by block under ``--work`` and deleted at the end.
 """
 
@@ -28,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -78,8 +83,20 @@ def make_project(path: Path, n: int) -> None:
         project.write_imageset("pool", ImageSet(tuple(paths), tuple(p[16:25] for p in paths)), {})
 
 
-def run_import(code: Path, project: Path, npz: Path, names: Path) -> tuple[float, float, dict]:
-    """(peak RSS MiB, seconds, the CLI's JSON) of one ``import-alignet-pool`` child process."""
+def _anon_mib(pid: int) -> float:
+    """The process's resident anonymous memory (RssAnon), MiB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_import(code: Path, project: Path, npz: Path, names: Path) -> tuple[float, float, float]:
+    """(peak RSS MiB, peak anonymous MiB, seconds) of one ``import-alignet-pool`` child."""
     cmd = [sys.executable, "-m", "alignet_engine.cli", "import-alignet-pool", str(project)]
     cmd += [str(npz), "--set", "pool", "--filenames", str(names), "--json"]
     env = dict(os.environ, PYTHONPATH=str(code), OMP_NUM_THREADS="1")
@@ -87,14 +104,51 @@ def run_import(code: Path, project: Path, npz: Path, names: Path) -> tuple[float
         start = time.perf_counter()
         # cwd: ``python -m`` puts the working folder first on sys.path, before PYTHONPATH
         child = subprocess.Popen(cmd, env=env, cwd=code, stdout=out, stderr=err)
+        anon = [0.0]
+        done = threading.Event()
+
+        def sample() -> None:  # every 10 ms, as benchmarks/bench_scale.py does
+            while not done.wait(0.01):
+                anon[0] = max(anon[0], _anon_mib(child.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage
         seconds = time.perf_counter() - start
+        done.set()
+        sampler.join()
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         if child.returncode != 0:
             raise SystemExit(f"import failed ({child.returncode}):\n{err.read().decode()[-3000:]}")
-        return usage.ru_maxrss / 1024, seconds, json.loads(out.read())
+        result = json.loads(out.read())
+        assert result["items"] == result["file_rows"] and result["dim"] == DIM, result
+        return usage.ru_maxrss / 1024, anon[0], seconds
+
+
+def measure(code: Path, work: Path, sizes: tuple[int, int], compressed: bool) -> list[float]:
+    """Print one row per size for the CLI of ``code``; returns the peak RSS per size."""
+    storage = "deflated" if compressed else "stored"
+    peaks, anons = [], []
+    for n in sizes:
+        npz, names = write_pool(work, n, compressed=compressed)
+        project = work / "pool.alignet"
+        make_project(project, n)
+        peak, anon, seconds = run_import(code, project, npz, names)
+        peaks.append(peak)
+        anons.append(anon)
+        size = n * DIM * 4 / MIB
+        print(f"{storage:<9} {n:>8} {size:>13.0f} {peak:>13.0f} {anon:>14.0f} {seconds:>7.1f}")
+        for f in work.iterdir():
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+    added = (sizes[1] - sizes[0]) * DIM * 4 / MIB
+    print(
+        f"  ratio large/small: peak RSS {peaks[1] / peaks[0]:.2f}, peak anon "
+        f"{anons[1] / anons[0]:.2f} (features {sizes[1] / sizes[0]:.0f}x); peak RSS grew "
+        f"{(peaks[1] - peaks[0]) / added:.2f}x the added features' bytes"
+    )
+    return peaks
 
 
 def main() -> None:
@@ -102,35 +156,30 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2 k and 20 k rows")
     ap.add_argument("--sizes", type=int, nargs=2, help="small and large row counts")
     ap.add_argument("--code", type=Path, default=ROOT, help="checkout whose CLI runs")
+    ap.add_argument("--baseline", type=Path, help="also run this checkout's CLI (e.g. before)")
     ap.add_argument("--work", type=Path, help="scratch folder (default: the system's)")
     ap.add_argument("--storage", choices=("stored", "deflated", "both"), default="both")
     args = ap.parse_args()
     sizes = args.sizes or ((2_000, 20_000) if args.quick else (20_000, 200_000))
     storages = {"stored": [False], "deflated": [True], "both": [False, True]}[args.storage]
+    codes = [args.code] + ([args.baseline] if args.baseline else [])
     work = Path(tempfile.mkdtemp(prefix="bench-pool-", dir=args.work))
-    print(f"code: {args.code}; features {DIM}-d float32, k = {K}; scratch {work}")
-    print(f"{'storage':<9} {'rows':>8} {'features MiB':>13} {'peak RSS MiB':>13} {'time s':>7}")
+    print(f"features {DIM}-d float32, k = {K}; scratch {work}")
     try:
-        for compressed in storages:
-            peaks = []
-            for n in sizes:
-                npz, names = write_pool(work, n, compressed=compressed)
-                project = work / "pool.alignet"
-                make_project(project, n)
-                peak, seconds, out = run_import(args.code, project, npz, names)
-                assert (out["items"], out["dim"]) == (n, DIM), out
-                peaks.append(peak)
-                storage = "deflated" if compressed else "stored"
-                size = n * DIM * 4 / MIB
-                print(f"{storage:<9} {n:>8} {size:>13.0f} {peak:>13.0f} {seconds:>7.1f}")
-                shutil.rmtree(work)
-                work.mkdir()
+        large: dict[Path, list[float]] = {}
+        for code in codes:
+            print(f"code: {code}")
             print(
-                f"ratio large/small: peak RSS {peaks[1] / peaks[0]:.2f} "
-                f"(features {sizes[1] / sizes[0]:.0f}x; growth {peaks[1] - peaks[0]:.0f} MiB "
-                f"= {(peaks[1] - peaks[0]) * MIB / ((sizes[1] - sizes[0]) * DIM * 4):.2f}x "
-                "the added features' bytes)"
+                f"{'storage':<9} {'rows':>8} {'features MiB':>13} {'peak RSS MiB':>13} "
+                f"{'peak anon MiB':>14} {'time s':>7}"
             )
+            large[code] = [measure(code, work, sizes, c)[1] for c in storages]
+        if args.baseline:
+            ratios = ", ".join(
+                f"{'deflated' if c else 'stored'} {a / b:.2f}"
+                for c, a, b in zip(storages, large[args.code], large[args.baseline], strict=True)
+            )
+            print(f"peak RSS at {sizes[1]} rows, {args.code} / {args.baseline}: {ratios}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
