@@ -474,10 +474,9 @@ class PoolImport:
 
 
 #: Bytes of float32 pool rows gathered, written and summed at a time. The import's working
-#: memory is a few times this (the block, its float64 copy for the cluster sums) plus a few
-#: numbers per image (labels, names), whatever the size of the features: 16 MiB is 3,640
-#: rows of the authors' 1152-d features, and larger blocks were no faster (HDF5 writes 1 MiB
-#: chunks either way).
+#: memory is a few times this (the block, its float64 copies for the sums and the inertia)
+#: plus a few numbers per image (labels, names), whatever the size of the features: 16 MiB
+#: is 3,640 rows of the authors' 1152-d features, 16 of the side file's ~1 MiB chunks.
 POOL_BLOCK_BYTES = 16 << 20
 
 
