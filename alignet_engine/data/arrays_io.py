@@ -242,7 +242,10 @@ class PoolFeatures:
     in blocks, into an unlinked temporary file and is mapped from there: a pool's rows are
     needed in its image-set order, which is not the file's, and a deflate stream can only be
     read front to back. :meth:`rows` maps, copies and unmaps every :data:`_MAP_ROWS` rows,
-    so the pages it touches never pile up in the process's resident memory.
+    so the pages it touches never pile up in the process's resident memory. (A Fortran-order
+    member, as numpy writes a transposed array, is read correctly but column-strided: each
+    mapping then touches pages all over the file, up to all of it; save such a file
+    C-ordered to import it in bounded memory.)
 
     shape : (N, d). dtype : the stored dtype (rows are returned as float32).
     Close it (or use it as a context manager) to free the temporary file.
