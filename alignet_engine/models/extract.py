@@ -1,10 +1,12 @@
 """Feature extraction: a resumable job that runs a backbone over an ordered list of image files.
 
 Row ``i`` of the result always belongs to image ``i``, whatever the batch size or the number
-of decoding workers. With a :class:`PartialFeatures` the rows are also written, in batches, to
-side files, so an extraction that was cancelled, failed or killed continues where it stopped
-the next time it is run with the same model, weights, image files and preprocessing.
-"""
+of decoding workers. The rows go to an in-memory array, or, batch by batch, to any ``out``
+that takes ``out[lo:hi] = block`` (the features stage passes side-array writers, so its
+memory does not grow with the pool). With a :class:`PartialFeatures` the rows are also
+written, in batches, to side files, so an extraction that was cancelled, failed or killed
+continues where it stopped the next time it is run with the same model, weights, image files
+and preprocessing."""
 
 from __future__ import annotations
 
@@ -41,6 +43,9 @@ FLUSH_SECONDS = 5.0
 #: ... and at least every this many batches. A killed process loses at most that much work;
 #: each flush costs one write of the new rows plus an fsync.
 FLUSH_BATCHES = 50
+#: ... and whenever the rows waiting for a flush reach this many bytes: they are held in
+#: memory until then (50 batches of 256 rows x 4096 float32 would be 200 MiB).
+FLUSH_BYTES = 32 << 20
 
 #: Bumped when the partial-file layout changes, so old files are not misread.
 _PARTIAL_VERSION = 1
@@ -139,7 +144,9 @@ def model_digest(model: torch.nn.Module) -> str:
         # A uint8 view reads the raw bytes of any dtype (bf16 included, which numpy lacks).
         flat = t.to("cpu").contiguous().reshape(-1)
         if flat.numel():
-            h.update(flat.view(torch.uint8).numpy().tobytes())
+            # hashed in place: a bytes copy would cost the largest tensor again (5 MB for
+            # Lite0's classifier, more for big models)
+            h.update(flat.view(torch.uint8).numpy())
     return h.hexdigest()
 
 
@@ -215,6 +222,7 @@ class PartialFeatures:
         self._fp = np.zeros(0, dtype=np.int64)  # (n,) fingerprints of the files
         self._offset = 0  # byte offset of row 0 in the .npy
         self._dirty: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, values) not yet written
+        self._dirty_bytes = 0
         self._since_flush = 0
         self._last_flush = time.monotonic()
         self._broken = False
@@ -323,13 +331,19 @@ class PartialFeatures:
         if self._broken or self._rows is None or not len(rows):
             return
         self._dirty.append((np.asarray(rows, dtype=np.int64), np.asarray(values, np.float32)))
+        self._dirty_bytes += self._dirty[-1][1].nbytes
         self._since_flush += 1
 
     def maybe_flush(self) -> None:
-        """Flush if :attr:`flush_seconds` passed or :attr:`flush_batches` batches were marked."""
+        """Flush if :attr:`flush_seconds` passed, :attr:`flush_batches` batches were marked
+        or the marked rows hold :data:`FLUSH_BYTES`."""
         seconds = FLUSH_SECONDS if self.flush_seconds is None else self.flush_seconds
         batches = FLUSH_BATCHES if self.flush_batches is None else self.flush_batches
-        if self._since_flush >= batches or time.monotonic() - self._last_flush >= seconds:
+        if (
+            self._since_flush >= batches
+            or self._dirty_bytes >= FLUSH_BYTES
+            or time.monotonic() - self._last_flush >= seconds
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -360,11 +374,14 @@ class PartialFeatures:
             self._give_up(exc)
             return
         self._dirty.clear()
+        self._dirty_bytes = 0
 
     def _give_up(self, exc: OSError) -> None:
         # Resuming is a convenience: a full or read-only disk must not fail the extraction.
         logger.warning("cannot write partial extraction files (%s); this run cannot resume", exc)
         self._broken = True
+        self._dirty.clear()
+        self._dirty_bytes = 0
 
     @property
     def broken(self) -> bool:
@@ -378,6 +395,7 @@ class PartialFeatures:
         Call after the finished features are stored safely elsewhere.
         """
         self._dirty.clear()
+        self._dirty_bytes = 0
         if self.key is None:
             return
         victims = [self.files]

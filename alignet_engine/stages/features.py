@@ -233,6 +233,10 @@ def extract(project: Project, config: ExtractConfig, control: JobControl | None 
     ``skipped_reasons``; summary ``n_skipped``, ``skipped``); :func:`stored_features` refuses
     such features to later stages.
 
+    The rows are written to the run's side array as they are computed (see
+    :class:`_FeatureFiles`): the stage's memory is bounded by the batch size, not by the
+    number of images. A cancelled or failed extraction leaves no side array behind.
+
     Returns the new run's id.
     """
     control = control or JobControl()

@@ -4,6 +4,7 @@ cancelled, failed or abandoned extraction leaves no side file behind."""
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,41 @@ def test_job_writes_every_row_once_in_ascending_blocks(
     assert (result.resumed, result.computed, len(result.skipped)) == (6, 0, 1)
     assert second.writes == [(0, 2), (3, 5), (5, 7), (2, 3)]
     np.testing.assert_array_equal(second.rows, reference.features)
+
+
+def _traced_peak(project: Project, cfg: ExtractConfig) -> int:
+    """Peak bytes of the memory Python and numpy allocated while the stage extracted, up to
+    its last batch (tracemalloc: numpy arrays are traced, torch's tensors and HDF5's buffers
+    are not). Storing the run afterwards (the store hashes side files in 4 MiB reads) is
+    the store's, bounded by its own block size."""
+    tracemalloc.start()
+    try:
+        peak = 0
+        for event in extract(project, cfg):
+            if isinstance(event, Progress):
+                peak = tracemalloc.get_traced_memory()[1]
+        return peak
+    finally:
+        tracemalloc.stop()
+
+
+def test_stage_memory_does_not_grow_with_the_pool(
+    lite0: Backbone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the model loaded before tracing: its loading's buffers would hide what the job holds
+    monkeypatch.setattr(features_mod, "backbone_for", lambda config: lite0)
+    n = 300
+    x_bytes = n * 1280 * 4  # 1.5 MB: streamed
+    path = _project(tmp_path, noise_pngs(tmp_path / "img", n, size=lambda i: (12, 12)))
+    cfg = ExtractConfig(image_set="s", model=MODEL, batch_size=10, image_size=SIZE, device="cpu")
+    # rows waiting for the resume file's flush count too: keep them to ~10 batches
+    monkeypatch.setattr(extract_mod, "FLUSH_BYTES", 10 * 10 * 1280 * 4)
+    with Project.open(path) as project:
+        streamed = _traced_peak(project, cfg)
+        # the same stage with X in memory (as before streaming): the tracer sees the matrix
+        monkeypatch.setattr(features_mod, "SIDE_ARRAY_MIN_BYTES", 10 * x_bytes)
+        in_memory = _traced_peak(project, cfg)
+    # ~1 MB of the stage's own (image set, h5py, batches) in both runs; the (n, d) matrix
+    # only in the second
+    assert in_memory - streamed >= 0.9 * x_bytes, (streamed, in_memory)
+    assert streamed < x_bytes, (streamed, in_memory)
