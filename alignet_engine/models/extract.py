@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import torch
@@ -38,14 +38,12 @@ logger = logging.getLogger(__name__)
 
 STAGE = "extract"
 
-#: Partial results are written to disk at least this often (seconds) ...
+#: Partial results (written to their file batch by batch) are synced and recorded as done at
+#: least this often (seconds) ...
 FLUSH_SECONDS = 5.0
 #: ... and at least every this many batches. A killed process loses at most that much work;
-#: each flush costs one write of the new rows plus an fsync.
+#: each flush costs an fsync and a rewrite of the (n,) int64 rows file.
 FLUSH_BATCHES = 50
-#: ... and whenever the rows waiting for a flush reach this many bytes: they are held in
-#: memory until then (50 batches of 256 rows x 4096 float32 would be 200 MiB).
-FLUSH_BYTES = 32 << 20
 
 #: Bumped when the partial-file layout changes, so old files are not misread.
 _PARTIAL_VERSION = 1
@@ -221,8 +219,8 @@ class PartialFeatures:
         self._reused = np.zeros(0, dtype=bool)  # rows open() found done
         self._fp = np.zeros(0, dtype=np.int64)  # (n,) fingerprints of the files
         self._offset = 0  # byte offset of row 0 in the .npy
-        self._dirty: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, values) not yet written
-        self._dirty_bytes = 0
+        self._dirty: list[np.ndarray] = []  # rows written since the last sync
+        self._fh: BinaryIO | None = None  # the features file, open between syncs
         self._since_flush = 0
         self._last_flush = time.monotonic()
         self._broken = False
@@ -325,63 +323,66 @@ class PartialFeatures:
 
     # write ------------------------------------------------------------------------------
     def mark(self, rows: np.ndarray, values: np.ndarray) -> None:
-        """Rows ``rows`` ((k,) int, ascending) are final, with ``values`` (k, d) float32;
-        they are written at the next flush (kept until then: at most
-        :attr:`flush_batches` batches)."""
+        """Rows ``rows`` ((k,) int, ascending) are final, with ``values`` (k, d) float32.
+
+        They are written to the features file now (nothing is held in memory) and recorded
+        as done at the next :meth:`flush`, once synced.
+        """
         if self._broken or self._rows is None or not len(rows):
             return
-        self._dirty.append((np.asarray(rows, dtype=np.int64), np.asarray(values, np.float32)))
-        self._dirty_bytes += self._dirty[-1][1].nbytes
+        rows = np.asarray(rows, dtype=np.int64)
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        try:
+            if self._fh is None:
+                self._fh = open(self.files[0], "r+b")  # noqa: SIM115 (closed by flush)
+            start = 0
+            for a, b in _runs(rows):
+                self._fh.seek(self._offset + a * 4 * values.shape[1])
+                self._fh.write(values[start : start + b - a].data)
+                start += b - a
+        except OSError as exc:
+            self._give_up(exc)
+            return
+        self._dirty.append(rows)
         self._since_flush += 1
 
     def maybe_flush(self) -> None:
-        """Flush if :attr:`flush_seconds` passed, :attr:`flush_batches` batches were marked
-        or the marked rows hold :data:`FLUSH_BYTES`."""
+        """Flush if :attr:`flush_seconds` passed or :attr:`flush_batches` batches were marked."""
         seconds = FLUSH_SECONDS if self.flush_seconds is None else self.flush_seconds
         batches = FLUSH_BATCHES if self.flush_batches is None else self.flush_batches
-        if (
-            self._since_flush >= batches
-            or self._dirty_bytes >= FLUSH_BYTES
-            or time.monotonic() - self._last_flush >= seconds
-        ):
+        if self._since_flush >= batches or time.monotonic() - self._last_flush >= seconds:
             self.flush()
 
     def flush(self) -> None:
-        """Write the rows marked since the last flush, sync them, then record them as done."""
+        """Sync the rows marked since the last flush, then record them as done."""
         self._last_flush = time.monotonic()
         self._since_flush = 0
-        if self._broken or self._rows is None or not self._dirty:
+        if self._broken or self._rows is None or not self._dirty or self._fh is None:
             return
-        rows = np.concatenate([r for r, _ in self._dirty])
-        values = np.concatenate([v for _, v in self._dirty])
-        order = np.argsort(rows, kind="stable")  # batches come in row order; be sure
-        rows, values = rows[order], values[order]
-        feats_path, rows_path, _ = self.files
-        row_bytes = values.shape[1] * 4
+        rows = np.concatenate(self._dirty)
         try:
-            with open(feats_path, "r+b") as fh:
-                # Contiguous runs of rows go out as one write each.
-                start = 0
-                for a, b in _runs(rows):
-                    fh.seek(self._offset + a * row_bytes)
-                    fh.write(np.ascontiguousarray(values[start : start + b - a]).tobytes())
-                    start += b - a
-                fh.flush()
-                os.fsync(fh.fileno())
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._close()
             self._rows[rows] = self._fp[rows]
-            _atomic_save(rows_path, self._rows)
+            _atomic_save(self.files[1], self._rows)
         except OSError as exc:
             self._give_up(exc)
             return
         self._dirty.clear()
-        self._dirty_bytes = 0
+
+    def _close(self) -> None:
+        if self._fh is not None:
+            fh, self._fh = self._fh, None
+            fh.close()
 
     def _give_up(self, exc: OSError) -> None:
         # Resuming is a convenience: a full or read-only disk must not fail the extraction.
         logger.warning("cannot write partial extraction files (%s); this run cannot resume", exc)
         self._broken = True
         self._dirty.clear()
-        self._dirty_bytes = 0
+        with contextlib.suppress(OSError):
+            self._close()
 
     @property
     def broken(self) -> bool:
@@ -395,7 +396,8 @@ class PartialFeatures:
         Call after the finished features are stored safely elsewhere.
         """
         self._dirty.clear()
-        self._dirty_bytes = 0
+        with contextlib.suppress(OSError):
+            self._close()
         if self.key is None:
             return
         victims = [self.files]

@@ -268,8 +268,6 @@ def test_stage_memory_does_not_grow_with_the_pool(
     x_bytes = n * 1280 * 4  # 1.5 MB: streamed
     path = _project(tmp_path, noise_pngs(tmp_path / "img", n, size=lambda i: (12, 12)))
     cfg = ExtractConfig(image_set="s", model=MODEL, batch_size=10, image_size=SIZE, device="cpu")
-    # rows waiting for the resume file's flush count too: keep them to ~10 batches
-    monkeypatch.setattr(extract_mod, "FLUSH_BYTES", 10 * 10 * 1280 * 4)
     with Project.open(path) as project:
         streamed = _traced_peak(project, cfg)
         # the same stage with X in memory (as before streaming): the tracer sees the matrix
