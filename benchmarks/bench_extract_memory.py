@@ -21,8 +21,7 @@ other jobs share them; the large run's (n, d) matrix is 186 MiB). ``--small 200 
 Measured on the shared 2-core CPU machine (Lite0, 32 px, batch 64, no decoding workers):
 before streaming, 916 -> 1012 MiB (ratio 1.10; +96 MiB = 0.52 x the matrix: the small run's
 peak is a ~90 MiB transient above its steady state, which hides part of the matrix); with
-streaming, 912 -> 927 MiB (ratio 1.02; +15 MiB = 0.08 x the matrix, mostly the 40 000 path
-strings).
+streaming, 904 -> 905 MiB (ratio 1.00; +1 MiB = 0.01 x the matrix).
 """
 
 from __future__ import annotations
