@@ -111,6 +111,34 @@ class _FeatureFiles:
         self.abort()
 
 
+def _extraction(
+    backbone: Backbone,
+    paths: Sequence[str],
+    config: ExtractConfig,
+    device: torch.device,
+    control: JobControl,
+    partial: PartialFeatures | None,
+    key_extra: dict[str, Any],
+    out: _FeatureFiles,
+) -> Job[Extraction]:
+    """:func:`extraction_job` of ``backbone`` on ``paths`` with ``config``'s settings, its
+    rows into ``out``."""
+    return extraction_job(
+        backbone,
+        paths,
+        batch_size=config.batch_size,
+        device=device,
+        image_size=config.image_size,
+        control=control,
+        num_workers=config.num_workers,
+        amp=config.amp,
+        skip_corrupt=config.skip_corrupt,
+        partial=partial,
+        key_extra=key_extra,
+        out=out,
+    )
+
+
 def _drop(project: Project, arrays: Sequence[np.ndarray | SideArray]) -> None:
     """Delete the finished side files of ``arrays`` that no run was written with."""
     for X in arrays:
@@ -264,19 +292,8 @@ def extract(project: Project, config: ExtractConfig, control: JobControl | None 
         partial = PartialFeatures(project.side_path, tag=slot) if config.resume else None
         n = len(images.paths)
         with _FeatureFiles(project, n, [backbone.feature_dim]) as files:
-            result = yield from extraction_job(
-                backbone,
-                images.paths,
-                batch_size=config.batch_size,
-                device=device,
-                image_size=config.image_size,
-                control=control,
-                num_workers=config.num_workers,
-                amp=config.amp,
-                skip_corrupt=config.skip_corrupt,
-                partial=partial,
-                key_extra=_resume_key(config),
-                out=files,
+            result = yield from _extraction(
+                backbone, images.paths, config, device, control, partial, _resume_key(config), files
             )
             (X,) = files.finish()
         try:
@@ -418,19 +435,9 @@ def extract_layers(
         dims = [part.feature_dim for part in lset.parts]
         partial = PartialFeatures(project.side_path, tag=tag) if config.resume else None
         with _FeatureFiles(project, len(images.paths), dims) as files:
-            result = yield from extraction_job(
-                lset.combined,
-                images.paths,
-                batch_size=config.batch_size,
-                device=device,
-                image_size=config.image_size,
-                control=control,
-                num_workers=config.num_workers,
-                amp=config.amp,
-                skip_corrupt=config.skip_corrupt,
-                partial=partial,
-                key_extra={**_resume_key(config), "layers": layers},
-                out=files,
+            key = {**_resume_key(config), "layers": layers}
+            result = yield from _extraction(
+                lset.combined, images.paths, config, device, control, partial, key, files
             )
             Xs = files.finish()
         run_ids: list[str] = []
