@@ -340,6 +340,13 @@ class TransformConfig(StageConfig):
     pool: str | None = param(
         None, "Image set (same model's features) for gLocal's local term (needs alpha > 0)."
     )
+    pool_max_rows: int = param(
+        100_000,
+        "At most this many pool rows, drawn at random (seeded), feed the local term: its "
+        "batches are random pool rows, and a 1.28M-image pool would be held in memory several "
+        "times over. A smaller pool is used whole.",
+        bounds=Interval(Integral, 3, None, closed="left"),
+    )
     random_state: int = param(0, _SEED_HELP, bounds=_NONNEGATIVE_INT, aliases=("--seed",))
     name: str = param(
         "teacher",

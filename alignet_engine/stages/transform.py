@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 
 from alignet_engine.align import AffineTransform, choice_distributions
+from alignet_engine.align.chunked import rows_for_budget
 from alignet_engine.align.model_selection import TransformSearch
 from alignet_engine.align.transform import PRESETS
 from alignet_engine.base.similarity import SimilarityKind
@@ -275,6 +276,49 @@ def _fit_results(
     return arrays, summary
 
 
+def _pool_rows(
+    project: Project, config: TransformConfig
+) -> tuple[np.ndarray, dict[str, str], dict[str, int]]:
+    """The local term's pool features: (m, d) float32, m = min(n, ``pool_max_rows``).
+
+    A pool that fits is read whole (:func:`stored_features`, bitwise as before). A larger one
+    gives ``pool_max_rows`` rows drawn uniformly without replacement (seeded by
+    ``random_state``), kept in pool order and read in one pass of row blocks: the local term
+    only ever sees random batches of pool rows, and 1.28M × 1280 float32 would be 6.5 GB,
+    held several times over by the fit.
+
+    Returns ``(rows, inputs, summary)``: the slot read → run ref, and ``pool_rows`` (n) and
+    ``pool_rows_used`` (m) for the run's summary.
+    """
+    assert config.pool is not None
+    slot = features_slot(config.pool, config.model)
+    run = project.run(slot, arrays=False)
+    ref = f"{run.stage}/{run.run_id}"
+    with project.open_array(ref, "X") as ds:
+        n, d = int(ds.shape[0]), int(ds.shape[1])
+        whole = n <= config.pool_max_rows
+        if not whole:
+            # a stream of its own: the fit's batches use random_state as given
+            rng = np.random.default_rng([config.random_state, 0x9001])
+            picked = np.sort(rng.choice(n, config.pool_max_rows, replace=False))
+            out = np.empty((picked.size, d), dtype=np.float32)
+            block = rows_for_budget(d * 4, 64 << 20)
+            done = 0
+            for start in range(0, n, block):
+                stop = min(start + block, n)
+                hi = int(np.searchsorted(picked, stop))
+                if hi > done:
+                    rows = np.asarray(ds[start:stop], dtype=np.float32)
+                    out[done:hi] = rows[picked[done:hi] - start]
+                    done = hi
+    if whole:  # through stored_features, as every stage reads features: one NaN message
+        X, ref = stored_features(project, config.pool, config.model)
+        return X, {slot: ref}, {"pool_rows": n, "pool_rows_used": n}
+    if np.isnan(out).any():
+        stored_features(project, config.pool, config.model)  # raises, naming the missing rows
+    return out, {slot: ref}, {"pool_rows": n, "pool_rows_used": int(picked.size)}
+
+
 def fit_transform(
     project: Project, config: TransformConfig, control: JobControl | None = None
 ) -> Job[str]:
@@ -283,10 +327,18 @@ def fit_transform(
 
     def body(run_id: str) -> Job[str]:
         X, feat_ref = stored_features(project, config.image_set, config.model)
-        pool, pool_inputs = None, {}
+        pool: np.ndarray | None = None
+        pool_inputs: dict[str, str] = {}
+        pool_summary: dict[str, int] = {}
         if config.pool is not None:
-            pool, pool_ref = stored_features(project, config.pool, config.model)
-            pool_inputs = {features_slot(config.pool, config.model): pool_ref}
+            pool, pool_inputs, pool_summary = _pool_rows(project, config)
+            if pool_summary["pool_rows_used"] < pool_summary["pool_rows"]:
+                yield Message(
+                    STAGE,
+                    f"local term: {pool_summary['pool_rows_used']} of "
+                    f"{pool_summary['pool_rows']} rows of '{config.pool}' drawn at random "
+                    "(pool_max_rows)",
+                )
         rows = yield from _training_rows(project, config, len(X), control)
         yield Message(
             STAGE,
@@ -303,7 +355,7 @@ def fit_transform(
                 f"choosing λ among {lam_grid} by {config.n_splits}-fold object-disjoint "
                 "cross-validation (give --lam to skip)",
             )
-        summary: dict[str, Any] = {}
+        summary: dict[str, Any] = dict(pool_summary)
         if search_grid:
             searched = yield from _search_fit(config, params, search_grid, X, rows, pool, control)
             est = searched.best

@@ -314,3 +314,58 @@ def test_transform_npz_round_trip_and_local_term_with_a_pool(tmp_path: Path, cli
     from alignet_engine.cli import main
 
     assert main(["import-transform", project, str(bad), "--set", "s", "--model", "m"]) == 2
+
+
+def test_local_term_draws_at_most_pool_max_rows_of_a_large_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gLocal's local term sees random batches of pool rows, so a pool larger than
+    ``pool_max_rows`` gives that many rows drawn at random, read block by block (a 1.28M
+    pool is never loaded whole); a smaller pool is used whole, as before."""
+    import alignet_engine.stages.transform as transform_stage
+    from alignet_engine.jobs import Message
+
+    rng = np.random.default_rng(1)
+    n, d, m = 40, 6, 1000
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    P = rng.normal(size=(m, d)).astype(np.float32)
+    P[:, 0] = np.arange(m)  # each pool row names itself in column 0
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "P.npy", P)
+    trip = np.array([rng.choice(n, 3, replace=False) for _ in range(300)])
+    monkeypatch.setattr(transform_stage, "rows_for_budget", lambda *a, **k: 128)  # 8 blocks
+    with Project.create(tmp_path / "p.alignet") as project:
+        import_features(project, tmp_path / "X.npy", image_set="s", label="m")
+        import_features(project, tmp_path / "P.npy", image_set="pool", label="m")
+        project.write_judgments(
+            "j", Judgments("oddone", trip, -np.ones(len(trip), np.int64)), image_set="s", params={}
+        )
+
+        def config(**kw: object) -> TransformConfig:
+            return TransformConfig(
+                image_set="s", judgments=("j",), model="m", alpha=0.5, pool="pool", **kw
+            )
+
+        drawn, _, summary = transform_stage._pool_rows(project, config(pool_max_rows=150))
+        assert summary == {"pool_rows": m, "pool_rows_used": 150}
+        ids = drawn[:, 0].astype(int)
+        # distinct pool rows, in pool order, each exactly the stored row
+        assert len(set(ids)) == 150 and np.all(np.diff(ids) > 0)
+        np.testing.assert_array_equal(drawn, P[ids])
+        # spread over the pool, not its first blocks
+        assert ids.min() < m // 4 and ids.max() > 3 * m // 4
+        again, _, _ = transform_stage._pool_rows(project, config(pool_max_rows=150))
+        other, _, _ = transform_stage._pool_rows(project, config(pool_max_rows=150, random_state=1))
+        np.testing.assert_array_equal(again, drawn)  # seeded
+        assert not np.array_equal(other, drawn)
+        whole, _, summary = transform_stage._pool_rows(project, config(pool_max_rows=m))
+        np.testing.assert_array_equal(whole, P)
+        assert summary == {"pool_rows": m, "pool_rows_used": m}
+
+        events = list(fit_transform(project, config(pool_max_rows=150, max_epochs=3)))
+        assert any(
+            isinstance(e, Message) and "150 of 1000 rows of 'pool'" in e.text for e in events
+        )
+        run = project.run("transform:teacher", arrays=False)
+        assert run.summary["pool_rows"] == m and run.summary["pool_rows_used"] == 150
+        assert run.params["pool_max_rows"] == 150
