@@ -85,6 +85,7 @@ TRANSFORM_LABELS = {
     "n_model_triplets": "model triplets",
     "vice_max_epochs": "VICE epochs",
     "n_splits": "CV folds",
+    "pool_max_rows": "local-term pool rows",
     "random_state": "seed",
 }
 
