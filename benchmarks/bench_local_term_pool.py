@@ -23,25 +23,13 @@ CLI's imports (torch).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _child_peak(argv: list[str]) -> tuple[float, float]:
-    """(peak RSS in MiB, seconds) of ``argv`` run as a child process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{argv[3]} failed: {proc.stderr.read().decode()[-2000:]}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - t0
+from bench_extract_memory import run_measured  # this folder is on sys.path when run
 
 
 def main() -> None:
@@ -82,8 +70,9 @@ def main() -> None:
         cli = [sys.executable, "-m", "alignet_engine.cli", "fit-transform", str(path)]
         common = ["-q", "--set", "s", "--model", "m", "--judgments", "j", "--objective", "hard"]
         common += ["--alpha", "0.5", "--pool", "pool", "--max-epochs", "1", "--lam", "0.01"]
-        whole, t_whole = _child_peak([*cli, *common, "--pool-max-rows", str(args.pool)])
-        drawn, t_drawn = _child_peak([*cli, *common])
+        whole, t_whole = run_measured([*cli, *common, "--pool-max-rows", str(args.pool)], root)
+        drawn, t_drawn = run_measured([*cli, *common], root)
+        whole, drawn = whole / 2**20, drawn / 2**20
         mib = args.pool * args.dim * 4 / 2**20
         print(f"pool {args.pool} x {args.dim} float32 = {mib:.0f} MiB")
         print(
